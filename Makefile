@@ -1,0 +1,35 @@
+# kvasir_ml — two commands on a fresh clone:
+#   make demo   set up .venv and run the main job (quickstart) on the built-in synthetic data
+#   make test   set up .venv and run the test suite (what CI runs)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Keep tools that like to write into $HOME (ultralytics, wandb, matplotlib) inside the checkout.
+export MPLBACKEND := Agg
+
+.PHONY: setup demo test test-all bench clean
+
+setup: $(STAMP)
+
+# torch/torchvision first, pinned to the builds that lie on local disk (no multi-GB download),
+# then the package with its dev extras (pytest, hypothesis, the Label Studio server).
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+demo: setup
+	$(VENV)/bin/kvasir-ml quickstart --out runs/quickstart
+
+test: setup
+	$(PY) -m pytest
+
+# Everything, slow tests included (GPU tests skip without a GPU).
+test-all: setup
+	$(PY) -m pytest -m ''
+
+clean:
+	rm -rf runs .pytest_cache

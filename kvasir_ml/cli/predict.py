@@ -1,0 +1,35 @@
+"""``kvasir-ml predict [--classifier CKPT] [--detector CKPT] IMAGE... [--out FILE.json]``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from kvasir_ml.io import atomic_write_json
+    from kvasir_ml.predict import predict_images
+
+    classifier = args.classifier or args.checkpoint
+    if not classifier and not args.detector:
+        raise ValueError("give --classifier (or --checkpoint) and/or --detector")
+    results = predict_images(args.images, classifier_ckpt=classifier, detector_ckpt=args.detector, device=args.device)
+    if args.out:
+        atomic_write_json(args.out, results, keep_backup=True)
+        print(f"wrote {len(results)} predictions to {args.out}")
+    else:
+        json.dump(results, sys.stdout, indent=1)
+        print()
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="labels, boxes and inset state for images, as JSON")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--classifier", help="classifier checkpoint (.pt)")
+    p.add_argument("--checkpoint", help="alias of --classifier")
+    p.add_argument("--detector", help="detector checkpoint (ultralytics .pt)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    p.add_argument("--out", help="write JSON here instead of stdout")
+    p.set_defaults(func=_predict)

@@ -1,0 +1,139 @@
+"""Configuration: pydantic models validated once, at the edge.
+
+Experiment configs are YAML files under ``configs/`` plus ``key=value`` overrides
+(dotted keys reach nested sections, values are parsed as YAML scalars). Unknown keys are
+rejected everywhere (``extra="forbid"``). Subsystems define their own config models by
+subclassing ``StrictModel``; this module holds the shared pieces.
+
+Secrets (W&B and Label Studio API keys) are never part of a config: they come from the
+environment at the point of use.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+T = TypeVar("T", bound=BaseModel)
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message says which key and why."""
+
+
+class StrictModel(BaseModel):
+    """Base for every config section: unknown keys raise, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+class TrackingConfig(StrictModel):
+    """Experiment tracking (Weights & Biases)."""
+
+    # (str) offline: local run files, no account; online: needs WANDB_API_KEY in the env;
+    # disabled: nothing written at all
+    mode: Literal["offline", "online", "disabled"] = "offline"
+    # (str) W&B project name
+    project: str = "kvasir-ml"
+    # (str | None) W&B entity (team/user); None = the account's default
+    entity: str | None = None
+    # (str | None) group: runs of one experiment (e.g. multi- vs single-label) share it
+    group: str | None = None
+    # (list[str]) extra tags; model kind, inset mode and dataset are added automatically
+    tags: list[str] = []
+    # (str | None) where run files go; None = <run dir>/wandb
+    dir: str | None = None
+    # (bool) upload the best checkpoint as a model artifact
+    log_model: bool = True
+    # (int) number of sample predictions logged as images
+    n_sample_images: int = 16
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """Parse ``a.b.c=value``; the value is read as a YAML scalar (``1``, ``true``, ``[1,2]``)."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} is not of the form key=value")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override {item!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {item!r}: value is not valid YAML ({exc})") from None
+    return key.split("."), value
+
+
+def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> dict:
+    """Return a copy of ``raw`` with dotted ``key=value`` overrides applied."""
+    out = copy.deepcopy(raw)
+    for item in overrides:
+        keys, value = parse_override(item)
+        node = out
+        for k in keys[:-1]:
+            child = node.get(k)
+            if child is None:
+                child = node[k] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {k!r} is not a section")
+            node = child
+        node[keys[-1]] = value
+    return out
+
+
+def _format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid config {source}:"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+        lines.append(f"  {loc}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def load_config(
+    model: type[T],
+    path: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> T:
+    """Build a validated config from a YAML file plus overrides.
+
+    Args:
+        model: the pydantic config class (a ``StrictModel`` subclass).
+        path: YAML file; None means the model's defaults.
+        overrides: ``key=value`` strings, dotted keys for nested sections.
+
+    Raises:
+        ConfigError: unreadable YAML, unknown keys, wrong types — naming the key.
+    """
+    raw: dict = {}
+    source = "<defaults>"
+    if path is not None:
+        source = str(path)
+        try:
+            with open(path, encoding="utf-8") as fh:
+                raw = yaml.safe_load(fh) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config {path} is not valid YAML: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config {path} must be a mapping at the top level")
+    raw = apply_overrides(raw, overrides)
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, source)) from None
+
+
+def dump_config(config: BaseModel) -> dict:
+    """JSON/YAML-safe dict of a config (what goes into run folders, checkpoints and W&B)."""
+    return config.model_dump(mode="json")
+
+
+def save_config(config: BaseModel, path: str | Path) -> None:
+    from kvasir_ml.io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(dump_config(config), sort_keys=False))

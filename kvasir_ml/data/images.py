@@ -1,0 +1,100 @@
+"""Image decoding with clear errors for bad input.
+
+``load_rgb`` is the one place where source images are opened. It turns every odd input
+into either an 8-bit RGB array or an ``ImageError`` that names the file and the problem:
+0-byte and truncated files, non-images, grayscale, palette, RGBA/LA (composited on
+black, like the endoscope border), CMYK and 16-bit PNGs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+# Never let PIL silently fill a truncated JPEG with grey: a truncated file is an error.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+
+
+class ImageError(ValueError):
+    """An image file cannot be used; ``path`` and ``reason`` say which and why."""
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+def _to_rgb(img: Image.Image, path: Path) -> np.ndarray:
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16/32-bit grey: scale the actual range to 0..255 rather than clipping.
+        arr = np.asarray(img, dtype=np.float64)
+        top = arr.max() if arr.size else 0.0
+        scale = 255.0 / (65535.0 if top > 255 else 255.0)
+        grey = np.clip(arr * scale, 0, 255).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        grey = ((arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"))
+    if mode != "RGB":
+        img = img.convert("RGB")  # L, 1, P, CMYK, YCbCr
+    return np.asarray(img)
+
+
+def load_rgb(path: str | Path, draft_size: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode an image file to an ``(H, W, 3)`` uint8 RGB array.
+
+    Args:
+        path: image file.
+        draft_size: if given, JPEG decoding may downscale (by 1/2, 1/4, 1/8) to no less than
+            this ``(width, height)`` — much faster when a small resize follows.
+
+    Raises:
+        ImageError: missing, empty, truncated, corrupt or unsupported file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ImageError(path, "file does not exist")
+    if path.stat().st_size == 0:
+        raise ImageError(path, "file is empty (0 bytes)")
+    try:
+        with Image.open(path) as img:
+            if draft_size is not None and img.format == "JPEG":
+                img.draft("RGB", draft_size)
+            img.load()
+            if img.width == 0 or img.height == 0:
+                raise ImageError(path, f"image has zero size {img.width}x{img.height}")
+            return np.ascontiguousarray(_to_rgb(img, path))
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError(path, "not a recognised image format (corrupt or not an image)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        # PIL raises OSError("image file is truncated ...") and friends.
+        raise ImageError(path, f"cannot decode image ({exc})") from None
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """``(width, height)`` from the header only, with the same errors as ``load_rgb``."""
+    path = Path(path)
+    if not path.exists():
+        raise ImageError(path, "file does not exist")
+    if path.stat().st_size == 0:
+        raise ImageError(path, "file is empty (0 bytes)")
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except UnidentifiedImageError:
+        raise ImageError(path, "not a recognised image format (corrupt or not an image)") from None
+    except OSError as exc:
+        raise ImageError(path, f"cannot read image header ({exc})") from None
