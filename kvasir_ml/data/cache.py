@@ -1,0 +1,151 @@
+"""Decode-once image cache: every source image is decoded and resized once, then read back.
+
+Source JPEGs are up to 1920x1072; decoding them every epoch costs more than a small
+model's forward pass on these CPUs. ``ImageCache.get`` decodes an image once (JPEG draft
+mode: the decoder itself downscales by 1/2, 1/4 or 1/8), resizes it to a ``size_px``
+square and stores the uint8 array as ``.npy`` keyed by the file's *content* hash, so a
+renamed or copied file is still a hit and an edited one is a miss.
+
+Hashing a file still reads it, so the content hash is memoised per
+``(absolute path, size, mtime)``: in memory for the process, and on disk (one tiny file per
+key) so DataLoader workers and later runs skip the hashing too.
+
+Safe with DataLoader workers: no shared in-memory state, every file is written to a
+temporary name and renamed into place (two workers writing the same entry both write
+complete files, and the last rename wins). The resize is a plain stretch to a square (no
+padding), so a box or inset region maps by ``(size_px / width, size_px / height)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+from PIL import Image
+
+from kvasir_ml.data.images import load_rgb
+from kvasir_ml.io import sha256_file
+
+
+def _atomic_write_bytes(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def decode_square(path: str | Path, size_px: int) -> np.ndarray:
+    """Decode an image (JPEG draft mode) and resize it to ``(size_px, size_px, 3)`` uint8."""
+    rgb = load_rgb(path, draft_size=(size_px, size_px))
+    if rgb.shape[:2] == (size_px, size_px):
+        return rgb
+    resized = Image.fromarray(rgb).resize((size_px, size_px), Image.Resampling.BILINEAR)
+    return np.asarray(resized)
+
+
+class ImageCache:
+    """Square, resized copies of source images on disk, keyed by content hash.
+
+    Args:
+        cache_dir: cache root; entries go to ``cache_dir/<size_px>px/<hash[:2]>/<hash>.npy``.
+        size_px: side of the square output.
+
+    Attributes:
+        decodes / hits: how many ``get`` calls decoded an original / read the cache
+            (per instance, for tests and logging).
+    """
+
+    def __init__(self, cache_dir: str | Path, size_px: int):
+        if size_px <= 0:
+            raise ValueError(f"cache size_px must be positive, got {size_px}")
+        self.cache_dir = Path(cache_dir)
+        self.size_px = int(size_px)
+        self.root = self.cache_dir / f"{self.size_px}px"
+        self._memo_dir = self.cache_dir / "hash-memo"
+        self._memo: dict[tuple[str, int, int], str] = {}
+        self.decodes = 0
+        self.hits = 0
+
+    def content_sha256(self, path: str | Path) -> str:
+        """Content hash of ``path``, memoised by (absolute path, byte size, mtime)."""
+        path = Path(path).resolve()
+        st = path.stat()
+        key = (str(path), st.st_size, st.st_mtime_ns)
+        if key in self._memo:
+            return self._memo[key]
+        memo_file = self._memo_dir / hashlib.sha1("\0".join(map(str, key)).encode()).hexdigest()
+        try:
+            digest = memo_file.read_text().strip()
+        except OSError:
+            digest = ""
+        if len(digest) != 64:
+            digest = sha256_file(path)
+            _atomic_write_bytes(memo_file, lambda fh: fh.write(digest.encode()))
+        self._memo[key] = digest
+        return digest
+
+    def entry_path(self, content_sha256: str) -> Path:
+        return self.root / content_sha256[:2] / f"{content_sha256}.npy"
+
+    def _read(self, entry: Path) -> np.ndarray | None:
+        try:
+            arr = np.load(entry, allow_pickle=False)
+        except (OSError, ValueError, EOFError):
+            return None  # absent, or a damaged entry: decode again and overwrite
+        if arr.shape != (self.size_px, self.size_px, 3) or arr.dtype != np.uint8:
+            return None
+        return arr
+
+    def get(self, path: str | Path) -> np.ndarray:
+        """The image as ``(size_px, size_px, 3)`` uint8, decoding the original only once.
+
+        Raises:
+            ImageError: the original cannot be decoded (missing, corrupt, ...).
+        """
+        entry = self.entry_path(self.content_sha256(path))
+        arr = self._read(entry)
+        if arr is not None:
+            self.hits += 1
+            return arr
+        arr = decode_square(path, self.size_px)
+        self.decodes += 1
+        _atomic_write_bytes(entry, lambda fh: np.save(fh, arr, allow_pickle=False))
+        return arr
+
+    def contains(self, path: str | Path) -> bool:
+        return self.entry_path(self.content_sha256(path)).exists()
+
+    def warm(self, paths: Iterable[str | Path], workers: int | None = None) -> int:
+        """Decode every image not cached yet, on a process pool.
+
+        Args:
+            paths: image files.
+            workers: processes; None = min(2, CPU count); 0 or 1 = in this process.
+
+        Returns:
+            Number of images decoded (0 when all were cached).
+        """
+        todo = [str(p) for p in paths if not self.contains(p)]
+        workers = min(2, os.cpu_count() or 1) if workers is None else workers
+        if workers <= 1 or len(todo) < 16:
+            for p in todo:
+                self.get(p)
+            return len(todo)
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(_warm_one, [(str(self.cache_dir), self.size_px, p) for p in todo], chunksize=8))
+        return len(todo)
+
+
+def _warm_one(args: tuple[str, int, str]) -> None:
+    cache_dir, size_px, path = args
+    ImageCache(cache_dir, size_px).get(path)
