@@ -218,3 +218,26 @@ def test_canonical_rejects_bad_entries(tmp_path):
     path.write_text(json.dumps(raw))
     with pytest.raises(CanonicalError, match="duplicate file_name"):
         load_canonical(path)
+
+
+def test_merge_canonical_prefixes_names_renumbers_ids_and_keeps_boxes():
+    from kvasir_ml.data.coco import CanonicalDataset, CanonicalError, merge_canonical
+
+    a = CanonicalDataset.new("kvasir-seg")
+    ia = a.add_image("images/x.jpg", 100, 80, ["polyp"], "kvasir-seg", "polyps", content_sha256="h1")
+    a.add_box(ia, "polyp", [10, 10, 20, 20])
+    b = CanonicalDataset.new("kvasir-v2")
+    b.add_image("images/x.jpg", 50, 40, ["cecum"], "kvasir-v2", "normal-cecum", content_sha256="h2")
+    ib = b.add_image("polyps/y.jpg", 50, 40, ["polyp"], "kvasir-v2", "polyps", content_sha256="h1")
+    b.add_box(ib, "polyp", [1, 2, 3, 4])
+
+    merged = merge_canonical([("seg", a), ("v2", b)])
+    assert [img["file_name"] for img in merged.images] == ["seg/images/x.jpg", "v2/images/x.jpg", "v2/polyps/y.jpg"]
+    assert [img["id"] for img in merged.images] == [1, 2, 3]
+    boxes = merged.boxes_by_image()
+    assert [ann["bbox"] for ann in boxes[1]] == [[10.0, 10.0, 20.0, 20.0]]
+    assert [ann["bbox"] for ann in boxes[3]] == [[1.0, 2.0, 3.0, 4.0]]
+    assert merged.info["source"] == "kvasir-seg+kvasir-v2"
+    # the same prefix twice collides and is refused rather than silently overwritten
+    with pytest.raises(CanonicalError, match="duplicate file_name"):
+        merge_canonical([("p", a), ("p", a)])

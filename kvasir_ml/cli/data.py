@@ -1,4 +1,4 @@
-"""``kvasir-ml data {index,stats,split,synth}``: datasets -> canonical files, stats, splits."""
+"""``kvasir-ml data {index,stats,split,merge,synth}``: datasets -> canonical files, stats, splits."""
 
 from __future__ import annotations
 
@@ -62,6 +62,22 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _merge(args: argparse.Namespace) -> int:
+    from kvasir_ml.data.coco import load_canonical, merge_canonical
+
+    parts = []
+    for item in args.parts:
+        prefix, sep, path = item.partition("=")
+        if not sep:
+            raise ValueError(f"merge part {item!r} is not of the form PREFIX=FILE")
+        parts.append((prefix, load_canonical(path)))
+    merged = merge_canonical(parts)
+    backup = merged.save(args.out)
+    print(f"wrote {args.out}: {len(merged.images)} images, {len(merged.annotations)} boxes"
+          + (f" (previous version kept as {backup})" if backup else ""))
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="index datasets, statistics, splits, synthetic data")
     data = p.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
@@ -92,6 +108,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--test-fold", type=int, default=None, help="with --folds: fold used as test (default none)")
     q.add_argument("--unlisted-train", action="store_true", help="with --folds: images not in the file go to train")
     q.set_defaults(func=_split)
+
+    q = data.add_parser("merge", help="combine canonical files under one data root")
+    q.add_argument("parts", nargs="+", metavar="PREFIX=FILE",
+                   help="each file's file_name entries get PREFIX/ (its folder under the common data root)")
+    q.add_argument("--out", required=True, help="merged canonical JSON")
+    q.set_defaults(func=_merge)
 
     q = data.add_parser("synth", help="write the synthetic Kvasir-like default dataset")
     q.add_argument("--out", required=True, help="output folder (images/ and annotations.coco.json)")

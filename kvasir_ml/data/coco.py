@@ -189,6 +189,49 @@ class CanonicalDataset:
         return atomic_write_json(path, self.to_dict(), keep_backup=keep_backup)
 
 
+def merge_canonical(parts: list[tuple[str, CanonicalDataset]], description: str = "") -> CanonicalDataset:
+    """Combine canonical files under one data root.
+
+    Args:
+        parts: ``(prefix, dataset)`` pairs; each dataset's ``file_name`` values become
+            ``<prefix>/<file_name>``, so the merged file's data root is the folder that holds
+            every prefix (e.g. ``prefix="kvasir-seg"`` for ``<root>/kvasir-seg/images/...``).
+        description: ``info.description`` of the result.
+
+    Returns:
+        A new dataset with fresh image and annotation ids; every image keeps its ``source``,
+        so duplicates across datasets can be grouped by ``content_sha256`` when splitting.
+
+    Raises:
+        CanonicalError: two parts disagree on the box classes, or file names collide.
+    """
+    if not parts:
+        raise CanonicalError("merge_canonical: nothing to merge")
+    categories = parts[0][1].categories
+    merged = CanonicalDataset(info={}, categories=list(categories))
+    sources = []
+    for prefix, ds in parts:
+        if [c["name"] for c in ds.categories] != [c["name"] for c in categories]:
+            raise CanonicalError(f"merge_canonical: part {prefix!r} has other box classes than the first part")
+        sources.append(ds.info.get("source", prefix))
+        old_to_new: dict[int, int] = {}
+        for img in ds.images:
+            entry = dict(img)
+            entry["file_name"] = f"{prefix.rstrip('/')}/{img['file_name']}" if prefix else img["file_name"]
+            entry["id"] = (merged.images[-1]["id"] + 1) if merged.images else 1
+            old_to_new[img["id"]] = entry["id"]
+            merged.images.append(entry)
+        for ann in ds.annotations:
+            entry = dict(ann)
+            entry["id"] = (merged.annotations[-1]["id"] + 1) if merged.annotations else 1
+            entry["image_id"] = old_to_new[ann["image_id"]]
+            merged.annotations.append(entry)
+    merged.info = dict(parts[0][1].info)
+    merged.info.update(source="+".join(sources), description=description or f"merged: {', '.join(sources)}")
+    validate_canonical(merged.to_dict(), "merged dataset")  # catches file_name collisions
+    return merged
+
+
 def validate_canonical(raw: Any, origin: str) -> None:
     """Check the structure of a canonical file; raise CanonicalError naming the problem."""
     if not isinstance(raw, dict):
