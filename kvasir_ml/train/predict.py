@@ -1,0 +1,94 @@
+"""Classify image files with a trained checkpoint (the classifier half of ``kvasir-ml predict``).
+
+The checkpoint carries everything: the resolved config (architecture, inset mode, image
+size), label and class names and the thresholds tuned on validation. Each image goes
+through the training path: decode, square resize as the image cache does, detect the
+inset on the original frame, mask/crop it, then the model (which normalises itself).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from kvasir_ml.data.cache import decode_square
+from kvasir_ml.data.images import load_rgb
+from kvasir_ml.data.inset import detect_inset
+from kvasir_ml.evaluation.classification import class_proba_to_label_scores, label_scores_to_class_proba
+from kvasir_ml.models.classifier import KvasirClassifier
+from kvasir_ml.taxonomy import load_taxonomy
+from kvasir_ml.train.checkpoint import load_checkpoint
+from kvasir_ml.train.config import ClassifierConfig
+from kvasir_ml.train.data import inset_inputs
+from kvasir_ml.train.run import resolve_device
+
+
+def load_classifier(ckpt: str | Path, device: torch.device) -> tuple[KvasirClassifier, ClassifierConfig, dict[str, Any]]:
+    """Model (eval mode, on ``device``), its config and the checkpoint dict."""
+    state = load_checkpoint(ckpt, map_location="cpu")
+    cfg = ClassifierConfig.model_validate(state["config"])
+    m = cfg.model
+    n_out = len(state["label_names"]) if m.task == "multilabel" else len(state["class_names"])
+    model = KvasirClassifier(m.arch, n_out, m.inset_mode, m.branch_features, m.dropout)
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), cfg, state
+
+
+def _class_label_matrix(cfg: ClassifierConfig, label_names: list[str]) -> np.ndarray:
+    taxonomy = load_taxonomy()
+    full = taxonomy.class_label_matrix(cfg.data.class_source)
+    return full[:, [taxonomy.label_index(n) for n in label_names]]
+
+
+@torch.no_grad()
+def classify_images(ckpt: str | Path, paths: Sequence[str | Path], device: str = "auto",
+                    batch_size: int = 16) -> list[dict[str, Any]]:
+    """Label scores, predicted labels and source class for each image.
+
+    Args:
+        ckpt: classifier checkpoint (``RUN_DIR/checkpoints/best.pt``).
+        paths: image files (unreadable ones raise ``ImageError``; ``predict_images``
+            filters them out first).
+        device: auto | cpu | cuda[:N].
+        batch_size: images per forward pass.
+
+    Returns:
+        One dict per image: ``labels`` {label: score} (every label of the checkpoint),
+        ``predicted_labels`` (score >= the val-tuned threshold), ``source_class``
+        {name, score} (single-label model: its argmax; multi-label: the class whose label
+        set is most likely under the label scores).
+    """
+    dev = resolve_device(device)
+    model, cfg, state = load_classifier(ckpt, dev)
+    label_names, class_names = list(state["label_names"]), list(state["class_names"])
+    thresholds = np.asarray(state["thresholds"], dtype=np.float64)
+    matrix = _class_label_matrix(cfg, label_names)
+    results: list[dict[str, Any]] = []
+    for start in range(0, len(paths), batch_size):
+        items = []
+        for path in paths[start:start + batch_size]:
+            rgb = load_rgb(path)
+            inset = detect_inset(rgb)  # on the original frame, like the canonical inset_box
+            # The cache's own decode (JPEG draft + resize), so the pixels match training.
+            small = decode_square(path, cfg.data.image_size_px)
+            items.append(inset_inputs(small, (rgb.shape[1], rgb.shape[0]), inset.state, inset.box_xywh_px,
+                                      cfg.model.inset_mode, cfg.model.branch_size_px))
+        batch = {k: torch.stack([it[k] for it in items]).to(dev) for k in items[0]}
+        logits = model(**batch).float()
+        if cfg.model.task == "multilabel":
+            scores = torch.sigmoid(logits).double().cpu().numpy()
+            proba = label_scores_to_class_proba(scores, matrix)
+        else:
+            proba = torch.softmax(logits, dim=1).double().cpu().numpy()
+            scores = class_proba_to_label_scores(proba, matrix)
+        for s, p in zip(scores, proba):
+            k = int(p.argmax())
+            results.append({
+                "labels": {n: float(v) for n, v in zip(label_names, s)},
+                "predicted_labels": [n for n, v, t in zip(label_names, s, thresholds) if v >= t],
+                "source_class": {"name": class_names[k], "score": float(p[k])},
+            })
+    return results

@@ -1,0 +1,351 @@
+"""``train_classifier(cfg, out_dir)``: config -> data -> model -> loop -> checkpoints -> report.
+
+Reproducibility: every epoch reseeds all RNGs (and the loader's generator) from
+``(seed, epoch)``, so a run resumed from ``last.pt`` replays the remaining epochs exactly as
+an uninterrupted run would (CPU; on CUDA up to non-deterministic kernels unless
+``runtime.deterministic``). Multi-GPU: launch with ``torchrun``; ``WORLD_SIZE`` > 1 turns on
+DistributedDataParallel, ``runtime.batch_size`` is then per process, and only rank 0
+evaluates and writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from kvasir_ml.config import dump_config, save_config
+from kvasir_ml.io import atomic_write_json
+from kvasir_ml.models.classifier import build_model
+from kvasir_ml.models.losses import build_loss
+from kvasir_ml.tracking import NullTracker, make_tracker
+from kvasir_ml.train import report
+from kvasir_ml.train.checkpoint import library_versions, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from kvasir_ml.train.config import ClassifierConfig, load_classifier_config
+from kvasir_ml.train.loop import evaluate, lr_find, train_one_epoch
+from kvasir_ml.train.prepare import make_loaders, prepare_data
+
+log = logging.getLogger(__name__)
+
+# Sections that may differ when resuming (where and how fast, not what is trained).
+_RESUME_FREE = ("runtime", "tracking")
+_RESUME_FREE_RUNTIME = ("device", "workers", "progress", "threads", "compile")
+
+
+class RunDirError(ValueError):
+    """The run folder exists (and we are not resuming) or lacks what resuming needs."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"runtime.device={name!r} but CUDA is not available")
+    return torch.device(name)
+
+
+def _init_distributed(device: torch.device) -> tuple[int, int, torch.device]:
+    """(rank, world size, device) from torchrun's environment; (0, 1, device) otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, device
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), world, device
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        dist.barrier()
+
+
+def seed_everything(seed: int, generator: torch.Generator | None = None) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if generator is not None:
+        generator.manual_seed(seed)
+
+
+def _check_run_dir(run_dir: Path, resume: bool) -> None:
+    if resume:
+        if not (run_dir / "checkpoints" / "last.pt").is_file():
+            raise RunDirError(f"cannot resume: {run_dir / 'checkpoints' / 'last.pt'} does not exist")
+    elif run_dir.exists() and any(run_dir.iterdir()):
+        raise RunDirError(f"run folder {run_dir} exists and is not empty; choose another --out or pass --resume")
+
+
+def _check_resume_config(cfg: ClassifierConfig, saved: dict[str, Any], run_dir: Path) -> None:
+    now = dump_config(cfg)
+    diffs = [k for k in now if k not in _RESUME_FREE and now[k] != saved.get(k)]
+    diffs += [f"runtime.{k}" for k in now["runtime"] if k not in _RESUME_FREE_RUNTIME
+              and now["runtime"][k] != saved.get("runtime", {}).get(k)]
+    if diffs:
+        raise RunDirError(f"cannot resume {run_dir}: config differs from the checkpoint in {', '.join(diffs)}")
+
+
+def make_optimizer(model: nn.Module, lr: float, backbone_lr_factor: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with two groups: head (+ inset branch) at ``lr``, backbone at ``lr * factor``."""
+    groups = [{"params": model.head_parameters(), "lr": lr, "name": "head"},
+              {"params": model.backbone_parameters(), "lr": lr * backbone_lr_factor, "name": "backbone"}]
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: ClassifierConfig, steps_per_epoch: int) -> Any:
+    total = max(1, cfg.optim.epochs * steps_per_epoch)
+    if cfg.optim.schedule == "onecycle":
+        max_lrs = [g["lr"] for g in optimizer.param_groups]
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lrs, total_steps=total)
+    if cfg.optim.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+    return None
+
+
+class _Trainer:
+    """Holds a run's pieces so the epoch loop and the final report stay a screen each."""
+
+    def __init__(self, cfg: ClassifierConfig, run_dir: Path, resume: bool):
+        self.cfg, self.run_dir, self.resume = cfg, run_dir, resume
+        rt = cfg.runtime
+        if rt.threads:
+            torch.set_num_threads(rt.threads)
+        if rt.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = not rt.deterministic
+        self.rank, self.world, self.device = _init_distributed(resolve_device(rt.device))
+        self.is_main = self.rank == 0
+        self.ckpt_dir = run_dir / "checkpoints"
+        self._setup_data()
+        self._setup_model(resume)
+        self.start_epoch, self.best_ap, self.history, self.thresholds = 0, -1.0, [], None
+        self.run_name = f"{cfg.name}-{run_dir.name}"
+        self.tracker = NullTracker()
+        if self.is_main:
+            save_config(self.cfg, run_dir / "config.yaml")  # resolved: after the LR finder
+            tags = [cfg.model.task, f"inset-{cfg.model.inset_mode}", self.data.dataset_name]
+            self.tracker = make_tracker(cfg.tracking, run_dir, self.run_name, "train-classifier",
+                                        dump_config(self.cfg), tags=tags)
+
+    def _setup_data(self) -> None:
+        # Rank 0 synthesizes, splits and fills the cache; the others then read what it wrote.
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.data = prepare_data(self.cfg, self.run_dir, may_write=True)
+        _barrier(self.world)
+        if not self.is_main:
+            self.data = prepare_data(self.cfg, self.run_dir, may_write=False)
+        self.train_loader, self.generator, self.eval_loaders = make_loaders(
+            self.cfg, self.data, self.device, self.world, self.rank)
+
+    def _setup_model(self, resume: bool) -> None:
+        cfg = self.cfg
+        seed_everything(cfg.runtime.seed)  # same initial weights on every rank and every run
+        task = cfg.model.task
+        if task == "singlelabel" and not (self.data.records["train"].y_class >= 0).any():
+            raise ValueError(f"{self.data.canonical_path}: no train image has a {cfg.data.class_source} class; "
+                             "a single-label model cannot be trained on it (set data.class_source)")
+        n_out = len(self.data.label_names) if task == "multilabel" else len(self.data.class_names)
+        self.model = build_model(cfg.model, n_out).to(self.device)
+        if cfg.runtime.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.loss_fn = build_loss(cfg.loss, task, self.data.records["train"].y_labels).to(self.device)
+        self.lr_find_result: dict[str, Any] | None = None
+        if cfg.optim.lr_find:
+            self._run_lr_find(resume)
+        o = self.cfg.optim
+        self.optimizer = make_optimizer(self.model, o.lr, o.backbone_lr_factor, o.weight_decay)
+        self.scheduler = make_scheduler(self.optimizer, self.cfg, len(self.train_loader))
+
+    def _run_lr_find(self, resume: bool) -> None:
+        o = self.cfg.optim
+        if resume:  # the finder already ran: its suggestion is the lr saved in the resolved config
+            saved_lr = load_checkpoint(self.ckpt_dir / "last.pt")["config"]["optim"]["lr"]
+            self.cfg = self.cfg.model_copy(update={"optim": o.model_copy(update={"lr": saved_lr})})
+            return
+        result = lr_find(self.model, self.train_loader, self.loss_fn,
+                         lambda m, lr: make_optimizer(m, lr, o.backbone_lr_factor, o.weight_decay),
+                         self.device, self.cfg.model.task, amp=self.cfg.runtime.amp,
+                         channels_last=self.cfg.runtime.channels_last)
+        log.info("LR finder suggests lr=%.2e (config had %.2e)", result["suggested_lr"], o.lr)
+        self.cfg = self.cfg.model_copy(update={"optim": o.model_copy(update={"lr": result["suggested_lr"]})})
+        self.lr_find_result = result
+
+    def restore(self) -> None:
+        """Load ``last.pt`` (model, optimizer, scheduler, epoch, RNG, history) for ``--resume``."""
+        state = load_checkpoint(self.ckpt_dir / "last.pt", map_location=self.device)
+        _check_resume_config(self.cfg, state["config"], self.run_dir)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state.get("scheduler"):
+            self.scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        self.start_epoch, self.best_ap = int(state["epoch"]), float(state["best_val_macro_ap"])
+        self.history, self.thresholds = list(state["history"]), list(state["thresholds"])
+        log.info("resumed %s after epoch %d", self.run_dir, self.start_epoch)
+
+    def checkpoint_state(self, epoch: int) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
+            "epoch": epoch,
+            "rng": rng_state(),
+            "config": dump_config(self.cfg),
+            "label_names": self.data.label_names,
+            "class_names": self.data.class_names,
+            "thresholds": self.thresholds,
+            "split_sha256": self.data.split.sha256,
+            "dataset": self.data.dataset_name,
+            "versions": library_versions(),
+            "best_val_macro_ap": self.best_ap,
+            "history": self.history,
+        }
+
+    def _wrapped(self, frozen: bool) -> nn.Module:
+        """The module to train this epoch: DDP must be rebuilt when the trainable set changes."""
+        self.model.set_backbone_frozen(frozen)
+        net: nn.Module = self.model
+        if self.world > 1:
+            net = DistributedDataParallel(net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if self.cfg.runtime.compile and self.device.type == "cuda":
+            net = torch.compile(net)
+        return net
+
+    def run_epoch(self, epoch: int, net: nn.Module) -> dict[str, Any]:
+        cfg = self.cfg
+        seed_everything(cfg.runtime.seed * 100_003 + epoch, self.generator)
+        if self.world > 1:
+            self.train_loader.sampler.set_epoch(epoch)
+        stats = train_one_epoch(net, self.train_loader, self.loss_fn, self.optimizer, self.scheduler, self.device,
+                                cfg.model.task, cfg.runtime.amp, cfg.runtime.channels_last,
+                                progress=cfg.runtime.progress and self.is_main, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}")
+        entry: dict[str, Any] = {"epoch": epoch + 1, **stats}
+        if self.is_main:
+            val = self.evaluate_split("val")
+            self.thresholds = report.tune_on_val(cfg.model.task, val["outputs"], self.data)
+            metrics = report.score(cfg.model.task, val["outputs"], "val", self.data, self.thresholds)
+            entry.update({"val_loss": val["loss"], **report.scalars(metrics, "val_")})
+        return entry
+
+    def evaluate_split(self, split: str) -> dict[str, Any]:
+        rt = self.cfg.runtime
+        return evaluate(self.model, self.eval_loaders[split], self.device, self.cfg.model.task, self.loss_fn,
+                        rt.amp, rt.channels_last)
+
+    def train(self, stop_after_epoch: int | None = None) -> bool:
+        """Epoch loop from ``start_epoch``; returns False when stopped early by ``stop_after_epoch``."""
+        cfg, net, frozen = self.cfg, None, None
+        for epoch in range(self.start_epoch, cfg.optim.epochs):
+            if frozen != (epoch < cfg.optim.warmup_epochs):
+                frozen = epoch < cfg.optim.warmup_epochs
+                net = self._wrapped(frozen)
+            entry = self.run_epoch(epoch, net)
+            if self.is_main:
+                self._end_epoch(epoch, entry)
+            _barrier(self.world)
+            if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < cfg.optim.epochs:
+                return False
+        return True
+
+    def _end_epoch(self, epoch: int, entry: dict[str, Any]) -> None:
+        self.history.append(entry)
+        ap = entry.get("val_macro_ap", -1.0)
+        improved = ap > self.best_ap
+        if improved:
+            self.best_ap = ap
+        state = self.checkpoint_state(epoch + 1)
+        save_checkpoint(self.ckpt_dir / "last.pt", state)
+        if improved or not (self.ckpt_dir / "best.pt").is_file():
+            # best.pt is for predict and the model artifact: no optimizer/scheduler/RNG (3x smaller).
+            lean = {k: v for k, v in state.items() if k not in ("optimizer", "scheduler", "rng")}
+            save_checkpoint(self.ckpt_dir / "best.pt", lean)
+        self.tracker.log({k: v for k, v in entry.items() if isinstance(v, (int, float)) and v is not None}, step=epoch + 1)
+        log.info("epoch %d: train_loss %.4f  val_macro_ap %.4f  val_top1 %.4f  %.1f img/s (data %.1fs, step %.1fs)%s",
+                 epoch + 1, entry["train_loss"], entry.get("val_macro_ap", float("nan")),
+                 entry.get("val_top1", float("nan")), entry["img_s"], entry["data_time_s"], entry["step_time_s"],
+                 "  *best*" if improved else "")
+
+    def final_report(self) -> dict[str, Any]:
+        """Best checkpoint on val (for the record) and test (the report); plots; metrics.json."""
+        best = load_checkpoint(self.ckpt_dir / "best.pt", map_location=self.device)
+        self.model.load_state_dict(best["model"])
+        task, thresholds = self.cfg.model.task, list(best["thresholds"])
+        val = report.score(task, self.evaluate_split("val")["outputs"], "val", self.data, thresholds)
+        test_out = self.evaluate_split("test")["outputs"]
+        test = report.score(task, test_out, "test", self.data, thresholds)
+        m = self.cfg.model
+        plot_paths = report.write_plots(task, test_out, test, self.data, m.inset_mode, m.branch_size_px,
+                                        self.run_dir / "plots")
+        metrics = {
+            "kind": "classifier", "task": task, "model": m.arch, "inset_mode": m.inset_mode,
+            "seed": self.cfg.runtime.seed, "dataset": self.data.dataset_name, "split_sha256": self.data.split.sha256,
+            "device": str(self.device), "best_epoch": int(best["epoch"]),
+            "n_images": {k: len(r) for k, r in self.data.records.items()},
+            "label_names": self.data.label_names, "class_names": self.data.class_names,
+            "thresholds_tuned_on": "val", "history": self.history, "val": val, "test": test,
+        }
+        if self.lr_find_result is not None:
+            metrics["lr_find"] = self.lr_find_result
+        atomic_write_json(self.run_dir / "metrics.json", metrics)
+        report.log_final(self.tracker, task, test_out, test, self.data, plot_paths, self.run_dir,
+                         self.cfg.tracking, self.run_name)
+        return metrics
+
+
+def train_classifier(cfg: ClassifierConfig, out_dir: str | Path, resume: bool = False,
+                     stop_after_epoch: int | None = None) -> Path:
+    """Train one classifier run and write its run folder.
+
+    Args:
+        cfg: validated config.
+        out_dir: run folder; must be absent or empty unless ``resume``.
+        resume: continue from ``out_dir/checkpoints/last.pt`` (the config must match it).
+        stop_after_epoch: return after this many epochs as if the run were killed (leaves
+            ``last.pt`` and no metrics.json); used by the resume test and time-boxed jobs.
+
+    Returns:
+        The run folder.
+
+    Raises:
+        RunDirError: existing run folder without ``resume``, or nothing to resume.
+    """
+    run_dir = Path(out_dir)
+    _check_run_dir(run_dir, resume)
+    # Thread count and determinism are process-wide: put them back for the caller afterwards.
+    saved = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
+    trainer = None
+    try:
+        trainer = _Trainer(cfg, run_dir, resume)
+        if resume:
+            trainer.restore()
+        finished = trainer.train(stop_after_epoch)
+        if finished and trainer.is_main:
+            trainer.final_report()
+    finally:
+        if trainer is not None:
+            trainer.tracker.finish()
+        if dist.is_initialized():
+            dist.destroy_process_group()
+        torch.set_num_threads(saved[0])
+        torch.use_deterministic_algorithms(saved[1])
+        torch.backends.cudnn.benchmark = saved[2]
+    return run_dir
+
+
+def train_classifier_from_cli(config_path: str | Path, out_dir: str | Path, overrides: list[str] | tuple[str, ...] = (),
+                              resume: bool = False) -> Path:
+    """``kvasir-ml train classifier``: load the YAML + overrides, then ``train_classifier``."""
+    cfg = load_classifier_config(config_path, list(overrides))
+    return train_classifier(cfg, out_dir, resume=resume)
