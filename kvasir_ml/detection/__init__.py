@@ -1,1 +1,11 @@
-"""kvasir_ml.detection."""
+"""kvasir_ml.detection: YOLO detector for key findings, through ultralytics, offline.
+
+* ``export``   canonical COCO file + split -> ultralytics dataset (links/copies/masked copies)
+* ``config``   ``DetectorConfig`` (configs/detector_*.yaml)
+* ``yolo``     offline-safe import and settings of ultralytics (what it would download, and why not)
+* ``training`` ``YOLO(...).train`` with timing callbacks; checkpoints with our metadata
+* ``scoring``  pycocotools AP next to ultralytics' mAP for one split
+* ``predict``  ``detect_images`` and COCO results JSON
+* ``overlay``  ground truth vs prediction drawings
+* ``run``      ``train_detector`` / ``train_detector_from_cli``: the whole run
+"""

@@ -1,0 +1,180 @@
+"""Offline-safe access to ultralytics (8.4.x).
+
+Importing and running ultralytics touches the network in several places. Each one, and
+how this module stops it (measured on 8.4.190):
+
+1. Import: ``ultralytics.utils.ONLINE = is_online()`` resolves one.one.one.one / dns.google.
+   -> ``YOLO_OFFLINE=1`` before the first import (ONLINE is then False, no DNS query).
+2. ``Model.train`` -> ``check_pip_update_available()`` GETs pypi.org when ONLINE.
+   -> skipped because ONLINE is False.
+3. Dataset checks and plotting -> ``check_font("Arial.ttf")``: HEAD + download of the font
+   from the ultralytics assets host, even with YOLO_OFFLINE=1 and plots=False.
+   -> a TTF named ``Arial.ttf`` (matplotlib's DejaVuSans.ttf) in ``$YOLO_CONFIG_DIR/Ultralytics/``
+   (``Arial.Unicode.ttf`` too, used for non-ASCII class names).
+4. Trainer -> ``check_amp()`` on CUDA loads ``WEIGHTS_DIR/yolo26n.pt`` (a download) when
+   ``amp=True``. -> we never pass ``amp=True``: ``amp="bf16"`` (documented in
+   ``cfg/default.yaml``: "True/'fp16' (AMP check), 'bf16', or False/'fp32'") skips the check;
+   on CPU ``amp=False``.
+5. Usage analytics (``utils/events.py``, Google Analytics) -> settings ``sync=False`` and
+   ONLINE False.
+6. Platform/hub streaming (``callbacks/platform.py``) when ``ULTRALYTICS_API_KEY`` or settings
+   ``api_key`` is set -> settings ``api_key=""`` and the env key is removed while we train.
+7. Integration callbacks (comet, clearml, mlflow, dvc, raytune, tensorboard, wandb) ->
+   all off in settings; W&B logging is ours (``kvasir_ml.tracking``).
+8. ``YOLO("yolo11n.pt")`` with a missing file downloads it -> ``resolve_weights`` only
+   accepts existing local paths and model YAMLs.
+
+Settings, weights/datasets/runs folders live in ``$YOLO_CONFIG_DIR`` (default: the
+project cache ``.cache/ultralytics`` of this checkout), never in the user's home.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Iterator
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONFIG_DIR = Path(__file__).resolve().parents[2] / ".cache" / "ultralytics"
+FONT_NAMES = ("Arial.ttf", "Arial.Unicode.ttf")
+# Every network-facing integration off; sync=False stops the analytics events.
+OFFLINE_SETTINGS = {
+    "sync": False,
+    "api_key": "",
+    "clearml": False,
+    "comet": False,
+    "dvc": False,
+    "mlflow": False,
+    "raytune": False,
+    "tensorboard": False,
+    "wandb": False,
+    "vscode_msg": False,
+    "openvino_msg": False,
+}
+
+
+class WeightsError(ValueError):
+    """A weights path does not exist or is not a local file (no hub downloads)."""
+
+
+def install_fonts(settings_dir: Path) -> None:
+    """Put matplotlib's DejaVuSans.ttf into ``settings_dir`` under the names ultralytics fetches."""
+    import matplotlib
+
+    source = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+    settings_dir.mkdir(parents=True, exist_ok=True)
+    for name in FONT_NAMES:
+        target = settings_dir / name
+        if not target.exists():
+            shutil.copyfile(source, target)
+
+
+def ensure_ultralytics(config_dir: str | Path | None = None) -> ModuleType:
+    """Import ultralytics with everything that reaches the network turned off.
+
+    Args:
+        config_dir: folder for ultralytics' settings (``YOLO_CONFIG_DIR``); used only when
+            ultralytics is not imported yet and ``YOLO_CONFIG_DIR`` is not already set.
+            Default: ``.cache/ultralytics`` in this checkout.
+
+    Returns:
+        The ``ultralytics`` module.
+    """
+    if "ultralytics" not in sys.modules:
+        # ultralytics reads these at import time; they must be set before it.
+        if not os.environ.get("YOLO_CONFIG_DIR"):
+            os.environ["YOLO_CONFIG_DIR"] = str(Path(config_dir or DEFAULT_CONFIG_DIR).resolve())
+        os.environ["YOLO_OFFLINE"] = "1"
+        install_fonts(Path(os.environ["YOLO_CONFIG_DIR"]) / "Ultralytics")
+    import ultralytics
+    from ultralytics import utils as ul_utils
+    from ultralytics.utils import events
+
+    # The folder may have been cleaned since the import (temporary run folders): re-check.
+    install_fonts(ul_utils.USER_CONFIG_DIR)
+    if ul_utils.ONLINE:
+        log.warning("ultralytics was imported before kvasir_ml set YOLO_OFFLINE=1: it may run online checks")
+    root = ul_utils.USER_CONFIG_DIR
+    wanted = dict(OFFLINE_SETTINGS)
+    wanted.update(
+        datasets_dir=str(root / "datasets"), weights_dir=str(root / "weights"), runs_dir=str(root / "runs")
+    )
+    changes = {k: v for k, v in wanted.items() if ul_utils.SETTINGS.get(k) != v}
+    if changes:
+        ul_utils.SETTINGS.update(changes)
+    # Events() read `sync` when ultralytics was imported; keep it off if that was before us.
+    events.events.enabled = False
+    return ultralytics
+
+
+@contextlib.contextmanager
+def no_platform_key() -> Iterator[None]:
+    """Hide ``ULTRALYTICS_API_KEY`` while ultralytics runs (it would stream to its platform)."""
+    saved = os.environ.pop("ULTRALYTICS_API_KEY", None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ["ULTRALYTICS_API_KEY"] = saved
+
+
+def resolve_weights(arch: str, weights: str | None) -> str:
+    """What to hand ``YOLO(...)``: a local ``.pt`` path, or the model YAML (from scratch).
+
+    Raises:
+        WeightsError: ``weights`` is given but is not an existing file. Hub names such as
+            ``yolo11n.pt`` are refused rather than downloaded.
+    """
+    if weights is None:
+        return arch
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise WeightsError(
+            f"detector weights {weights!r} do not exist (model.weights must be a local .pt file; "
+            "nothing is downloaded — use model.weights=null to train from the model YAML)"
+        )
+    return str(path.resolve())
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda:0`` when CUDA works, else ``cpu``; other values pass through."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda:0" if torch.cuda.is_available() else "cpu"
+
+
+def ultralytics_device(device: str) -> str:
+    """Torch-style device to ultralytics' form (``cuda:1`` -> ``1``, ``cuda`` -> ``0``)."""
+    if device.startswith("cuda"):
+        return device.split(":", 1)[1] if ":" in device else "0"
+    return device
+
+
+def resolve_amp(amp: str, device: str) -> bool | str:
+    """The ``amp`` value for ``YOLO.train``: never ``True`` (that triggers the download check)."""
+    if not device.startswith("cuda") or amp == "fp32":
+        return False
+    import torch
+
+    if amp == "bf16" or (amp == "auto" and torch.cuda.is_bf16_supported()):
+        return "bf16"
+    return False
+
+
+def load_yolo(weights_or_yaml: str | Path):
+    """``ultralytics.YOLO`` for a local checkpoint or a model YAML, offline."""
+    ensure_ultralytics()
+    from ultralytics import YOLO
+
+    target = str(weights_or_yaml)
+    if target.endswith(".pt") and not Path(target).is_file():
+        raise WeightsError(f"detector checkpoint {target!r} does not exist")
+    return YOLO(target)

@@ -1,0 +1,33 @@
+"""Real-data smoke: Kvasir-SEG indexed, split, 1 epoch at 128 px on a few images (CPU)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_kvasir_seg_smoke_run(shared_data, tmp_path, no_network):
+    seg = shared_data / "kvasir-seg"
+    if not (seg / "images").is_dir():
+        pytest.skip(f"{seg} has no images/")
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        from run_kvasir_seg_detector import main
+    finally:
+        sys.path.remove(str(REPO / "scripts"))
+    out = tmp_path / "run"
+    assert main(["--out", str(out), "--data", str(seg), "--smoke", "tracking.mode=disabled"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["dataset"] == "kvasir-seg" and metrics["inset_mode"] == "detected"
+    assert sum(metrics["n_images"].values()) == 48
+    for key in ("coco_ap", "coco_ap50", "coco_ap75", "ultralytics_map50", "ultralytics_map50_95"):
+        assert isinstance(metrics["test"][key], float)
+    assert (out / "checkpoints" / "best.pt").is_file() and list((out / "plots").glob("*.png"))
+    assert no_network == []
