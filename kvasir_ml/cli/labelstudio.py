@@ -1,0 +1,172 @@
+"""``kvasir-ml ls {serve,push,pull,convert,config}``: the Label Studio round trip.
+
+The API key comes only from ``LABEL_STUDIO_API_KEY`` (and the URL from ``LABEL_STUDIO_URL``
+or ``--url``); there is deliberately no flag for the key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+
+def _client(args: argparse.Namespace):
+    from kvasir_ml.labelstudio.client import LSClient, connection_from_env
+
+    return LSClient(connection_from_env(args.url), max_attempts=args.retries)
+
+
+def _config(args: argparse.Namespace) -> int:
+    from kvasir_ml.labelstudio.config import labeling_config_xml, write_labeling_config
+
+    if args.out == "-":
+        sys.stdout.write(labeling_config_xml())
+    else:
+        print(f"wrote {write_labeling_config(args.out)}")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from kvasir_ml.labelstudio.server import LabelStudioServer
+
+    server = LabelStudioServer(args.data_root, data_dir=args.data_dir, port=args.port)
+    print(f"starting Label Studio on {server.url} (data root {server.data_root}; first start takes ~35-90 s) ...")
+    with server:
+        print(f"Label Studio is up at {server.url}  (login {server.username}, password in {server.data_dir}/web_password)")
+        print(f"  export LABEL_STUDIO_URL={server.url}")
+        print(f"  export LABEL_STUDIO_API_KEY=$(cat {server.token_path})")
+        print("press Ctrl-C to stop")
+        try:
+            while server.proc is not None and server.proc.poll() is None:
+                time.sleep(1.0)
+        except KeyboardInterrupt:
+            print("stopping")
+    return 0
+
+
+def _push(args: argparse.Namespace) -> int:
+    from kvasir_ml.data.coco import load_canonical
+    from kvasir_ml.io import read_json, sha256_file
+    from kvasir_ml.labelstudio.sync import match_predictions, predictions_from_checkpoints, push_dataset
+
+    dataset = load_canonical(args.canonical)
+    data_root = Path(args.data_root or Path(args.canonical).parent)
+    entries, version = None, args.model_version
+    if args.predictions:
+        entries = read_json(args.predictions)
+        version = version or f"predictions-{sha256_file(args.predictions)[:8]}"
+    elif args.classifier or args.detector:
+        entries = predictions_from_checkpoints(dataset, data_root, args.classifier, args.detector, args.device)
+        stems = "+".join(Path(p).stem for p in (args.classifier, args.detector) if p)
+        digest = "".join(sha256_file(p)[:4] for p in (args.classifier, args.detector) if p)
+        version = version or f"kvasir-ml-{stems}-{digest}"
+    predictions, problems = (None, [])
+    if entries is not None:
+        if not isinstance(entries, list):
+            raise ValueError(f"{args.predictions}: expected a list of prediction entries")
+        predictions, problems = match_predictions(entries, data_root, {img["file_name"] for img in dataset.images})
+    report = push_dataset(_client(args), dataset, data_root, args.project, predictions=predictions,
+                          model_version=version, batch_size=args.batch_size)
+    report.problems = problems + report.problems
+    print("\n".join(report.summary_lines()))
+    return 0
+
+
+def _print_report(report, path: Path, report_path: Path, strict: bool) -> int:
+    print("\n".join(report.summary_lines()))
+    print(f"wrote {path} (report {report_path})")
+    return 1 if strict and report.errors else 0
+
+
+def _pull(args: argparse.Namespace) -> int:
+    from kvasir_ml.labelstudio.sync import pull_project
+
+    result = pull_project(_client(args), args.project, args.data_root, base_path=args.base, out_path=args.out,
+                          policy=args.policy, skipped=args.skipped, save_export=args.save_export,
+                          all_tasks=args.all_tasks)
+    return _print_report(result.report, result.path, result.report_path, args.strict)
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from kvasir_ml.data.coco import load_canonical
+    from kvasir_ml.labelstudio.export import export_to_canonical, load_export, write_version
+
+    if args.base and Path(args.out).resolve() == Path(args.base).resolve():
+        raise ValueError(f"{args.out}: write the converted file as a new version, not over the base file")
+    base = load_canonical(args.base) if args.base else None
+    dataset, report = export_to_canonical(load_export(args.export), data_root=args.data_root, base=base,
+                                          policy=args.policy, skipped=args.skipped)
+    path, report_path = write_version(dataset, report, args.out)
+    return _print_report(report, path, report_path, args.strict)
+
+
+def _add_conversion_options(p: argparse.ArgumentParser) -> None:
+    from kvasir_ml.labelstudio.export import POLICIES, SKIPPED_POLICIES
+
+    p.add_argument("--policy", choices=POLICIES, default="latest",
+                   help="which annotation wins when an image has several (default: latest non-cancelled)")
+    p.add_argument("--skipped", choices=SKIPPED_POLICIES, default="keep",
+                   help="images whose annotations were all skipped: keep their previous state, or drop them")
+    p.add_argument("--strict", action="store_true", help="exit with status 1 when any task had an error")
+
+
+def _add_server_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", help="server URL (default: $LABEL_STUDIO_URL or http://127.0.0.1:8080); "
+                   "the API key is read from $LABEL_STUDIO_API_KEY only")
+    p.add_argument("--retries", type=int, default=4, help="attempts per request when the server is down or slow")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    ls = sub.add_parser("ls", help="Label Studio: serve, push tasks with pre-annotations, pull annotations")
+    lsub = ls.add_subparsers(dest="ls_command", required=True, metavar="SUBCOMMAND")
+
+    p = lsub.add_parser("config", help="write the labeling config generated from the taxonomy")
+    p.add_argument("--out", default="annotations/labeling_config.xml", help="output file, or - for stdout")
+    p.set_defaults(func=_config)
+
+    p = lsub.add_parser("serve", help="run a local Label Studio on 127.0.0.1 (offline; Ctrl-C stops it)")
+    p.add_argument("--data-root", required=True, help="folder the canonical file_names are relative to")
+    p.add_argument("--data-dir", default=".labelstudio", help="server database folder (kept between runs)")
+    p.add_argument("--port", type=int, default=8080)
+    p.set_defaults(func=_serve)
+
+    p = lsub.add_parser("push", help="import a canonical file's images as tasks (idempotent), with pre-annotations")
+    p.add_argument("canonical", help="canonical COCO file")
+    p.add_argument("--project", required=True, help="project id or title (created if the title is new)")
+    p.add_argument("--data-root", help="image root (default: the canonical file's folder)")
+    p.add_argument("--predictions", help="pre-annotations: a JSON file written by `kvasir-ml predict`")
+    p.add_argument("--classifier", help="pre-annotate with this classifier checkpoint")
+    p.add_argument("--detector", help="pre-annotate with this detector checkpoint")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--model-version", help="name of the pre-annotations (default: derived from the file hashes)")
+    p.add_argument("--batch-size", type=int, default=1000, help="tasks per bulk import request")
+    _add_server_options(p)
+    p.set_defaults(func=_push)
+
+    p = lsub.add_parser("pull", help="export annotations and write them as the next canonical version")
+    p.add_argument("--project", required=True, help="project id or title")
+    p.add_argument("--base", required=True, help="the previous canonical file (kept unchanged)")
+    p.add_argument("--out", help="output file (default: next free <name>.vN.coco.json beside --base)")
+    p.add_argument("--data-root", help="image root (default: the base file's folder)")
+    p.add_argument("--save-export", action="store_true", help="keep the raw Label Studio export beside the output")
+    p.add_argument("--all-tasks", action="store_true",
+                   help="export every task, not only annotated/skipped ones (slower; full counts in the report)")
+    _add_conversion_options(p)
+    _add_server_options(p)
+    p.set_defaults(func=lambda a: _pull(_default_root(a, a.base)))
+
+    p = lsub.add_parser("convert", help="convert a Label Studio JSON export file (no server needed)")
+    p.add_argument("export", help="Label Studio JSON export (list of tasks)")
+    p.add_argument("--out", required=True, help="canonical COCO file to write (an existing one is backed up)")
+    p.add_argument("--data-root", help="image root: checks images exist and reads sizes")
+    p.add_argument("--base", help="previous canonical file: unannotated images keep their state")
+    _add_conversion_options(p)
+    p.set_defaults(func=_convert)
+
+
+def _default_root(args: argparse.Namespace, near: str) -> argparse.Namespace:
+    if not args.data_root:
+        args.data_root = str(Path(near).parent)
+    return args

@@ -1,0 +1,184 @@
+"""A small wrapper over ``label-studio-sdk`` 2.x: bounded retries, clear errors, no secrets.
+
+Every SDK call goes through ``LSClient.call``, which retries a server that is down or
+slow a bounded number of times with exponential backoff, then raises
+``LabelStudioError`` with a message that says what was being done and never contains
+the API key (nor the response headers, which carry session cookies).
+
+The API key is read from the environment only at the edge (``connection_from_env``);
+library functions receive an ``LSClient``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+log = logging.getLogger(__name__)
+
+ENV_URL = "LABEL_STUDIO_URL"
+ENV_API_KEY = "LABEL_STUDIO_API_KEY"
+DEFAULT_URL = "http://127.0.0.1:8080"
+_REDACTED = "***"
+
+
+class LabelStudioError(RuntimeError):
+    """A Label Studio request failed; the message names the operation and the reason."""
+
+
+def redact(text: str, secrets: Iterable[str | None]) -> str:
+    """Replace every occurrence of each (non-empty) secret in ``text`` by ``***``."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, _REDACTED)
+    return text
+
+
+@dataclass(frozen=True)
+class LSConnection:
+    """Where the server is and the key to use. ``repr`` never shows the key."""
+
+    url: str
+    api_key: str = field(repr=False)
+
+
+def connection_from_env(url: str | None = None, environ: dict[str, str] | None = None) -> LSConnection:
+    """Read ``LABEL_STUDIO_URL`` / ``LABEL_STUDIO_API_KEY`` (the only place a key comes from).
+
+    Args:
+        url: overrides ``LABEL_STUDIO_URL`` (a URL is not a secret).
+        environ: defaults to ``os.environ``.
+
+    Raises:
+        LabelStudioError: no API key in the environment.
+    """
+    env = os.environ if environ is None else environ
+    key = env.get(ENV_API_KEY, "").strip()
+    if not key:
+        raise LabelStudioError(
+            f"no Label Studio API key: set {ENV_API_KEY} in the environment "
+            "(keys are never read from configs or command-line flags)"
+        )
+    return LSConnection(url=(url or env.get(ENV_URL) or DEFAULT_URL).rstrip("/"), api_key=key)
+
+
+def _api_error_detail(exc: Exception) -> tuple[int | None, str]:
+    """Status code and a short body summary of an SDK ``ApiError`` (headers left out)."""
+    status = getattr(exc, "status_code", None)
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        parts = [str(body.get(k)) for k in ("detail", "validation_errors", "error") if body.get(k)]
+        detail = "; ".join(parts) or str(body)
+    else:
+        detail = str(body)[:500] if body is not None else type(exc).__name__
+    return status, detail
+
+
+class LSClient:
+    """SDK client with bounded retries and redacted errors.
+
+    Args:
+        connection: URL and API key.
+        timeout_s: per-request timeout.
+        max_attempts: attempts per call (1 = no retry).
+        backoff_s: first wait between attempts; doubles each time, capped at 8 s.
+    """
+
+    def __init__(self, connection: LSConnection, timeout_s: float = 120.0, max_attempts: int = 4, backoff_s: float = 0.5):
+        from label_studio_sdk import LabelStudio
+
+        self.url = connection.url
+        self._key = connection.api_key
+        self.max_attempts = max(1, int(max_attempts))
+        self.backoff_s = backoff_s
+        # The SDK's own retries are switched off: this class owns the retry policy.
+        self.sdk = LabelStudio(base_url=self.url, api_key=self._key, timeout=timeout_s, max_retries=0)
+
+    def __repr__(self) -> str:
+        return f"LSClient(url={self.url!r})"
+
+    def _redact(self, text: str) -> str:
+        return redact(text, [self._key])
+
+    def call(self, what: str, fn: Callable[..., Any], *args: Any, idempotent: bool = True, **kwargs: Any) -> Any:
+        """Run one SDK call with retries.
+
+        Args:
+            what: what is being done, for messages ("import 500 tasks into project 3").
+            fn: the SDK method.
+            idempotent: False for calls that create things: those are retried only when
+                the connection was refused (the request never reached the server), so a
+                timed-out import is not sent twice; re-running the push is safe instead.
+
+        Raises:
+            LabelStudioError: after the last attempt, or at once for a 4xx answer.
+        """
+        import httpx
+        from label_studio_sdk.core.api_error import ApiError
+
+        last_reason = ""
+        for attempt in range(self.max_attempts):
+            try:
+                return fn(*args, **kwargs)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                last_reason = f"cannot connect ({type(exc).__name__})"
+            except httpx.TransportError as exc:
+                last_reason = f"{type(exc).__name__}: {exc}"
+                if not idempotent:
+                    break
+            except ApiError as exc:
+                status, detail = _api_error_detail(exc)
+                last_reason = f"HTTP {status}: {detail}"
+                retryable = status is not None and (status >= 500 or status in (408, 429))
+                if not retryable or not idempotent:
+                    raise LabelStudioError(self._redact(f"Label Studio at {self.url}: {what} failed: {last_reason}")) from None
+            if attempt + 1 < self.max_attempts:
+                wait_s = min(self.backoff_s * 2**attempt, 8.0)
+                log.warning("Label Studio: %s: %s; retrying in %.1f s", what, self._redact(last_reason), wait_s)
+                time.sleep(wait_s)
+        raise LabelStudioError(
+            self._redact(
+                f"Label Studio at {self.url}: {what} failed after {attempt + 1} attempt(s): {last_reason}. "
+                "Is the server running and reachable? (start one with `kvasir-ml ls serve`)"
+            )
+        )
+
+    # ---- convenience wrappers used by sync.py --------------------------------------
+    def check(self) -> str:
+        """Confirm the server answers and the key is valid; return the user's e-mail."""
+        user = self.call("check the connection and API key", self.sdk.users.whoami)
+        return getattr(user, "email", "") or ""
+
+    def find_projects(self, title: str) -> list[Any]:
+        pager = self.call(f"list projects titled {title!r}", self.sdk.projects.list, title=title, page_size=100)
+        return [p for p in self.call("list projects", list, pager) if p.title == title]
+
+    def list_tasks(self, project_id: int, page_size: int = 1000) -> list[dict[str, Any]]:
+        """Every task's ``id`` and ``data`` (paged; no annotations or predictions)."""
+        out: list[dict[str, Any]] = []
+        page = 1
+        while True:
+            try:
+                pager = self.call(
+                    f"list tasks of project {project_id} (page {page})",
+                    self.sdk.tasks.list,
+                    project=project_id,
+                    page=page,
+                    page_size=page_size,
+                    fields="task_only",
+                    include="id,data",  # without it the server computes every column: ~10x slower
+                )
+            except LabelStudioError as exc:
+                # The server answers 404 "Invalid page" one page past the end when the
+                # task count is a multiple of the page size.
+                if page > 1 and "HTTP 404" in str(exc):
+                    return out
+                raise
+            items = pager.items or []
+            out.extend({"id": t.id, "data": dict(t.data or {})} for t in items)
+            if not pager.has_next or len(items) < page_size:
+                return out
+            page += 1

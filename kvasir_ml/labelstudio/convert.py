@@ -1,0 +1,333 @@
+"""Pure converters between canonical entries and Label Studio tasks, results and predictions.
+
+Label Studio rectangles are ``x, y, width, height`` in percent of the original image, with
+``original_width/height`` beside them; canonical boxes are ``x, y, w, h`` in pixels. Both
+directions go through ``kvasir_ml.geometry`` so the conversion is written once and is
+exact up to float rounding (round trip well within 0.01 px).
+
+Class ids never come from Label Studio: boxes and labels travel by *name* and are mapped
+to ids with the taxonomy's fixed order.
+
+Rules for bad regions (each yields a ``Problem`` naming the task):
+
+* rotated rectangle (``rotation`` not 0 mod 360) — rejected (the canonical file holds
+  axis-aligned boxes only; the labeling config disables rotation);
+* rectangle partly outside the image — clipped with a warning when at least
+  ``MIN_INSIDE_FRACTION`` (half) of its area lies inside, rejected otherwise;
+  overshoot within 0.5 px (rounding) is clipped silently;
+* unknown box class, label or inset state — rejected;
+* no ``original_width/height`` — the image size known from the canonical file or the
+  image itself is used (warning); with neither, rejected.
+
+A rejected region makes the whole annotation unusable (error); the caller keeps the
+image's previous state and reports it, so a half-converted annotation never becomes
+ground truth.
+"""
+
+from __future__ import annotations
+
+import math
+import posixpath
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Sequence
+from urllib.parse import parse_qs, quote, unquote, urlparse
+
+from kvasir_ml.geometry import xywh_pct_to_xywh_px, xywh_px_to_xywh_pct
+from kvasir_ml.labelstudio.config import BOXES_NAME, IMAGE_KEY, IMAGE_NAME, INSET_NAME, LABELS_NAME
+from kvasir_ml.taxonomy import Taxonomy
+
+LOCAL_FILES_PREFIX = "/data/local-files/?d="
+MIN_INSIDE_FRACTION = 0.5
+_BORDER_TOLERANCE_PX = 0.5
+
+
+class ConvertError(ValueError):
+    """One task or region cannot be converted; the message names the task."""
+
+
+@dataclass
+class Problem:
+    """Something wrong with one task. ``severity`` "error": not applied; "warning": applied."""
+
+    task_id: Any
+    kind: str
+    message: str
+    severity: str = "error"
+    file_name: str | None = None
+
+    def __str__(self) -> str:
+        where = f"task {self.task_id}" + (f" ({self.file_name})" if self.file_name else "")
+        return f"{self.severity}: {where}: {self.message}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Labeling:
+    """What one annotation (or prediction) says about one image."""
+
+    labels: list[str] = field(default_factory=list)
+    boxes: list[tuple[str, tuple[float, float, float, float]]] = field(default_factory=list)
+    inset: str | None = None
+
+
+# ---- image keys and URLs -----------------------------------------------------------
+def image_url(file_name: str) -> str:
+    """Local-files URL of a canonical ``file_name`` (relative to the document root = data root)."""
+    return LOCAL_FILES_PREFIX + quote(file_name, safe="/")
+
+
+def safe_relative_path(raw: str, what: str = "image path") -> str:
+    """Normalise a relative POSIX path and refuse anything that escapes its root.
+
+    Raises:
+        ConvertError: absolute path, ``..`` escape, empty path or NUL byte.
+    """
+    if not raw or "\x00" in raw:
+        raise ConvertError(f"{what} {raw!r} is empty or contains a NUL byte")
+    text = raw.replace("\\", "/")
+    if text.startswith("/") or PurePosixPath(text).is_absolute() or (len(text) > 1 and text[1] == ":"):
+        raise ConvertError(f"{what} {raw!r} is absolute; expected a path relative to the data root")
+    norm = posixpath.normpath(text)
+    if norm == "." or norm == ".." or norm.startswith("../"):
+        raise ConvertError(f"{what} {raw!r} escapes the data root")
+    return norm
+
+
+def image_key_from_task_data(data: dict[str, Any]) -> str:
+    """The canonical ``file_name`` of a task: ``data.file_name`` or the local-files URL.
+
+    Handles ``/data/local-files/?d=...`` (absolute or relative URL, URL-encoded).
+
+    Raises:
+        ConvertError: no usable key, an uploaded/remote image, or a path escaping the root.
+    """
+    key = data.get(IMAGE_KEY)
+    if isinstance(key, str) and key:
+        return safe_relative_path(key, f"data.{IMAGE_KEY}")
+    url = data.get(IMAGE_NAME)
+    if not isinstance(url, str) or not url:
+        raise ConvertError(f"task data has neither {IMAGE_KEY!r} nor an {IMAGE_NAME!r} URL")
+    parsed = urlparse(url)
+    if parsed.path.rstrip("/").endswith("/data/local-files") or parsed.path == "/data/local-files/":
+        values = parse_qs(parsed.query).get("d")
+        if not values:
+            raise ConvertError(f"local-files URL {url!r} has no ?d= parameter")
+        # parse_qs already decodes once; a second unquote catches double-encoded paths.
+        return safe_relative_path(unquote(values[0]), "local-files path")
+    raise ConvertError(f"image URL {url!r} is not a local-files URL; cannot map it to the data root")
+
+
+def resolve_in_root(data_root: str | Path, file_name: str) -> Path:
+    """Absolute path of ``file_name`` under ``data_root``; refuse escapes (also via symlinks).
+
+    Raises:
+        ConvertError: the path resolves outside the data root.
+    """
+    root = Path(data_root).resolve()
+    path = (root / safe_relative_path(file_name)).resolve()
+    if path != root and root not in path.parents:
+        raise ConvertError(f"image path {file_name!r} resolves outside the data root {root}")
+    return path
+
+
+# ---- canonical -> Label Studio -------------------------------------------------------
+def box_to_result(
+    class_name: str, xywh_px: Sequence[float], width_px: float, height_px: float,
+    score: float | None = None, region_id: str | None = None,
+) -> dict[str, Any]:
+    """One canonical pixel box as a ``rectanglelabels`` result (percent of the original size)."""
+    x, y, w, h = xywh_px_to_xywh_pct(xywh_px, width_px, height_px)
+    result: dict[str, Any] = {
+        "type": "rectanglelabels", "from_name": BOXES_NAME, "to_name": IMAGE_NAME,
+        "original_width": int(width_px), "original_height": int(height_px), "image_rotation": 0,
+        "value": {"x": x, "y": y, "width": w, "height": h, "rotation": 0, "rectanglelabels": [class_name]},
+    }
+    if region_id is not None:
+        result["id"] = region_id
+    if score is not None:
+        result["score"] = float(score)
+    return result
+
+
+def choices_result(from_name: str, choices: Sequence[str], score: float | None = None) -> dict[str, Any]:
+    result: dict[str, Any] = {"type": "choices", "from_name": from_name, "to_name": IMAGE_NAME,
+                              "value": {"choices": list(choices)}}
+    if score is not None:
+        result["score"] = float(score)
+    return result
+
+
+def task_payload(file_name: str, predictions: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+    """Import payload of one image: URL + stable key, predictions inline (one bulk call)."""
+    task: dict[str, Any] = {"data": {IMAGE_NAME: image_url(file_name), IMAGE_KEY: file_name}}
+    if predictions:
+        task["predictions"] = list(predictions)
+    return task
+
+
+def prediction_from_combined(
+    entry: dict[str, Any], width_px: int, height_px: int, model_version: str, taxonomy: Taxonomy,
+    task_id: Any = None,
+) -> tuple[dict[str, Any] | None, list[Problem]]:
+    """A Label Studio prediction from one ``kvasir_ml.predict`` entry.
+
+    Boxes are in the pixel frame of the predicted image (``entry["width"/"height"]`` when
+    present); percent is relative, so they are converted with that frame and stamped with
+    the canonical ``width_px/height_px`` as the original size.
+
+    Returns:
+        ``(prediction or None when the entry carries nothing, problems)``; the prediction
+        score is the mean score of its regions (0 when it has none).
+    """
+    problems: list[Problem] = []
+    if "error" in entry:
+        return None, [Problem(task_id, "prediction-error", f"prediction failed: {entry['error']}", "warning")]
+    frame_w, frame_h = entry.get("width") or width_px, entry.get("height") or height_px
+    results: list[dict[str, Any]] = []
+    scores: list[float] = []
+    for i, box in enumerate(entry.get("boxes") or []):
+        name = box.get("class")
+        if name not in taxonomy.box_class_names:
+            problems.append(Problem(task_id, "unknown-box-class", f"predicted box class {name!r} not in the taxonomy", "warning"))
+            continue
+        pct = xywh_px_to_xywh_pct(box["xywh_px"], frame_w, frame_h)
+        px = xywh_pct_to_xywh_px(pct, width_px, height_px)
+        results.append(box_to_result(name, px, width_px, height_px, score=box.get("score"), region_id=f"pred-box-{i}"))
+        if box.get("score") is not None:
+            scores.append(float(box["score"]))
+    label_scores = entry.get("labels") or {}
+    chosen = [n for n in taxonomy.label_names if n in set(entry.get("predicted_labels") or [])]
+    unknown = set(entry.get("predicted_labels") or []) - set(taxonomy.label_names)
+    if unknown:
+        problems.append(Problem(task_id, "unknown-label", f"predicted labels {sorted(unknown)} not in the taxonomy", "warning"))
+    if chosen:
+        chosen_scores = [float(label_scores[n]) for n in chosen if n in label_scores]
+        score = sum(chosen_scores) / len(chosen_scores) if chosen_scores else None
+        results.append(choices_result(LABELS_NAME, chosen, score))
+        scores.extend(chosen_scores)
+    state = (entry.get("inset") or {}).get("state")
+    if state in taxonomy.inset_states:
+        results.append(choices_result(INSET_NAME, [state]))
+    if not results:
+        return None, problems
+    overall = sum(scores) / len(scores) if scores else 0.0
+    return {"model_version": model_version, "score": overall, "result": results}, problems
+
+
+# ---- Label Studio -> canonical -------------------------------------------------------
+def result_box_xywh_px(
+    result: dict[str, Any], width_px: float, height_px: float, task_id: Any = None
+) -> tuple[tuple[float, float, float, float], Problem | None]:
+    """Pixel box of a rectangle result in an image of ``width_px`` x ``height_px``.
+
+    Returns:
+        ``(box, warning or None)``; a warning when the box was clipped.
+
+    Raises:
+        ConvertError: rotated, degenerate, non-numeric or mostly outside the image.
+    """
+    value = result.get("value") or {}
+    try:
+        pct = tuple(float(value[k]) for k in ("x", "y", "width", "height"))
+        rotation = float(value.get("rotation") or 0.0)
+    except (KeyError, TypeError, ValueError):
+        raise ConvertError(f"task {task_id}: rectangle {result.get('id')!r} has missing or non-numeric x/y/width/height") from None
+    if not all(math.isfinite(v) for v in pct):
+        raise ConvertError(f"task {task_id}: rectangle {result.get('id')!r} has non-finite coordinates")
+    if abs((rotation + 180.0) % 360.0 - 180.0) > 1e-6:
+        raise ConvertError(f"task {task_id}: rectangle {result.get('id')!r} is rotated by {rotation:g} degrees; "
+                           "only axis-aligned boxes are accepted (redraw it without rotation)")
+    x, y, w, h = xywh_pct_to_xywh_px(pct, width_px, height_px)
+    if w <= 0 or h <= 0:
+        raise ConvertError(f"task {task_id}: rectangle {result.get('id')!r} has zero or negative size")
+    x0, y0, x1, y1 = max(x, 0.0), max(y, 0.0), min(x + w, width_px), min(y + h, height_px)
+    inside = max(0.0, x1 - x0) * max(0.0, y1 - y0) / (w * h)
+    outside = x < -_BORDER_TOLERANCE_PX or y < -_BORDER_TOLERANCE_PX or \
+        x + w > width_px + _BORDER_TOLERANCE_PX or y + h > height_px + _BORDER_TOLERANCE_PX
+    if inside < MIN_INSIDE_FRACTION:
+        raise ConvertError(f"task {task_id}: rectangle {result.get('id')!r} lies mostly outside the image "
+                           f"({100 * inside:.0f}% inside); rejected")
+    box = (x0, y0, x1 - x0, y1 - y0)
+    warning = None
+    if outside:
+        warning = Problem(task_id, "box-clipped", f"rectangle {result.get('id')!r} extended past the image border "
+                          f"({100 * inside:.0f}% inside); clipped to the image", "warning")
+    return box, warning
+
+
+def result_size(result: dict[str, Any]) -> tuple[int, int] | None:
+    if not isinstance(result, dict):
+        return None
+    w, h = result.get("original_width"), result.get("original_height")
+    if isinstance(w, (int, float)) and isinstance(h, (int, float)) and w > 0 and h > 0:
+        return int(w), int(h)
+    return None
+
+
+def labeling_from_results(
+    results: Sequence[dict[str, Any]], size_px: tuple[int, int] | None, taxonomy: Taxonomy, task_id: Any = None,
+) -> tuple[Labeling, list[Problem]]:
+    """Convert one annotation's results.
+
+    Args:
+        results: the annotation's ``result`` list.
+        size_px: the image's known ``(width, height)`` (canonical file or image header);
+            percent is converted with it. None: each result's ``original_width/height``.
+
+    Returns:
+        ``(labeling, problems)``. Any "error" problem means the labeling must not be applied.
+        Labels implied by boxes (taxonomy ``box_classes[].label``) are added.
+    """
+    out, problems = Labeling(), []
+    labels: set[str] = set()
+    for result in results:
+        if not isinstance(result, dict):
+            problems.append(Problem(task_id, "malformed-result", f"result {result!r} is not an object"))
+            continue
+        kind, name, value = result.get("type"), result.get("from_name"), result.get("value") or {}
+        if kind in ("rectanglelabels", "rectangle") or name == BOXES_NAME:
+            classes = value.get("rectanglelabels") or []
+            if len(classes) != 1:
+                problems.append(Problem(task_id, "box-label", f"rectangle {result.get('id')!r} has labels {classes!r}; expected exactly one"))
+                continue
+            if classes[0] not in taxonomy.box_class_names:
+                problems.append(Problem(task_id, "unknown-label", f"box class {classes[0]!r} is not in the taxonomy "
+                                        f"(known: {', '.join(taxonomy.box_class_names)})"))
+                continue
+            size = size_px or result_size(result)
+            if result_size(result) is None and size is not None:
+                problems.append(Problem(task_id, "no-size", f"rectangle {result.get('id')!r} has no original_width/height; "
+                                        f"converted with the image's size {size[0]}x{size[1]}", "warning"))
+            if size is None:
+                problems.append(Problem(task_id, "no-size", f"rectangle {result.get('id')!r} has no original_width/height "
+                                        "and the image size is unknown (give --data-root or a base canonical file)"))
+                continue
+            try:
+                box, warning = result_box_xywh_px(result, size[0], size[1], task_id)
+            except ConvertError as exc:
+                problems.append(Problem(task_id, "bad-box", str(exc).split(": ", 1)[-1]))
+                continue
+            if warning:
+                problems.append(warning)
+            out.boxes.append((classes[0], box))
+        elif kind == "choices" and name == LABELS_NAME:
+            for choice in value.get("choices") or []:
+                if choice in taxonomy.label_names:
+                    labels.add(choice)
+                else:
+                    problems.append(Problem(task_id, "unknown-label", f"label {choice!r} is not in the taxonomy"))
+        elif kind == "choices" and name == INSET_NAME:
+            choices = value.get("choices") or []
+            if len(choices) != 1 or choices[0] not in taxonomy.inset_states:
+                problems.append(Problem(task_id, "unknown-inset", f"inset choice {choices!r} is not one of {list(taxonomy.inset_states)}"))
+            else:
+                out.inset = choices[0]
+        else:
+            problems.append(Problem(task_id, "unknown-result", f"result of type {kind!r} from {name!r} is not part of the "
+                                    "labeling config; ignored", "warning"))
+    implied = {taxonomy.box_classes[taxonomy.box_class_index(c)].label for c, _ in out.boxes}
+    out.labels = [n for n in taxonomy.label_names if n in labels | implied]
+    return out, problems

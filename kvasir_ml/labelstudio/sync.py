@@ -1,0 +1,306 @@
+"""Push a canonical dataset into a Label Studio project; pull annotations back as a new version.
+
+Push is idempotent: tasks are keyed by the image's canonical ``file_name`` (stored in the
+task data), predictions by ``model_version``; whatever already exists is skipped, so a push
+that stopped half-way is simply run again. New tasks go in batches through the bulk import
+API with their predictions inline (one request per batch, not per task).
+
+Pull takes a snapshot export through the SDK, converts it with ``export.py`` and writes
+the next version of the canonical file beside the previous one (never in place).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from kvasir_ml.data.coco import CanonicalDataset, load_canonical
+from kvasir_ml.io import atomic_write_json
+from kvasir_ml.labelstudio.client import LabelStudioError, LSClient
+from kvasir_ml.labelstudio.config import labeling_config_xml
+from kvasir_ml.labelstudio.convert import (
+    ConvertError, Problem, image_key_from_task_data, prediction_from_combined, safe_relative_path, task_payload,
+)
+from kvasir_ml.labelstudio.export import (
+    ConvertReport, ExportError, export_to_canonical, next_version_path, tasks_from_export, write_version,
+)
+from kvasir_ml.taxonomy import Taxonomy, load_taxonomy
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PushReport:
+    project_id: int
+    n_images: int = 0
+    n_tasks_created: int = 0
+    n_tasks_existing: int = 0
+    n_predictions_created: int = 0
+    n_predictions_existing: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+    def summary_lines(self, max_items: int = 20) -> list[str]:
+        lines = [f"project {self.project_id}: {self.n_images} images; tasks created {self.n_tasks_created}, "
+                 f"already there {self.n_tasks_existing}; predictions created {self.n_predictions_created}, "
+                 f"already there {self.n_predictions_existing}; problems {len(self.problems)}"]
+        return lines + [f"  {p}" for p in self.problems[:max_items]]
+
+
+@dataclass
+class PullResult:
+    path: Path
+    report_path: Path
+    report: ConvertReport
+    export_path: Path | None = None
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+# ---- project and storage ------------------------------------------------------------------
+def find_project(client: LSClient, project: str | int) -> int | None:
+    """Project id for an id or a title; None when no project has that title.
+
+    Raises:
+        LabelStudioError: an id that does not exist, or a title used by several projects.
+    """
+    if isinstance(project, int) or str(project).isdigit():
+        return int(client.call(f"get project {project}", client.sdk.projects.get, id=int(project)).id)
+    matches = client.find_projects(str(project))
+    if len(matches) > 1:
+        raise LabelStudioError(f"{len(matches)} projects are titled {project!r} (ids {[p.id for p in matches]}); give the id")
+    return int(matches[0].id) if matches else None
+
+
+def ensure_project(client: LSClient, project: str | int, label_config: str | None = None) -> int:
+    """Reuse the project (by id or title) or create it with the generated labeling config."""
+    label_config = label_config or labeling_config_xml()
+    pid = find_project(client, project)
+    if pid is None:
+        created = client.call(f"create project {project!r}", client.sdk.projects.create, idempotent=False,
+                              title=str(project), label_config=label_config)
+        log.info("created Label Studio project %s (%r)", created.id, project)
+        return int(created.id)
+    current = client.call(f"get project {pid}", client.sdk.projects.get, id=pid).label_config
+    if (current or "").strip() != label_config.strip():
+        log.warning("project %s has a different labeling config than annotations/labeling_config.xml; "
+                    "regenerate it or update the project in Label Studio", pid)
+    return pid
+
+
+def ensure_local_storage(client: LSClient, project_id: int, data_root: Path, file_names: Iterable[str]) -> list[str]:
+    """Local-files storages covering the images' top-level folders (the server only serves
+    files a storage covers, and refuses a storage at the document root itself).
+
+    Raises:
+        ValueError: an image lies directly in the data root.
+    """
+    tops = {name.split("/", 1)[0] for name in file_names if "/" in name}
+    loose = [name for name in file_names if "/" not in name]
+    if loose:
+        raise ValueError(f"{len(loose)} image(s) lie directly in the data root (e.g. {loose[0]!r}); Label Studio only "
+                         "serves files from a sub-folder of its document root: move them into a folder")
+    storages = client.call(f"list storages of project {project_id}", client.sdk.import_storage.local.list, project=project_id)
+    have = {str(Path(s.path).resolve()) for s in storages if getattr(s, "path", None)}
+    created = []
+    for top in sorted(tops):
+        path = str((data_root / top).resolve())
+        if path not in have:
+            client.call(f"create local-files storage {path}", client.sdk.import_storage.local.create, idempotent=False,
+                        project=project_id, path=path, title=f"kvasir-ml {top}", use_blob_urls=True)
+            created.append(path)
+    return created
+
+
+# ---- predictions ----------------------------------------------------------------------------
+def match_predictions(entries: Sequence[dict[str, Any]], data_root: Path, known: set[str]) -> tuple[dict[str, dict], list[Problem]]:
+    """Map combined-prediction entries (``kvasir_ml.predict`` format) to canonical file names.
+
+    An entry is matched by ``file_name`` if present, else by its ``image`` path (absolute,
+    or relative to the data root or to the working directory), which must lie in the data root.
+    """
+    root = data_root.resolve()
+    out, problems = {}, []
+    for i, entry in enumerate(entries):
+        where = entry.get("image") or entry.get("file_name") if isinstance(entry, dict) else None
+        try:
+            if not isinstance(entry, dict):
+                raise ConvertError(f"prediction #{i} is not an object")
+            if entry.get("file_name"):
+                key = safe_relative_path(entry["file_name"])
+            else:
+                raw = Path(str(entry.get("image", "")))
+                path = raw if raw.is_absolute() else (root / raw if (root / raw).exists() else Path.cwd() / raw)
+                try:
+                    key = path.resolve().relative_to(root).as_posix()
+                except ValueError:
+                    raise ConvertError(f"predicted image {str(raw)!r} is not inside the data root {root}") from None
+            if key not in known:
+                raise ConvertError(f"predicted image {key!r} is not in the canonical file")
+        except ConvertError as exc:
+            problems.append(Problem(f"prediction #{i}", "unmatched-prediction", str(exc), "warning", where))
+            continue
+        out[key] = entry
+    return out, problems
+
+
+def predictions_from_checkpoints(dataset: CanonicalDataset, data_root: Path, classifier_ckpt=None, detector_ckpt=None,
+                                 device: str = "auto") -> list[dict[str, Any]]:
+    """Run ``kvasir_ml.predict.predict_images`` on every image of the dataset."""
+    from kvasir_ml.predict import predict_images
+
+    paths = [data_root / img["file_name"] for img in dataset.images]
+    return predict_images(paths, classifier_ckpt=classifier_ckpt, detector_ckpt=detector_ckpt, device=device)
+
+
+# ---- push -------------------------------------------------------------------------------------
+def push_dataset(
+    client: LSClient, dataset: CanonicalDataset, data_root: str | Path, project: str | int,
+    predictions: dict[str, dict[str, Any]] | None = None, model_version: str | None = None,
+    batch_size: int = 1000, taxonomy: Taxonomy | None = None,
+) -> PushReport:
+    """Create the tasks (and pre-annotations) that the project does not have yet.
+
+    Args:
+        dataset: canonical dataset; each image becomes one task keyed by ``file_name``.
+        data_root: folder the ``file_name``s are relative to (the server's document root).
+        project: project id or title (created with the generated config if absent).
+        predictions: ``file_name -> combined prediction entry`` (see ``match_predictions``).
+        model_version: required with predictions; existing predictions of this version are kept.
+        batch_size: tasks per bulk import request.
+    """
+    if predictions and not model_version:
+        raise ValueError("pre-annotations need a model_version (it is how re-runs recognise them)")
+    taxonomy = taxonomy or load_taxonomy()
+    data_root = Path(data_root).resolve()
+    pid = ensure_project(client, project)
+    report = PushReport(project_id=pid, n_images=len(dataset.images))
+    ensure_local_storage(client, pid, data_root, [img["file_name"] for img in dataset.images])
+    existing: dict[str, int] = {}
+    for task in client.list_tasks(pid):
+        try:
+            existing.setdefault(image_key_from_task_data(task["data"]), task["id"])
+        except ConvertError as exc:
+            report.problems.append(Problem(task["id"], "foreign-task", f"{exc}; left alone", "warning"))
+    have_pred: set[int] = set()
+    if predictions and existing:
+        rows = client.call(f"list predictions of project {pid}", client.sdk.predictions.list, project=pid)
+        have_pred = {int(p.task) for p in rows if p.model_version == model_version and p.task is not None}
+
+    def prediction_for(img: dict[str, Any], task_id: Any) -> dict[str, Any] | None:
+        entry = (predictions or {}).get(img["file_name"])
+        if entry is None:
+            return None
+        pred, problems = prediction_from_combined(entry, img["width"], img["height"], model_version, taxonomy, task_id)
+        for p in problems:
+            p.file_name = img["file_name"]
+        report.problems.extend(problems)
+        return pred
+
+    new_payloads, extra_preds = [], []
+    for img in dataset.images:
+        key = safe_relative_path(img["file_name"], "canonical file_name")
+        if key in existing:
+            report.n_tasks_existing += 1
+            tid = existing[key]
+            if predictions and key in predictions:
+                if tid in have_pred:
+                    report.n_predictions_existing += 1
+                elif (pred := prediction_for(img, tid)) is not None:
+                    extra_preds.append({"task": tid, **pred})
+            continue
+        pred = prediction_for(img, None) if predictions else None
+        new_payloads.append(task_payload(key, [pred] if pred else []))
+    for batch in _chunks(new_payloads, batch_size):
+        resp = client.call(f"import {len(batch)} tasks into project {pid}", client.sdk.projects.import_tasks,
+                           idempotent=False, id=pid, request=list(batch), return_task_ids=True)
+        report.n_tasks_created += int(resp.task_count or len(batch))
+        report.n_predictions_created += sum(1 for t in batch if t.get("predictions"))
+    for batch in _chunks(extra_preds, batch_size):
+        client.call(f"import {len(batch)} predictions into project {pid}", client.sdk.projects.import_predictions,
+                    idempotent=False, id=pid, request=list(batch))
+        report.n_predictions_created += len(batch)
+    return report
+
+
+# ---- pull -------------------------------------------------------------------------------------
+def export_snapshot(client: LSClient, project_id: int, task_filter: dict[str, Any] | None = None,
+                    timeout_s: float = 600.0, poll_s: float = 0.25) -> list[dict[str, Any]]:
+    """Tasks as a JSON snapshot export (``projects.exports`` API, not the UI quick download).
+
+    Args:
+        task_filter: Label Studio ``task_filter_options``, e.g. ``{"annotated": "only"}``.
+
+    Predictions are serialised as ids only: a pull needs to know that they exist, not their content.
+    """
+    sdk = client.sdk.projects.exports
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    extra = {"task_filter_options": task_filter} if task_filter else {}
+    export = client.call(f"create an export of project {project_id}", sdk.create, idempotent=False, id=project_id,
+                         title=f"kvasir-ml pull {stamp}", serialization_options={"predictions": {"only_id": True}},
+                         **extra)
+    deadline = time.monotonic() + timeout_s
+    while str(export.status) not in ("completed", "failed"):
+        if time.monotonic() > deadline:
+            raise LabelStudioError(f"export {export.id} of project {project_id} not ready after {timeout_s:.0f} s")
+        time.sleep(poll_s)
+        export = client.call(f"poll export {export.id}", sdk.get, id=project_id, export_pk=export.id)
+    if str(export.status) == "failed":
+        raise LabelStudioError(f"Label Studio failed to build export {export.id} of project {project_id}")
+    raw = client.call(f"download export {export.id}", lambda: b"".join(sdk.download(id=project_id, export_pk=export.id, export_type="JSON")))
+    try:
+        return tasks_from_export(json.loads(raw), f"export {export.id} of project {project_id}")
+    except json.JSONDecodeError as exc:
+        raise ExportError(f"export {export.id} of project {project_id} is not valid JSON: {exc}") from None
+
+
+def pull_project(
+    client: LSClient, project: str | int, data_root: str | Path | None, base_path: str | Path | None = None,
+    out_path: str | Path | None = None, policy: str = "latest", skipped: str = "keep", save_export: bool = False,
+    all_tasks: bool = False,
+) -> PullResult:
+    """Export the project and write its annotations as the next canonical version.
+
+    Args:
+        base_path: the previous canonical file (kept); images nobody annotated keep its state.
+        out_path: where to write; default ``next_version_path(base_path)``. Never ``base_path``.
+        save_export: also keep the raw export beside the output (``<name>.ls-export.json``).
+        all_tasks: export every task (counts predictions-only and unlabeled tasks apart);
+            default: only tasks with annotations (the others are counted as not exported).
+    """
+    pid = find_project(client, project)
+    if pid is None:
+        raise LabelStudioError(f"no Label Studio project titled {project!r}")
+    if out_path is None:
+        if base_path is None:
+            raise ValueError("give the previous canonical file (base) or an output path")
+        out_path = next_version_path(base_path)
+    out_path = Path(out_path)
+    if base_path is not None and out_path.resolve() == Path(base_path).resolve():
+        raise ValueError(f"{out_path}: a pull writes a new version; it never overwrites the base file in place")
+    base = load_canonical(base_path) if base_path is not None and Path(base_path).exists() else None
+    if all_tasks:
+        tasks = export_snapshot(client, pid)
+    else:
+        # Only tasks with a submitted or a skipped annotation: two server-side filters, far
+        # cheaper than serialising every prediction-only task of a large project.
+        tasks = export_snapshot(client, pid, {"annotated": "only"})
+        seen = {t.get("id") for t in tasks}
+        tasks += [t for t in export_snapshot(client, pid, {"skipped": "only"}) if t.get("id") not in seen]
+    dataset, report = export_to_canonical(tasks, data_root=data_root, base=base, policy=policy, skipped=skipped)
+    if not all_tasks:
+        total = int(client.call(f"get project {pid}", client.sdk.projects.get, id=pid).task_number or 0)
+        report.n_not_exported = max(0, total - len(tasks))
+        report.n_tasks = len(tasks) + report.n_not_exported
+    path, report_path = write_version(dataset, report, out_path)
+    export_path = None
+    if save_export:
+        export_path = out_path.with_name(out_path.name.removesuffix(".json") + ".ls-export.json")
+        atomic_write_json(export_path, tasks, keep_backup=True, indent=None)
+    return PullResult(path=path, report_path=report_path, report=report, export_path=export_path)

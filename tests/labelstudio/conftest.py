@@ -1,0 +1,72 @@
+"""Label Studio fixtures: one real server per test session, on 127.0.0.1, offline.
+
+The first start on a fresh machine migrates the database (~35-90 s on 2 busy cores); a
+migrated, empty database is cached in pytest's cache folder so later sessions start in
+seconds (`pytest --cache-clear` drops it).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from kvasir_ml.data.coco import CanonicalDataset
+
+
+@pytest.fixture(scope="session")
+def ls_data_root(tmp_path_factory) -> Path:
+    """The server's document root; tests put their images in sub-folders of it."""
+    return tmp_path_factory.mktemp("ls-root")
+
+
+@pytest.fixture(scope="session")
+def ls_server(ls_data_root, request):
+    """A running Label Studio server (session scope); skipped when it is not installed."""
+    if importlib.util.find_spec("label_studio") is None:
+        pytest.skip("label-studio is not installed (pip install -e '.[dev]')")
+    from importlib.metadata import version
+
+    from kvasir_ml.labelstudio.server import LabelStudioServer
+
+    cache = getattr(request.config, "cache", None)  # absent with -p no:cacheprovider
+    template = cache.mkdir(f"labelstudio-template-{version('label-studio')}") / "db" if cache else None
+    server = LabelStudioServer(ls_data_root, template_dir=template)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def ls_client(ls_server):
+    from kvasir_ml.labelstudio.client import LSClient, LSConnection
+
+    return LSClient(LSConnection(ls_server.url, ls_server.token), max_attempts=2, backoff_s=0.1)
+
+
+def make_tiny_dataset(root: Path, folder: str, n: int = 6) -> CanonicalDataset:
+    """``n`` small JPEGs of varied odd sizes under ``root/folder`` and their canonical file."""
+    (root / folder).mkdir(parents=True, exist_ok=True)
+    ds = CanonicalDataset.new("synthetic")
+    classes = ["polyps", "normal-cecum", "dyed-resection-margins", "esophagitis", "dyed-lifted-polyps", "normal-z-line"]
+    from kvasir_ml.taxonomy import load_taxonomy
+
+    tax = load_taxonomy()
+    for i in range(n):
+        w, h = 97 + 13 * i, 61 + 7 * i
+        name = f"{folder}/frame {i:02d}.jpg"  # a space: exercises URL encoding
+        Image.new("RGB", (w, h), (40 * i % 255, 90, 120)).save(root / name)
+        cls = classes[i % len(classes)]
+        iid = ds.add_image(name, w, h, tax.labels_for("synthetic", cls), "synthetic", cls, inset="none")
+        if "polyp" in tax.labels_for("synthetic", cls):
+            ds.add_box(iid, "polyp", [3.3, 4.7, w / 3, h / 4])
+    ds.save(root / f"{folder}.coco.json", keep_backup=False)
+    return ds
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset():
+    """The ``make_tiny_dataset(root, folder, n)`` factory."""
+    return make_tiny_dataset
