@@ -86,6 +86,32 @@ def sample_predictions(task: str, outputs: np.ndarray, metrics: dict[str, Any], 
     return samples
 
 
+def save_predictions(path: Path, task: str, outputs: np.ndarray, data: RunData, split: str = "test") -> Path:
+    """One split's targets and both tasks' scores as ``.npz``, for cross-run plots (the
+    experiment report overlays PR curves of several runs) without re-running the models.
+
+    Arrays: ``y_labels`` (N, L) 0/1, ``y_class`` (N,) (-1 = no source class), ``label_scores``
+    (N, L), ``class_proba`` (N, K), ``label_names``, ``class_names``; scores are float64 so
+    curves drawn from them give the AP values of ``metrics.json``.
+    """
+    from kvasir_ml.evaluation.classification import label_scores_to_class_proba
+    from kvasir_ml.io import atomic_write
+
+    rec = data.records[split]
+    proba = outputs if task == "singlelabel" else label_scores_to_class_proba(outputs, data.class_label_matrix)
+    arrays = {"y_labels": np.asarray(rec.y_labels, dtype=np.int8), "y_class": np.asarray(rec.y_class, dtype=np.int64),
+              "label_scores": np.asarray(label_scores(task, outputs, data), dtype=np.float64),
+              "class_proba": np.asarray(proba, dtype=np.float64),
+              "label_names": np.array(data.label_names), "class_names": np.array(data.class_names)}
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:  # a file object: np.savez would append ".npz" to a path
+            np.savez_compressed(fh, **arrays)
+
+    atomic_write(path, write)
+    return path
+
+
 def log_final(tracker: Any, task: str, outputs: np.ndarray, metrics: dict[str, Any], data: RunData,
               plot_paths: dict[str, Path], run_dir: Path, tracking: Any, run_name: str) -> None:
     """Mirror the final test report into the tracker (the run folder stays the source of truth)."""

@@ -285,6 +285,7 @@ class _Trainer:
         val = report.score(task, self.evaluate_split("val")["outputs"], "val", self.data, thresholds)
         test_out = self.evaluate_split("test")["outputs"]
         test = report.score(task, test_out, "test", self.data, thresholds)
+        report.save_predictions(self.run_dir / "predictions_test.npz", task, test_out, self.data)
         m = self.cfg.model
         plot_paths = report.write_plots(task, test_out, test, self.data, m.inset_mode, m.branch_size_px,
                                         self.run_dir / "plots")

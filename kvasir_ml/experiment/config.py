@@ -1,0 +1,100 @@
+"""The comparison experiment config: which variants, which seeds, which data, one split.
+
+Sections mirror ``configs/experiment_compare*.yaml`` (every key there carries a ``# (type)
+description`` comment). Unknown keys raise (``StrictModel``). A model variant is a
+(task, inset mode) pair; every variant is trained once per seed from its task's base
+classifier config, and the experiment pins what must be shared for the comparison to be
+fair: the dataset, the frozen split, the image cache, the seed list and the W&B group.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, model_validator
+
+from kvasir_ml.config import StrictModel, TrackingConfig, load_config
+from kvasir_ml.train.config import InsetMode, Task
+
+# Source-class pairs the Kvasir article reports as most often confused.
+DEFAULT_HARD_PAIRS = (("esophagitis", "normal-z-line"), ("dyed-lifted-polyps", "dyed-resection-margins"))
+
+
+class ExperimentDataConfig(StrictModel):
+    """The one dataset and the one split every run of the experiment uses."""
+
+    # canonical annotation file; None or "synthetic" = synthesize the default dataset into <out>/data
+    canonical: str | None = None
+    # folder the canonical file's file_names are relative to; None = the file's folder
+    root: str | None = None
+    # frozen split (split.json) to use; None = make one once into <out>/split.json
+    split_file: str | None = None
+    split_seed: int = 0
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    # decoded image cache shared by all runs; None = <out>/cache
+    cache_dir: str | None = None
+    # synthetic dataset size and seed (only when canonical is None/"synthetic")
+    synthetic_n: int = Field(200, ge=16)
+    synthetic_seed: int = 0
+
+    @property
+    def is_synthetic(self) -> bool:
+        return self.canonical in (None, "", "synthetic")
+
+    @model_validator(mode="after")
+    def _fractions_sum(self) -> "ExperimentDataConfig":
+        if abs(sum(self.fractions) - 1.0) > 1e-6 or min(self.fractions) <= 0:
+            raise ValueError(f"data.fractions must be 3 positive numbers summing to 1, got {self.fractions}")
+        return self
+
+
+class ExperimentConfig(StrictModel):
+    """Everything one comparison experiment needs."""
+
+    name: str = "multilabel-vs-singlelabel"
+    data: ExperimentDataConfig = ExperimentDataConfig()
+    # base classifier config per task (paths relative to the working directory)
+    base_configs: dict[Task, str] = {
+        "multilabel": "configs/classifier_multilabel_resnet50.yaml",
+        "singlelabel": "configs/classifier_singlelabel_resnet50.yaml",
+    }
+    # task -> inset modes to train; each (task, inset mode) pair is one model variant
+    variants: dict[Task, list[InsetMode]] = {
+        "multilabel": ["raw", "masked", "branch"],
+        "singlelabel": ["raw", "masked", "branch"],
+    }
+    # training seeds (runtime.seed); every variant is trained once per seed
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    # key=value overrides applied to every run, after its base config
+    overrides: list[str] = []
+    # skip runs whose folder already holds metrics.json (continue an interrupted experiment)
+    skip_finished: bool = True
+    # source-class pairs whose confusion the report shows
+    hard_pairs: list[tuple[str, str]] = [tuple(p) for p in DEFAULT_HARD_PAIRS]
+    # W&B: mode/project/entity/tags are given to every run; group defaults to `name`
+    tracking: TrackingConfig = TrackingConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> "ExperimentConfig":
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct, got {self.seeds}")
+        if not any(self.variants.values()):
+            raise ValueError("variants: no (task, inset mode) pair to train")
+        missing = [t for t, modes in self.variants.items() if modes and t not in self.base_configs]
+        if missing:
+            raise ValueError(f"base_configs has no config for task(s) {missing}")
+        return self
+
+    @property
+    def group(self) -> str:
+        return self.tracking.group or self.name
+
+    def variant_names(self) -> list[str]:
+        """``<task>-<inset mode>`` for every variant, in config order."""
+        return [f"{task}-{mode}" for task, modes in self.variants.items() for mode in modes]
+
+
+def load_experiment_config(path: str | Path | None = None,
+                           overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    """Load ``configs/experiment_compare*.yaml`` plus ``key=value`` overrides (unknown keys raise ConfigError)."""
+    return load_config(ExperimentConfig, path, overrides)

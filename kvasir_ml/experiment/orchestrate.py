@@ -1,0 +1,285 @@
+"""``run_comparison(cfg, out_dir)``: one dataset, one frozen split, every variant x seed, one report.
+
+The experiment folder::
+
+    experiment.yaml         the resolved ExperimentConfig
+    data/                   the synthetic dataset (only when data.canonical is synthetic)
+    split.json              the frozen split every run uses (made once, then reused)
+    cache/                  decoded images shared by all runs (unless data.cache_dir)
+    runs/<variant>/seed<N>/ one run folder per variant and seed (classifier or detector)
+    comparison.json  comparison.md  plots/*.png
+    wandb/                  the W&B ``compare`` run (same group as the training runs)
+
+Re-running the same experiment skips finished runs (``skip_finished``) after checking that
+their saved config is the one this experiment would train, and resumes interrupted ones
+from ``checkpoints/last.pt``; so a long GPU experiment can be continued after a crash.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+from pydantic import BaseModel
+from tqdm.auto import tqdm
+
+from kvasir_ml.config import TrackingConfig, dump_config
+from kvasir_ml.experiment.compare import RunRecord, compare_runs, load_run, pooled_predictions
+from kvasir_ml.experiment.config import ExperimentConfig, ExperimentDataConfig
+from kvasir_ml.experiment.report import log_comparison_run, write_report
+from kvasir_ml.io import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# Keys that may differ between a finished run's saved config and the planned one: where and
+# how fast a run went, and where it logged, not what was trained.
+_FREE_SECTIONS = ("tracking",)
+_FREE_KEYS = ("device", "workers", "progress", "threads", "compile")
+
+
+class ExperimentError(ValueError):
+    """The experiment cannot go on (a stale run folder, a split mismatch); the message says which."""
+
+
+@dataclass
+class ExperimentData:
+    """The shared inputs of every run of one experiment."""
+
+    canonical: Path
+    root: Path
+    split_file: Path
+    split_sha256: str
+    cache_dir: Path
+
+
+@dataclass
+class PlannedRun:
+    """One run to train: its variant, seed, folder and fully resolved config."""
+
+    variant: str
+    seed: int
+    run_dir: Path
+    config: BaseModel  # ClassifierConfig or DetectorConfig
+    kind: str = "classifier"
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """A config path as given if it exists, else relative to the repository root.
+
+    Raises:
+        ExperimentError: found in neither place.
+    """
+    path = Path(path)
+    if path.is_file():
+        return path
+    candidate = REPO_ROOT / path
+    if not path.is_absolute() and candidate.is_file():
+        return candidate
+    raise ExperimentError(f"base config {path} not found (looked in {Path.cwd()} and {REPO_ROOT})")
+
+
+def prepare_experiment_data(data: ExperimentDataConfig, out_dir: Path) -> ExperimentData:
+    """Canonical file (synthesized into ``out_dir/data`` if asked) and the frozen split.
+
+    The split is made (or copied from ``data.split_file``) once into ``out_dir/split.json``;
+    later calls reuse it, so every run of the experiment sees the same images.
+
+    Raises:
+        ExperimentError: a missing canonical file, or ``data.split_file`` differing from the
+            split the experiment folder already froze.
+    """
+    from kvasir_ml.data.coco import load_canonical
+    from kvasir_ml.data.splits import load_split, make_splits
+
+    if data.is_synthetic:
+        canonical = out_dir / "data" / "annotations.coco.json"
+        if not canonical.is_file():
+            from kvasir_ml.data.synth import synthesize
+
+            canonical = Path(synthesize(out_dir / "data", n=data.synthetic_n, seed=data.synthetic_seed))
+            log.info("synthesized %d images into %s", data.synthetic_n, canonical.parent)
+        root = canonical.parent
+    else:
+        canonical = Path(data.canonical)
+        if not canonical.is_file():
+            raise ExperimentError(f"data.canonical: {canonical} does not exist")
+        root = Path(data.root) if data.root else canonical.parent
+    split_path = out_dir / "split.json"
+    given = load_split(data.split_file) if data.split_file else None
+    if split_path.is_file():
+        split = load_split(split_path)
+        if given is not None and given.sha256 != split.sha256:
+            raise ExperimentError(f"{split_path} (frozen by an earlier call) differs from data.split_file "
+                                  f"{data.split_file}; use a new experiment folder")
+    else:
+        split = given or make_splits(load_canonical(canonical), seed=data.split_seed, fractions=tuple(data.fractions))
+        split.save(split_path)
+    cache_dir = Path(data.cache_dir) if data.cache_dir else out_dir / "cache"
+    return ExperimentData(canonical.resolve(), root.resolve(), split_path.resolve(), split.sha256, cache_dir.resolve())
+
+
+def _shared_fields(data: ExperimentData) -> dict[str, Any]:
+    return {"canonical": str(data.canonical), "root": str(data.root), "split_file": str(data.split_file)}
+
+
+def _run_tracking(base: dict[str, Any], cfg: ExperimentConfig) -> dict[str, Any]:
+    """A run's tracking section: the experiment decides mode, project, entity, group and dir;
+    the base config keeps log_model and n_sample_images."""
+    t = cfg.tracking
+    return {**base, "mode": t.mode, "project": t.project, "entity": t.entity, "group": cfg.group,
+            "tags": list(dict.fromkeys([*base.get("tags", []), *t.tags])), "dir": t.dir}
+
+
+def plan_classifier_runs(cfg: ExperimentConfig, data: ExperimentData, out_dir: Path) -> list[PlannedRun]:
+    """One ``PlannedRun`` per (task, inset mode, seed), configs resolved from the base configs."""
+    from kvasir_ml.train.config import ClassifierConfig, load_classifier_config
+
+    planned = []
+    for task, modes in cfg.variants.items():
+        base_path = resolve_config_path(cfg.base_configs[task])
+        for mode in modes:
+            variant = f"{task}-{mode}"
+            for seed in cfg.seeds:
+                raw = dump_config(load_classifier_config(base_path, cfg.overrides))
+                raw["name"] = variant
+                raw["data"].update(_shared_fields(data), cache_dir=str(data.cache_dir))
+                raw["model"].update(task=task, inset_mode=mode)
+                raw["runtime"]["seed"] = seed
+                raw["tracking"] = _run_tracking(raw["tracking"], cfg)
+                planned.append(PlannedRun(variant, seed, out_dir / "runs" / variant / f"seed{seed}",
+                                          ClassifierConfig.model_validate(raw)))
+    return planned
+
+
+def plan_detector_run(config_path: str | Path, overrides: Sequence[str], cfg: ExperimentConfig,
+                      data: ExperimentData, out_dir: Path, seed: int = 0) -> PlannedRun:
+    """A detector run on the experiment's data and split (variant ``detector-<inset mode>``)."""
+    from kvasir_ml.config import load_config
+    from kvasir_ml.detection.config import DetectorConfig
+
+    raw = dump_config(load_config(DetectorConfig, resolve_config_path(config_path), list(overrides)))
+    raw["data"].update(_shared_fields(data))
+    raw["train"]["seed"] = seed
+    raw["tracking"] = _run_tracking(raw["tracking"], cfg)
+    det = DetectorConfig.model_validate(raw)
+    variant = f"detector-{det.data.inset_mode}"
+    return PlannedRun(variant, seed, out_dir / "runs" / variant / f"seed{seed}", det, kind="detector")
+
+
+def _config_diff(planned: dict[str, Any], saved: dict[str, Any], prefix: str = "") -> list[str]:
+    diffs = []
+    for key in sorted(set(planned) | set(saved)):
+        if (not prefix and key in _FREE_SECTIONS) or (prefix and key in _FREE_KEYS):
+            continue
+        a, b = planned.get(key), saved.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs += _config_diff(a, b, f"{prefix}{key}.")
+        elif a != b and not (isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and list(a) == list(b)):
+            diffs.append(f"{prefix}{key}")
+    return diffs
+
+
+def _check_finished(run: PlannedRun) -> None:
+    saved_path = run.run_dir / "config.yaml"
+    saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) if saved_path.is_file() else {}
+    diffs = _config_diff(dump_config(run.config), saved or {})
+    if diffs:
+        raise ExperimentError(f"{run.run_dir} holds a finished run whose config differs from this experiment's "
+                              f"in {', '.join(diffs[:8])}; use a new experiment folder or remove that run")
+
+
+def train_runs(planned: Sequence[PlannedRun], skip_finished: bool = True, progress: bool = True) -> list[Path]:
+    """Train the planned runs in order (finished ones skipped, interrupted classifiers resumed).
+
+    Returns:
+        The run folders, in plan order.
+
+    Raises:
+        ExperimentError: a finished run trained with another config.
+        RunDirError: a run folder exists but is neither finished nor resumable.
+    """
+    from kvasir_ml.detection.run import train_detector
+    from kvasir_ml.train.run import train_classifier
+
+    bar = tqdm(planned, desc="experiment", unit="run", disable=not progress)
+    for run in bar:
+        bar.set_postfix_str(f"{run.variant} seed {run.seed}")
+        if skip_finished and (run.run_dir / "metrics.json").is_file():
+            _check_finished(run)
+            log.info("%s: finished earlier, reused", run.run_dir)
+            continue
+        if run.kind == "detector":
+            train_detector(run.config, run.run_dir)
+        else:
+            resume = (run.run_dir / "checkpoints" / "last.pt").is_file()
+            train_classifier(run.config, run.run_dir, resume=resume)
+    bar.close()
+    return [run.run_dir for run in planned]
+
+
+def report_records(records: Sequence[RunRecord], out_dir: str | Path, name: str, tracking: TrackingConfig,
+                   hard_pairs: Sequence[tuple[str, str]], title: str = "Multi-label vs single-label") -> dict[str, Any]:
+    """Compare finished runs, write the report into ``out_dir`` and log the W&B compare run.
+
+    Args:
+        records: finished runs (``load_run`` / ``load_runs``).
+        out_dir: where comparison.json/.md and plots/ go.
+        name: experiment name (W&B run ``<name>-compare``).
+        tracking: tracking config of the compare run (its group should be the runs' group).
+        hard_pairs: source-class pairs for the confusion section.
+        title: the Markdown title.
+
+    Returns:
+        ``{"comparison": dict, "paths": {key: Path}, "wandb_dir": Path | None}``.
+    """
+    out_dir = Path(out_dir)
+    comparison = compare_runs(records, hard_pairs)
+    comparison["experiment"] = name
+    comparison["group"] = tracking.group
+    curves, labels = pooled_predictions(records)
+    paths = write_report(comparison, out_dir, title, curves, labels)
+    wandb_dir = log_comparison_run(comparison, tracking, out_dir, name, paths)
+    return {"comparison": comparison, "paths": paths, "wandb_dir": wandb_dir}
+
+
+def save_experiment_config(cfg: ExperimentConfig, out_dir: Path) -> None:
+    path = out_dir / "experiment.yaml"
+    text = yaml.safe_dump(dump_config(cfg), sort_keys=False)
+    if not path.is_file() or path.read_text(encoding="utf-8") != text:
+        atomic_write_text(path, text, keep_backup=True)
+
+
+def run_comparison(cfg: ExperimentConfig, out_dir: str | Path, progress: bool = True,
+                   extra_runs: Sequence[PlannedRun] = ()) -> dict[str, Any]:
+    """Train every variant for every seed on one frozen split, then write the comparison.
+
+    Args:
+        cfg: the experiment config.
+        out_dir: the experiment folder (created; reused to continue an experiment).
+        progress: a progress bar over the runs (each run's own bars follow its config).
+        extra_runs: more runs on the same data (e.g. the quickstart's detector), trained
+            after the classifiers and included in the report.
+
+    Returns:
+        What ``report_records`` returns, plus ``"data"`` (``ExperimentData``) and ``"run_dirs"``.
+
+    Raises:
+        ExperimentError: stale run folders or a split that is not the experiment's.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_experiment_config(cfg, out_dir)
+    data = prepare_experiment_data(cfg.data, out_dir)
+    planned = [*plan_classifier_runs(cfg, data, out_dir), *extra_runs]
+    run_dirs = train_runs(planned, cfg.skip_finished, progress)
+    tracking = cfg.tracking.model_copy(update={"group": cfg.group})
+    result = report_records([load_run(d) for d in run_dirs], out_dir, cfg.name, tracking, cfg.hard_pairs,
+                         title=f"Multi-label vs single-label: {cfg.name}")
+    if result["comparison"]["split_sha256"] != [data.split_sha256]:
+        raise ExperimentError(f"{out_dir}: runs report splits {result['comparison']['split_sha256']}, "
+                              f"expected only the frozen {data.split_sha256}")
+    return {**result, "data": data, "run_dirs": run_dirs}
