@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -29,6 +29,36 @@ class StrictModel(BaseModel):
     """Base for every config section: unknown keys raise, assignments are validated."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+class DatasetConfig(StrictModel):
+    """Which dataset and split a run (or an experiment) uses; resolved by ``kvasir_ml.data.resolve``.
+
+    The ``data`` sections of the classifier, detector and experiment configs subclass it,
+    adding their own keys and, where they need them, other defaults.
+    """
+
+    # canonical annotation file; None or "synthetic" = synthesize the default dataset into <run dir>/data
+    canonical: str | None = None
+    # folder the canonical file's file_names are relative to; None = the file's folder
+    root: str | None = None
+    # saved split (split.json); None = make one from split_seed + fractions into <run dir>/split.json
+    split_file: str | None = None
+    split_seed: int = 0
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    # synthetic dataset size and seed (used only when canonical is None/"synthetic")
+    synthetic_n: int = Field(200, ge=16)
+    synthetic_seed: int = 0
+
+    @property
+    def is_synthetic(self) -> bool:
+        return self.canonical in (None, "", "synthetic")
+
+    @model_validator(mode="after")
+    def _fractions_sum(self) -> "DatasetConfig":
+        if abs(sum(self.fractions) - 1.0) > 1e-6 or min(self.fractions) < 0:
+            raise ValueError(f"data.fractions must be 3 non-negative numbers summing to 1, got {self.fractions}")
+        return self
 
 
 class TrackingConfig(StrictModel):

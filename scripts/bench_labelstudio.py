@@ -74,7 +74,7 @@ def annotate_sample(client: LSClient, project_id: int, k: int) -> int:
     return len(tasks)
 
 
-def bench_one(client: LSClient, root: Path, n: int, n_annotate: int) -> dict:
+def bench_one(client: LSClient, root: Path, n: int, n_annotate: int, all_tasks: bool = False) -> dict:
     ds, preds = make_data(root, n)
     base = root / f"bench{n}.coco.json"
     ds.save(base, keep_backup=False)
@@ -93,7 +93,14 @@ def bench_one(client: LSClient, root: Path, n: int, n_annotate: int) -> dict:
     pulled = pull_project(client, rep.project_id, root, base_path=base)
     pull_s = time.perf_counter() - t0
     assert pulled.report.n_applied == n_ann and not pulled.report.errors, pulled.report.summary_lines()
-    return {"n_tasks": n, "push_s": round(push_s, 3), "pull_s": round(pull_s, 3), "repush_s": round(repush_s, 3),
+    extra = {}
+    if all_tasks:
+        # The full snapshot (every task with its predictions), as a first pull of a new project would.
+        t0 = time.perf_counter()
+        full = pull_project(client, rep.project_id, root, base_path=base, all_tasks=True)
+        extra["pull_all_s"] = round(time.perf_counter() - t0, 3)
+        assert full.report.n_applied == n_ann and not full.report.errors, full.report.summary_lines()
+    return {"n_tasks": n, "push_s": round(push_s, 3), "pull_s": round(pull_s, 3), **extra, "repush_s": round(repush_s, 3),
             "annotate_s": round(annotate_s, 3), "n_annotated": n_ann, "n_predictions": rep.n_predictions_created,
             "push_tasks_per_s": round(n / push_s, 1), "pull_tasks_per_s": round(n / pull_s, 1),
             "repush_tasks_per_s": round(n / repush_s, 1)}
@@ -105,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--annotate", type=int, default=200, help="tasks annotated before the pull")
     parser.add_argument("--url", help="use this server (API key from $LABEL_STUDIO_API_KEY) instead of starting one")
     parser.add_argument("--data-root", help="image root (the server's document root); default: a temp folder")
+    parser.add_argument("--all-tasks", action="store_true",
+                        help="also time a pull that exports every task (pull_all_s), not only the annotated ones")
     parser.add_argument("--json", action="store_true", help="print one JSON object per N and nothing else")
     parser.add_argument("--out", help="also write all results to this JSON file")
     args = parser.parse_args(argv)
@@ -124,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         client = LSClient(conn)
         for n in sizes:
-            res = bench_one(client, root, n, min(args.annotate, n))
+            res = bench_one(client, root, n, min(args.annotate, n), all_tasks=args.all_tasks)
             results.append(res)
             if args.json:
                 print(json.dumps(res), flush=True)
@@ -132,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"n={n}: push {res['push_s']:.1f} s ({res['push_tasks_per_s']:.0f} tasks/s), re-push "
                       f"{res['repush_s']:.1f} s ({res['repush_tasks_per_s']:.0f} tasks/s), annotate {res['n_annotated']} "
                       f"in {res['annotate_s']:.1f} s, pull {res['pull_s']:.1f} s ({res['pull_tasks_per_s']:.0f} tasks/s); "
-                      f"push+pull {res['push_s'] + res['pull_s']:.1f} s", flush=True)
+                      f"push+pull {res['push_s'] + res['pull_s']:.1f} s"
+                      + (f"; full export pull {res['pull_all_s']:.1f} s" if "pull_all_s" in res else ""), flush=True)
     finally:
         if server is not None:
             server.stop()

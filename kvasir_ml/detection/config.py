@@ -2,7 +2,7 @@
 
 Sections mirror ``configs/detector_*.yaml`` (every key there carries a ``# (type)
 description`` comment). Unknown keys raise (``StrictModel``). Field names of the data
-section follow the classifier's ``DataConfig`` so both kinds of run read alike.
+section come from the shared ``DatasetConfig`` so both kinds of run read alike.
 """
 
 from __future__ import annotations
@@ -12,20 +12,12 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from kvasir_ml.config import StrictModel, TrackingConfig, load_config
+from kvasir_ml.config import DatasetConfig, StrictModel, TrackingConfig, load_config
 
 
-class DetectorDataConfig(StrictModel):
-    """Which images, which split, how they are exported for ultralytics."""
+class DetectorDataConfig(DatasetConfig):
+    """Which images, which split (``DatasetConfig``), how they are exported for ultralytics."""
 
-    # canonical annotation file; None or "synthetic" = synthesize the default dataset
-    canonical: str | None = None
-    # folder the canonical file's file_names are relative to; None = the file's folder
-    root: str | None = None
-    # saved split (split.json); None = make one from split_seed + fractions
-    split_file: str | None = None
-    split_seed: int = 0
-    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
     # smoke runs: keep this many images (a seeded sample) before splitting; None = all
     max_images: int | None = Field(None, ge=8)
     # raw: frames as they are; masked: black out the inset region (detected box, else the
@@ -34,19 +26,8 @@ class DetectorDataConfig(StrictModel):
     inset_mode: Literal["raw", "masked", "detected"] = "raw"
     # how unmasked images enter the YOLO dataset: symlink (no copy) or copy
     link_mode: Literal["symlink", "copy"] = "symlink"
-    # synthetic dataset size and seed (only when canonical is None/"synthetic")
+    # detector smoke runs want a smaller synthetic dataset than the classifier's default
     synthetic_n: int = Field(64, ge=16)
-    synthetic_seed: int = 0
-
-    @property
-    def is_synthetic(self) -> bool:
-        return self.canonical in (None, "", "synthetic")
-
-    @model_validator(mode="after")
-    def _fractions_sum(self) -> "DetectorDataConfig":
-        if abs(sum(self.fractions) - 1.0) > 1e-6 or min(self.fractions) < 0:
-            raise ValueError(f"data.fractions must be 3 non-negative numbers summing to 1, got {self.fractions}")
-        return self
 
 
 class DetectorModelConfig(StrictModel):

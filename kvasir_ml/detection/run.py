@@ -27,6 +27,7 @@ from typing import Any
 
 from kvasir_ml.config import dump_config, load_config, save_config
 from kvasir_ml.data.coco import CanonicalDataset, load_canonical
+from kvasir_ml.data.resolve import dataset_name, resolve_dataset, resolve_split
 from kvasir_ml.detection.config import DetectorConfig
 from kvasir_ml.detection.export import YoloExport, export_yolo
 from kvasir_ml.detection.training import fit, history_from_results
@@ -53,18 +54,9 @@ def _prepare_run_dir(out_dir: Path, resume: bool) -> None:
 
 def load_dataset(cfg: DetectorConfig, run_dir: Path) -> tuple[CanonicalDataset, Path, str]:
     """The canonical dataset, its data root and its name (synthesised into RUN_DIR/data if asked)."""
-    data = cfg.data
-    if data.is_synthetic:
-        from kvasir_ml.data.synth import synthesize
-
-        ann = run_dir / "data" / "annotations.coco.json"
-        if not ann.is_file():  # a resumed run reuses its data
-            ann = Path(synthesize(run_dir / "data", n=data.synthetic_n, seed=data.synthetic_seed))
-        return load_canonical(ann), ann.parent, "synthetic"
-    ann = Path(data.canonical)
-    ds = load_canonical(ann)
-    root = Path(data.root) if data.root else ann.parent
-    return ds, root, str(ds.info.get("source") or ann.stem)
+    canonical, root = resolve_dataset(cfg.data, run_dir)
+    ds = load_canonical(canonical)
+    return ds, root, dataset_name(cfg.data, ds, canonical)
 
 
 def _sample(ds: CanonicalDataset, max_images: int | None, seed: int) -> CanonicalDataset:
@@ -72,24 +64,6 @@ def _sample(ds: CanonicalDataset, max_images: int | None, seed: int) -> Canonica
         return ds
     names = sorted(img["file_name"] for img in ds.images)
     return ds.subset(random.Random(seed).sample(names, max_images))
-
-
-def make_or_load_split(ds: CanonicalDataset, cfg: DetectorConfig, run_dir: Path):
-    """Split from ``data.split_file`` or a new stratified one; saved to RUN_DIR/split.json."""
-    from kvasir_ml.data.splits import load_split, make_splits
-
-    if (run_dir / "split.json").is_file():  # resuming: the run's own split, never a new one
-        return load_split(run_dir / "split.json")
-    if cfg.data.split_file:
-        split = load_split(cfg.data.split_file)
-        known = {img["file_name"] for img in ds.images}
-        missing = [f for names in split.splits.values() for f in names if f not in known]
-        if missing:
-            raise ValueError(f"{cfg.data.split_file}: {len(missing)} files are not in the dataset, e.g. {missing[:3]}")
-    else:
-        split = make_splits(ds, seed=cfg.data.split_seed, fractions=tuple(cfg.data.fractions))
-    split.save(run_dir / "split.json")
-    return split
 
 
 def _resolved_config(config_path: str | Path, out_dir: Path, overrides, resume: bool) -> DetectorConfig:
@@ -141,7 +115,7 @@ def _run(cfg, run_dir: Path, ds, root: Path, dataset: str, tracker: Tracker, res
     from kvasir_ml.detection.scoring import score_split
 
     ds = _sample(ds, cfg.data.max_images, cfg.data.split_seed)
-    split = make_or_load_split(ds, cfg, run_dir)
+    split = resolve_split(ds, cfg.data, run_dir)
     export = _export(ds, split.splits, root, run_dir, cfg, resume)
     tracker.artifact(run_dir / "split.json", name=f"{cfg.name}-split", type="dataset",
                      metadata={"sha256": split.sha256, "dataset": dataset})

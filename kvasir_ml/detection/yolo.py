@@ -110,7 +110,26 @@ def ensure_ultralytics(config_dir: str | Path | None = None) -> ModuleType:
         ul_utils.SETTINGS.update(changes)
     # Events() read `sync` when ultralytics was imported; keep it off if that was before us.
     events.events.enabled = False
+    _stop_pil_plugin_install()
     return ultralytics
+
+
+def _stop_pil_plugin_install() -> None:
+    """Keep ultralytics' global ``PIL.Image.open`` patch from installing packages.
+
+    Importing ultralytics replaces ``PIL.Image.open`` process-wide with a wrapper that, on the
+    first file PIL cannot identify, pip-installs ``pi-heif`` (a network call) and then fails
+    with ``ModuleNotFoundError`` offline — so a corrupt image anywhere in the process (our
+    indexers, ``load_rgb``) stopped raising our ``ImageError``. Marking its plugins as already
+    registered makes the wrapper call the original ``Image.open`` directly. HEIC input is
+    not supported by this project anyway.
+    """
+    try:
+        from ultralytics.utils import patches
+    except ImportError:  # older/newer layouts without the patch
+        return
+    if hasattr(patches, "_pil_plugins_registered"):
+        patches._pil_plugins_registered = True
 
 
 @contextlib.contextmanager

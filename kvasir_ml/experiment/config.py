@@ -13,37 +13,23 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
-from kvasir_ml.config import StrictModel, TrackingConfig, load_config
+from kvasir_ml.config import DatasetConfig, StrictModel, TrackingConfig, load_config
 from kvasir_ml.train.config import InsetMode, Task
 
 # Source-class pairs the Kvasir article reports as most often confused.
 DEFAULT_HARD_PAIRS = (("esophagitis", "normal-z-line"), ("dyed-lifted-polyps", "dyed-resection-margins"))
 
 
-class ExperimentDataConfig(StrictModel):
-    """The one dataset and the one split every run of the experiment uses."""
+class ExperimentDataConfig(DatasetConfig):
+    """The one dataset and the one split (frozen into <out>/split.json) every run of the experiment uses."""
 
-    # canonical annotation file; None or "synthetic" = synthesize the default dataset into <out>/data
-    canonical: str | None = None
-    # folder the canonical file's file_names are relative to; None = the file's folder
-    root: str | None = None
-    # frozen split (split.json) to use; None = make one once into <out>/split.json
-    split_file: str | None = None
-    split_seed: int = 0
-    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
     # decoded image cache shared by all runs; None = <out>/cache
     cache_dir: str | None = None
-    # synthetic dataset size and seed (only when canonical is None/"synthetic")
-    synthetic_n: int = Field(200, ge=16)
-    synthetic_seed: int = 0
-
-    @property
-    def is_synthetic(self) -> bool:
-        return self.canonical in (None, "", "synthetic")
 
     @model_validator(mode="after")
-    def _fractions_sum(self) -> "ExperimentDataConfig":
-        if abs(sum(self.fractions) - 1.0) > 1e-6 or min(self.fractions) <= 0:
+    def _fractions_positive(self) -> "ExperimentDataConfig":
+        # every run is scored on val and test, so no split may be empty
+        if min(self.fractions) <= 0:
             raise ValueError(f"data.fractions must be 3 positive numbers summing to 1, got {self.fractions}")
         return self
 

@@ -89,35 +89,15 @@ def prepare_experiment_data(data: ExperimentDataConfig, out_dir: Path) -> Experi
     later calls reuse it, so every run of the experiment sees the same images.
 
     Raises:
-        ExperimentError: a missing canonical file, or ``data.split_file`` differing from the
-            split the experiment folder already froze.
+        DatasetError: a missing canonical file, or ``data.split_file`` naming unknown images
+            or differing from the split the experiment folder already froze.
     """
     from kvasir_ml.data.coco import load_canonical
-    from kvasir_ml.data.splits import load_split, make_splits
+    from kvasir_ml.data.resolve import resolve_dataset, resolve_split
 
-    if data.is_synthetic:
-        canonical = out_dir / "data" / "annotations.coco.json"
-        if not canonical.is_file():
-            from kvasir_ml.data.synth import synthesize
-
-            canonical = Path(synthesize(out_dir / "data", n=data.synthetic_n, seed=data.synthetic_seed))
-            log.info("synthesized %d images into %s", data.synthetic_n, canonical.parent)
-        root = canonical.parent
-    else:
-        canonical = Path(data.canonical)
-        if not canonical.is_file():
-            raise ExperimentError(f"data.canonical: {canonical} does not exist")
-        root = Path(data.root) if data.root else canonical.parent
+    canonical, root = resolve_dataset(data, out_dir)
+    split = resolve_split(load_canonical(canonical), data, out_dir)
     split_path = out_dir / "split.json"
-    given = load_split(data.split_file) if data.split_file else None
-    if split_path.is_file():
-        split = load_split(split_path)
-        if given is not None and given.sha256 != split.sha256:
-            raise ExperimentError(f"{split_path} (frozen by an earlier call) differs from data.split_file "
-                                  f"{data.split_file}; use a new experiment folder")
-    else:
-        split = given or make_splits(load_canonical(canonical), seed=data.split_seed, fractions=tuple(data.fractions))
-        split.save(split_path)
     cache_dir = Path(data.cache_dir) if data.cache_dir else out_dir / "cache"
     return ExperimentData(canonical.resolve(), root.resolve(), split_path.resolve(), split.sha256, cache_dir.resolve())
 

@@ -9,43 +9,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from kvasir_ml.config import StrictModel, TrackingConfig, load_config
+from kvasir_ml.config import DatasetConfig, StrictModel, TrackingConfig, load_config
 
 Task = Literal["multilabel", "singlelabel"]
 InsetMode = Literal["raw", "masked", "branch"]
 
 
-class DataConfig(StrictModel):
-    """Which images, which split, how they are cached."""
+class DataConfig(DatasetConfig):
+    """Which images, which split (``DatasetConfig``), how they are cached."""
 
-    # canonical annotation file; None or "synthetic" = synthesize the default dataset
-    canonical: str | None = None
-    # folder that the canonical file's file_names are relative to; None = the file's folder
-    root: str | None = None
-    # saved split (split.json); None = make one from seed + fractions
-    split_file: str | None = None
-    split_seed: int = 0
-    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
     # decoded, resized image cache; None = <run dir>/cache
     cache_dir: str | None = None
     image_size_px: int = Field(224, ge=32, le=1024)
     # source whose classes are the single-label classes (taxonomy.source(...).classes)
     class_source: str = "kvasir-v2"
-    # synthetic dataset size and seed (used only when canonical is None/"synthetic")
-    synthetic_n: int = Field(200, ge=16)
-    synthetic_seed: int = 0
-
-    @property
-    def is_synthetic(self) -> bool:
-        return self.canonical in (None, "", "synthetic")
-
-    @model_validator(mode="after")
-    def _fractions_sum(self) -> "DataConfig":
-        if abs(sum(self.fractions) - 1.0) > 1e-6 or min(self.fractions) < 0:
-            raise ValueError(f"data.fractions must be 3 non-negative numbers summing to 1, got {self.fractions}")
-        return self
 
 
 class ModelConfig(StrictModel):

@@ -11,7 +11,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from kvasir_ml.data.coco import CanonicalDataset, load_canonical
+from kvasir_ml.data.coco import load_canonical
+from kvasir_ml.data.resolve import dataset_name, resolve_dataset, resolve_split
 from kvasir_ml.taxonomy import load_taxonomy
 from kvasir_ml.train.config import ClassifierConfig
 from kvasir_ml.train.data import (
@@ -42,49 +43,6 @@ class RunData:
     cache: Any  # kvasir_ml.data.cache.ImageCache
 
 
-def resolve_canonical(cfg: ClassifierConfig, run_dir: Path, may_write: bool) -> tuple[Path, Path]:
-    """Canonical file and data root; synthesizes the default dataset into ``run_dir/data`` if asked.
-
-    Args:
-        cfg: the run config.
-        run_dir: the run folder.
-        may_write: this process may create files (rank 0).
-
-    Returns:
-        (canonical file, data root).
-    """
-    if not cfg.data.is_synthetic:
-        canonical = Path(cfg.data.canonical)
-        if not canonical.is_file():
-            raise ValueError(f"data.canonical: {canonical} does not exist")
-        return canonical, Path(cfg.data.root) if cfg.data.root else canonical.parent
-    out = run_dir / "data"
-    canonical = out / "annotations.coco.json"
-    if may_write and not canonical.is_file():
-        from kvasir_ml.data.synth import synthesize
-
-        written = Path(synthesize(out, n=cfg.data.synthetic_n, seed=cfg.data.synthetic_seed))
-        canonical = written if written.is_file() else canonical
-        log.info("synthesized %d images into %s", cfg.data.synthetic_n, out)
-    return canonical, out
-
-
-def load_or_make_split(cfg: ClassifierConfig, ds: CanonicalDataset, run_dir: Path, may_write: bool) -> Any:
-    """The run's split: ``run_dir/split.json`` if present (resume), else the configured file, else a new one."""
-    from kvasir_ml.data.splits import load_split, make_splits
-
-    saved = run_dir / "split.json"
-    if saved.is_file():
-        return load_split(saved)
-    if cfg.data.split_file:
-        split = load_split(cfg.data.split_file)
-    else:
-        split = make_splits(ds, seed=cfg.data.split_seed, fractions=tuple(cfg.data.fractions))
-    if may_write:
-        split.save(saved)
-    return split
-
-
 def prepare_data(cfg: ClassifierConfig, run_dir: Path, may_write: bool = True) -> RunData:
     """Build split records and the image cache (warmed) for a run.
 
@@ -92,9 +50,9 @@ def prepare_data(cfg: ClassifierConfig, run_dir: Path, may_write: bool = True) -
         ValueError: missing canonical file, a split naming unknown images, an empty split.
     """
     taxonomy = load_taxonomy()
-    canonical, root = resolve_canonical(cfg, run_dir, may_write)
+    canonical, root = resolve_dataset(cfg.data, run_dir, may_write)
     ds = load_canonical(canonical)
-    split = load_or_make_split(cfg, ds, run_dir, may_write)
+    split = resolve_split(ds, cfg.data, run_dir, may_write)
     label_names = active_label_names(ds, taxonomy)
     class_names = list(taxonomy.source(cfg.data.class_source).classes)
     active = [taxonomy.label_index(n) for n in label_names]
@@ -117,7 +75,7 @@ def prepare_data(cfg: ClassifierConfig, run_dir: Path, may_write: bool = True) -
     if n_no_class:
         log.warning("%d images have no %s class: single-label training and metrics skip them",
                     n_no_class, cfg.data.class_source)
-    name = "synthetic" if cfg.data.is_synthetic else str(ds.info.get("source") or canonical.stem)
+    name = dataset_name(cfg.data, ds, canonical)
     return RunData(name, canonical, split, label_names, class_names, matrix, records, cache)
 
 

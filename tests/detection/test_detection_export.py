@@ -120,3 +120,16 @@ def test_label_line_round_trip_property(size, frac):
 
     back = cxcywh_norm_to_xywh_px([float(v) for v in parts[1:]], width, height)
     assert max(abs(a - b) for a, b in zip(back, (x, y, w, h))) < 0.5
+
+
+def test_importing_ultralytics_keeps_corrupt_images_a_clear_error(tmp_path):
+    """ultralytics patches PIL.Image.open globally; a non-image must still raise ImageError
+    (not try to pip-install pi-heif and fail with ModuleNotFoundError)."""
+    from kvasir_ml.data.images import ImageError, load_rgb
+    from kvasir_ml.detection.yolo import ensure_ultralytics
+
+    ensure_ultralytics()
+    bad = tmp_path / "not-an-image.jpg"
+    bad.write_text("this is not an image")
+    with pytest.raises(ImageError, match="not a recognised image format"):
+        load_rgb(bad)

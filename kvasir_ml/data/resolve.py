@@ -1,0 +1,98 @@
+"""From a ``DatasetConfig`` to files: the canonical file, its data root and the split.
+
+Classifier runs, detector runs and comparison experiments resolve their data alike. A
+synthetic dataset is generated once into ``<dir>/data`` and reused (resume). The split
+frozen in ``<dir>/split.json`` wins (a resumed run, an experiment's later calls); else the
+configured ``split_file`` is used, else a new stratified split is made; either is then
+saved to ``<dir>/split.json``, so the folder always holds the split it was trained on.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from kvasir_ml.config import DatasetConfig
+from kvasir_ml.data.coco import CanonicalDataset
+from kvasir_ml.data.splits import Split, load_split, make_splits
+
+log = logging.getLogger(__name__)
+
+
+class DatasetError(ValueError):
+    """The configured dataset or split cannot be used; the message names the file and the problem."""
+
+
+def resolve_dataset(cfg: DatasetConfig, work_dir: Path, may_write: bool = True) -> tuple[Path, Path]:
+    """Canonical file and data root; synthesizes the default dataset into ``work_dir/data`` if asked.
+
+    Args:
+        cfg: the data section of a run or experiment config.
+        work_dir: the run (or experiment) folder.
+        may_write: this process may create files (False on non-zero DDP ranks, which wait
+            for rank 0 to synthesize).
+
+    Returns:
+        (canonical file, data root).
+
+    Raises:
+        DatasetError: ``cfg.canonical`` names a file that does not exist.
+    """
+    if not cfg.is_synthetic:
+        canonical = Path(cfg.canonical)
+        if not canonical.is_file():
+            raise DatasetError(f"data.canonical: {canonical} does not exist")
+        return canonical, Path(cfg.root) if cfg.root else canonical.parent
+    out = work_dir / "data"
+    canonical = out / "annotations.coco.json"
+    if may_write and not canonical.is_file():  # a resumed run reuses its data
+        from kvasir_ml.data.synth import synthesize
+
+        canonical = Path(synthesize(out, n=cfg.synthetic_n, seed=cfg.synthetic_seed))
+        log.info("synthesized %d images into %s", cfg.synthetic_n, out)
+    return canonical, out
+
+
+def dataset_name(cfg: DatasetConfig, ds: CanonicalDataset, canonical: Path) -> str:
+    """The name runs report and tag: ``synthetic``, else the canonical file's source or stem."""
+    return "synthetic" if cfg.is_synthetic else str(ds.info.get("source") or canonical.stem)
+
+
+def resolve_split(ds: CanonicalDataset, cfg: DatasetConfig, work_dir: Path, may_write: bool = True) -> Split:
+    """The split of ``ds``: ``work_dir/split.json`` if present, else ``cfg.split_file``, else a new one.
+
+    Args:
+        ds: the dataset (after any subsetting the caller does) the split must cover.
+        cfg: the data section (split_file, split_seed, fractions).
+        work_dir: the folder whose ``split.json`` freezes the split.
+        may_write: save a new split to ``work_dir/split.json``.
+
+    Returns:
+        The split.
+
+    Raises:
+        DatasetError: ``cfg.split_file`` names images not in ``ds``, or differs from the
+            split already frozen in ``work_dir``.
+        SplitError: an unreadable split file, or ``ds`` cannot be split.
+    """
+    saved = work_dir / "split.json"
+    given = _load_given_split(cfg.split_file, ds) if cfg.split_file else None
+    if saved.is_file():
+        split = load_split(saved)
+        if given is not None and given.sha256 != split.sha256:
+            raise DatasetError(f"{saved} (frozen by an earlier call) differs from data.split_file "
+                               f"{cfg.split_file}; use a new folder")
+        return split
+    split = given or make_splits(ds, seed=cfg.split_seed, fractions=tuple(cfg.fractions))
+    if may_write:
+        split.save(saved)
+    return split
+
+
+def _load_given_split(path: str, ds: CanonicalDataset) -> Split:
+    split = load_split(path)
+    known = {img["file_name"] for img in ds.images}
+    missing = [f for names in split.splits.values() for f in names if f not in known]
+    if missing:
+        raise DatasetError(f"{path}: {len(missing)} files are not in the dataset, e.g. {missing[:3]}")
+    return split
