@@ -31,10 +31,12 @@ class ImageError(ValueError):
 def _to_rgb(img: Image.Image, path: Path) -> np.ndarray:
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16/32-bit grey: scale the actual range to 0..255 rather than clipping.
+        # 16/32-bit grey: scale by the smallest bit depth (8..16) that holds the data, so
+        # 12-bit sensor data stored in a 16-bit PNG is not squashed into 0..16.
         arr = np.asarray(img, dtype=np.float64)
-        top = arr.max() if arr.size else 0.0
-        scale = 255.0 / (65535.0 if top > 255 else 255.0)
+        top = float(arr.max()) if arr.size else 0.0
+        bits = min(16, max(8, int(np.ceil(np.log2(top + 1.0))))) if top > 0 else 8
+        scale = 255.0 / (2.0**bits - 1.0)
         grey = np.clip(arr * scale, 0, 255).astype(np.uint8)
         return np.repeat(grey[:, :, None], 3, axis=2)
     if mode == "F":

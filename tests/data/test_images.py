@@ -45,6 +45,14 @@ def test_sixteen_bit_png_keeps_its_range(tmp_path):
     assert rgb[..., 0].min() == 0 and rgb[..., 0].max() == 255  # scaled, not clipped
 
 
+def test_twelve_bit_data_in_a_sixteen_bit_png_uses_its_own_depth(tmp_path):
+    ramp = np.linspace(0, 4095, 256, dtype=np.uint16).reshape(16, 16)  # a 12-bit sensor
+    path = tmp_path / "ramp12.png"
+    Image.fromarray(ramp).save(path)
+    rgb = load_rgb(path)
+    assert rgb[..., 0].min() == 0 and rgb[..., 0].max() == 255  # not squashed into 0..16
+
+
 def test_cmyk_jpeg(tmp_path):
     path = tmp_path / "cmyk.jpg"
     Image.new("CMYK", (16, 16), (0, 255, 255, 0)).save(path)  # red in CMYK
