@@ -100,6 +100,40 @@ def nominal_inset_box_xywh_px(width_px: int, height_px: int) -> tuple[float, flo
     return (float(x0), float(y0), float(max(1, x1 - x0)), float(max(1, y1 - y0)))
 
 
+# Margin added around the hidden region, as a fraction of the larger image side: resizing
+# smears the panel's teal into its neighbours, and a detected box can miss the panel's rim.
+HIDE_MARGIN_FRAC = 0.02
+
+
+def hiding_box_xywh_px(width_px: int, height_px: int, detected_box_xywh_px=None,
+                       margin_frac: float = HIDE_MARGIN_FRAC) -> tuple[float, float, float, float]:
+    """The region hidden from the main image in the models' ``masked``/``branch`` modes.
+
+    The union of the nominal region and the detected box (if any), grown by a margin and
+    clipped to the image. Using the union on every image keeps the hidden region the same
+    shape whatever the inset state (the detected panels lie inside the nominal region in
+    practice), so neither the mask nor a fringe of panel colour can tell the state.
+
+    Args:
+        width_px: image width.
+        height_px: image height.
+        detected_box_xywh_px: the detected (or recorded) inset box, or None.
+        margin_frac: margin as a fraction of the larger side.
+
+    Returns:
+        ``(x, y, w, h)`` in pixels, inside the image.
+    """
+    x0, y0, w, h = nominal_inset_box_xywh_px(width_px, height_px)
+    x1, y1 = x0 + w, y0 + h
+    if detected_box_xywh_px is not None:
+        dx, dy, dw, dh = (float(v) for v in detected_box_xywh_px)
+        x0, y0, x1, y1 = min(x0, dx), min(y0, dy), max(x1, dx + dw), max(y1, dy + dh)
+    margin = margin_frac * max(width_px, height_px)
+    x0, y0 = max(0.0, x0 - margin), max(0.0, y0 - margin)
+    x1, y1 = min(float(width_px), x1 + margin), min(float(height_px), y1 + margin)
+    return (x0, y0, x1 - x0, y1 - y0)
+
+
 def _box_slices(rgb: np.ndarray, box_xywh_px) -> tuple[slice, slice]:
     if rgb.ndim < 2:
         raise ValueError(f"expected an HxW(xC) image, got shape {rgb.shape}")

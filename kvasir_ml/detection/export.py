@@ -108,12 +108,13 @@ def _class_ids(ds: CanonicalDataset, taxonomy: Taxonomy) -> dict[int, int]:
 def inset_mask_box(entry: dict, rgb, inset_mode: str = "masked") -> tuple[float, float, float, float] | None:
     """The region to black out, or None to leave the frame as it is.
 
-    ``masked``: the recorded/detected inset box, else the nominal region (every frame is
-    masked, so the mask itself carries no signal). ``detected``: only a recorded/detected
+    ``masked``: ``hiding_box_xywh_px`` — the nominal region united with the recorded/detected
+    box, plus a margin, on every frame (the mask itself carries no signal; the models use the
+    same region). ``detected``: only a recorded/detected
     inset; frames without one are untouched (the nominal region is large and would hide
     parts of polyps: 21 of 48 sampled Kvasir-SEG frames have a box reaching into it).
     """
-    from kvasir_ml.data.inset import detect_inset, nominal_inset_box_xywh_px
+    from kvasir_ml.data.inset import HIDE_MARGIN_FRAC, detect_inset, hiding_box_xywh_px
 
     if inset_mode == "raw":
         return None
@@ -121,9 +122,14 @@ def inset_mask_box(entry: dict, rgb, inset_mode: str = "masked") -> tuple[float,
         box = entry.get("inset_box")
     else:
         box = detect_inset(rgb).box_xywh_px
-    if box is None and inset_mode == "masked":
-        box = nominal_inset_box_xywh_px(rgb.shape[1], rgb.shape[0])
-    return tuple(float(v) for v in box) if box is not None else None
+    if inset_mode == "masked":
+        return hiding_box_xywh_px(rgb.shape[1], rgb.shape[0], box)
+    if box is None:
+        return None
+    # detected: the panel only, with the same margin as the models' hidden region
+    margin = HIDE_MARGIN_FRAC * max(rgb.shape[:2])
+    x, y, w, h = (float(v) for v in box)
+    return (max(0.0, x - margin), max(0.0, y - margin), w + 2 * margin, h + 2 * margin)
 
 
 def _write_masked(src: Path, dest: Path, rgb, box) -> Path:

@@ -27,7 +27,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from kvasir_ml.data.coco import CanonicalDataset
-from kvasir_ml.data.inset import crop_inset, detect_inset, mask_inset, nominal_inset_box_xywh_px
+from kvasir_ml.data.inset import crop_inset, detect_inset, hiding_box_xywh_px, mask_inset
 from kvasir_ml.models.classifier import INSET_STATES
 from kvasir_ml.taxonomy import Taxonomy, TaxonomyError
 from kvasir_ml.train.config import AugConfig
@@ -128,9 +128,10 @@ def fill_missing_insets(records: Records, cache: Any) -> int:
 
 
 def scaled_inset_box(size: tuple[int, int], box: tuple | None, shape_hw: tuple[int, int]) -> tuple[float, ...]:
-    """The inset box (detected, else nominal) in the coordinates of a resized image."""
+    """The hidden inset region (``hiding_box_xywh_px``: nominal ∪ detected, plus a margin)
+    in the coordinates of a resized image."""
     width, height = size
-    box = box if box is not None else nominal_inset_box_xywh_px(width, height)
+    box = hiding_box_xywh_px(width, height, box)
     sx, sy = shape_hw[1] / width, shape_hw[0] / height
     x, y, w, h = box
     return (x * sx, y * sy, max(w * sx, 1.0), max(h * sy, 1.0))

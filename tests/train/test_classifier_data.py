@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from kvasir_ml.config import ConfigError
-from kvasir_ml.data.inset import nominal_inset_box_xywh_px
+from kvasir_ml.data.inset import hiding_box_xywh_px, nominal_inset_box_xywh_px
 from kvasir_ml.taxonomy import load_taxonomy
 from kvasir_ml.train.config import AugConfig, load_classifier_config
 from kvasir_ml.train.data import build_augmentation, class_index, inset_inputs, scaled_inset_box
@@ -39,7 +39,10 @@ def test_inset_is_scaled_to_cache_resolution_and_masked_on_every_image():
     rgb = np.full((64, 64, 3), 200, dtype=np.uint8)
     size = (640, 480)  # original frame
     box = (0.0, 320.0, 200.0, 160.0)  # bottom-left, original px
-    assert scaled_inset_box(size, box, (64, 64)) == pytest.approx((0.0, 320 * 64 / 480, 20.0, 160 * 64 / 480))
+    # the hidden region (nominal ∪ detected, plus a margin) scaled to the 64 px cache image
+    hx, hy, hw, hh = hiding_box_xywh_px(*size, box)
+    assert scaled_inset_box(size, box, (64, 64)) == pytest.approx((hx / 10, hy * 64 / 480, hw / 10, hh * 64 / 480))
+    assert hx == 0.0 and hy <= 320.0 and hx + hw >= 200.0 and hy + hh == 480.0  # covers the panel
     out = inset_inputs(rgb, size, "green", box, "branch", 16)
     img = out["image"]
     assert img.shape == (3, 64, 64) and img.dtype == torch.uint8
