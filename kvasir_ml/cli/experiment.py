@@ -8,15 +8,20 @@ import argparse
 def _compare(args: argparse.Namespace) -> int:
     from kvasir_ml.experiment.config import load_experiment_config
     from kvasir_ml.experiment.orchestrate import run_comparison
-    from kvasir_ml.experiment.report import metrics_table
 
     cfg = load_experiment_config(args.config, args.overrides)
-    result = run_comparison(cfg, args.out, progress=not args.no_progress)
+    print_report(run_comparison(cfg, args.out, progress=not args.no_progress))
+    return 0
+
+
+def print_report(result: dict) -> None:
+    """The metrics table and where the report and the W&B compare run are."""
+    from kvasir_ml.experiment.report import metrics_table
+
     print(metrics_table(result["comparison"]))
     print(f"report: {result['paths']['markdown']}  {result['paths']['json']}")
     if result["wandb_dir"]:
         print(f"W&B compare run: {result['wandb_dir']}")
-    return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:

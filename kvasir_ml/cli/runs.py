@@ -6,6 +6,7 @@ import argparse
 
 
 def _compare(args: argparse.Namespace) -> int:
+    from kvasir_ml.cli.experiment import print_report
     from kvasir_ml.config import TrackingConfig
     from kvasir_ml.experiment.compare import common_group, compare_runs, load_runs
     from kvasir_ml.experiment.config import DEFAULT_HARD_PAIRS
@@ -18,12 +19,8 @@ def _compare(args: argparse.Namespace) -> int:
         return 0
     group = args.group or common_group(records)
     tracking = TrackingConfig(mode=args.wandb, group=group, project=args.project)
-    result = report_records(records, args.out, args.name, tracking, DEFAULT_HARD_PAIRS,
-                            title=f"Run comparison: {args.name}")
-    print(metrics_table(result["comparison"]))
-    print(f"report: {result['paths']['markdown']}  {result['paths']['json']}")
-    if result["wandb_dir"]:
-        print(f"W&B compare run: {result['wandb_dir']}")
+    print_report(report_records(records, args.out, args.name, tracking, DEFAULT_HARD_PAIRS,
+                                title=f"Run comparison: {args.name}"))
     return 0
 
 
