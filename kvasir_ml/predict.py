@@ -31,6 +31,7 @@ def predict_images(
     paths = [Path(p) for p in image_paths]
     results: list[dict[str, Any]] = []
     readable: list[Path] = []
+    insets = []  # measured once here, handed to both models (no second decode/detection)
     for path in paths:
         try:
             rgb = load_rgb(path)
@@ -49,15 +50,16 @@ def predict_images(
             "boxes": [],
         })
         readable.append(path)
+        insets.append(inset)
     ok = [r for r in results if "error" not in r]
     if classifier_ckpt:
         from kvasir_ml.train.predict import classify_images
 
-        for entry, out in zip(ok, classify_images(classifier_ckpt, readable, device=device)):
+        for entry, out in zip(ok, classify_images(classifier_ckpt, readable, device=device, insets=insets)):
             entry.update(out)
     if detector_ckpt:
         from kvasir_ml.detection.predict import detect_images
 
-        for entry, boxes in zip(ok, detect_images(detector_ckpt, readable, device=device)):
+        for entry, boxes in zip(ok, detect_images(detector_ckpt, readable, device=device, insets=insets)):
             entry["boxes"] = boxes
     return results

@@ -33,12 +33,16 @@ def checkpoint_meta(model) -> dict[str, Any]:
     return meta
 
 
-def _frames(paths: Sequence[Path], inset_mode: str) -> list[np.ndarray]:
-    """BGR arrays (ultralytics' convention for numpy input), masked when the model was."""
+def _frames(paths: Sequence[Path], inset_mode: str, insets: Sequence[Any] | None = None) -> list[np.ndarray]:
+    """BGR arrays (ultralytics' convention for numpy input), masked when the model was.
+
+    ``insets``: ``InsetResult`` per path when the caller already measured them (else detected here).
+    """
     frames = []
-    for path in paths:
+    for i, path in enumerate(paths):
         rgb = load_rgb(path)
-        box = inset_mask_box({}, rgb, inset_mode)  # {}: not measured yet, so detect
+        entry = {"inset": insets[i].state, "inset_box": insets[i].box_xywh_px} if insets is not None else {}
+        box = inset_mask_box(entry, rgb, inset_mode)
         if box is not None:
             rgb = mask_inset(rgb, box)
         frames.append(np.ascontiguousarray(rgb[:, :, ::-1]))
@@ -53,6 +57,7 @@ def run_detector(
     iou: float = 0.7,
     max_det: int = 100,
     batch: int = 16,
+    insets: Sequence[Any] | None = None,
 ) -> list[list[Detection]]:
     """Boxes for each image with an already loaded ``YOLO`` model (see ``detect_images``)."""
     meta = checkpoint_meta(model)
@@ -62,7 +67,8 @@ def run_detector(
     out: list[list[Detection]] = []
     paths = [Path(p) for p in paths]
     for start in range(0, len(paths), batch):
-        frames = _frames(paths[start:start + batch], meta["inset_mode"])
+        frames = _frames(paths[start:start + batch], meta["inset_mode"],
+                         insets[start:start + batch] if insets is not None else None)
         results = model.predict(
             frames, imgsz=meta["imgsz"], conf=conf, iou=iou, max_det=max_det, device=dev, verbose=False
         )
@@ -86,6 +92,7 @@ def detect_images(
     conf: float | None = None,
     iou: float = 0.7,
     max_det: int = 100,
+    insets: Sequence[Any] | None = None,
 ) -> list[list[Detection]]:
     """Detect boxes in images.
 
@@ -96,6 +103,8 @@ def detect_images(
         conf: confidence threshold; None = the one stored in the checkpoint (0.25 default).
         iou: NMS IoU threshold.
         max_det: boxes kept per image.
+        insets: ``InsetResult`` per image if already measured (``predict_images``), so the
+            inset is not detected again; None = detect here when the model masks it.
 
     Returns:
         Per image, a list of ``{"class", "score", "xywh_px"}`` sorted by score (pixels of the
@@ -105,7 +114,7 @@ def detect_images(
         WeightsError: the checkpoint does not exist. ImageError: an image cannot be read.
     """
     model = load_yolo(ckpt)
-    return run_detector(model, paths, device=device, conf=conf, iou=iou, max_det=max_det)
+    return run_detector(model, paths, device=device, conf=conf, iou=iou, max_det=max_det, insets=insets)
 
 
 def to_coco_results(

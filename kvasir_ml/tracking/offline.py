@@ -145,6 +145,14 @@ def read_offline_run(path: str | Path) -> dict[str, Any]:
     return out
 
 
+def _apply_items(target: dict[str, Any], record: Any) -> None:
+    """Apply a config/summary record's ``update`` and ``remove`` items to ``target``."""
+    for item in record.update:
+        _set_path(target, _key(item), json.loads(item.value_json))
+    for item in record.remove:
+        _del_path(target, _key(item))
+
+
 def _apply(out: dict[str, Any], record: Any) -> None:
     kind = record.WhichOneof("record_type")
     if kind == "run":
@@ -154,20 +162,14 @@ def _apply(out: dict[str, Any], record: Any) -> None:
         for item in run.config.update:
             _set_path(out["config"], _key(item), json.loads(item.value_json))
     elif kind == "config":
-        for item in record.config.update:
-            _set_path(out["config"], _key(item), json.loads(item.value_json))
-        for item in record.config.remove:
-            _del_path(out["config"], _key(item))
+        _apply_items(out["config"], record.config)
     elif kind == "history":
         row: dict[str, Any] = {}
         for item in record.history.item:
             _set_path(row, _key(item), json.loads(item.value_json))
         out["history"].append(row)
     elif kind == "summary":
-        for item in record.summary.update:
-            _set_path(out["summary"], _key(item), json.loads(item.value_json))
-        for item in record.summary.remove:
-            _del_path(out["summary"], _key(item))
+        _apply_items(out["summary"], record.summary)
     elif kind == "artifact":
         art = record.artifact
         out["artifacts"].append({"name": art.name, "type": art.type,

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from kvasir_ml.data.cache import decode_square
-from kvasir_ml.data.images import load_rgb
-from kvasir_ml.data.inset import detect_inset
+from kvasir_ml.data.images import image_size, load_rgb
+from kvasir_ml.data.inset import InsetResult, detect_inset
 from kvasir_ml.evaluation.classification import class_proba_to_label_scores, label_scores_to_class_proba
 from kvasir_ml.models.classifier import KvasirClassifier
 from kvasir_ml.taxonomy import load_taxonomy
@@ -45,7 +45,7 @@ def _class_label_matrix(cfg: ClassifierConfig, label_names: list[str]) -> np.nda
 
 @torch.no_grad()
 def classify_images(ckpt: str | Path, paths: Sequence[str | Path], device: str = "auto",
-                    batch_size: int = 16) -> list[dict[str, Any]]:
+                    batch_size: int = 16, insets: Sequence[InsetResult] | None = None) -> list[dict[str, Any]]:
     """Label scores, predicted labels and source class for each image.
 
     Args:
@@ -54,6 +54,8 @@ def classify_images(ckpt: str | Path, paths: Sequence[str | Path], device: str =
             filters them out first).
         device: auto | cpu | cuda[:N].
         batch_size: images per forward pass.
+        insets: ``InsetResult`` per image if already measured on the original frames
+            (``predict_images`` does); None = decode each original and detect here.
 
     Returns:
         One dict per image: ``labels`` {label: score} (every label of the checkpoint),
@@ -69,12 +71,16 @@ def classify_images(ckpt: str | Path, paths: Sequence[str | Path], device: str =
     results: list[dict[str, Any]] = []
     for start in range(0, len(paths), batch_size):
         items = []
-        for path in paths[start:start + batch_size]:
-            rgb = load_rgb(path)
-            inset = detect_inset(rgb)  # on the original frame, like the canonical inset_box
+        for i, path in enumerate(paths[start:start + batch_size], start=start):
+            if insets is not None:
+                inset, size = insets[i], image_size(path)  # header only: no second full decode
+            else:
+                rgb = load_rgb(path)
+                inset = detect_inset(rgb)  # on the original frame, like the canonical inset_box
+                size = (rgb.shape[1], rgb.shape[0])
             # The cache's own decode (JPEG draft + resize), so the pixels match training.
             small = decode_square(path, cfg.data.image_size_px)
-            items.append(inset_inputs(small, (rgb.shape[1], rgb.shape[0]), inset.state, inset.box_xywh_px,
+            items.append(inset_inputs(small, size, inset.state, inset.box_xywh_px,
                                       cfg.model.inset_mode, cfg.model.branch_size_px))
         batch = {k: torch.stack([it[k] for it in items]).to(dev) for k in items[0]}
         logits = model(**batch).float()

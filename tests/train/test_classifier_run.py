@@ -94,6 +94,12 @@ def test_predict_from_checkpoint(ml_run, synth_dir):
         assert set(entry["predicted_labels"]) <= set(best["label_names"])
         assert entry["source_class"]["name"] in best["class_names"]
         assert entry["inset"]["state"] in ("green", "black", "none")
+    # predict_images hands its measured insets to the classifier; detecting them again there
+    # must give exactly the same scores
+    from kvasir_ml.train.predict import classify_images
+
+    again = classify_images(ml_run / "checkpoints" / "best.pt", images, device="cpu")
+    assert [a["labels"] for a in again] == [entry["labels"] for entry in out]
 
 
 def test_existing_run_dir_is_refused(ml_run):
