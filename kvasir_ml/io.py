@@ -1,20 +1,71 @@
-"""Small file helpers: atomic writes, backups, content hashes.
+"""Small file helpers: atomic writes, backups, content hashes, safe relative paths.
 
 A user's annotation files and checkpoints are never overwritten in place: writers go
 through ``atomic_write_*`` which writes a temporary file in the same folder and renames it
-over the target, and ``backup_existing`` keeps the previous version next to it.
+over the target, and ``backup_existing`` keeps the previous version next to it. A full disk
+surfaces as ``DiskFullError`` ("no space left on <folder>") with the target untouched.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import posixpath
 import shutil
 import tempfile
 import time
-from pathlib import Path
-from typing import Any, Callable
+from pathlib import Path, PurePosixPath
+from typing import Any, Callable, Iterable
+
+TEMP_SUFFIX = ".tmp"  # atomic_write's temporary files: .<name>.<random>.tmp beside the target
+# errno values that mean "the disk (or the user's quota) is full".
+_FULL_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+class DiskFullError(OSError):
+    """A write failed because the file system (or quota) is full; the message names the folder."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        folder = self.path.parent
+        try:
+            free = f"{shutil.disk_usage(folder).free / 2**20:.0f} MiB free"
+        except OSError:
+            free = "free space unknown"
+        super().__init__(errno.ENOSPC, f"no space left on {folder} while writing {self.path.name} ({free}); "
+                                       "the previous version of the file, if any, is unchanged")
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+class UnsafePathError(ValueError):
+    """A path that should be relative to a data root is absolute or escapes it."""
+
+
+def safe_relative_path(raw: Any, what: str = "path") -> str:
+    """Normalise a relative POSIX path and refuse anything that escapes its root.
+
+    Returns:
+        The normalised path (``a/./b`` -> ``a/b``).
+
+    Raises:
+        UnsafePathError: not a string, empty, NUL byte, absolute (``/x``, ``C:\\x``, ``\\\\host``)
+            or escaping with ``..``.
+    """
+    if not isinstance(raw, str):
+        raise UnsafePathError(f"{what} {raw!r} is not a string")
+    if not raw or "\x00" in raw:
+        raise UnsafePathError(f"{what} {raw!r} is empty or contains a NUL byte")
+    text = raw.replace("\\", "/")
+    if text.startswith("/") or PurePosixPath(text).is_absolute() or (len(text) > 1 and text[1] == ":"):
+        raise UnsafePathError(f"{what} {raw!r} is absolute; expected a path relative to the data root")
+    norm = posixpath.normpath(text)
+    if norm in (".", "..") or norm.startswith("../"):
+        raise UnsafePathError(f"{what} {raw!r} escapes the data root")
+    return norm
 
 
 def sha256_file(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
@@ -45,7 +96,11 @@ def backup_existing(path: str | Path) -> Path | None:
     while backup.exists():
         backup = path.with_name(f"{path.stem}.{stamp}-{n}.bak{path.suffix}")
         n += 1
-    shutil.copy2(path, backup)
+    try:
+        shutil.copy2(path, backup)
+    except BaseException:
+        backup.unlink(missing_ok=True)  # no half-written backup left behind (e.g. disk full)
+        raise
     return backup
 
 
@@ -59,19 +114,76 @@ def atomic_write(path: str | Path, write: Callable[[Path], None], keep_backup: b
 
     Returns:
         The backup path if one was made.
+
+    Raises:
+        DiskFullError: the disk or quota filled up (the temporary file is removed and an
+            existing ``path`` is unchanged). IsADirectoryError: ``path`` is a folder.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    backup = backup_existing(path) if keep_backup else None
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, f"{path} is a folder; give a file name", str(path))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        backup = backup_existing(path) if keep_backup else None
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    except OSError as exc:
+        if exc.errno in _FULL_ERRNOS:
+            raise DiskFullError(path) from None
+        raise
     os.close(fd)
     try:
         write(Path(tmp))
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if _is_disk_full(exc):
+            raise DiskFullError(path) from None
         raise
     return backup
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    """ENOSPC/EDQUOT anywhere in the exception chain (torch wraps writer errors in RuntimeError)."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS:
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
+
+
+def orphaned_temp_files(folder: str | Path) -> list[Path]:
+    """Temporary files ``atomic_write`` left in ``folder`` when its process was killed mid-write."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob(f".*{TEMP_SUFFIX}") if p.is_file())
+
+
+def set_aside(folder: str | Path, names: Iterable[str]) -> Path | None:
+    """Move the entries ``names`` of ``folder`` (those that exist) into ``folder/attempt-<UTC>/``.
+
+    Used to restart a run that failed before its first checkpoint: nothing is deleted, and
+    nothing from the failed attempt (split, resolved config) leaks into the new one.
+
+    Returns:
+        The new sub-folder, or None when none of ``names`` existed.
+    """
+    folder = Path(folder)
+    items = [folder / n for n in sorted(set(names)) if (folder / n).exists()]
+    if not items:
+        return None
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = folder / f"attempt-{stamp}"
+    n = 1
+    while target.exists():
+        target = folder / f"attempt-{stamp}-{n}"
+        n += 1
+    target.mkdir()
+    for item in items:
+        os.replace(item, target / item.name)
+    return target
 
 
 def atomic_write_json(path: str | Path, obj: Any, keep_backup: bool = False, indent: int | None = 1) -> Path | None:
@@ -85,6 +197,22 @@ def atomic_write_json(path: str | Path, obj: Any, keep_backup: bool = False, ind
 
 def atomic_write_text(path: str | Path, text: str, keep_backup: bool = False) -> Path | None:
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), keep_backup=keep_backup)
+
+
+def read_text_utf8(path: str | Path) -> str:
+    """A text file's content (a UTF-8 BOM dropped), with decoding errors that name the file.
+
+    Raises:
+        ValueError: not UTF-8 (names the file, the line and the offending byte).
+    """
+    path = Path(path)
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ValueError(f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} on line {line}: {exc.reason}); "
+                         "save it as UTF-8") from None
 
 
 def read_json(path: str | Path) -> Any:

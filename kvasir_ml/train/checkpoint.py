@@ -75,9 +75,21 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
-    """Write ``state`` to ``path`` atomically (temporary file + rename)."""
+    """Write ``state`` to ``path`` atomically (temporary file + rename).
+
+    Raises:
+        kvasir_ml.io.DiskFullError: the disk filled up; an existing ``path`` is unchanged.
+    """
     path = Path(path)
-    atomic_write(path, lambda tmp: torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp))
+
+    def write(tmp: Path) -> None:
+        # Through a Python file object, not a path: torch's own writer reports a full disk as
+        # "[enforce fail at inline_container.cc]"; a file object raises OSError(ENOSPC), which
+        # atomic_write turns into "no space left on <folder>".
+        with open(tmp, "wb") as fh:
+            torch.save({"format": CHECKPOINT_FORMAT, **state}, fh)
+
+    atomic_write(path, write)
     return path
 
 

@@ -23,12 +23,19 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from kvasir_ml.config import dump_config, save_config
-from kvasir_ml.io import atomic_write_json
+from kvasir_ml.io import atomic_write_json, orphaned_temp_files, set_aside
 from kvasir_ml.models.classifier import build_model
 from kvasir_ml.models.losses import build_loss
 from kvasir_ml.tracking import NullTracker, make_tracker
 from kvasir_ml.train import report
-from kvasir_ml.train.checkpoint import library_versions, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from kvasir_ml.train.checkpoint import (
+    CheckpointError,
+    library_versions,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from kvasir_ml.train.config import ClassifierConfig, load_classifier_config
 from kvasir_ml.train.loop import evaluate, lr_find, train_one_epoch
 from kvasir_ml.train.prepare import make_loaders, prepare_data
@@ -79,12 +86,46 @@ def seed_everything(seed: int, generator: torch.Generator | None = None) -> None
         generator.manual_seed(seed)
 
 
-def _check_run_dir(run_dir: Path, resume: bool) -> None:
-    if resume:
-        if not (run_dir / "checkpoints" / "last.pt").is_file():
-            raise RunDirError(f"cannot resume: {run_dir / 'checkpoints' / 'last.pt'} does not exist")
-    elif run_dir.exists() and any(run_dir.iterdir()):
-        raise RunDirError(f"run folder {run_dir} exists and is not empty; choose another --out or pass --resume")
+# What a classifier run folder holds before its first checkpoint (set aside on a restart).
+_RUN_DIR_ENTRIES = ("config.yaml", "split.json", "checkpoints", "plots", "wandb", "cache", "data",
+                    "predictions_test.npz")
+
+
+def _check_run_dir(run_dir: Path, resume: bool) -> bool:
+    """Check ``run_dir`` before a run; returns whether to restore from ``checkpoints/last.pt``.
+
+    ``resume`` on a folder whose run failed before its first checkpoint starts that run again:
+    the failed attempt's files are moved to ``attempt-<UTC>/`` (nothing is deleted, and its
+    split or config cannot leak into the new attempt).
+
+    Raises:
+        RunDirError: ``run_dir`` is a file; it is not empty and we are not resuming; there is
+            nothing to resume; or it holds files a run never writes (not a run folder).
+    """
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunDirError(f"{run_dir} is an existing file, not a run folder; choose another --out")
+    last = run_dir / "checkpoints" / "last.pt"
+    if resume and last.is_file():
+        return True
+    entries = {p.name for p in run_dir.iterdir()} if run_dir.is_dir() else set()
+    if not entries:
+        if resume:
+            raise RunDirError(f"cannot resume: {last} does not exist")
+        return False
+    failed_early = not last.is_file() and all(n in _RUN_DIR_ENTRIES or n.startswith("attempt-") for n in entries)
+    if not resume:
+        hint = ("it holds a run that failed before its first checkpoint: pass --resume to start it again "
+                "(the failed attempt's files are kept in an attempt-<time>/ sub-folder)" if failed_early
+                else "choose another --out or pass --resume")
+        raise RunDirError(f"run folder {run_dir} exists and is not empty; {hint}")
+    if not failed_early:
+        raise RunDirError(f"cannot resume: {last} does not exist and {run_dir} holds files a run does not write "
+                          f"({', '.join(sorted(n for n in entries if n not in _RUN_DIR_ENTRIES)[:5])}); "
+                          "is this a run folder?")
+    moved = set_aside(run_dir, _RUN_DIR_ENTRIES)
+    log.warning("%s: no checkpoint yet (the run failed before its first epoch ended); starting it again, "
+                "the failed attempt's files are kept in %s", run_dir, moved)
+    return False
 
 
 def _check_resume_config(cfg: ClassifierConfig, saved: dict[str, Any], run_dir: Path) -> None:
@@ -113,6 +154,61 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: ClassifierConfig, step
     return None
 
 
+PENDING_BEST = "best.next.pt"  # a new best.pt waiting for last.pt to name its epoch
+
+
+def recover_checkpoints(ckpt_dir: Path, last: dict[str, Any]) -> list[str]:
+    """Make ``best.pt`` agree with ``last.pt`` after an interrupted ``_save_checkpoints``.
+
+    Deletes temporary files of killed writes; renames a pending ``best.next.pt`` into place
+    when ``last.pt`` already names its epoch (roll forward), else deletes it (roll back: its
+    epoch is re-run); then checks that ``best.pt`` holds ``last["best_epoch"]``. A missing
+    or different best.pt is rebuilt from last.pt when last.pt holds that very epoch.
+
+    Args:
+        ckpt_dir: ``RUN_DIR/checkpoints``.
+        last: the loaded ``last.pt``.
+
+    Returns:
+        What was done, one line each (also logged).
+
+    Raises:
+        RunDirError: best.pt does not hold the best epoch and cannot be rebuilt.
+    """
+    actions = []
+    for tmp in orphaned_temp_files(ckpt_dir):
+        tmp.unlink()
+        actions.append(f"removed {tmp.name} (a write killed half-way)")
+    best_epoch, pending, best = last.get("best_epoch"), ckpt_dir / PENDING_BEST, ckpt_dir / "best.pt"
+    if pending.is_file():
+        if best_epoch is not None and _epoch_of(pending) == int(best_epoch):
+            os.replace(pending, best)
+            actions.append(f"completed the commit of {best.name} (epoch {best_epoch})")
+        else:
+            pending.unlink()
+            actions.append(f"removed {pending.name}: its epoch was not committed to last.pt and is re-run")
+    if best_epoch is None:  # written before checkpoints recorded best_epoch: nothing to check against
+        actions.append(f"{best.name} not verified: last.pt predates best_epoch records")
+    elif int(best_epoch) > 0 and _epoch_of(best) != int(best_epoch):
+        found = _epoch_of(best)
+        if int(last["epoch"]) != int(best_epoch):
+            raise RunDirError(f"cannot resume: {best} holds epoch {found} but {ckpt_dir / 'last.pt'} says the best "
+                              f"model is epoch {best_epoch}, which no checkpoint holds any more")
+        save_checkpoint(best, {k: v for k, v in last.items() if k not in ("format", "optimizer", "scheduler", "rng")})
+        actions.append(f"rebuilt {best.name} from last.pt (it held epoch {found}, the best is {best_epoch})")
+    for line in actions:
+        log.warning("%s: %s", ckpt_dir, line)
+    return actions
+
+
+def _epoch_of(path: Path) -> int | None:
+    """The ``epoch`` a checkpoint holds; None when it is missing or unreadable."""
+    try:
+        return int(load_checkpoint(path)["epoch"])
+    except (CheckpointError, KeyError, TypeError, ValueError):
+        return None
+
+
 class _Trainer:
     """Holds a run's pieces so the epoch loop and the final report stay a screen each."""
 
@@ -130,6 +226,7 @@ class _Trainer:
         self._setup_data()
         self._setup_model(resume)
         self.start_epoch, self.best_ap, self.history, self.thresholds = 0, -1.0, [], None
+        self.best_epoch = 0  # the epoch best.pt holds (0: none yet)
         self.run_name = f"{cfg.name}-{run_dir.name}"
         self.tracker = NullTracker()
         if self.is_main:
@@ -183,7 +280,11 @@ class _Trainer:
         self.lr_find_result = result
 
     def restore(self) -> None:
-        """Load ``last.pt`` (model, optimizer, scheduler, epoch, RNG, history) for ``--resume``."""
+        """Load ``last.pt`` (model, optimizer, scheduler, epoch, RNG, history) for ``--resume``.
+
+        First finishes or undoes a checkpoint commit a kill interrupted (see
+        ``_save_checkpoints``) and checks that ``best.pt`` holds the epoch ``last.pt`` names.
+        """
         state = load_checkpoint(self.ckpt_dir / "last.pt", map_location=self.device)
         _check_resume_config(self.cfg, state["config"], self.run_dir)
         self.model.load_state_dict(state["model"])
@@ -193,6 +294,9 @@ class _Trainer:
         set_rng_state(state["rng"])
         self.start_epoch, self.best_ap = int(state["epoch"]), float(state["best_val_macro_ap"])
         self.history, self.thresholds = list(state["history"]), list(state["thresholds"])
+        self.best_epoch = int(state.get("best_epoch", 0))
+        if self.is_main:
+            recover_checkpoints(self.ckpt_dir, state)
         log.info("resumed %s after epoch %d", self.run_dir, self.start_epoch)
 
     def checkpoint_state(self, epoch: int) -> dict[str, Any]:
@@ -210,6 +314,7 @@ class _Trainer:
             "dataset": self.data.dataset_name,
             "versions": library_versions(),
             "best_val_macro_ap": self.best_ap,
+            "best_epoch": self.best_epoch,
             "history": self.history,
         }
 
@@ -265,17 +370,33 @@ class _Trainer:
         improved = ap > self.best_ap
         if improved:
             self.best_ap = ap
-        state = self.checkpoint_state(epoch + 1)
-        save_checkpoint(self.ckpt_dir / "last.pt", state)
-        if improved or not (self.ckpt_dir / "best.pt").is_file():
-            # best.pt is for predict and the model artifact: no optimizer/scheduler/RNG (3x smaller).
-            lean = {k: v for k, v in state.items() if k not in ("optimizer", "scheduler", "rng")}
-            save_checkpoint(self.ckpt_dir / "best.pt", lean)
+        self._save_checkpoints(epoch + 1, improved)
         self.tracker.log({k: v for k, v in entry.items() if isinstance(v, (int, float)) and v is not None}, step=epoch + 1)
         log.info("epoch %d: train_loss %.4f  val_macro_ap %.4f  val_top1 %.4f  %.1f img/s (data %.1fs, step %.1fs)%s",
                  epoch + 1, entry["train_loss"], entry.get("val_macro_ap", float("nan")),
                  entry.get("val_top1", float("nan")), entry["img_s"], entry["data_time_s"], entry["step_time_s"],
                  "  *best*" if improved else "")
+
+    def _save_checkpoints(self, epochs_done: int, improved: bool) -> None:
+        """Write best.pt and last.pt as one commit whose record is last.pt.
+
+        best.pt may only change together with last.pt's ``best_epoch``, else a kill between
+        the two writes leaves a stale best.pt that a resumed run would report. So a new best
+        goes to ``best.next.pt`` first, then last.pt (naming its epoch) is written, then
+        best.next.pt is renamed over best.pt; ``recover_checkpoints`` rolls a kill at any
+        point back (orphan best.next.pt) or forward (rename not done yet).
+        """
+        new_best = improved or not (self.ckpt_dir / "best.pt").is_file()
+        if new_best:
+            self.best_epoch = epochs_done
+        state = self.checkpoint_state(epochs_done)
+        pending = self.ckpt_dir / PENDING_BEST
+        if new_best:
+            # best.pt is for predict and the model artifact: no optimizer/scheduler/RNG (3x smaller).
+            save_checkpoint(pending, {k: v for k, v in state.items() if k not in ("optimizer", "scheduler", "rng")})
+        save_checkpoint(self.ckpt_dir / "last.pt", state)
+        if new_best:
+            os.replace(pending, self.ckpt_dir / "best.pt")
 
     def final_report(self) -> dict[str, Any]:
         """Best checkpoint on val (for the record) and test (the report); plots; metrics.json."""
@@ -312,7 +433,8 @@ def train_classifier(cfg: ClassifierConfig, out_dir: str | Path, resume: bool = 
     Args:
         cfg: validated config.
         out_dir: run folder; must be absent or empty unless ``resume``.
-        resume: continue from ``out_dir/checkpoints/last.pt`` (the config must match it).
+        resume: continue from ``out_dir/checkpoints/last.pt`` (the config must match it); a
+            run that failed before its first checkpoint is started again.
         stop_after_epoch: return after this many epochs as if the run were killed (leaves
             ``last.pt`` and no metrics.json); used by the resume test and time-boxed jobs.
 
@@ -323,7 +445,7 @@ def train_classifier(cfg: ClassifierConfig, out_dir: str | Path, resume: bool = 
         RunDirError: existing run folder without ``resume``, or nothing to resume.
     """
     run_dir = Path(out_dir)
-    _check_run_dir(run_dir, resume)
+    resume = _check_run_dir(run_dir, resume)
     # Thread count and determinism are process-wide: put them back for the caller afterwards.
     saved = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
     trainer = None
