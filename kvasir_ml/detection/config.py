@@ -35,6 +35,10 @@ class DetectorModelConfig(StrictModel):
     arch: str = "yolov8n.yaml"
     # local .pt weights to start from (a path; never a hub name); None = from scratch
     weights: str | None = None
+    trust_weights: bool = Field(
+        False, description="load model.weights even if it fails the check that it cannot run code when "
+        "opened (ultralytics unpickles .pt files); only for files you trust. Checkpoints ultralytics "
+        "writes always pass the check")
 
     @model_validator(mode="after")
     def _arch_is_yaml(self) -> "DetectorModelConfig":

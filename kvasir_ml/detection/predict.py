@@ -93,6 +93,7 @@ def detect_images(
     iou: float = 0.7,
     max_det: int = 100,
     insets: Sequence[Any] | None = None,
+    trust: bool = False,
 ) -> list[list[Detection]]:
     """Detect boxes in images.
 
@@ -105,15 +106,17 @@ def detect_images(
         max_det: boxes kept per image.
         insets: ``InsetResult`` per image if already measured (``predict_images``), so the
             inset is not detected again; None = detect here when the model masks it.
+        trust: load ``ckpt`` without the check that it cannot run code (``safe_load``).
 
     Returns:
         Per image, a list of ``{"class", "score", "xywh_px"}`` sorted by score (pixels of the
         original image).
 
     Raises:
-        WeightsError: the checkpoint does not exist. ImageError: an image cannot be read.
+        WeightsError: the checkpoint does not exist or would run code when loaded.
+        ImageError: an image cannot be read.
     """
-    model = load_yolo(ckpt)
+    model = load_yolo(ckpt, trust=trust)
     return run_detector(model, paths, device=device, conf=conf, iou=iou, max_det=max_det, insets=insets)
 
 

@@ -97,7 +97,8 @@ def train_detector(cfg: DetectorConfig, out_dir: str | Path, resume: bool = Fals
         RunDirError, ConfigError, ExportError, WeightsError: bad input, naming the problem.
     """
     run_dir = Path(out_dir)
-    resolve_weights(cfg.model.arch, cfg.model.weights)  # a missing weights file fails before any work
+    # a missing or unsafe weights file fails before any work
+    resolve_weights(cfg.model.arch, cfg.model.weights, cfg.model.trust_weights)
     _prepare_run_dir(run_dir, resume)
     if not resume:
         save_config(cfg, run_dir / "config.yaml")

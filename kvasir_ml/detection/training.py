@@ -17,6 +17,8 @@ from typing import Any
 from kvasir_ml.config import dump_config
 from kvasir_ml.detection.config import DetectorConfig
 from kvasir_ml.detection.export import YoloExport
+from kvasir_ml.detection.safe_load import load_detector_checkpoint
+from kvasir_ml.io import atomic_write
 from kvasir_ml.detection.yolo import (
     load_yolo,
     no_platform_key,
@@ -115,7 +117,10 @@ def fit(cfg: DetectorConfig, export: YoloExport, run_dir: Path, tracker: Tracker
         # dataset (coco8, a download) instead; there is nothing left to train: re-score.
         log.warning("%s: training already finished; checkpoints and scores are rebuilt", last)
     else:
-        model = load_yolo(last if resume else resolve_weights(cfg.model.arch, cfg.model.weights))
+        if resume:
+            model = load_yolo(last)
+        else:  # resolve_weights already checked the weights (trusted or safe): no second check
+            model = load_yolo(resolve_weights(cfg.model.arch, cfg.model.weights, cfg.model.trust_weights), trust=True)
         recorder.register(model)
         kwargs = train_kwargs(cfg, export.data_yaml, run_dir, device)
         if resume:  # ultralytics takes the saved args from last.pt; data is named so it never defaults
@@ -131,11 +136,9 @@ def fit(cfg: DetectorConfig, export: YoloExport, run_dir: Path, tracker: Tracker
 
 def _training_finished(last: Path) -> bool:
     """ultralytics strips finished checkpoints: no optimizer state, ``epoch == -1``."""
-    import torch
-
     if not last.is_file():
         raise FileNotFoundError(f"{last}: nothing to resume from")
-    ckpt = torch.load(last, map_location="cpu", weights_only=False)
+    ckpt = load_detector_checkpoint(last)
     return ckpt.get("optimizer") is None or int(ckpt.get("epoch", -1)) < 0
 
 
@@ -152,11 +155,14 @@ def save_checkpoints(run_dir: Path, cfg: DetectorConfig, export: YoloExport) -> 
         src = run_dir / "ultralytics" / "weights" / name
         if not src.is_file():
             raise FileNotFoundError(f"{src}: ultralytics finished without writing {name}")
-        ckpt = torch.load(src, map_location="cpu", weights_only=False)
+        ckpt = load_detector_checkpoint(src)
         ckpt["kvasir_ml"] = meta
-        tmp = run_dir / "checkpoints" / f".{name}.tmp"
-        torch.save(ckpt, tmp)
-        tmp.replace(run_dir / "checkpoints" / name)
+
+        def write(tmp: Path, ckpt=ckpt) -> None:
+            with open(tmp, "wb") as fh:  # a file object: a full disk raises OSError(ENOSPC)
+                torch.save(ckpt, fh)
+
+        atomic_write(run_dir / "checkpoints" / name, write)
 
 
 def history_from_results(results_csv: Path, timing: dict[int, dict[str, float]]) -> list[dict[str, Any]]:

@@ -143,12 +143,18 @@ def no_platform_key() -> Iterator[None]:
             os.environ["ULTRALYTICS_API_KEY"] = saved
 
 
-def resolve_weights(arch: str, weights: str | None) -> str:
+def resolve_weights(arch: str, weights: str | None, trust: bool = False) -> str:
     """What to hand ``YOLO(...)``: a local ``.pt`` path, or the model YAML (from scratch).
+
+    Args:
+        arch: model YAML, used when ``weights`` is None.
+        weights: local ``.pt`` file or None.
+        trust: skip the check that the weights file cannot run code (``safe_load``).
 
     Raises:
         WeightsError: ``weights`` is given but is not an existing file. Hub names such as
-            ``yolo11n.pt`` are refused rather than downloaded.
+            ``yolo11n.pt`` are refused rather than downloaded. safe_load.UnsafeCheckpointError:
+            the file would run code when ultralytics opens it.
     """
     if weights is None:
         return arch
@@ -158,6 +164,9 @@ def resolve_weights(arch: str, weights: str | None) -> str:
             f"detector weights {weights!r} do not exist (model.weights must be a local .pt file; "
             "nothing is downloaded — use model.weights=null to train from the model YAML)"
         )
+    from kvasir_ml.detection.safe_load import check_detector_checkpoint
+
+    check_detector_checkpoint(path, trust=trust)
     return str(path.resolve())
 
 
@@ -188,12 +197,25 @@ def resolve_amp(amp: str, device: str) -> bool | str:
     return False
 
 
-def load_yolo(weights_or_yaml: str | Path):
-    """``ultralytics.YOLO`` for a local checkpoint or a model YAML, offline."""
+def load_yolo(weights_or_yaml: str | Path, trust: bool = False):
+    """``ultralytics.YOLO`` for a local checkpoint or a model YAML, offline.
+
+    Args:
+        weights_or_yaml: a ``.pt`` file or a model YAML name.
+        trust: skip the check that the checkpoint cannot run code (``safe_load``).
+
+    Raises:
+        WeightsError: missing file. safe_load.UnsafeCheckpointError: the checkpoint would
+            run code (or needs classes outside the allow-list) when ultralytics opens it.
+    """
     ensure_ultralytics()
     from ultralytics import YOLO
 
+    from kvasir_ml.detection.safe_load import check_detector_checkpoint
+
     target = str(weights_or_yaml)
-    if target.endswith(".pt") and not Path(target).is_file():
-        raise WeightsError(f"detector checkpoint {target!r} does not exist")
+    if not target.endswith((".yaml", ".yml")):
+        if not Path(target).is_file():
+            raise WeightsError(f"detector checkpoint {target!r} does not exist")
+        check_detector_checkpoint(target, trust=trust)  # ultralytics unpickles with weights_only=False
     return YOLO(target)
