@@ -9,16 +9,20 @@ Output, one entry per image (the interface ``kvasir-ml predict`` writes)::
      "source_class": {"name": "polyps", "score": 0.8} | null,
      "boxes": [{"class": "polyp", "score": 0.71, "xywh_px": [x, y, w, h]}]}
 
-Images that cannot be read get ``{"image": ..., "error": "..."}`` and do not stop the rest.
+Images that cannot be read or processed get ``{"image": ..., "error": "..."}`` (plus whatever
+was computed before the failure) and do not stop the rest: one bad image costs only itself.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from kvasir_ml.data.images import ImageError, load_rgb
 from kvasir_ml.data.inset import detect_inset
+
+log = logging.getLogger(__name__)
 
 
 def predict_images(
@@ -26,8 +30,23 @@ def predict_images(
     classifier_ckpt: str | Path | None = None,
     detector_ckpt: str | Path | None = None,
     device: str = "auto",
+    trust_detector: bool = False,
 ) -> list[dict[str, Any]]:
-    """Run the classifier and/or the detector on images and merge their outputs."""
+    """Run the classifier and/or the detector on images and merge their outputs.
+
+    Args:
+        image_paths: image files.
+        classifier_ckpt: classifier checkpoint (always loaded with ``weights_only=True``).
+        detector_ckpt: detector checkpoint (checked by ``detection.safe_load`` first).
+        device: auto | cpu | cuda[:N].
+        trust_detector: skip the detector checkpoint's safety check (files you trust).
+
+    Returns:
+        One entry per image, in order; failed images carry ``"error"``.
+
+    Raises:
+        CheckpointError / WeightsError: a checkpoint cannot be loaded (before any image).
+    """
     paths = [Path(p) for p in image_paths]
     results: list[dict[str, Any]] = []
     readable: list[Path] = []
@@ -35,10 +54,13 @@ def predict_images(
     for path in paths:
         try:
             rgb = load_rgb(path)
+            inset = detect_inset(rgb)
         except ImageError as exc:
             results.append({"image": str(path), "error": exc.reason})
             continue
-        inset = detect_inset(rgb)
+        except Exception as exc:  # noqa: BLE001 — a bug on one odd image must not cost the others
+            results.append({"image": str(path), "error": f"inset detection failed ({type(exc).__name__}: {exc})"})
+            continue
         results.append({
             "image": str(path),
             "width": int(rgb.shape[1]),
@@ -53,13 +75,45 @@ def predict_images(
         insets.append(inset)
     ok = [r for r in results if "error" not in r]
     if classifier_ckpt:
-        from kvasir_ml.train.predict import classify_images
+        from kvasir_ml.train.predict import load_classifier, run_classifier
+        from kvasir_ml.train.run import resolve_device
 
-        for entry, out in zip(ok, classify_images(classifier_ckpt, readable, device=device, insets=insets)):
-            entry.update(out)
+        dev = resolve_device(device)
+        loaded = load_classifier(classifier_ckpt, dev)  # a bad checkpoint fails here, before any image
+        _apply("classifier", lambda p, i: run_classifier(loaded, p, dev, insets=i), ok, readable, insets,
+               lambda entry, out: entry.update(out))
     if detector_ckpt:
-        from kvasir_ml.detection.predict import detect_images
+        from kvasir_ml.detection.predict import run_detector
+        from kvasir_ml.detection.yolo import load_yolo
 
-        for entry, boxes in zip(ok, detect_images(detector_ckpt, readable, device=device, insets=insets)):
-            entry["boxes"] = boxes
+        model = load_yolo(detector_ckpt, trust=trust_detector)
+        _apply("detector", lambda p, i: run_detector(model, p, device=device, insets=i), ok, readable, insets,
+               lambda entry, boxes: entry.__setitem__("boxes", boxes))
     return results
+
+
+def _apply(name: str, run: Callable[[list[Path], list[Any]], list[Any]], entries: list[dict[str, Any]],
+           paths: list[Path], insets: list[Any], merge: Callable[[dict[str, Any], Any], None]) -> None:
+    """Merge ``run(paths, insets)`` into ``entries``; if the batch fails, retry image by image so
+    only the images that fail get an ``error`` (the others keep their results)."""
+    try:
+        outputs: list[Any] = run(paths, insets)
+    except Exception as exc:  # noqa: BLE001 — find the image(s) at fault below
+        log.warning("%s failed on a batch (%s: %s); retrying image by image", name, type(exc).__name__, exc)
+        outputs = []
+        for path, inset in zip(paths, insets):
+            try:
+                outputs.append(run([path], [inset])[0])
+            except Exception as one:  # noqa: BLE001
+                outputs.append(one)
+    for entry, out in zip(entries, outputs):
+        if isinstance(out, Exception):
+            reason = out.reason if isinstance(out, ImageError) else f"{type(out).__name__}: {out}"
+            entry["error"] = f"{name} failed: {reason}"
+        else:
+            merge(entry, out)
+
+
+def count_failures(results: Sequence[dict[str, Any]]) -> int:
+    """How many entries of ``predict_images``' output carry an ``error``."""
+    return sum(1 for r in results if "error" in r)

@@ -9,6 +9,7 @@ imports (torch, ultralytics, label-studio-sdk, wandb) happen inside the handlers
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import sys
@@ -49,12 +50,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        # Library errors carry a message that names the file and the problem.
+    except (ValueError, OSError, RuntimeError) as exc:
+        # Library errors carry a message that names the file and the problem; OSErrors
+        # (a full disk, --out naming a file where a folder is needed) name the path.
         if args.verbose:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_describe(exc)}", file=sys.stderr)
         return 2
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC and not str(exc).startswith("no space"):
+        return f"no space left on {exc.filename or 'the device'} ({exc})"
+    return str(exc)
 
 
 if __name__ == "__main__":

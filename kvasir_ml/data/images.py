@@ -3,7 +3,9 @@
 ``load_rgb`` is the one place where source images are opened. It turns every odd input
 into either an 8-bit RGB array or an ``ImageError`` that names the file and the problem:
 0-byte and truncated files, non-images, grayscale, palette, RGBA/LA (composited on
-black, like the endoscope border), CMYK and 16-bit PNGs.
+black, like the endoscope border), CMYK and 16-bit PNGs. Images of more than
+``MAX_IMAGE_PIXELS`` pixels (decompression bombs: a few KB of PNG that decode to gigabytes)
+are refused from their header, before any decoding.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+# PIL's own bomb threshold (~89.5 Mpx, about 270 MB as RGB). Endoscopy frames are ~2 Mpx, so
+# anything larger is an error rather than PIL's warning (below 2x) or its exception (above).
+MAX_IMAGE_PIXELS = int(Image.MAX_IMAGE_PIXELS or 89_478_485)
 
 
 class ImageError(ValueError):
@@ -71,6 +76,7 @@ def load_rgb(path: str | Path, draft_size: tuple[int, int] | None = None) -> np.
         raise ImageError(path, "file is empty (0 bytes)")
     try:
         with Image.open(path) as img:
+            _check_pixels(path, img.size)
             if draft_size is not None and img.format == "JPEG":
                 img.draft("RGB", draft_size)
             img.load()
@@ -81,9 +87,18 @@ def load_rgb(path: str | Path, draft_size: tuple[int, int] | None = None) -> np.
         raise
     except UnidentifiedImageError:
         raise ImageError(path, "not a recognised image format (corrupt or not an image)") from None
-    except (OSError, SyntaxError, ValueError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise ImageError(path, f"refused: decompression bomb ({exc})") from None
+    except (OSError, SyntaxError, ValueError, MemoryError) as exc:
         # PIL raises OSError("image file is truncated ...") and friends.
-        raise ImageError(path, f"cannot decode image ({exc})") from None
+        raise ImageError(path, f"cannot decode image ({type(exc).__name__}: {exc})") from None
+
+
+def _check_pixels(path: Path, size: tuple[int, int]) -> None:
+    width, height = size
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ImageError(path, f"refused: {width}x{height} = {width * height / 1e6:.0f} Mpx is more than "
+                               f"{MAX_IMAGE_PIXELS / 1e6:.0f} Mpx (a decompression bomb, or not an endoscopy frame)")
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
@@ -95,8 +110,11 @@ def image_size(path: str | Path) -> tuple[int, int]:
         raise ImageError(path, "file is empty (0 bytes)")
     try:
         with Image.open(path) as img:
+            _check_pixels(path, img.size)
             return img.size
     except UnidentifiedImageError:
         raise ImageError(path, "not a recognised image format (corrupt or not an image)") from None
-    except OSError as exc:
+    except Image.DecompressionBombError as exc:
+        raise ImageError(path, f"refused: decompression bomb ({exc})") from None
+    except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(path, f"cannot read image header ({exc})") from None

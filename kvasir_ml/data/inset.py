@@ -95,8 +95,10 @@ def nominal_inset_box_xywh_px(width_px: int, height_px: int) -> tuple[float, flo
     """
     if width_px <= 0 or height_px <= 0:
         raise ValueError(f"nominal inset box: image size must be positive, got {width_px}x{height_px}")
-    x0, x1 = round(NOMINAL_X0 * width_px), round(NOMINAL_X1 * width_px)
-    y0, y1 = round(NOMINAL_Y0 * height_px), round(NOMINAL_Y1 * height_px)
+    # min(..., side - 1): on a 1-px-high (or -wide) image the rounded start would be the
+    # image edge itself and the box would lie outside the image.
+    x0, x1 = min(round(NOMINAL_X0 * width_px), width_px - 1), round(NOMINAL_X1 * width_px)
+    y0, y1 = min(round(NOMINAL_Y0 * height_px), height_px - 1), round(NOMINAL_Y1 * height_px)
     return (float(x0), float(y0), float(max(1, x1 - x0)), float(max(1, y1 - y0)))
 
 

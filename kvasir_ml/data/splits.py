@@ -16,6 +16,7 @@ same data and seed give the same hash on any machine.
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -23,7 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from kvasir_ml.data.coco import CanonicalDataset
-from kvasir_ml.io import atomic_write_json, read_json, sha256_json
+from kvasir_ml.io import atomic_write_json, read_json, read_text_utf8, sha256_json
 from kvasir_ml.taxonomy import Taxonomy, TaxonomyError, load_taxonomy
 
 SPLIT_NAMES = ("train", "val", "test")
@@ -260,7 +261,7 @@ def kvasirseg_hyperkvasir_groups(ds: CanonicalDataset, csv_path: str | Path) -> 
         ``{file_name: "kvasirseg:<kvasir-seg id>"}`` for every image whose file stem is either id.
     """
     key_by_stem: dict[str, str] = {}
-    with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+    with io.StringIO(read_text_utf8(csv_path), newline="") as fh:  # errors name the file
         reader = csv.DictReader(fh)
         if not {"kvasir_seg_id", "hyperkvasir_segmented_uuid"} <= set(reader.fieldnames or []):
             raise SplitError(f"{csv_path}: expected columns kvasir_seg_id,hyperkvasir_segmented_uuid")
@@ -301,7 +302,7 @@ def split_from_hyperkvasir_folds(
     taxonomy = taxonomy or load_taxonomy()
     src = taxonomy.source("hyperkvasir")
     folds: dict[str, tuple[str, int]] = {}
-    with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+    with io.StringIO(read_text_utf8(csv_path), newline="") as fh:  # errors name the file
         reader = csv.reader(fh, delimiter=";")
         header = next(reader, None)
         if header != ["file-name", "class-name", "split-index"]:

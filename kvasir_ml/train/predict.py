@@ -43,7 +43,6 @@ def _class_label_matrix(cfg: ClassifierConfig, label_names: list[str]) -> np.nda
     return full[:, [taxonomy.label_index(n) for n in label_names]]
 
 
-@torch.no_grad()
 def classify_images(ckpt: str | Path, paths: Sequence[str | Path], device: str = "auto",
                     batch_size: int = 16, insets: Sequence[InsetResult] | None = None) -> list[dict[str, Any]]:
     """Label scores, predicted labels and source class for each image.
@@ -64,7 +63,15 @@ def classify_images(ckpt: str | Path, paths: Sequence[str | Path], device: str =
         set is most likely under the label scores).
     """
     dev = resolve_device(device)
-    model, cfg, state = load_classifier(ckpt, dev)
+    return run_classifier(load_classifier(ckpt, dev), paths, dev, batch_size, insets)
+
+
+@torch.no_grad()
+def run_classifier(loaded: tuple[KvasirClassifier, ClassifierConfig, dict[str, Any]], paths: Sequence[str | Path],
+                   device: torch.device, batch_size: int = 16,
+                   insets: Sequence[InsetResult] | None = None) -> list[dict[str, Any]]:
+    """``classify_images`` with a model already loaded by ``load_classifier`` (same outputs)."""
+    model, cfg, state = loaded
     label_names, class_names = list(state["label_names"]), list(state["class_names"])
     thresholds = np.asarray(state["thresholds"], dtype=np.float64)
     matrix = _class_label_matrix(cfg, label_names)
@@ -82,7 +89,7 @@ def classify_images(ckpt: str | Path, paths: Sequence[str | Path], device: str =
             small = decode_square(path, cfg.data.image_size_px)
             items.append(inset_inputs(small, size, inset.state, inset.box_xywh_px,
                                       cfg.model.inset_mode, cfg.model.branch_size_px))
-        batch = {k: torch.stack([it[k] for it in items]).to(dev) for k in items[0]}
+        batch = {k: torch.stack([it[k] for it in items]).to(device) for k in items[0]}
         logits = model(**batch).float()
         if cfg.model.task == "multilabel":
             scores = torch.sigmoid(logits).double().cpu().numpy()

@@ -146,8 +146,17 @@ def probe_image(path: str, mask_path: str | None = None) -> ImageProbe:
     """Decode one image: size, colour mode, inset state/box, content hash, mask boxes.
 
     Never raises for bad input: a problem is returned in ``error`` (not indexable) or
-    ``notes`` (indexable with a caveat), each naming the problem without the path.
+    ``notes`` (indexable with a caveat), each naming the problem without the path. Even an
+    unexpected failure on one odd image becomes its ``error`` (it runs in a worker pool,
+    where one exception would otherwise abort the whole index).
     """
+    try:
+        return _probe_image(path, mask_path)
+    except Exception as exc:  # noqa: BLE001 — see docstring
+        return ImageProbe(path=path, error=f"cannot be processed ({type(exc).__name__}: {exc})")
+
+
+def _probe_image(path: str, mask_path: str | None) -> ImageProbe:
     from kvasir_ml.data.inset import detect_inset
 
     probe = ImageProbe(path=path)
@@ -235,6 +244,33 @@ def add_probed_image(
         content_sha256=probe.content_sha256,
         **extra,
     )
+
+
+def report_conflicting_duplicates(ds: CanonicalDataset, problems: list[Problem]) -> int:
+    """Warn about byte-identical images indexed under different classes (conflicting labels).
+
+    Every such image gets a warning naming its twins and their classes; all stay indexed
+    (the split keeps identical content on one side; ``--strict`` fails on them).
+
+    Returns:
+        The number of images involved.
+    """
+    groups: dict[str, list[dict]] = {}
+    for img in ds.images:
+        if img.get("content_sha256"):
+            groups.setdefault(img["content_sha256"], []).append(img)
+    n = 0
+    for imgs in groups.values():
+        if len({(img.get("source_class"), tuple(sorted(img["labels"]))) for img in imgs}) < 2:
+            continue
+        for img in imgs:
+            twins = [f"{o['file_name']} ({o.get('source_class')})" for o in imgs if o is not img]
+            problems.append(Problem(
+                img["file_name"], f"identical bytes to {', '.join(twins[:3])}{' ...' if len(twins) > 3 else ''} "
+                f"but indexed as {img.get('source_class')!r} with labels {img['labels']}: one image, conflicting "
+                "labels (check which class is right)", "warning", kind="same image, different class"))
+            n += 1
+    return n
 
 
 def relative(path: Path, root: Path) -> str:

@@ -17,6 +17,7 @@ with no labeled twin (or a different size) becomes an entry of its own.
 from __future__ import annotations
 
 import csv
+import io
 import time
 from pathlib import Path
 
@@ -30,8 +31,10 @@ from kvasir_ml.data.sources.common import (
     is_image_file,
     probe_images,
     relative,
+    report_conflicting_duplicates,
 )
 from kvasir_ml.data.sources.kvasir_seg import attach_boxes, find_mask, list_images, read_box_json
+from kvasir_ml.io import read_text_utf8
 from kvasir_ml.taxonomy import Taxonomy, TaxonomyError, load_taxonomy
 
 SOURCE = "hyperkvasir"
@@ -43,19 +46,23 @@ def read_label_csv(path: Path, root: Path, taxonomy: Taxonomy, problems: list[Pr
     """``{uuid: canonical class}`` from ``image-labels.csv``; bad rows are reported.
 
     Raises:
-        ValueError: the header lacks the HyperKvasir columns.
+        ValueError: the file is not UTF-8, is not CSV, or its header lacks the HyperKvasir
+            columns (each names the file, and the line where there is one).
     """
     src = taxonomy.source(SOURCE)
     rel = relative(path, root) if path.is_relative_to(root) else str(path)
     classes: dict[str, str] = {}
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
+    reader = csv.DictReader(io.StringIO(read_text_utf8(path), newline=""))
+    try:
         missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
             raise ValueError(f"{path}: not a HyperKvasir image-labels.csv (missing columns {missing})")
-        for line, row in enumerate(reader, start=2):
+        for row in reader:
+            where = f"{rel}:{reader.line_num}"
             uuid, finding = (row["Video file"] or "").strip(), (row["Finding"] or "").strip()
-            where = f"{rel}:{line}"
+            if not uuid:
+                problems.append(Problem(where, "row has no 'Video file' (image id); row skipped", kind="bad CSV row"))
+                continue
             try:
                 cls = src.canonical_class(finding)
             except TaxonomyError:
@@ -65,6 +72,8 @@ def read_label_csv(path: Path, root: Path, taxonomy: Taxonomy, problems: list[Pr
                 problems.append(Problem(where, f"{uuid!r} listed again as {cls!r} (first {classes[uuid]!r}); first kept", "warning", kind="duplicate CSV row"))
                 continue
             classes[uuid] = cls
+    except csv.Error as exc:  # NUL bytes, a field over the size limit: the file is not usable CSV
+        raise ValueError(f"{path}:{reader.line_num}: not readable as CSV ({exc})") from None
     return classes
 
 
@@ -203,5 +212,6 @@ def index_hyperkvasir(
     labeled_ids = _index_labeled(root, Path(labels_csv) if labels_csv else None, ds, taxonomy, workers, problems)
     if (root / "segmented-images").is_dir():
         _index_segmented(root, ds, labeled_ids, taxonomy, workers, problems)
+    report_conflicting_duplicates(ds, problems)
     result = IndexResult(ds, problems, time.perf_counter() - start)
     return result.raise_if_strict(strict, SOURCE, root)
