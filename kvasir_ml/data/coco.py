@@ -13,7 +13,8 @@ unchanged, with extra keys on each image entry::
      "content_sha256": "..."}                    # groups duplicates across datasets
 
 Annotations: ``{"id", "image_id", "category_id", "bbox": [x, y, w, h] px, "area", "iscrowd": 0}``
-with categories = the taxonomy's box classes (``id = index + 1``).
+with categories = the taxonomy's box classes (``id = index + 1``). The schema, checked on
+every load and save, is ``canonical_schema.py``.
 """
 
 from __future__ import annotations
@@ -25,16 +26,13 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from kvasir_ml.data.canonical_schema import CanonicalError, validate_canonical
 from kvasir_ml.geometry import validate_xywh_px
 from kvasir_ml.io import atomic_write_json, read_json
 from kvasir_ml.taxonomy import Taxonomy, load_taxonomy
 
 CANONICAL_FORMAT_VERSION = 1
 INSET_STATES = ("green", "black", "none")
-
-
-class CanonicalError(ValueError):
-    """The canonical file is malformed; the message names the file and the entry."""
 
 
 @dataclass
@@ -232,40 +230,11 @@ def merge_canonical(parts: list[tuple[str, CanonicalDataset]], description: str 
     return merged
 
 
-def validate_canonical(raw: Any, origin: str) -> None:
-    """Check the structure of a canonical file; raise CanonicalError naming the problem."""
-    if not isinstance(raw, dict):
-        raise CanonicalError(f"{origin}: top level must be a JSON object")
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(raw.get(key), list):
-            raise CanonicalError(f"{origin}: missing or non-list {key!r}")
-    image_ids: set[int] = set()
-    file_names: set[str] = set()
-    for i, img in enumerate(raw["images"]):
-        for key in ("id", "file_name", "width", "height", "labels"):
-            if key not in img:
-                raise CanonicalError(f"{origin}: images[{i}] has no {key!r}")
-        if img["id"] in image_ids:
-            raise CanonicalError(f"{origin}: duplicate image id {img['id']}")
-        if img["file_name"] in file_names:
-            raise CanonicalError(f"{origin}: duplicate file_name {img['file_name']!r}")
-        image_ids.add(img["id"])
-        file_names.add(img["file_name"])
-    cat_ids = {c["id"] for c in raw["categories"]}
-    for i, ann in enumerate(raw["annotations"]):
-        if ann.get("image_id") not in image_ids:
-            raise CanonicalError(f"{origin}: annotations[{i}] refers to unknown image_id {ann.get('image_id')}")
-        if ann.get("category_id") not in cat_ids:
-            raise CanonicalError(f"{origin}: annotations[{i}] has unknown category_id {ann.get('category_id')}")
-        bbox = ann.get("bbox")
-        if not (isinstance(bbox, list) and len(bbox) == 4):
-            raise CanonicalError(f"{origin}: annotations[{i}] bbox must be [x, y, w, h]")
-
-
 def load_canonical(path: str | Path) -> CanonicalDataset:
-    """Load and validate a canonical file.
+    """Load and validate a canonical file (``canonical_schema.validate_canonical``).
 
     Raises:
-        CanonicalError / ValueError: malformed JSON or structure, naming the file.
+        CanonicalError: any entry breaks the schema; every problem is named (entry, id, field).
+        ValueError: malformed JSON or not UTF-8, naming the file.
     """
     return CanonicalDataset.from_dict(read_json(path), origin=str(path))
