@@ -78,24 +78,39 @@ def _api_error_detail(exc: Exception) -> tuple[int | None, str]:
 
 
 class LSClient:
-    """SDK client with bounded retries and redacted errors.
+    """SDK client with bounded retries, bounded waits and redacted errors.
+
+    A server that accepts the connection but never answers costs at most
+    ``read_timeout_s`` per attempt, and such a call is tried at most
+    ``max_silent_attempts`` times (a server that hung once usually hangs again): about
+    1 min by default, not 4 x 120 s.
 
     Args:
         connection: URL and API key.
-        timeout_s: per-request timeout.
+        connect_timeout_s: time to open the TCP connection (a closed port fails at once).
+        read_timeout_s: longest wait for the server's next bytes (not for the whole answer:
+            a large export that keeps streaming is never cut off).
         max_attempts: attempts per call (1 = no retry).
         backoff_s: first wait between attempts; doubles each time, capped at 8 s.
+        max_silent_attempts: attempts of a call whose answers timed out (read timeouts).
     """
 
-    def __init__(self, connection: LSConnection, timeout_s: float = 120.0, max_attempts: int = 4, backoff_s: float = 0.5):
+    def __init__(self, connection: LSConnection, connect_timeout_s: float = 5.0, read_timeout_s: float = 30.0,
+                 max_attempts: int = 4, backoff_s: float = 0.5, max_silent_attempts: int = 2):
+        import httpx
         from label_studio_sdk import LabelStudio
 
         self.url = connection.url
         self._key = connection.api_key
         self.max_attempts = max(1, int(max_attempts))
+        self.max_silent_attempts = max(1, int(max_silent_attempts))
         self.backoff_s = backoff_s
-        # The SDK's own retries are switched off: this class owns the retry policy.
-        self.sdk = LabelStudio(base_url=self.url, api_key=self._key, timeout=timeout_s, max_retries=0)
+        self.timeout = httpx.Timeout(read_timeout_s, connect=connect_timeout_s)
+        # The SDK's own retries are switched off: this class owns the retry policy. The
+        # httpx client carries the split timeouts; no `timeout=` for the SDK, whose single
+        # number would override them on every request (connect included).
+        self.sdk = LabelStudio(base_url=self.url, api_key=self._key, max_retries=0,
+                               httpx_client=httpx.Client(timeout=self.timeout, follow_redirects=True))
 
     def __repr__(self) -> str:
         return f"LSClient(url={self.url!r})"
@@ -120,11 +135,17 @@ class LSClient:
         from label_studio_sdk.core.api_error import ApiError
 
         last_reason = ""
+        silent = 0
         for attempt in range(self.max_attempts):
             try:
                 return fn(*args, **kwargs)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 last_reason = f"cannot connect ({type(exc).__name__})"
+            except httpx.ReadTimeout:
+                silent += 1
+                last_reason = f"ReadTimeout: the server accepted the request but sent nothing for {self.timeout.read:g} s"
+                if not idempotent or silent >= self.max_silent_attempts:
+                    break
             except httpx.TransportError as exc:
                 last_reason = f"{type(exc).__name__}: {exc}"
                 if not idempotent:

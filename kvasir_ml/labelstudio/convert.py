@@ -34,6 +34,8 @@ from typing import Any, Sequence
 from urllib.parse import parse_qs, quote, unquote, urlparse
 
 from kvasir_ml.geometry import xywh_pct_to_xywh_px, xywh_px_to_xywh_pct
+from kvasir_ml.io import UnsafePathError
+from kvasir_ml.io import safe_relative_path as io_safe_relative_path
 from kvasir_ml.labelstudio.config import BOXES_NAME, IMAGE_KEY, IMAGE_NAME, INSET_NAME, LABELS_NAME
 from kvasir_ml.taxonomy import Taxonomy
 
@@ -85,15 +87,10 @@ def safe_relative_path(raw: str, what: str = "image path") -> str:
     Raises:
         ConvertError: absolute path, ``..`` escape, empty path or NUL byte.
     """
-    if not raw or "\x00" in raw:
-        raise ConvertError(f"{what} {raw!r} is empty or contains a NUL byte")
-    text = raw.replace("\\", "/")
-    if text.startswith("/") or PurePosixPath(text).is_absolute() or (len(text) > 1 and text[1] == ":"):
-        raise ConvertError(f"{what} {raw!r} is absolute; expected a path relative to the data root")
-    norm = posixpath.normpath(text)
-    if norm == "." or norm == ".." or norm.startswith("../"):
-        raise ConvertError(f"{what} {raw!r} escapes the data root")
-    return norm
+    try:
+        return io_safe_relative_path(raw, what)
+    except UnsafePathError as exc:
+        raise ConvertError(str(exc)) from None
 
 
 def image_key_from_task_data(data: dict[str, Any]) -> str:
@@ -110,9 +107,12 @@ def image_key_from_task_data(data: dict[str, Any]) -> str:
     url = data.get(IMAGE_NAME)
     if not isinstance(url, str) or not url:
         raise ConvertError(f"task data has neither {IMAGE_KEY!r} nor an {IMAGE_NAME!r} URL")
-    parsed = urlparse(url)
-    if parsed.path.rstrip("/").endswith("/data/local-files") or parsed.path == "/data/local-files/":
+    try:
+        parsed = urlparse(url)
         values = parse_qs(parsed.query).get("d")
+    except ValueError as exc:  # e.g. "http://[" (invalid IPv6 host)
+        raise ConvertError(f"image URL {url!r:.100} cannot be parsed ({exc})") from None
+    if parsed.path.rstrip("/").endswith("/data/local-files") or parsed.path == "/data/local-files/":
         if not values:
             raise ConvertError(f"local-files URL {url!r} has no ?d= parameter")
         # parse_qs already decodes once; a second unquote catches double-encoded paths.
@@ -229,18 +229,25 @@ def result_box_xywh_px(
     Raises:
         ConvertError: rotated, degenerate, non-numeric or mostly outside the image.
     """
-    value = result.get("value") or {}
-    try:
-        pct = tuple(float(value[k]) for k in ("x", "y", "width", "height"))
-        rotation = float(value.get("rotation") or 0.0)
-    except (KeyError, TypeError, ValueError):
-        raise ConvertError(f"task {task_id}: rectangle {result.get('id')!r} has missing or non-numeric x/y/width/height") from None
-    if not all(math.isfinite(v) for v in pct):
+    value = result.get("value")
+    value = value if isinstance(value, dict) else {}
+    # Strict: "10" or true are not coordinates (float() would quietly make them 10.0 and 1.0).
+    raw = [value.get(k) for k in ("x", "y", "width", "height")]
+    rotation = value.get("rotation", 0) if value.get("rotation") is not None else 0
+    if not all(_is_number(v) for v in (*raw, rotation)):
+        bad = {k: v for k, v in zip(("x", "y", "width", "height", "rotation"), (*raw, rotation)) if not _is_number(v)}
+        raise ConvertError(f"task {task_id}: rectangle {result.get('id')!r} has missing or non-numeric "
+                           f"coordinates {bad!r:.120} (numbers expected, not strings or booleans)")
+    pct = tuple(float(v) for v in raw)
+    rotation = float(rotation)
+    if not all(math.isfinite(v) for v in (*pct, rotation)):
         raise ConvertError(f"task {task_id}: rectangle {result.get('id')!r} has non-finite coordinates")
     if abs((rotation + 180.0) % 360.0 - 180.0) > 1e-6:
         raise ConvertError(f"task {task_id}: rectangle {result.get('id')!r} is rotated by {rotation:g} degrees; "
                            "only axis-aligned boxes are accepted (redraw it without rotation)")
     x, y, w, h = xywh_pct_to_xywh_px(pct, width_px, height_px)
+    if not all(math.isfinite(v) for v in (x, y, w, h)):
+        raise ConvertError(f"task {task_id}: rectangle {result.get('id')!r} has coordinates too large to convert")
     if w <= 0 or h <= 0:
         raise ConvertError(f"task {task_id}: rectangle {result.get('id')!r} has zero or negative size")
     x0, y0, x1, y1 = max(x, 0.0), max(y, 0.0), min(x + w, width_px), min(y + h, height_px)
@@ -258,11 +265,20 @@ def result_box_xywh_px(
     return box, warning
 
 
+def _is_str_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def result_size(result: dict[str, Any]) -> tuple[int, int] | None:
+    """``(original_width, original_height)`` of a result when both are finite positive numbers."""
     if not isinstance(result, dict):
         return None
     w, h = result.get("original_width"), result.get("original_height")
-    if isinstance(w, (int, float)) and isinstance(h, (int, float)) and w > 0 and h > 0:
+    if _is_number(w) and _is_number(h) and math.isfinite(w) and math.isfinite(h) and w >= 1 and h >= 1:
         return int(w), int(h)
     return None
 
@@ -287,10 +303,14 @@ def labeling_from_results(
         if not isinstance(result, dict):
             problems.append(Problem(task_id, "malformed-result", f"result {result!r} is not an object"))
             continue
-        kind, name, value = result.get("type"), result.get("from_name"), result.get("value") or {}
+        kind, name, value = result.get("type"), result.get("from_name"), result.get("value")
+        if not isinstance(value, dict):
+            problems.append(Problem(task_id, "malformed-result", f"result {result.get('id')!r} has no 'value' object "
+                                    f"(got {value!r:.60})"))
+            continue
         if kind in ("rectanglelabels", "rectangle") or name == BOXES_NAME:
             classes = value.get("rectanglelabels") or []
-            if len(classes) != 1:
+            if not _is_str_list(classes) or len(classes) != 1:
                 problems.append(Problem(task_id, "box-label", f"rectangle {result.get('id')!r} has labels {classes!r}; expected exactly one"))
                 continue
             if classes[0] not in taxonomy.box_class_names:
@@ -313,6 +333,9 @@ def labeling_from_results(
             if warning:
                 problems.append(warning)
             out.boxes.append((classes[0], box))
+        elif kind == "choices" and not _is_str_list(value.get("choices") or []):
+            problems.append(Problem(task_id, "malformed-result", f"choices {value.get('choices')!r:.60} of "
+                                    f"{name!r} are not a list of names"))
         elif kind == "choices" and name == LABELS_NAME:
             for choice in value.get("choices") or []:
                 if choice in taxonomy.label_names:

@@ -122,7 +122,15 @@ def tasks_from_export(raw: Any, origin: str = "<export>") -> list[dict[str, Any]
 
 # ---- choosing among annotations --------------------------------------------------------
 def _stamp(ann: dict[str, Any]) -> tuple[str, str, int]:
-    return (str(ann.get("updated_at") or ""), str(ann.get("created_at") or ""), int(ann.get("id") or 0))
+    ann_id = ann.get("id")
+    return (str(ann.get("updated_at") or ""), str(ann.get("created_at") or ""),
+            ann_id if isinstance(ann_id, int) and not isinstance(ann_id, bool) else 0)
+
+
+def _task_id(task: dict[str, Any], fallback: Any = None) -> Any:
+    """The task's id for reports: an int or str as exported, else a short text (always hashable)."""
+    tid = task.get("id", fallback)
+    return tid if isinstance(tid, (int, str)) or tid is None else f"{tid!r:.40}"
 
 
 def _differences(a: Labeling, b: Labeling) -> list[str]:
@@ -163,22 +171,29 @@ def _group_tasks(tasks: Sequence[Any], data_root: Path | None, report: ConvertRe
         if not isinstance(task, dict):
             report.problems.append(Problem(f"#{i}", "malformed-task", f"task #{i} is not a JSON object"))
             continue
-        tid = task.get("id", f"#{i}")
+        tid = _task_id(task, f"#{i}")
         try:
             if not isinstance(task.get("data"), dict):
                 raise ConvertError("task has no 'data' object")
             key = image_key_from_task_data(task["data"])
-            if data_root is not None and not resolve_in_root(data_root, key).is_file():
+            if data_root is not None and not _is_file(resolve_in_root(data_root, key)):
                 raise ConvertError(f"image {key!r} not found under the data root {data_root}")
-        except ConvertError as exc:
+        except (ConvertError, OSError, RuntimeError) as exc:  # OSError: name too long; RuntimeError: symlink loop
             report.problems.append(Problem(tid, "unresolvable-image", str(exc)))
             report.n_failed += 1
             continue
         if key in groups:
-            report.problems.append(Problem(tid, "duplicate-task", f"another task ({groups[key][0].get('id')}) has the "
+            report.problems.append(Problem(tid, "duplicate-task", f"another task ({_task_id(groups[key][0])}) has the "
                                            "same image; their annotations are pooled", "warning", key))
         groups.setdefault(key, []).append(task)
     return groups
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 def _image_size(key: str, base_entry: dict | None, data_root: Path | None, tid: Any,
@@ -202,8 +217,13 @@ def _convert_group(key, tasks, size, policy, taxonomy, report):
     """
     cands, n_valid, n_cancelled = [], 0, 0
     for task in tasks:
-        tid = task.get("id")
-        for ann in task.get("annotations") or []:
+        tid = _task_id(task)
+        annotations = task.get("annotations") or []
+        if not isinstance(annotations, list):
+            report.problems.append(Problem(tid, "malformed-task", f"'annotations' is not a list (got {annotations!r:.60})",
+                                           file_name=key))
+            annotations = []
+        for ann in annotations:
             if not isinstance(ann, dict):
                 report.problems.append(Problem(tid, "malformed-annotation", f"annotation {ann!r:.60} is not an object",
                                                file_name=key))
@@ -281,7 +301,7 @@ def export_to_canonical(
     applied: dict[str, tuple] = {}
     dropped: set[str] = set()
     for key, group in _group_tasks(tasks, root, report).items():
-        size = _image_size(key, base_by_file.get(key), root, group[0].get("id"), report)
+        size = _image_size(key, base_by_file.get(key), root, _task_id(group[0]), report)
         status, value = _convert_group(key, group, size, policy, taxonomy, report)
         if status == "applied":
             applied[key] = value

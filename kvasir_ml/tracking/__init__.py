@@ -8,10 +8,14 @@ training (implementations catch and log their own errors).
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
 from kvasir_ml.config import TrackingConfig
+
+log = logging.getLogger(__name__)
 
 
 @runtime_checkable
@@ -92,7 +96,8 @@ def make_tracker(
     config: dict[str, Any],
     tags: Sequence[str] = (),
 ) -> Tracker:
-    """Build the tracker a run asks for.
+    """Build the tracker a run asks for (``tracking.mode``, lowered by ``WANDB_MODE``: see
+    ``effective_mode``).
 
     Args:
         cfg: tracking section of the run's config.
@@ -102,8 +107,45 @@ def make_tracker(
         config: the resolved run config (secrets never included) logged as the W&B config.
         tags: tags added to ``cfg.tags`` (model kind, inset mode, dataset).
     """
-    if cfg.mode == "disabled":
+    mode = effective_mode(cfg.mode, os.environ)
+    if mode == "disabled":
         return NullTracker()
     from kvasir_ml.tracking.wandb_tracker import WandbTracker
 
+    if mode != cfg.mode:
+        cfg = cfg.model_copy(update={"mode": mode})
     return WandbTracker.start(cfg, Path(run_dir), run_name, job_type, config, list(tags))
+
+
+# How much a mode shares, least first. WANDB_MODE may move a run down this list, never up.
+_PRIVACY = {"disabled": 0, "offline": 1, "online": 2}
+# wandb's own spellings of WANDB_MODE and what they mean here.
+_ENV_MODES = {"disabled": "disabled", "offline": "offline", "dryrun": "offline", "online": "online", "run": "online",
+              "shared": "online"}
+
+
+def effective_mode(config_mode: str, environ: Mapping[str, str]) -> str:
+    """The W&B mode a run uses: ``tracking.mode``, unless ``WANDB_MODE`` asks for less.
+
+    Precedence: the more private of the two wins (disabled < offline < online), so
+    ``WANDB_MODE=disabled`` or ``offline`` in the environment (CI, an air-gapped machine) always
+    holds, while ``WANDB_MODE=online`` — often left in a shell profile — cannot make a run
+    configured ``offline`` upload anything (a warning says so; set ``tracking.mode=online``).
+
+    Raises:
+        ValueError: ``WANDB_MODE`` holds a value wandb does not know.
+    """
+    raw = (environ.get("WANDB_MODE") or "").strip().lower()
+    if not raw:
+        return config_mode
+    if raw not in _ENV_MODES:
+        raise ValueError(f"WANDB_MODE={raw!r} in the environment is not a W&B mode "
+                         f"({', '.join(sorted(_ENV_MODES))}); unset it or fix it")
+    env_mode = _ENV_MODES[raw]
+    if _PRIVACY[env_mode] < _PRIVACY[config_mode]:
+        log.info("W&B: WANDB_MODE=%s in the environment overrides tracking.mode=%s", raw, config_mode)
+        return env_mode
+    if _PRIVACY[env_mode] > _PRIVACY[config_mode]:
+        log.warning("W&B: WANDB_MODE=%s ignored: tracking.mode=%s is more private and wins "
+                    "(set tracking.mode=online to upload)", raw, config_mode)
+    return config_mode
