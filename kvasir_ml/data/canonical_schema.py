@@ -146,6 +146,10 @@ def _schema_problems(raw: dict[str, Any], exc: ValidationError) -> list[str]:
     return out
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _reference_problems(raw: dict[str, Any], taxonomy: Taxonomy, bad: set[tuple[str, int]]) -> list[str]:
     """Checks across entries: unique ids/names, known references, boxes inside their image.
 
@@ -165,8 +169,9 @@ def _reference_problems(raw: dict[str, Any], taxonomy: Taxonomy, bad: set[tuple[
     names: set[str] = set()
     for i, img in enumerate(raw["images"]):
         if ("images", i) in bad:
-            if isinstance(img, dict) and isinstance(img.get("id"), int):
-                images.setdefault(img["id"], None)
+            if isinstance(img, dict) and _is_int(img.get("id")):
+                sized = all(_is_int(img.get(k)) and img[k] > 0 for k in ("width", "height"))
+                images.setdefault(img["id"], img if sized else None)  # its boxes still get checked
             continue
         if img["id"] in images:
             out.append(f"{_where(raw, ('images', i))}: id: duplicate image id {img['id']}")

@@ -10,6 +10,7 @@ are refused from their header, before any decoding.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +76,7 @@ def load_rgb(path: str | Path, draft_size: tuple[int, int] | None = None) -> np.
     if path.stat().st_size == 0:
         raise ImageError(path, "file is empty (0 bytes)")
     try:
-        with Image.open(path) as img:
+        with _open(path) as img:
             _check_pixels(path, img.size)
             if draft_size is not None and img.format == "JPEG":
                 img.draft("RGB", draft_size)
@@ -94,6 +95,13 @@ def load_rgb(path: str | Path, draft_size: tuple[int, int] | None = None) -> np.
         raise ImageError(path, f"cannot decode image ({type(exc).__name__}: {exc})") from None
 
 
+def _open(path: Path) -> Image.Image:
+    # PIL only warns between 1x and 2x its limit; _check_pixels makes that an error instead.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(path)
+
+
 def _check_pixels(path: Path, size: tuple[int, int]) -> None:
     width, height = size
     if width * height > MAX_IMAGE_PIXELS:
@@ -109,7 +117,7 @@ def image_size(path: str | Path) -> tuple[int, int]:
     if path.stat().st_size == 0:
         raise ImageError(path, "file is empty (0 bytes)")
     try:
-        with Image.open(path) as img:
+        with _open(path) as img:
             _check_pixels(path, img.size)
             return img.size
     except UnidentifiedImageError:

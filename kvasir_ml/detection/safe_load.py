@@ -166,7 +166,9 @@ def load_detector_checkpoint(path: str | Path) -> dict[str, Any]:
         with torch.serialization.safe_globals(entries):
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 — UnpicklingError, RuntimeError, zip errors: all mean "refused"
-        reason = str(exc).splitlines()[0][:300]
+        text = str(exc)  # torch wraps the unpickler's reason in a long generic explanation
+        reason = text.split("WeightsUnpickler error:", 1)[1] if "WeightsUnpickler error:" in text else text
+        reason = reason.strip().splitlines()[0][:300] if reason.strip() else type(exc).__name__
         raise UnsafeCheckpointError(f"detector checkpoint {path} is refused: it cannot be loaded safely "
                                     f"({type(exc).__name__}: {reason}); {TRUST_HINT}") from None
     finally:

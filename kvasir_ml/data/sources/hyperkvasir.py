@@ -73,7 +73,7 @@ def read_label_csv(path: Path, root: Path, taxonomy: Taxonomy, problems: list[Pr
                 continue
             classes[uuid] = cls
     except csv.Error as exc:  # NUL bytes, a field over the size limit: the file is not usable CSV
-        raise ValueError(f"{path}:{reader.line_num}: not readable as CSV ({exc})") from None
+        raise ValueError(f"{path}:{reader.line_num + 1}: not readable as CSV ({exc})") from None  # the line being read
     return classes
 
 

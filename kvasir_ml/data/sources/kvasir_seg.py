@@ -53,8 +53,8 @@ def read_box_json(path: Path, root: Path, problems: list[Problem]) -> dict[str, 
 
 def _json_boxes(
     entry: dict[str, Any], rel: str, taxonomy: Taxonomy, problems: list[Problem]
-) -> list[tuple[str, tuple[float, float, float, float]]]:
-    """(box class, xywh_px) pairs from one JSON entry; malformed boxes are reported."""
+) -> list[tuple[int, str, tuple[float, float, float, float]]]:
+    """(index in the entry's bbox list, box class, xywh_px) from one JSON entry; malformed boxes are reported."""
     out = []
     for i, box in enumerate(entry["bbox"]):
         where = f"bbox[{i}]"
@@ -62,27 +62,30 @@ def _json_boxes(
             xyxy = [box[k] for k in ("xmin", "ymin", "xmax", "ymax")]
             if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in xyxy):
                 raise TypeError
-        except (KeyError, TypeError):
-            problems.append(Problem(rel, f"{where} {box!r} is not {{xmin, ymin, xmax, ymax}} numbers; box skipped", kind="bad box"))
+            xywh = xyxy_px_to_xywh_px(xyxy)  # OverflowError: an integer beyond float range
+        except (KeyError, TypeError, IndexError, OverflowError):
+            problems.append(Problem(rel, f"{where} {box!r:.100} is not {{xmin, ymin, xmax, ymax}} numbers; box skipped",
+                                    kind="bad box"))
             continue
         label = box.get("label", "polyp")
         if label not in taxonomy.box_class_names:
             problems.append(Problem(rel, f"{where} has unknown box class {label!r}; box skipped", kind="bad box"))
             continue
-        out.append((label, xyxy_px_to_xywh_px(xyxy)))
+        out.append((i, label, xywh))
     return out
 
 
 def add_boxes(
     ds: CanonicalDataset,
     image_id: int,
-    boxes: list[tuple[str, tuple[float, float, float, float]]],
+    boxes: list[tuple[int, str, tuple[float, float, float, float]]],
     rel: str,
     problems: list[Problem],
     origin: str,
 ) -> None:
-    """Add boxes to an image; zero-area / out-of-image boxes are reported and skipped."""
-    for i, (label, xywh) in enumerate(boxes):
+    """Add ``(index, class, xywh_px)`` boxes to an image; zero-area / out-of-image boxes are
+    reported (by their index in the source) and skipped."""
+    for i, label, xywh in boxes:
         try:
             ds.add_box(image_id, label, list(xywh), box_origin=origin)
         except ValueError as exc:
@@ -123,7 +126,7 @@ def attach_boxes(
         return
     if not probe.mask_boxes_xywh_px:
         problems.append(Problem(rel, "mask has no foreground: indexed without boxes", "warning", kind="empty mask"))
-    boxes = [("polyp", tuple(b)) for b in probe.mask_boxes_xywh_px]
+    boxes = [(i, "polyp", tuple(b)) for i, b in enumerate(probe.mask_boxes_xywh_px)]
     add_boxes(ds, image_id, boxes, rel, problems, "mask")
 
 
