@@ -150,6 +150,13 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _outside(start: float, length: float, side: int | None) -> bool:
+    """Whether ``[start, start + length]`` leaves ``[0, side]`` (unknown side: only the start counts)."""
+    if start < -BORDER_TOLERANCE_PX:
+        return True
+    return side is not None and start + length > side + BORDER_TOLERANCE_PX
+
+
 def _reference_problems(raw: dict[str, Any], taxonomy: Taxonomy, bad: set[tuple[str, int]]) -> list[str]:
     """Checks across entries: unique ids/names, known references, boxes inside their image.
 
@@ -169,9 +176,9 @@ def _reference_problems(raw: dict[str, Any], taxonomy: Taxonomy, bad: set[tuple[
     names: set[str] = set()
     for i, img in enumerate(raw["images"]):
         if ("images", i) in bad:
-            if isinstance(img, dict) and _is_int(img.get("id")):
-                sized = all(_is_int(img.get(k)) and img[k] > 0 for k in ("width", "height"))
-                images.setdefault(img["id"], img if sized else None)  # its boxes still get checked
+            if isinstance(img, dict) and _is_int(img.get("id")):  # its boxes are still checked on valid sides
+                images.setdefault(img["id"], {k: img.get(k) if _is_int(img.get(k)) and img[k] > 0 else None
+                                              for k in ("width", "height")})
             continue
         if img["id"] in images:
             out.append(f"{_where(raw, ('images', i))}: id: duplicate image id {img['id']}")
@@ -188,13 +195,11 @@ def _reference_problems(raw: dict[str, Any], taxonomy: Taxonomy, bad: set[tuple[
             out.append(f"{where}: image_id: no image has id {ann['image_id']}")
         if ann["category_id"] not in cats and not bad_categories:
             out.append(f"{where}: category_id: unknown category id {ann['category_id']}")
-        img = images.get(ann["image_id"])
+        img = images.get(ann["image_id"]) or {}
         x, y, w, h = ann["bbox"]
         if w <= 0 or h <= 0:
             out.append(f"{where}: bbox: {list(ann['bbox'])} has zero or negative width/height")
-        elif img is not None and (x < -BORDER_TOLERANCE_PX or y < -BORDER_TOLERANCE_PX
-                                  or x + w > img["width"] + BORDER_TOLERANCE_PX
-                                  or y + h > img["height"] + BORDER_TOLERANCE_PX):
+        elif _outside(x, w, img.get("width")) or _outside(y, h, img.get("height")):
             out.append(f"{where}: bbox: {list(ann['bbox'])} (x, y, w, h px) lies outside its "
                        f"{img['width']}x{img['height']} image")
     return out

@@ -64,8 +64,9 @@ _BAD_IMAGE_FIELDS = {
     "inset_box": [[0, 0, -5, 5], [1, 2, 3], ["1", 2, 3, 4], "box", [0, 0, float("inf"), 1]],
     "id": ["1", None, 1.5, True],
 }
+_OUTSIDE_BOX = [1e9, 0, 1, 1]
 _BAD_BOX_FIELDS = {
-    "bbox": [[0, 0, -5, 5], [0, 0, 5, 0], [0, 0, 5], ["0", 0, 5, 5], [0, 0, True, 5], None, [1e9, 0, 1, 1],
+    "bbox": [[0, 0, -5, 5], [0, 0, 5, 0], [0, 0, 5], ["0", 0, 5, 5], [0, 0, True, 5], None, _OUTSIDE_BOX,
              [float("nan"), 0, 1, 1]],
     "category_id": [99, "1", None],
     "image_id": [987654, "1", None],
@@ -82,7 +83,11 @@ def corrupted_canonical(draw):
         for i in range(len(raw[section])):
             if draw(st.integers(0, 3)) == 0:
                 field = draw(st.sampled_from(sorted(fields)))
-                raw[section][i][field] = draw(st.sampled_from(fields[field]))
+                values = fields[field]
+                if section == "annotations" and ("images", raw[section][i]["image_id"] - 1) in bad:
+                    # "outside its image" cannot be told when the image's own size is broken
+                    values = [v for v in values if v != _OUTSIDE_BOX]
+                raw[section][i][field] = draw(st.sampled_from(values))
                 bad.add((section, i))
     return raw, bad
 
