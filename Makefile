@@ -13,12 +13,12 @@ export MPLBACKEND := Agg
 
 setup: $(STAMP)
 
-# torch/torchvision first, pinned to the builds that lie on local disk (no multi-GB download),
-# then the package with its dev extras (pytest, hypothesis, the Label Studio server).
-$(STAMP): pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+# torch/torchvision pinned to the builds that lie on local disk (no multi-GB download), and
+# the package with its dev extras (pytest, hypothesis, the Label Studio server), in one uv
+# call (pip as the fallback): scripts/setup_env.sh says why and what it measured. Re-runs
+# only when pyproject.toml or the script changes.
+$(STAMP): pyproject.toml setup.py scripts/setup_env.sh
+	PYTHON=$(PYTHON) bash scripts/setup_env.sh $(VENV)
 	@touch $@
 
 demo: setup

@@ -132,7 +132,8 @@ def load_config(
 
     Args:
         model: the pydantic config class (a ``StrictModel`` subclass).
-        path: YAML file; None means the model's defaults.
+        path: YAML file, or the name of a shipped config (``configs/x.yaml`` or ``x.yaml``,
+            used when no such file exists here); None means the model's defaults.
         overrides: ``key=value`` strings, dotted keys for nested sections.
 
     Raises:
@@ -141,6 +142,9 @@ def load_config(
     raw: dict = {}
     source = "<defaults>"
     if path is not None:
+        from kvasir_ml.resources import find_config
+
+        path = find_config(path) or path
         source = str(path)
         try:
             with open(path, encoding="utf-8") as fh:

@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-DEFAULT_TAXONOMY_PATH = Path(__file__).resolve().parent.parent / "annotations" / "taxonomy.yaml"
+from kvasir_ml.resources import annotation_file
+
+DEFAULT_TAXONOMY_PATH = annotation_file("taxonomy.yaml")
 
 
 class TaxonomyError(ValueError):
@@ -171,7 +173,7 @@ def load_taxonomy(path: str | Path | None = None) -> Taxonomy:
     """Load and validate the taxonomy (cached per path).
 
     Args:
-        path: taxonomy YAML; defaults to ``annotations/taxonomy.yaml`` of this checkout.
+        path: taxonomy YAML; defaults to the shipped ``annotations/taxonomy.yaml``.
     """
     path = Path(path) if path else DEFAULT_TAXONOMY_PATH
     with open(path, encoding="utf-8") as fh:

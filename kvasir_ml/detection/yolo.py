@@ -41,7 +41,9 @@ from typing import Iterator
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CONFIG_DIR = Path(__file__).resolve().parents[2] / ".cache" / "ultralytics"
+# Relative to the working directory (the checkout, usually): never in ~, and never inside an
+# installed package. YOLO_CONFIG_DIR in the environment wins.
+DEFAULT_CONFIG_DIR = Path(".cache") / "ultralytics"
 FONT_NAMES = ("Arial.ttf", "Arial.Unicode.ttf")
 # Every network-facing integration off; sync=False stops the analytics events.
 OFFLINE_SETTINGS = {
@@ -81,7 +83,7 @@ def ensure_ultralytics(config_dir: str | Path | None = None) -> ModuleType:
     Args:
         config_dir: folder for ultralytics' settings (``YOLO_CONFIG_DIR``); used only when
             ultralytics is not imported yet and ``YOLO_CONFIG_DIR`` is not already set.
-            Default: ``.cache/ultralytics`` in this checkout.
+            Default: ``.cache/ultralytics`` under the working directory.
 
     Returns:
         The ``ultralytics`` module.

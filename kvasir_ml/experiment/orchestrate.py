@@ -34,7 +34,6 @@ from kvasir_ml.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 # Keys that may differ between a finished run's saved config and the planned one: where and
 # how fast a run went, and where it logged, not what was trained.
 _FREE_SECTIONS = ("tracking",)
@@ -68,18 +67,17 @@ class PlannedRun:
 
 
 def resolve_config_path(path: str | Path) -> Path:
-    """A config path as given if it exists, else relative to the repository root.
+    """A config path as given if it exists, else the shipped config of that name.
 
     Raises:
         ExperimentError: found in neither place.
     """
-    path = Path(path)
-    if path.is_file():
-        return path
-    candidate = REPO_ROOT / path
-    if not path.is_absolute() and candidate.is_file():
-        return candidate
-    raise ExperimentError(f"base config {path} not found (looked in {Path.cwd()} and {REPO_ROOT})")
+    from kvasir_ml.resources import find_config
+
+    found = find_config(path)
+    if found is None:
+        raise ExperimentError(f"base config {path} not found (looked in {Path.cwd()} and the shipped configs)")
+    return found
 
 
 def prepare_experiment_data(data: ExperimentDataConfig, out_dir: Path) -> ExperimentData:

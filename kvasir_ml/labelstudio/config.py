@@ -11,9 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
+from kvasir_ml.resources import annotation_file
 from kvasir_ml.taxonomy import Taxonomy, load_taxonomy
 
-DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[2] / "annotations" / "labeling_config.xml"
+DEFAULT_CONFIG_PATH = annotation_file("labeling_config.xml")
 
 # Names shared by the config, the task payload and the converters.
 IMAGE_NAME = "image"  # <Image name=...> and the task data key holding the image URL

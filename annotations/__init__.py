@@ -1,0 +1,1 @@
+"""Shipped in the wheel as ``kvasir_ml.resources.annotations`` (see ``kvasir_ml/resources``)."""
