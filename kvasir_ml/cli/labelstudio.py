@@ -31,18 +31,18 @@ def _config(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from kvasir_ml.labelstudio.server import LabelStudioServer
 
-    server = LabelStudioServer(args.data_root, data_dir=args.data_dir, port=args.port)
-    print(f"starting Label Studio on {server.url} (data root {server.data_root}; first start takes ~35-90 s) ...")
-    with server:
-        print(f"Label Studio is up at {server.url}  (login {server.username}, password in {server.data_dir}/web_password)")
+    def ready(server: LabelStudioServer) -> None:
+        print(f"Label Studio is up at {server.url}  (login {server.username}, password in "
+              f"{server.data_dir}/web_password)")
         print(f"  export LABEL_STUDIO_URL={server.url}")
         print(f"  export LABEL_STUDIO_API_KEY=$(cat {server.token_path})")
-        print("press Ctrl-C to stop")
-        try:
-            while server.proc is not None and server.proc.poll() is None:
-                time.sleep(1.0)
-        except KeyboardInterrupt:
-            print("stopping")
+        print("Ctrl-C (or SIGTERM/SIGHUP) stops it", flush=True)
+
+    server = LabelStudioServer(args.data_root, data_dir=args.data_dir, port=args.port)
+    print(f"starting Label Studio on {server.url} (data root {server.data_root}) ... the first start migrates "
+          "its database: ~35 s on an idle machine, 2-3 min on a busy one; restarts take ~5 s", flush=True)
+    signum = server.serve(on_ready=ready)
+    print(f"stopped ({f'signal {signum}' if signum else 'the server exited'})")
     return 0
 
 
@@ -128,7 +128,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = lsub.add_parser("serve", help="run a local Label Studio on 127.0.0.1 (offline; Ctrl-C stops it)")
     p.add_argument("--data-root", required=True, help="folder the canonical file_names are relative to")
-    p.add_argument("--data-dir", default=".labelstudio", help="server database folder (kept between runs)")
+    p.add_argument("--data-dir", default=".labelstudio", help="server database folder (kept between runs; private: "
+                   "mode 0700, files 0600, git-ignored by a .gitignore inside it)")
     p.add_argument("--port", type=int, default=8080)
     p.set_defaults(func=_serve)
 
