@@ -118,6 +118,29 @@ def ensure_local_storage(client: LSClient, project_id: int, data_root: Path, fil
     return created
 
 
+def check_image_served(client: LSClient, data_root: Path, file_name: str) -> None:
+    """Fetch one image through the server's local-files URL, as the browser will.
+
+    A push with a data root other than the server's document root creates tasks whose images
+    all 404 in the UI while every API call succeeds; this catches it before any task exists.
+
+    Raises:
+        LabelStudioError: the server does not serve the image (the message says why and what to do).
+    """
+    resp = client.get_path(f"fetch {file_name!r} through the local-files URL", "data/local-files/",
+                           params={"d": file_name})
+    if resp.status_code == 200:
+        return
+    hint = {404: "it has no such file: its LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT is not the data root pushed "
+                 f"with ({data_root}). Start the server on this data root (`kvasir-ml ls serve --data-root "
+                 f"{data_root}`) or push with --data-root set to the server's document root",
+            403: "local-files serving is off: start it with LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true "
+                 "(`kvasir-ml ls serve` does)"}.get(resp.status_code, "see the server log")
+    raise LabelStudioError(f"Label Studio at {client.url} cannot show the pushed images: "
+                           f"/data/local-files/?d={file_name} answered HTTP {resp.status_code}; {hint}. "
+                           "No tasks were created.")
+
+
 # ---- predictions ----------------------------------------------------------------------------
 def match_predictions(entries: Sequence[dict[str, Any]], data_root: Path, known: set[str]) -> tuple[dict[str, dict], list[Problem]]:
     """Map combined-prediction entries (``kvasir_ml.predict`` format) to canonical file names.
@@ -182,6 +205,8 @@ def push_dataset(
     pid = ensure_project(client, project)
     report = PushReport(project_id=pid, n_images=len(dataset.images))
     ensure_local_storage(client, pid, data_root, [img["file_name"] for img in dataset.images])
+    if dataset.images:
+        check_image_served(client, data_root, safe_relative_path(dataset.images[0]["file_name"], "canonical file_name"))
     existing: dict[str, int] = {}
     for task in client.list_tasks(pid):
         try:
