@@ -1,4 +1,4 @@
-"""``kvasir-ml ls {serve,push,pull,convert,config}``: the Label Studio round trip.
+"""``kvasir-ml ls {serve,push,pull,convert,config,backend,connect}``: the Label Studio round trip.
 
 The API key comes only from ``LABEL_STUDIO_API_KEY`` (and the URL from ``LABEL_STUDIO_URL``
 or ``--url``); there is deliberately no flag for the key.
@@ -49,28 +49,70 @@ def _serve(args: argparse.Namespace) -> int:
 def _push(args: argparse.Namespace) -> int:
     from kvasir_ml.data.coco import load_canonical
     from kvasir_ml.io import read_json, sha256_file
-    from kvasir_ml.labelstudio.sync import match_predictions, predictions_from_checkpoints, push_dataset
+    from kvasir_ml.labelstudio.sync import (
+        match_predictions, model_version_for, predictions_from_checkpoints, push_dataset, set_prelabeling_model,
+    )
 
+    if args.predictions and (args.classifier or args.detector):
+        raise ValueError("give either --predictions (a file from `kvasir-ml predict`) or --classifier/--detector, "
+                         "not both: the same model would be pushed twice under two versions")
     dataset = load_canonical(args.canonical)
     data_root = Path(args.data_root or Path(args.canonical).parent)
     entries, version = None, args.model_version
     if args.predictions:
         entries = read_json(args.predictions)
-        version = version or f"predictions-{sha256_file(args.predictions)[:8]}"
-    elif args.classifier or args.detector:
-        entries = predictions_from_checkpoints(dataset, data_root, args.classifier, args.detector, args.device)
-        stems = "+".join(Path(p).stem for p in (args.classifier, args.detector) if p)
-        digest = "".join(sha256_file(p)[:4] for p in (args.classifier, args.detector) if p)
-        version = version or f"kvasir-ml-{stems}-{digest}"
-    predictions, problems = (None, [])
-    if entries is not None:
         if not isinstance(entries, list):
             raise ValueError(f"{args.predictions}: expected a list of prediction entries")
+        # `kvasir-ml predict` stamps the checkpoints' version: pushing its file or the same
+        # checkpoints directly then gives one version, never two copies of one model.
+        stamped = {e.get("model_version") for e in entries if isinstance(e, dict)}
+        version = version or (stamped.pop() if len(stamped) == 1 and None not in stamped else
+                              f"predictions-{sha256_file(args.predictions)[:8]}")
+    elif args.classifier or args.detector:
+        entries = predictions_from_checkpoints(dataset, data_root, args.classifier, args.detector, args.device)
+        version = version or model_version_for(args.classifier, args.detector)
+    predictions, problems = (None, [])
+    if entries is not None:
         predictions, problems = match_predictions(entries, data_root, {img["file_name"] for img in dataset.images})
-    report = push_dataset(_client(args), dataset, data_root, args.project, predictions=predictions,
+    client = _client(args)
+    report = push_dataset(client, dataset, data_root, args.project, predictions=predictions,
                           model_version=version, batch_size=args.batch_size)
     report.problems = problems + report.problems
     print("\n".join(report.summary_lines()))
+    if args.prelabel and version and entries is not None:
+        before = set_prelabeling_model(client, report.project_id, version)
+        print(f"prelabeling model of project {report.project_id}: {before} -> {version}")
+    return 0
+
+
+def _backend(args: argparse.Namespace) -> int:
+    from kvasir_ml.labelstudio.backend import Backend, checkpoint_predict_fn, make_backend_server
+    from kvasir_ml.labelstudio.sync import model_version_for
+
+    data_root = Path(args.data_root).resolve()
+    if not data_root.is_dir():
+        raise FileNotFoundError(f"--data-root {data_root} is not a folder")
+    predict = checkpoint_predict_fn(args.classifier, args.detector, args.device, args.trust_checkpoint)
+    version = args.model_version or model_version_for(args.classifier, args.detector)
+    server = make_backend_server(Backend(data_root, predict, version), args.host, args.port)
+    host, port = server.server_address[:2]
+    print(f"kvasir-ml ML backend {version} on http://{host}:{port} (data root {data_root})")
+    print(f"  connect it: kvasir-ml ls connect --project NAME --backend-url http://{host}:{port}")
+    print("Ctrl-C stops it", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+    return 0
+
+
+def _connect(args: argparse.Namespace) -> int:
+    from kvasir_ml.labelstudio.sync import connect_backend
+
+    ml_id = connect_backend(_client(args), args.project, args.backend_url, args.title)
+    print(f"ML backend {args.backend_url} connected to project {args.project!r} (ML backend id {ml_id}); "
+          "Label Studio now asks it for predictions of tasks opened without one, and on the data "
+          "manager's Actions -> Retrieve Predictions")
     return 0
 
 
@@ -86,6 +128,12 @@ def _pull(args: argparse.Namespace) -> int:
     result = pull_project(_client(args), args.project, args.data_root, base_path=args.base, out_path=args.out,
                           policy=args.policy, skipped=args.skipped, save_export=args.save_export,
                           all_tasks=args.all_tasks)
+    if result.redo_view:
+        print(f"rejected tasks are listed in the project's data-manager tab {result.redo_view!r}")
+    if result.path is None:
+        print("\n".join(result.report.summary_lines()))
+        print(f"nothing changed since {args.base}: no new version written")
+        return 1 if args.strict and result.report.errors else 0
     return _print_report(result.report, result.path, result.report_path, args.strict)
 
 
@@ -143,8 +191,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--model-version", help="name of the pre-annotations (default: derived from the file hashes)")
     p.add_argument("--batch-size", type=int, default=1000, help="tasks per bulk import request")
+    p.add_argument("--prelabel", action="store_true",
+                   help="make these predictions the project's prelabeling model (they pre-fill drafts)")
     _add_server_options(p)
     p.set_defaults(func=_push)
+
+    p = lsub.add_parser("backend", help="serve the models as a Label Studio ML backend (predictions on demand)")
+    p.add_argument("--classifier", help="classifier checkpoint")
+    p.add_argument("--detector", help="detector checkpoint")
+    p.add_argument("--data-root", required=True, help="the Label Studio server's document root (task images)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    p.add_argument("--port", type=int, default=9090)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--model-version", help="name of its predictions (default: derived from the checkpoint hashes)")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="load --detector without the check that it cannot run code (files you trust)")
+    p.set_defaults(func=_backend)
+
+    p = lsub.add_parser("connect", help="register a running ML backend with a project")
+    p.add_argument("--project", required=True, help="project id or title")
+    p.add_argument("--backend-url", required=True, help="the backend's URL as the Label Studio server sees it, "
+                   "e.g. http://127.0.0.1:9090")
+    p.add_argument("--title", help="name shown in the project's Model settings (default: kvasir-ml)")
+    _add_server_options(p)
+    p.set_defaults(func=_connect)
 
     p = lsub.add_parser("pull", help="export annotations and write them as the next canonical version")
     p.add_argument("--project", required=True, help="project id or title")

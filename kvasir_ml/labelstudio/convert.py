@@ -280,7 +280,9 @@ def labeling_from_results(
     """
     out, problems = Labeling(), []
     labels: set[str] = set()
-    for result in results:
+    for index, result in enumerate(results, start=1):
+        if isinstance(result, dict) and not result.get("id"):
+            result = {**result, "id": f"#{index} (no id)"}  # name it in messages by its place in the list
         if not isinstance(result, dict):
             problems.append(Problem(task_id, "malformed-result", f"result {result!r} is not an object"))
             continue
