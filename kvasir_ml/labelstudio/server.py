@@ -38,6 +38,17 @@ _DB_NAME = "label_studio.sqlite3"
 _TEMPLATE_FILES = (_DB_NAME, ".env", TOKEN_FILE, PASSWORD_FILE)
 
 
+# Label Studio's default SSRF-banned subnets (core/utils/io.py::validate_ip, 1.23) less
+# 127.0.0.0/8 and ::1/128, so a loopback ML backend can be registered and nothing else opens.
+BANNED_SUBNETS_BUT_LOOPBACK = (
+    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "169.254.0.0/16", "172.16.0.0/12", "192.0.0.0/24", "192.0.2.0/24",
+    "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4",
+    "233.252.0.0/24", "240.0.0.0/4", "255.255.255.255/32", "::/128", "::ffff:0:0/96", "::ffff:0:0:0/96",
+    "64:ff9b::/96", "64:ff9b:1::/48", "100::/64", "2001:0000::/32", "2001:20::/28", "2001:db8::/32", "2002::/16",
+    "fc00::/7", "fe80::/10", "ff00::/8",
+)
+
+
 class ServerError(RuntimeError):
     """The server did not start or stop; the message points at its log file."""
 
@@ -64,10 +75,13 @@ def offline_env(data_dir: Path, data_root: Path, base: dict[str, str] | None = N
     tmp = data_dir / "tmp"
     tmp.mkdir(parents=True, exist_ok=True)
     env.update({
-        # A local ML backend (`kvasir-ml ls backend`) listens on 127.0.0.1, which Label Studio
-        # refuses as an ML URL by default (SSRF guard for hosted servers). This server itself
-        # listens on 127.0.0.1 only, so allowing loopback ML backends opens nothing outside.
+        # A local ML backend (`kvasir-ml ls backend`) listens on 127.0.0.1, which Label Studio's
+        # SSRF guard refuses: as an ML URL (ML_BLOCK_LOCAL_IP), and as the /webhook it registers
+        # with every ML backend (the default banned subnets; that refusal fails the whole
+        # registration with HTTP 403). Allow loopback only: every other reserved range stays banned.
         "ML_BLOCK_LOCAL_IP": "false",
+        "USE_DEFAULT_BANNED_SUBNETS": "false",
+        "USER_ADDITIONAL_BANNED_SUBNETS": ",".join(BANNED_SUBNETS_BUT_LOOPBACK),
         "LATEST_VERSION_CHECK": "false",
         "COLLECT_ANALYTICS": "false",
         "SENTRY_DSN": "",
