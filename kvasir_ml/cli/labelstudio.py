@@ -116,6 +116,25 @@ def _connect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _loop(args: argparse.Namespace) -> int:
+    from kvasir_ml.labelstudio.loop import run_loop
+
+    result = run_loop(_client(args), args.project, args.base, args.data_root, args.out, classifier=args.classifier,
+                      detector=args.detector, classifier_overrides=args.classifier_set,
+                      detector_overrides=args.detector_set, policy=args.policy, device=args.device, force=args.force)
+    print("\n".join(result.pull_report.summary_lines()))
+    if result.stopped:
+        print(f"stopped: {result.stopped}")
+        return 0
+    print(f"new canonical version {result.canonical}")
+    for kind, run in result.runs.items():
+        print(f"fine-tuned {kind}: {run}")
+    print("\n".join(result.push_report.summary_lines()))
+    print(f"prelabeling model of the project: {result.prelabel_before} -> {result.model_version}")
+    print(f"wrote {Path(args.out) / 'loop.json'}")
+    return 0
+
+
 def _print_report(report, path: Path, report_path: Path, strict: bool) -> int:
     print("\n".join(report.summary_lines()))
     print(f"wrote {path} (report {report_path})")
@@ -167,6 +186,11 @@ def _add_server_options(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    _register_ls(sub)
+    _register_loop(sub)
+
+
+def _register_ls(sub: argparse._SubParsersAction) -> None:
     ls = sub.add_parser("ls", help="Label Studio: serve, push tasks with pre-annotations, pull annotations")
     lsub = ls.add_subparsers(dest="ls_command", required=True, metavar="SUBCOMMAND")
 
@@ -235,6 +259,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--base", help="previous canonical file: unannotated images keep their state")
     _add_conversion_options(p)
     p.set_defaults(func=_convert)
+
+
+def _register_loop(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("loop", help="one turn of the annotation loop: pull -> new version -> fine-tune -> push "
+                       "predictions under a new model_version -> make it the project's prelabeling model")
+    p.add_argument("--project", required=True, help="project id or title")
+    p.add_argument("--base", required=True, help="canonical version the previous models were trained on (kept)")
+    p.add_argument("--data-root", help="image root = the server's document root (default: the base file's folder)")
+    p.add_argument("--out", required=True, help="new folder: classifier/ and detector/ runs, loop.json")
+    p.add_argument("--classifier", help="previous classifier checkpoint (RUN_DIR/checkpoints/best.pt)")
+    p.add_argument("--detector", help="previous detector checkpoint (RUN_DIR/checkpoints/best.pt)")
+    p.add_argument("--classifier-set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="overrides of the previous classifier run's config (e.g. optim.epochs=3)")
+    p.add_argument("--detector-set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="overrides of the previous detector run's config (e.g. train.epochs=10)")
+    p.add_argument("--device", default="auto", help="for the new models' predictions")
+    p.add_argument("--force", action="store_true", help="retrain even when no annotation changed")
+    from kvasir_ml.labelstudio.export import POLICIES
+
+    p.add_argument("--policy", choices=POLICIES, default="latest", help="which annotation wins (see ls pull)")
+    _add_server_options(p)
+    p.set_defaults(func=lambda a: _loop(_default_root(a, a.base)))
 
 
 def _default_root(args: argparse.Namespace, near: str) -> argparse.Namespace:

@@ -77,6 +77,12 @@ DETECTOR_TINY = ["train.epochs=1", "train.imgsz=64", "tracking.mode=disabled", "
 
 
 @pytest.fixture(scope="session")
+def tiny_fine_tune() -> dict[str, list[str]]:
+    """Config overrides that keep fine-tuning tiny (1 epoch, 64 px, no tracking)."""
+    return {"classifier": CLASSIFIER_TINY, "detector": DETECTOR_TINY}
+
+
+@pytest.fixture(scope="session")
 def loop_models(ls_data_root, tmp_path_factory):
     """24 synthetic frames under the server's document root, and a tiny classifier and
     detector trained on them (resnet18 / yolov8n, 64 px, 1 epoch): the "previous models"
