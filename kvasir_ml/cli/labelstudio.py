@@ -1,4 +1,4 @@
-"""``kvasir-ml ls {serve,push,pull,convert,config}``: the Label Studio round trip.
+"""``kvasir-ml ls {serve,push,pull,convert,config,backend,connect}``: the Label Studio round trip.
 
 The API key comes only from ``LABEL_STUDIO_API_KEY`` (and the URL from ``LABEL_STUDIO_URL``
 or ``--url``); there is deliberately no flag for the key.
@@ -31,46 +31,107 @@ def _config(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from kvasir_ml.labelstudio.server import LabelStudioServer
 
-    server = LabelStudioServer(args.data_root, data_dir=args.data_dir, port=args.port)
-    print(f"starting Label Studio on {server.url} (data root {server.data_root}; first start takes ~35-90 s) ...")
-    with server:
-        print(f"Label Studio is up at {server.url}  (login {server.username}, password in {server.data_dir}/web_password)")
+    def ready(server: LabelStudioServer) -> None:
+        print(f"Label Studio is up at {server.url}  (login {server.username}, password in "
+              f"{server.data_dir}/web_password)")
         print(f"  export LABEL_STUDIO_URL={server.url}")
         print(f"  export LABEL_STUDIO_API_KEY=$(cat {server.token_path})")
-        print("press Ctrl-C to stop")
-        try:
-            while server.proc is not None and server.proc.poll() is None:
-                time.sleep(1.0)
-        except KeyboardInterrupt:
-            print("stopping")
+        print("Ctrl-C (or SIGTERM/SIGHUP) stops it", flush=True)
+
+    server = LabelStudioServer(args.data_root, data_dir=args.data_dir, port=args.port)
+    print(f"starting Label Studio on {server.url} (data root {server.data_root}) ... the first start migrates "
+          "its database: ~35 s on an idle machine, 2-3 min on a busy one; restarts take ~5 s", flush=True)
+    signum = server.serve(on_ready=ready)
+    print(f"stopped ({f'signal {signum}' if signum else 'the server exited'})")
     return 0
 
 
 def _push(args: argparse.Namespace) -> int:
     from kvasir_ml.data.coco import load_canonical
     from kvasir_ml.io import read_json, sha256_file
-    from kvasir_ml.labelstudio.sync import match_predictions, predictions_from_checkpoints, push_dataset
+    from kvasir_ml.labelstudio.sync import (
+        match_predictions, model_version_for, predictions_from_checkpoints, push_dataset, set_prelabeling_model,
+    )
 
+    if args.predictions and (args.classifier or args.detector):
+        raise ValueError("give either --predictions (a file from `kvasir-ml predict`) or --classifier/--detector, "
+                         "not both: the same model would be pushed twice under two versions")
     dataset = load_canonical(args.canonical)
     data_root = Path(args.data_root or Path(args.canonical).parent)
     entries, version = None, args.model_version
     if args.predictions:
         entries = read_json(args.predictions)
-        version = version or f"predictions-{sha256_file(args.predictions)[:8]}"
-    elif args.classifier or args.detector:
-        entries = predictions_from_checkpoints(dataset, data_root, args.classifier, args.detector, args.device)
-        stems = "+".join(Path(p).stem for p in (args.classifier, args.detector) if p)
-        digest = "".join(sha256_file(p)[:4] for p in (args.classifier, args.detector) if p)
-        version = version or f"kvasir-ml-{stems}-{digest}"
-    predictions, problems = (None, [])
-    if entries is not None:
         if not isinstance(entries, list):
             raise ValueError(f"{args.predictions}: expected a list of prediction entries")
+        # `kvasir-ml predict` stamps the checkpoints' version: pushing its file or the same
+        # checkpoints directly then gives one version, never two copies of one model.
+        stamped = {e.get("model_version") for e in entries if isinstance(e, dict)}
+        version = version or (stamped.pop() if len(stamped) == 1 and None not in stamped else
+                              f"predictions-{sha256_file(args.predictions)[:8]}")
+    elif args.classifier or args.detector:
+        entries = predictions_from_checkpoints(dataset, data_root, args.classifier, args.detector, args.device)
+        version = version or model_version_for(args.classifier, args.detector)
+    predictions, problems = (None, [])
+    if entries is not None:
         predictions, problems = match_predictions(entries, data_root, {img["file_name"] for img in dataset.images})
-    report = push_dataset(_client(args), dataset, data_root, args.project, predictions=predictions,
+    client = _client(args)
+    report = push_dataset(client, dataset, data_root, args.project, predictions=predictions,
                           model_version=version, batch_size=args.batch_size)
     report.problems = problems + report.problems
     print("\n".join(report.summary_lines()))
+    if args.prelabel and version and entries is not None:
+        before = set_prelabeling_model(client, report.project_id, version)
+        print(f"prelabeling model of project {report.project_id}: {before} -> {version}")
+    return 0
+
+
+def _backend(args: argparse.Namespace) -> int:
+    from kvasir_ml.labelstudio.backend import Backend, checkpoint_predict_fn, make_backend_server
+    from kvasir_ml.labelstudio.sync import model_version_for
+
+    data_root = Path(args.data_root).resolve()
+    if not data_root.is_dir():
+        raise FileNotFoundError(f"--data-root {data_root} is not a folder")
+    predict = checkpoint_predict_fn(args.classifier, args.detector, args.device, args.trust_checkpoint)
+    version = args.model_version or model_version_for(args.classifier, args.detector)
+    server = make_backend_server(Backend(data_root, predict, version), args.host, args.port)
+    host, port = server.server_address[:2]
+    print(f"kvasir-ml ML backend {version} on http://{host}:{port} (data root {data_root})")
+    print(f"  connect it: kvasir-ml ls connect --project NAME --backend-url http://{host}:{port}")
+    print("Ctrl-C stops it", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+    return 0
+
+
+def _connect(args: argparse.Namespace) -> int:
+    from kvasir_ml.labelstudio.sync import connect_backend
+
+    ml_id = connect_backend(_client(args), args.project, args.backend_url, args.title)
+    print(f"ML backend {args.backend_url} connected to project {args.project!r} (ML backend id {ml_id}); "
+          "Label Studio now asks it for predictions of tasks opened without one, and on the data "
+          "manager's Actions -> Retrieve Predictions")
+    return 0
+
+
+def _loop(args: argparse.Namespace) -> int:
+    from kvasir_ml.labelstudio.loop import run_loop
+
+    result = run_loop(_client(args), args.project, args.base, args.data_root, args.out, classifier=args.classifier,
+                      detector=args.detector, classifier_overrides=args.classifier_set,
+                      detector_overrides=args.detector_set, policy=args.policy, device=args.device, force=args.force)
+    print("\n".join(result.pull_report.summary_lines()))
+    if result.stopped:
+        print(f"stopped: {result.stopped}")
+        return 0
+    print(f"new canonical version {result.canonical}")
+    for kind, run in result.runs.items():
+        print(f"fine-tuned {kind}: {run}")
+    print("\n".join(result.push_report.summary_lines()))
+    print(f"prelabeling model of the project: {result.prelabel_before} -> {result.model_version}")
+    print(f"wrote {Path(args.out) / 'loop.json'}")
     return 0
 
 
@@ -86,6 +147,12 @@ def _pull(args: argparse.Namespace) -> int:
     result = pull_project(_client(args), args.project, args.data_root, base_path=args.base, out_path=args.out,
                           policy=args.policy, skipped=args.skipped, save_export=args.save_export,
                           all_tasks=args.all_tasks)
+    if result.redo_view:
+        print(f"rejected tasks are listed in the project's data-manager tab {result.redo_view!r}")
+    if result.path is None:
+        print("\n".join(result.report.summary_lines()))
+        print(f"nothing changed since {args.base}: no new version written")
+        return 1 if args.strict and result.report.errors else 0
     return _print_report(result.report, result.path, result.report_path, args.strict)
 
 
@@ -119,6 +186,11 @@ def _add_server_options(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    _register_ls(sub)
+    _register_loop(sub)
+
+
+def _register_ls(sub: argparse._SubParsersAction) -> None:
     ls = sub.add_parser("ls", help="Label Studio: serve, push tasks with pre-annotations, pull annotations")
     lsub = ls.add_subparsers(dest="ls_command", required=True, metavar="SUBCOMMAND")
 
@@ -128,7 +200,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = lsub.add_parser("serve", help="run a local Label Studio on 127.0.0.1 (offline; Ctrl-C stops it)")
     p.add_argument("--data-root", required=True, help="folder the canonical file_names are relative to")
-    p.add_argument("--data-dir", default=".labelstudio", help="server database folder (kept between runs)")
+    p.add_argument("--data-dir", default=".labelstudio", help="server database folder (kept between runs; private: "
+                   "mode 0700, files 0600, git-ignored by a .gitignore inside it)")
     p.add_argument("--port", type=int, default=8080)
     p.set_defaults(func=_serve)
 
@@ -142,8 +215,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--model-version", help="name of the pre-annotations (default: derived from the file hashes)")
     p.add_argument("--batch-size", type=int, default=1000, help="tasks per bulk import request")
+    p.add_argument("--prelabel", action="store_true",
+                   help="make these predictions the project's prelabeling model (they pre-fill drafts)")
     _add_server_options(p)
     p.set_defaults(func=_push)
+
+    p = lsub.add_parser("backend", help="serve the models as a Label Studio ML backend (predictions on demand)")
+    p.add_argument("--classifier", help="classifier checkpoint")
+    p.add_argument("--detector", help="detector checkpoint")
+    p.add_argument("--data-root", required=True, help="the Label Studio server's document root (task images)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    p.add_argument("--port", type=int, default=9090)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--model-version", help="name of its predictions (default: derived from the checkpoint hashes)")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="load --detector without the check that it cannot run code (files you trust)")
+    p.set_defaults(func=_backend)
+
+    p = lsub.add_parser("connect", help="register a running ML backend with a project")
+    p.add_argument("--project", required=True, help="project id or title")
+    p.add_argument("--backend-url", required=True, help="the backend's URL as the Label Studio server sees it, "
+                   "e.g. http://127.0.0.1:9090")
+    p.add_argument("--title", help="name shown in the project's Model settings (default: kvasir-ml)")
+    _add_server_options(p)
+    p.set_defaults(func=_connect)
 
     p = lsub.add_parser("pull", help="export annotations and write them as the next canonical version")
     p.add_argument("--project", required=True, help="project id or title")
@@ -164,6 +259,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--base", help="previous canonical file: unannotated images keep their state")
     _add_conversion_options(p)
     p.set_defaults(func=_convert)
+
+
+def _register_loop(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("loop", help="one turn of the annotation loop: pull -> new version -> fine-tune -> push "
+                       "predictions under a new model_version -> make it the project's prelabeling model")
+    p.add_argument("--project", required=True, help="project id or title")
+    p.add_argument("--base", required=True, help="canonical version the previous models were trained on (kept)")
+    p.add_argument("--data-root", help="image root = the server's document root (default: the base file's folder)")
+    p.add_argument("--out", required=True, help="new folder: classifier/ and detector/ runs, loop.json")
+    p.add_argument("--classifier", help="previous classifier checkpoint (RUN_DIR/checkpoints/best.pt)")
+    p.add_argument("--detector", help="previous detector checkpoint (RUN_DIR/checkpoints/best.pt)")
+    p.add_argument("--classifier-set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="overrides of the previous classifier run's config (e.g. optim.epochs=3)")
+    p.add_argument("--detector-set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="overrides of the previous detector run's config (e.g. train.epochs=10)")
+    p.add_argument("--device", default="auto", help="for the new models' predictions")
+    p.add_argument("--force", action="store_true", help="retrain even when no annotation changed")
+    from kvasir_ml.labelstudio.export import POLICIES
+
+    p.add_argument("--policy", choices=POLICIES, default="latest", help="which annotation wins (see ls pull)")
+    _add_server_options(p)
+    p.set_defaults(func=lambda a: _loop(_default_root(a, a.base)))
 
 
 def _default_root(args: argparse.Namespace, near: str) -> argparse.Namespace:

@@ -19,6 +19,11 @@ def _predict(args: argparse.Namespace) -> int:
         raise ValueError("give --classifier (or --checkpoint) and/or --detector")
     results = predict_images(args.images, classifier_ckpt=classifier, detector_ckpt=args.detector,
                              device=args.device, trust_detector=args.trust_checkpoint)
+    from kvasir_ml.labelstudio.sync import model_version_for
+
+    version = model_version_for(classifier, args.detector)  # `ls push` names these as it would the checkpoints
+    for entry in results:
+        entry["model_version"] = version
     if args.out:
         atomic_write_json(args.out, results, keep_backup=True)
         print(f"wrote {len(results)} predictions to {args.out}")

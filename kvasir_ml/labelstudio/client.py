@@ -203,3 +203,10 @@ class LSClient:
             if not pager.has_next or len(items) < page_size:
                 return out
             page += 1
+
+    def get_path(self, what: str, path: str, params: dict[str, Any] | None = None) -> Any:
+        """GET a server path outside the SDK's typed API (e.g. a served image) with the SDK's
+        authentication (legacy token or personal access token); returns the ``httpx.Response``
+        whatever its status (the caller decides what a 404 means)."""
+        http = self.sdk._client_wrapper.httpx_client  # the SDK's authenticated client (no public accessor)
+        return self.call(what, http.request, path, method="GET", params=params)

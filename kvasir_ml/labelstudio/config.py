@@ -1,15 +1,24 @@
 """The Label Studio labeling config, generated from the taxonomy (never edited by hand).
 
-One ``Image``; a ``RectangleLabels`` for the detector's box classes (rotation disabled,
-because the canonical file stores axis-aligned boxes); a multi-choice ``Choices`` for the
-image-level labels; a single-choice ``Choices`` for the state of the position-map inset.
-The control names below are the contract between the config and ``convert.py``.
+Layout (built for endoscopy frames at 1000 px screen height): the image on the left, every
+control in one column on the right, so nothing needs scrolling between them.
+
+* ``RectangleLabels`` for the detector's box classes (rotation disabled: the canonical file
+  stores axis-aligned boxes);
+* a single-choice ``Choices`` for the state of the position-map inset, ``required`` so an
+  empty Submit can no longer wipe a frame (a frame always has an inset state);
+* a multi-choice ``Choices`` for the image-level labels, grouped under headers by the
+  taxonomy's ``group`` (landmark / finding / procedure / quality) and ``region``
+  (upper / lower GI), each choice showing its mnemonic hotkey and a short visible hint.
+
+The control names below are the contract between the config and ``convert.py``; the hotkeys
+are the contract with the annotators (docs/labelstudio.md lists them).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from xml.sax.saxutils import quoteattr
+from xml.sax.saxutils import escape, quoteattr
 
 from kvasir_ml.resources import annotation_file
 from kvasir_ml.taxonomy import Taxonomy, load_taxonomy
@@ -21,10 +30,72 @@ IMAGE_NAME = "image"  # <Image name=...> and the task data key holding the image
 IMAGE_KEY = "file_name"  # task data key: stable image key = canonical file_name
 BOXES_NAME = "boxes"  # <RectangleLabels name=...>
 LABELS_NAME = "labels"  # <Choices name=...> image-level labels (multiple)
-INSET_NAME = "inset"  # <Choices name=...> inset state (single)
+INSET_NAME = "inset"  # <Choices name=...> inset state (single, required)
 
 # Fixed, readable colours for box classes (cycled); the order follows the taxonomy.
 _BOX_COLOURS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0")
+
+# Mnemonic hotkeys. Label Studio's own single keys on an image page are r (rectangle tool),
+# v (move), h (pan) and u (unselect region): none of them is used here. Box classes take
+# shift + the letter of their label, so "p" ticks the polyp label and "shift+p" draws a polyp box.
+LABEL_HOTKEYS = {
+    "z-line": "z", "pylorus": "y", "retroflex-stomach": "s", "cecum": "c", "ileum": "i", "retroflex-rectum": "x",
+    "esophagitis": "e", "barretts": "a", "polyp": "p", "ulcerative-colitis": "o", "hemorrhoids": "k",
+    "dyed": "d", "lifted": "l", "resection-margin": "m",
+    "bbps-0-1": "q", "bbps-2-3": "w", "impacted-stool": "f",
+}
+INSET_HOTKEYS = {"green": "g", "black": "b", "none": "n"}
+BOX_HOTKEYS = {"polyp": "shift+p", "resection-margin": "shift+m"}
+RESERVED_HOTKEYS = frozenset({"r", "v", "h", "u"})  # Label Studio's image tools and region keys
+
+# Short hints shown beside each label (the taxonomy's long description is the hover hint).
+SHORT_HINTS = {
+    "z-line": "GE junction", "pylorus": "to duodenum", "retroflex-stomach": "shaft in view",
+    "cecum": "appendix, ICV", "ileum": "terminal", "retroflex-rectum": "shaft in view",
+    "esophagitis": "LA A-D", "barretts": "+ short segment", "polyp": "+ dyed/lifted",
+    "ulcerative-colitis": "any grade", "hemorrhoids": "retroflexed",
+    "dyed": "blue dye", "lifted": "injection lift", "resection-margin": "post-resection",
+    "bbps-0-1": "poor prep", "bbps-2-3": "adequate", "impacted-stool": "blocks view",
+}
+GROUP_TITLES = {"landmark": "Landmarks", "finding": "Findings", "procedure": "Procedure", "quality": "Bowel prep / quality"}
+REGION_TITLES = {"upper": "upper GI", "lower": "lower GI"}
+
+_PANEL_STYLE = "flex: 0 0 430px; padding-left: 12px"
+_SUBHEADER_STYLE = "margin: 4px 0 0 0"
+_GROUP_STYLE = "margin: 6px 0 0 0; font-size: 13px; color: #666; text-transform: uppercase"
+# Tighter rows than Label Studio's default (40 px line height), scoped to our panel.
+_PANEL_CSS = ".kv-panel .lsf-choice { line-height: 24px; } .kv-panel .lsf-choice small { color: #777; }"
+_IMAGE_STYLE = "flex: 1 1 auto; min-width: 0"
+
+
+def _hotkey(table: dict[str, str], name: str) -> str:
+    if name not in table:
+        raise ValueError(f"no hotkey for {name!r}: add one to kvasir_ml/labelstudio/config.py (taxonomy changed?)")
+    return table[name]
+
+
+def _label_choices(taxonomy: Taxonomy) -> list[str]:
+    """The labels' ``<Choice>`` lines in two columns, upper GI | lower GI, each grouped under
+    one header per group (taxonomy order), so all labels fit beside the image unscrolled."""
+    groups = list(dict.fromkeys(label.group for label in taxonomy.labels))
+    regions = list(dict.fromkeys(label.region for label in taxonomy.labels))
+    lines = ['<View style="display: flex; gap: 10px">']
+    for region in regions:
+        lines += [f'  <View style="flex: 1 1 50%; min-width: 0">',
+                  f"    <Header value={quoteattr(REGION_TITLES.get(region, region))} size=\"5\" style=\"{_SUBHEADER_STYLE}\"/>"]
+        for group in groups:
+            members = [lab for lab in taxonomy.labels if (lab.group, lab.region) == (group, region)]
+            if not members:
+                continue
+            lines.append(f"    <Header value={quoteattr(GROUP_TITLES.get(group, group))} size=\"5\" "
+                         f"style=\"{_GROUP_STYLE}\"/>")
+            for label in members:
+                html = f"{escape(label.name)} <small>{escape(SHORT_HINTS.get(label.name, ''))}</small>"
+                lines.append(f"    <Choice value={quoteattr(label.name)} hotkey={quoteattr(_hotkey(LABEL_HOTKEYS, label.name))} "
+                             f"html={quoteattr(html)} hint={quoteattr(label.description)}/>")
+        lines.append("  </View>")
+    lines.append("</View>")
+    return lines
 
 
 def labeling_config_xml(taxonomy: Taxonomy | None = None) -> str:
@@ -35,37 +106,50 @@ def labeling_config_xml(taxonomy: Taxonomy | None = None) -> str:
 
     Returns:
         The XML text (deterministic: same taxonomy, same bytes).
+
+    Raises:
+        ValueError: a label, box class or inset state has no hotkey here.
     """
     taxonomy = taxonomy or load_taxonomy()
     lines = [
         f"<!-- Generated from annotations/taxonomy.yaml (version {taxonomy.version}) by "
         "`kvasir-ml ls config`. Do not edit by hand. -->",
         "<View>",
-        f'  <Image name="{IMAGE_NAME}" value="${IMAGE_NAME}" zoom="true" zoomControl="true"/>',
-        '  <Header value="Boxes (axis-aligned; draw around each finding)"/>',
-        f'  <RectangleLabels name="{BOXES_NAME}" toName="{IMAGE_NAME}" canRotate="false" strokeWidth="2">',
+        f"  <Style>{_PANEL_CSS}</Style>",
+        '  <View style="display: flex; align-items: flex-start">',
+        f"    <View style={quoteattr(_IMAGE_STYLE)}>",
+        f'      <Image name="{IMAGE_NAME}" value="${IMAGE_NAME}" zoom="true" zoomControl="true" maxHeight="calc(100vh - 150px)"/>',
+        "    </View>",
+        f"    <View className=\"kv-panel\" style={quoteattr(_PANEL_STYLE)}>",
+        '      <Header value="Inset: position map, bottom left (required)" size="5"/>',
+        f'      <Choices name="{INSET_NAME}" toName="{IMAGE_NAME}" choice="single-radio" showInline="true" required="true" '
+        'requiredMessage="Choose the inset state (g green, b black, n none) before submitting">',
+    ]
+    for state in taxonomy.inset_states:
+        key = _hotkey(INSET_HOTKEYS, state)
+        lines.append(f"        <Choice value={quoteattr(state)} hotkey={quoteattr(key)} "
+                     f"/>")
+    lines += [
+        "      </Choices>",
+        '      <Header value="Boxes: axis-aligned, around each finding" size="5"/>',
+        f'      <RectangleLabels name="{BOXES_NAME}" toName="{IMAGE_NAME}" canRotate="false" strokeWidth="2" showInline="true">',
     ]
     for i, box in enumerate(taxonomy.box_classes):
         colour = _BOX_COLOURS[i % len(_BOX_COLOURS)]
-        lines.append(
-            f"    <Label value={quoteattr(box.name)} background={quoteattr(colour)} hint={quoteattr(box.description)}/>"
-        )
+        key = _hotkey(BOX_HOTKEYS, box.name)
+        lines.append(f"        <Label value={quoteattr(box.name)} background={quoteattr(colour)} hotkey={quoteattr(key)} "
+                     f"hint={quoteattr(box.description)}/>")
     lines += [
-        "  </RectangleLabels>",
-        '  <Header value="Image-level labels (all that apply)"/>',
-        f'  <Choices name="{LABELS_NAME}" toName="{IMAGE_NAME}" choice="multiple" showInline="false">',
+        "      </RectangleLabels>",
+        '      <Header value="Image-level labels (all that apply)" size="5"/>',
+        f'      <Choices name="{LABELS_NAME}" toName="{IMAGE_NAME}" choice="multiple">',
+        *["        " + line for line in _label_choices(taxonomy)],
+        "      </Choices>",
+        "    </View>",
+        "  </View>",
+        "</View>",
+        "",
     ]
-    for label in taxonomy.labels:
-        hint = f"{label.group}, {label.region}: {label.description}"
-        lines.append(f"    <Choice value={quoteattr(label.name)} hint={quoteattr(hint)}/>")
-    lines += [
-        "  </Choices>",
-        '  <Header value="Position-map inset (bottom-left panel)"/>',
-        f'  <Choices name="{INSET_NAME}" toName="{IMAGE_NAME}" choice="single" showInline="true">',
-    ]
-    for state in taxonomy.inset_states:
-        lines.append(f"    <Choice value={quoteattr(state)}/>")
-    lines += ["  </Choices>", "</View>", ""]
     return "\n".join(lines)
 
 

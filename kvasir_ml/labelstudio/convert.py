@@ -37,6 +37,7 @@ from kvasir_ml.geometry import xywh_pct_to_xywh_px, xywh_px_to_xywh_pct
 from kvasir_ml.io import UnsafePathError
 from kvasir_ml.io import safe_relative_path as io_safe_relative_path
 from kvasir_ml.labelstudio.config import BOXES_NAME, IMAGE_KEY, IMAGE_NAME, INSET_NAME, LABELS_NAME
+from kvasir_ml.labelstudio.uncertainty import frame_confidence
 from kvasir_ml.taxonomy import Taxonomy
 
 LOCAL_FILES_PREFIX = "/data/local-files/?d="
@@ -180,14 +181,13 @@ def prediction_from_combined(
 
     Returns:
         ``(prediction or None when the entry carries nothing, problems)``; the prediction
-        score is the mean score of its regions (0 when it has none).
+        score is ``uncertainty.frame_confidence(entry)`` (low = uncertain: sort ascending).
     """
     problems: list[Problem] = []
     if "error" in entry:
         return None, [Problem(task_id, "prediction-error", f"prediction failed: {entry['error']}", "warning")]
     frame_w, frame_h = entry.get("width") or width_px, entry.get("height") or height_px
     results: list[dict[str, Any]] = []
-    scores: list[float] = []
     for i, box in enumerate(entry.get("boxes") or []):
         name = box.get("class")
         if name not in taxonomy.box_class_names:
@@ -196,8 +196,6 @@ def prediction_from_combined(
         pct = xywh_px_to_xywh_pct(box["xywh_px"], frame_w, frame_h)
         px = xywh_pct_to_xywh_px(pct, width_px, height_px)
         results.append(box_to_result(name, px, width_px, height_px, score=box.get("score"), region_id=f"pred-box-{i}"))
-        if box.get("score") is not None:
-            scores.append(float(box["score"]))
     label_scores = entry.get("labels") or {}
     chosen = [n for n in taxonomy.label_names if n in set(entry.get("predicted_labels") or [])]
     unknown = set(entry.get("predicted_labels") or []) - set(taxonomy.label_names)
@@ -207,13 +205,12 @@ def prediction_from_combined(
         chosen_scores = [float(label_scores[n]) for n in chosen if n in label_scores]
         score = sum(chosen_scores) / len(chosen_scores) if chosen_scores else None
         results.append(choices_result(LABELS_NAME, chosen, score))
-        scores.extend(chosen_scores)
     state = (entry.get("inset") or {}).get("state")
     if state in taxonomy.inset_states:
         results.append(choices_result(INSET_NAME, [state]))
     if not results:
         return None, problems
-    overall = sum(scores) / len(scores) if scores else 0.0
+    overall = frame_confidence(entry)
     return {"model_version": model_version, "score": overall, "result": results}, problems
 
 
@@ -299,7 +296,9 @@ def labeling_from_results(
     """
     out, problems = Labeling(), []
     labels: set[str] = set()
-    for result in results:
+    for index, result in enumerate(results, start=1):
+        if isinstance(result, dict) and not result.get("id"):
+            result = {**result, "id": f"#{index} (no id)"}  # name it in messages by its place in the list
         if not isinstance(result, dict):
             problems.append(Problem(task_id, "malformed-result", f"result {result!r} is not an object"))
             continue

@@ -65,6 +65,9 @@ class ConvertReport:
     n_unlabeled: int = 0
     n_failed: int = 0
     n_not_exported: int = 0  # tasks without annotations left out of the export (pull default)
+    skipped_task_ids: list[Any] = field(default_factory=list)  # only skipped (cancelled) annotations
+    rejected_task_ids: list[Any] = field(default_factory=list)  # not applied because of errors: redo them
+    deleted: list[dict[str, Any]] = field(default_factory=list)  # base images without a task (pull only)
     problems: list[Problem] = field(default_factory=list)
     conflicts: list[Conflict] = field(default_factory=list)
     changes: dict[str, Any] = field(default_factory=dict)
@@ -75,7 +78,9 @@ class ConvertReport:
 
     def to_dict(self) -> dict[str, Any]:
         counts = {k: getattr(self, k) for k in ("n_tasks", "n_applied", "n_skipped", "n_predictions_only", "n_unlabeled", "n_failed", "n_not_exported")}
-        return {**counts, "n_errors": len(self.errors), "n_warnings": len(self.problems) - len(self.errors),
+        return {**counts, "skipped_task_ids": self.skipped_task_ids, "rejected_task_ids": self.rejected_task_ids,
+                "deleted": self.deleted,
+                "n_errors": len(self.errors), "n_warnings": len(self.problems) - len(self.errors),
                 "problems": [p.to_dict() for p in self.problems], "conflicts": [c.to_dict() for c in self.conflicts],
                 "changes": self.changes}
 
@@ -91,12 +96,24 @@ class ConvertReport:
             f"conflicts between annotators: {len(self.conflicts)}; problems: {len(self.errors)} errors, "
             f"{len(self.problems) - len(self.errors)} warnings",
         ]
+        for what, ids in (("skipped", self.skipped_task_ids), ("rejected (redo them)", self.rejected_task_ids)):
+            if ids:
+                lines.append(f"{what} tasks ({len(ids)}): {_id_list(ids, max_items)}")
+        if self.deleted:
+            shown = [f"{d['file_name']} (task {d['task_id']})" if d.get("task_id") else d["file_name"]
+                     for d in self.deleted[:max_items]]
+            lines.append(f"images of the base file without a task (deleted in Label Studio, or never pushed) "
+                         f"({len(self.deleted)}): {', '.join(shown)}" + (" ..." if len(self.deleted) > max_items else ""))
         lines += [f"  conflict {k.file_name} (tasks {k.task_ids}): {'; '.join(k.differences)} -> {k.resolution}"
                   for k in self.conflicts[:max_items]]
         lines += [f"  {p}" for p in self.problems[:max_items]]
         if len(self.problems) > max_items:
             lines.append(f"  ... {len(self.problems) - max_items} more problems in the report file")
         return lines
+
+
+def _id_list(ids: list[Any], max_items: int) -> str:
+    return ", ".join(map(str, ids[:max_items])) + (f" ... (+{len(ids) - max_items})" if len(ids) > max_items else "")
 
 
 def load_export(path: str | Path) -> list[dict[str, Any]]:
@@ -181,6 +198,7 @@ def _group_tasks(tasks: Sequence[Any], data_root: Path | None, report: ConvertRe
         except (ConvertError, OSError, RuntimeError) as exc:  # OSError: name too long; RuntimeError: symlink loop
             report.problems.append(Problem(tid, "unresolvable-image", str(exc)))
             report.n_failed += 1
+            report.rejected_task_ids.append(tid)
             continue
         if key in groups:
             report.problems.append(Problem(tid, "duplicate-task", f"another task ({_task_id(groups[key][0])}) has the "
@@ -308,8 +326,11 @@ def export_to_canonical(
             report.n_applied += 1
         elif status == "skipped":
             report.n_skipped += 1
+            report.skipped_task_ids += [t.get("id") for t in group]
             if skipped == "drop":
                 dropped.add(key)
+        elif status == "failed":
+            report.rejected_task_ids += [t.get("id") for t in group]
         elif status == "predictions":
             report.n_predictions_only += 1
         elif status == "unlabeled":

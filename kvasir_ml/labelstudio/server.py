@@ -6,7 +6,12 @@ data directory. Images are served from ``data_root`` through Label Studio's loca
 storage. Never call ``label-studio --version``: it starts a server on 0.0.0.0:8080.
 
 The API token is random (or given), written to ``<data_dir>/api_token`` (mode 0600) and
-never logged; point ``LABEL_STUDIO_API_KEY`` at it.
+never logged; point ``LABEL_STUDIO_API_KEY`` at it. The user name, web password and token
+reach ``label-studio start`` through its environment (``LABEL_STUDIO_USERNAME``,
+``LABEL_STUDIO_PASSWORD``, ``LABEL_STUDIO_USER_TOKEN``), never its command line, which every
+user can read in ``ps`` (and where a password starting with ``-`` broke start-up for good).
+The data dir is private: mode 0700, the server runs with umask 077 so its database and
+files are 0600, and it holds a ``.gitignore`` of ``*`` so it is never committed.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +38,27 @@ _DB_NAME = "label_studio.sqlite3"
 _TEMPLATE_FILES = (_DB_NAME, ".env", TOKEN_FILE, PASSWORD_FILE)
 
 
+# Label Studio's default SSRF-banned subnets (core/utils/io.py::validate_ip, 1.23) less
+# 127.0.0.0/8 and ::1/128, so a loopback ML backend can be registered and nothing else opens.
+BANNED_SUBNETS_BUT_LOOPBACK = (
+    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "169.254.0.0/16", "172.16.0.0/12", "192.0.0.0/24", "192.0.2.0/24",
+    "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4",
+    "233.252.0.0/24", "240.0.0.0/4", "255.255.255.255/32", "::/128", "::ffff:0:0/96", "::ffff:0:0:0/96",
+    "64:ff9b::/96", "64:ff9b:1::/48", "100::/64", "2001:0000::/32", "2001:20::/28", "2001:db8::/32", "2002::/16",
+    "fc00::/7", "fe80::/10", "ff00::/8",
+)
+
+
 class ServerError(RuntimeError):
     """The server did not start or stop; the message points at its log file."""
+
+
+class _StopSignal(BaseException):
+    """Raised by ``serve``'s signal handler (a BaseException, like KeyboardInterrupt)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
 
 
 def free_port() -> int:
@@ -50,6 +75,13 @@ def offline_env(data_dir: Path, data_root: Path, base: dict[str, str] | None = N
     tmp = data_dir / "tmp"
     tmp.mkdir(parents=True, exist_ok=True)
     env.update({
+        # A local ML backend (`kvasir-ml ls backend`) listens on 127.0.0.1, which Label Studio's
+        # SSRF guard refuses: as an ML URL (ML_BLOCK_LOCAL_IP), and as the /webhook it registers
+        # with every ML backend (the default banned subnets; that refusal fails the whole
+        # registration with HTTP 403). Allow loopback only: every other reserved range stays banned.
+        "ML_BLOCK_LOCAL_IP": "false",
+        "USE_DEFAULT_BANNED_SUBNETS": "false",
+        "USER_ADDITIONAL_BANNED_SUBNETS": ",".join(BANNED_SUBNETS_BUT_LOOPBACK),
         "LATEST_VERSION_CHECK": "false",
         "COLLECT_ANALYTICS": "false",
         "SENTRY_DSN": "",
@@ -107,12 +139,35 @@ class LabelStudioServer:
         path = self.data_dir / TOKEN_FILE
         return path.read_text().strip() if path.is_file() else None
 
-    def _command(self, password: str) -> list[str]:
+    def _command(self) -> list[str]:
+        """``label-studio start`` without secrets (they go in through ``_secret_env``)."""
         exe = Path(sys.executable).with_name("label-studio")
         cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "label_studio.server"]
         return cmd + ["start", "--no-browser", "--data-dir", str(self.data_dir), "--internal-host", "127.0.0.1",
-                      "-p", str(self.port), "--username", self.username, "--password", password,
-                      "--user-token", self.token, "--enable-legacy-api-token"]
+                      "-p", str(self.port), "--enable-legacy-api-token"]
+
+    def _secret_env(self, password: str) -> dict[str, str]:
+        # label_studio.server._create_user reads these when the flags are absent
+        # (core.utils.params.get_env: LABEL_STUDIO_<NAME> first).
+        return {"LABEL_STUDIO_USERNAME": self.username, "LABEL_STUDIO_PASSWORD": password,
+                "LABEL_STUDIO_USER_TOKEN": self.token}
+
+    def _make_private(self) -> None:
+        """Data dir 0700, its files 0600, and a ``.gitignore`` of ``*`` inside it."""
+        self.data_dir.chmod(0o700)
+        ignore = self.data_dir / ".gitignore"
+        if not ignore.exists():
+            ignore.write_text("# Label Studio server data (database, tokens): never commit\n*\n")
+        for path in self.data_dir.rglob("*"):
+            if path.is_symlink():
+                continue
+            path.chmod(0o700 if path.is_dir() else 0o600)
+
+    def _write_secret(self, path: Path, text: str) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text + "\n")
+        path.chmod(0o600)
 
     def start(self) -> "LabelStudioServer":
         """Start the server and wait until ``/health`` answers.
@@ -122,18 +177,18 @@ class LabelStudioServer:
         """
         if not self.data_root.is_dir():
             raise ServerError(f"data root {self.data_root} is not a folder")
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         use_template = self._copy_template()
-        self.token_path.write_text(self.token + "\n")
-        self.token_path.chmod(0o600)
+        self._write_secret(self.token_path, self.token)
         # The web-login password is kept beside the token (0600) so a persistent data dir
         # restarts with the same login; it is never logged.
         password_path = self.data_dir / PASSWORD_FILE
         password = password_path.read_text().strip() if password_path.is_file() else secrets.token_urlsafe(12)
-        password_path.write_text(password + "\n")
-        password_path.chmod(0o600)
-        log_fh = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self._command(password), cwd=self.data_dir, env=offline_env(self.data_dir, self.data_root),
+        self._write_secret(password_path, password)
+        env = {**offline_env(self.data_dir, self.data_root), **self._secret_env(password)}  # (creates tmp/)
+        log_fh = os.fdopen(os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
+        self._make_private()
+        self.proc = subprocess.Popen(self._command(), cwd=self.data_dir, env=env, umask=0o077,
                                      stdout=log_fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      start_new_session=True)  # own process group: stop() ends every child
         log_fh.close()
@@ -216,6 +271,35 @@ class LabelStudioServer:
         self.proc = None
         if self._temporary:
             shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def serve(self, on_ready: Callable[["LabelStudioServer"], None] | None = None,
+              signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)) -> int:
+        """Start, call ``on_ready``, block until one of ``signals`` arrives or the server exits,
+        then stop the whole process group — whatever the signal (a closing terminal sends
+        SIGHUP, ``kill`` and service managers SIGTERM), also one that arrives during start-up.
+
+        Returns:
+            The signal number received, or 0 when the server exited by itself.
+        """
+        def handler(signum: int, _frame: object) -> None:
+            raise _StopSignal(signum)
+
+        previous = {sig: signal.signal(sig, handler) for sig in signals}
+        try:
+            self.start()
+            if on_ready is not None:
+                on_ready(self)
+            while self.proc is not None and self.proc.poll() is None:
+                time.sleep(0.2)
+            return 0
+        except _StopSignal as stop:
+            return stop.signum
+        finally:
+            for sig in signals:  # a second signal must not interrupt the clean-up
+                signal.signal(sig, signal.SIG_IGN)
+            self.stop()
+            for sig, old in previous.items():
+                signal.signal(sig, old)
 
     def __enter__(self) -> "LabelStudioServer":
         return self.start()

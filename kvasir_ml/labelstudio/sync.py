@@ -52,10 +52,13 @@ class PushReport:
 
 @dataclass
 class PullResult:
-    path: Path
-    report_path: Path
+    """``path``/``report_path`` are None when nothing changed since the base (no new version)."""
+
+    path: Path | None
+    report_path: Path | None
     report: ConvertReport
     export_path: Path | None = None
+    redo_view: str | None = None  # title of the data-manager tab listing the rejected tasks
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
@@ -116,6 +119,29 @@ def ensure_local_storage(client: LSClient, project_id: int, data_root: Path, fil
                         project=project_id, path=path, title=f"kvasir-ml {top}", use_blob_urls=True)
             created.append(path)
     return created
+
+
+def check_image_served(client: LSClient, data_root: Path, file_name: str) -> None:
+    """Fetch one image through the server's local-files URL, as the browser will.
+
+    A push with a data root other than the server's document root creates tasks whose images
+    all 404 in the UI while every API call succeeds; this catches it before any task exists.
+
+    Raises:
+        LabelStudioError: the server does not serve the image (the message says why and what to do).
+    """
+    resp = client.get_path(f"fetch {file_name!r} through the local-files URL", "data/local-files/",
+                           params={"d": file_name})
+    if resp.status_code == 200:
+        return
+    hint = {404: "it has no such file: its LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT is not the data root pushed "
+                 f"with ({data_root}). Start the server on this data root (`kvasir-ml ls serve --data-root "
+                 f"{data_root}`) or push with --data-root set to the server's document root",
+            403: "local-files serving is off: start it with LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true "
+                 "(`kvasir-ml ls serve` does)"}.get(resp.status_code, "see the server log")
+    raise LabelStudioError(f"Label Studio at {client.url} cannot show the pushed images: "
+                           f"/data/local-files/?d={file_name} answered HTTP {resp.status_code}; {hint}. "
+                           "No tasks were created.")
 
 
 # ---- predictions ----------------------------------------------------------------------------
@@ -182,6 +208,8 @@ def push_dataset(
     pid = ensure_project(client, project)
     report = PushReport(project_id=pid, n_images=len(dataset.images))
     ensure_local_storage(client, pid, data_root, [img["file_name"] for img in dataset.images])
+    if dataset.images:
+        check_image_served(client, data_root, safe_relative_path(dataset.images[0]["file_name"], "canonical file_name"))
     existing: dict[str, int] = {}
     for task in client.list_tasks(pid):
         try:
@@ -294,13 +322,118 @@ def pull_project(
         seen = {t.get("id") for t in tasks}
         tasks += [t for t in export_snapshot(client, pid, {"skipped": "only"}) if t.get("id") not in seen]
     dataset, report = export_to_canonical(tasks, data_root=data_root, base=base, policy=policy, skipped=skipped)
+    all_tasks_list = client.list_tasks(pid)  # ids and data only: cheap even for large projects
     if not all_tasks:
-        total = int(client.call(f"get project {pid}", client.sdk.projects.get, id=pid).task_number or 0)
-        report.n_not_exported = max(0, total - len(tasks))
+        report.n_not_exported = max(0, len(all_tasks_list) - len(tasks))
         report.n_tasks = len(tasks) + report.n_not_exported
+    if base is not None:
+        report.deleted = _base_images_without_task(base, all_tasks_list)
+    redo_view = mark_rejected(client, pid, report.rejected_task_ids)
+    unchanged = base is not None and not any(v for k, v in report.changes.items() if k != "changed")
+    if unchanged:
+        log.info("nothing changed since %s: no new version written", base_path)
+        return PullResult(path=None, report_path=None, report=report, redo_view=redo_view)
     path, report_path = write_version(dataset, report, out_path)
     export_path = None
     if save_export:
         export_path = out_path.with_name(out_path.name.removesuffix(".json") + ".ls-export.json")
         atomic_write_json(export_path, tasks, keep_backup=True, indent=None)
-    return PullResult(path=path, report_path=report_path, report=report, export_path=export_path)
+    return PullResult(path=path, report_path=report_path, report=report, export_path=export_path, redo_view=redo_view)
+
+
+def _base_images_without_task(base: CanonicalDataset, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Base images that no task of the project shows (with the task id an earlier pull recorded)."""
+    keys = set()
+    for task in tasks:
+        try:
+            keys.add(image_key_from_task_data(task["data"]))
+        except ConvertError:
+            continue
+    return [{"file_name": img["file_name"], "task_id": (img.get("labelstudio") or {}).get("task_id")}
+            for img in base.images if img["file_name"] not in keys]
+
+
+REDO_VIEW_TITLE = "kvasir-ml: redo (rejected at pull)"
+
+
+def mark_rejected(client: LSClient, project_id: int, task_ids: Sequence[int]) -> str | None:
+    """Keep a data-manager tab listing the tasks whose annotation a pull rejected, so
+    annotators find and redo them instead of seeing "Completed"; removed when none are left.
+
+    Returns:
+        The tab's title, or None when there is nothing to redo.
+    """
+    views = client.call(f"list views of project {project_id}", client.sdk.views.list, project=project_id)
+    mine = [v for v in views if ((getattr(v, "data", None) or {}).get("title") == REDO_VIEW_TITLE)]
+    task_ids = sorted({t for t in task_ids if isinstance(t, int) and not isinstance(t, bool)})
+    if not task_ids:
+        for view in mine:
+            client.call(f"delete view {view.id}", client.sdk.views.delete, id=view.id)
+        return None
+    data = {"title": REDO_VIEW_TITLE, "filters": {"conjunction": "or", "items": [
+        {"filter": "filter:tasks:id", "operator": "equal", "type": "Number", "value": t} for t in task_ids]}}
+    if mine:
+        client.call(f"update view {mine[0].id}", client.sdk.views.update, id=mine[0].id, data=data, project=project_id)
+    else:
+        client.call(f"create view in project {project_id}", client.sdk.views.create, idempotent=False,
+                    project=project_id, data=data)
+    return REDO_VIEW_TITLE
+
+
+
+# ---- models: version names, ML backend, the prelabeling model --------------------------------
+def model_version_for(classifier: str | Path | None = None, detector: str | Path | None = None) -> str:
+    """The ``model_version`` of predictions made by these checkpoints: their names and content
+    hashes, so the same files always give the same version (push, predict files and the ML
+    backend agree, and re-pushing them is a no-op) and retrained files a new one."""
+    from kvasir_ml.io import sha256_file
+
+    paths = [Path(p) for p in (classifier, detector) if p]
+    if not paths:
+        raise ValueError("a model version needs at least one checkpoint")
+    stems = "+".join(p.stem for p in paths)
+    return f"kvasir-ml-{stems}-{''.join(sha256_file(p)[:4] for p in paths)}"
+
+
+def connect_backend(client: LSClient, project: str | int, url: str, title: str | None = None) -> int:
+    """Register the ML backend at ``url`` with the project (reused when already registered).
+
+    Label Studio checks ``/health`` and calls ``/setup`` at once; from then on it asks the
+    backend for predictions of tasks opened without one, and on the data manager's
+    *Retrieve predictions* action. Returns the ML backend's id.
+
+    Raises:
+        LabelStudioError: no such project, or Label Studio cannot reach the backend.
+    """
+    pid = find_project(client, project)
+    if pid is None:
+        raise LabelStudioError(f"no Label Studio project titled {project!r}")
+    url = url.rstrip("/")
+    existing = client.call(f"list ML backends of project {pid}", client.sdk.ml.list, project=pid)
+    for ml in existing:
+        if (ml.url or "").rstrip("/") == url:
+            return int(ml.id)
+    created = client.call(f"connect ML backend {url} to project {pid}", client.sdk.ml.create, idempotent=False,
+                          project=pid, url=url, title=title or "kvasir-ml", is_interactive=False, auto_update=True)
+    state = str(getattr(created, "state", "") or "")
+    if state in ("DI", "ER", "Disconnected", "Error"):
+        raise LabelStudioError(f"Label Studio registered {url} but cannot use it (state {state}: "
+                               f"{getattr(created, 'error_message', '') or 'not reachable from the server'})")
+    return int(created.id)
+
+
+def set_prelabeling_model(client: LSClient, project: str | int, model_version: str) -> str | None:
+    """Make ``model_version`` the project's prelabeling model: its predictions pre-fill the
+    drafts annotators open and are the ones the data manager's *Prediction score* column
+    (and its sort) shows. Label Studio otherwise keeps the first version ever imported.
+
+    Returns:
+        The previous ``model_version`` of the project.
+    """
+    pid = find_project(client, project)
+    if pid is None:
+        raise LabelStudioError(f"no Label Studio project titled {project!r}")
+    before = client.call(f"get project {pid}", client.sdk.projects.get, id=pid).model_version
+    client.call(f"set the prelabeling model of project {pid}", client.sdk.projects.update, id=pid,
+                model_version=model_version)
+    return before or None

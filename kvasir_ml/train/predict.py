@@ -58,7 +58,8 @@ def classify_images(ckpt: str | Path, paths: Sequence[str | Path], device: str =
 
     Returns:
         One dict per image: ``labels`` {label: score} (every label of the checkpoint),
-        ``predicted_labels`` (score >= the val-tuned threshold), ``source_class``
+        ``predicted_labels`` (score >= the val-tuned threshold), ``thresholds`` {label: the
+        val-tuned threshold} (so the margin to it can rank frames), ``source_class``
         {name, score} (single-label model: its argmax; multi-label: the class whose label
         set is most likely under the label scores).
     """
@@ -102,6 +103,7 @@ def run_classifier(loaded: tuple[KvasirClassifier, ClassifierConfig, dict[str, A
             results.append({
                 "labels": {n: float(v) for n, v in zip(label_names, s)},
                 "predicted_labels": [n for n, v, t in zip(label_names, s, thresholds) if v >= t],
+                "thresholds": {n: float(t) for n, t in zip(label_names, thresholds)},  # for uncertainty ranking
                 "source_class": {"name": class_names[k], "score": float(p[k])},
             })
     return results

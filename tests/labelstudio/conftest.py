@@ -70,3 +70,41 @@ def make_tiny_dataset(root: Path, folder: str, n: int = 6) -> CanonicalDataset:
 def tiny_dataset():
     """The ``make_tiny_dataset(root, folder, n)`` factory."""
     return make_tiny_dataset
+
+
+CLASSIFIER_TINY = ["optim.epochs=1", "tracking.mode=disabled", "runtime.threads=1"]
+DETECTOR_TINY = ["train.epochs=1", "train.imgsz=64", "tracking.mode=disabled", "eval.n_overlays=0"]
+
+
+@pytest.fixture(scope="session")
+def tiny_fine_tune() -> dict[str, list[str]]:
+    """Config overrides that keep fine-tuning tiny (1 epoch, 64 px, no tracking)."""
+    return {"classifier": CLASSIFIER_TINY, "detector": DETECTOR_TINY}
+
+
+@pytest.fixture(scope="session")
+def loop_models(ls_data_root, tmp_path_factory):
+    """24 synthetic frames under the server's document root, and a tiny classifier and
+    detector trained on them (resnet18 / yolov8n, 64 px, 1 epoch): the "previous models"
+    of the ML backend and loop tests. Returns ``(canonical, classifier ckpt, detector ckpt)``."""
+    from kvasir_ml.config import load_config
+    from kvasir_ml.data.coco import load_canonical
+    from kvasir_ml.data.synth import synthesize
+    from kvasir_ml.detection.config import DetectorConfig
+    from kvasir_ml.detection.run import train_detector
+    from kvasir_ml.train.config import load_classifier_config
+    from kvasir_ml.train.run import train_classifier
+
+    repo = Path(__file__).resolve().parents[2]
+    ds = load_canonical(synthesize(ls_data_root / "loopdata", n=24, seed=5))
+    for img in ds.images:  # file names relative to the server's document root
+        img["file_name"] = f"loopdata/{img['file_name']}"
+    canonical = ls_data_root / "loop.coco.json"
+    ds.save(canonical, keep_backup=False)
+    runs = tmp_path_factory.mktemp("loop-models")
+    data = [f"data.canonical={canonical}", f"data.root={ls_data_root}"]
+    cls_cfg = load_classifier_config(repo / "configs" / "classifier_multilabel_tiny.yaml", data + CLASSIFIER_TINY)
+    train_classifier(cls_cfg, runs / "classifier")
+    det_cfg = load_config(DetectorConfig, repo / "configs" / "detector_tiny.yaml", data + DETECTOR_TINY)
+    train_detector(det_cfg, runs / "detector")
+    return canonical, runs / "classifier" / "checkpoints" / "best.pt", runs / "detector" / "checkpoints" / "best.pt"

@@ -1,11 +1,18 @@
-"""The labeling config is generated from the taxonomy and the checked-in copy is in sync."""
+"""The labeling config is generated from the taxonomy, the checked-in copy is in sync, and the
+page is built for annotators: required inset, unique mnemonic hotkeys, grouped labels."""
 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from kvasir_ml.labelstudio.config import DEFAULT_CONFIG_PATH, labeling_config_xml
+from kvasir_ml.labelstudio.config import (
+    BOXES_NAME, DEFAULT_CONFIG_PATH, INSET_NAME, LABELS_NAME, RESERVED_HOTKEYS, labeling_config_xml,
+)
 from kvasir_ml.taxonomy import load_taxonomy
+
+
+def _controls(root):
+    return {el.get("name"): el for el in root.iter() if el.tag in ("Choices", "RectangleLabels")}
 
 
 def test_checked_in_config_matches_generated():
@@ -17,15 +24,45 @@ def test_checked_in_config_matches_generated():
 def test_config_structure_follows_taxonomy():
     tax = load_taxonomy()
     root = ET.fromstring(labeling_config_xml())
-    assert len(root.findall("Image")) == 1
-    rect = root.find("RectangleLabels")
+    assert len(list(root.iter("Image"))) == 1
+    controls = _controls(root)
+    assert set(controls) == {BOXES_NAME, LABELS_NAME, INSET_NAME}
+    rect = controls[BOXES_NAME]
     assert rect.get("canRotate") == "false"
-    assert [lab.get("value") for lab in rect.findall("Label")] == tax.box_class_names
-    labels, inset = root.findall("Choices")
+    assert [lab.get("value") for lab in rect.iter("Label")] == tax.box_class_names
+    labels, inset = controls[LABELS_NAME], controls[INSET_NAME]
     assert labels.get("choice") == "multiple"
-    assert [c.get("value") for c in labels.findall("Choice")] == tax.label_names
-    assert inset.get("choice") == "single"
-    assert [c.get("value") for c in inset.findall("Choice")] == list(tax.inset_states)
+    assert sorted(c.get("value") for c in labels.iter("Choice")) == sorted(tax.label_names)
+    assert inset.get("choice") in ("single", "single-radio")
+    assert [c.get("value") for c in inset.iter("Choice")] == list(tax.inset_states)
+
+
+def test_inset_is_required_so_an_empty_submit_cannot_wipe_a_frame():
+    inset = _controls(ET.fromstring(labeling_config_xml()))[INSET_NAME]
+    assert inset.get("required") == "true" and inset.get("requiredMessage")
+
+
+def test_hotkeys_are_mnemonic_unique_and_clear_of_label_studio_keys():
+    root = ET.fromstring(labeling_config_xml())
+    keys = {el.get("value") + "@" + el.tag: el.get("hotkey") for el in root.iter() if el.tag in ("Choice", "Label")}
+    assert all(keys.values()), f"controls without a hotkey: {[k for k, v in keys.items() if not v]}"
+    assert len(set(keys.values())) == len(keys), "two controls share a hotkey"
+    assert not set(keys.values()) & RESERVED_HOTKEYS
+    assert keys["polyp@Choice"] == "p"
+    assert (keys["green@Choice"], keys["black@Choice"], keys["none@Choice"]) == ("g", "b", "n")
+    assert keys["polyp@Label"] == "shift+p"
+
+
+def test_labels_are_grouped_under_headers_with_visible_hints():
+    tax = load_taxonomy()
+    labels = _controls(ET.fromstring(labeling_config_xml()))[LABELS_NAME]
+    headers = [h.get("value") for h in labels.iter("Header")]
+    for title in ("upper GI", "lower GI", "Landmarks", "Findings", "Procedure", "Bowel prep / quality"):
+        assert title in headers
+    for choice in labels.iter("Choice"):
+        label = next(lab for lab in tax.labels if lab.name == choice.get("value"))
+        assert choice.get("html", "").startswith(label.name) and "<small>" in choice.get("html")
+        assert choice.get("hint") == label.description
 
 
 def test_cli_config_writes_file(tmp_path):

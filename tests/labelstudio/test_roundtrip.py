@@ -13,7 +13,7 @@ import pytest
 
 from kvasir_ml.data.coco import load_canonical
 from kvasir_ml.labelstudio.convert import box_to_result, choices_result, image_key_from_task_data
-from kvasir_ml.labelstudio.sync import match_predictions, pull_project, push_dataset
+from kvasir_ml.labelstudio.sync import find_project, match_predictions, pull_project, push_dataset
 
 pytestmark = pytest.mark.labelstudio
 
@@ -42,7 +42,7 @@ def test_push_annotate_pull_round_trip(ls_client, ls_server, ls_data_root, tiny_
     tasks = {image_key_from_task_data(t["data"]): t["id"] for t in ls_client.list_tasks(pid)}
     assert len(tasks) == 6
     stored = sdk.predictions.list(task=tasks[ds.images[0]["file_name"]])
-    assert [p.model_version for p in stored] == ["m-1"] and stored[0].score == pytest.approx((0.66 + 0.8) / 2)
+    assert [p.model_version for p in stored] == ["m-1"] and stored[0].score == pytest.approx(0.6)  # min(polyp margin (0.8-0.5)/0.5, cecum (0.5-0.1)/0.5, box 0.66)
     # The served image URL works (local-files storage covers the folder).
     import httpx
 
@@ -81,8 +81,8 @@ def test_push_annotate_pull_round_trip(ls_client, ls_server, ls_data_root, tiny_
     assert json.loads(second.path.read_text())["images"] == json.loads(result.path.read_text())["images"]
 
 
-def test_cli_push_pull_keeps_the_key_out_of_files_and_logs(ls_server, ls_data_root, tiny_dataset, monkeypatch,
-                                                            capsys, caplog):
+def test_cli_push_pull_keeps_the_key_out_of_files_and_logs(ls_server, ls_client, ls_data_root, tiny_dataset,
+                                                            monkeypatch, capsys, caplog):
     from kvasir_ml.cli import main
 
     ds = tiny_dataset(ls_data_root, "clikey", n=3)
@@ -94,6 +94,9 @@ def test_cli_push_pull_keeps_the_key_out_of_files_and_logs(ls_server, ls_data_ro
     base = ls_data_root / "clikey.coco.json"
     assert main(["-v", "ls", "push", str(base), "--project", "cli key", "--predictions", str(preds)]) == 0
     assert main(["ls", "push", str(base), "--project", "cli key", "--predictions", str(preds)]) == 0
+    first_task = ls_client.list_tasks(find_project(ls_client, "cli key"))[0]["id"]
+    ls_client.sdk.annotations.create(id=first_task, result=[choices_result("labels", ["ileum"]),
+                                                            choices_result("inset", ["none"])])
     assert main(["ls", "pull", "--project", "cli key", "--base", str(base), "--save-export"]) == 0
     out = capsys.readouterr()
     assert "tasks created 3" in out.out and "tasks created 0" in out.out and "clikey.v2.coco.json" in out.out

@@ -1,0 +1,80 @@
+"""One turn of the annotation loop on synthetic data against the real server: the project's
+prelabeling model moves to the fine-tuned models, and no model is pushed twice."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kvasir_ml.data.coco import load_canonical
+from kvasir_ml.labelstudio.convert import choices_result, image_key_from_task_data
+from kvasir_ml.labelstudio.loop import run_loop
+from kvasir_ml.labelstudio.sync import (
+    match_predictions, model_version_for, predictions_from_checkpoints, push_dataset, set_prelabeling_model,
+)
+
+pytestmark = pytest.mark.labelstudio
+
+
+def _project_version(client, pid):
+    return client.sdk.projects.get(id=pid).model_version
+
+
+def test_loop_fine_tunes_pushes_and_moves_the_prelabeling_model(ls_client, ls_server, ls_data_root, loop_models,
+                                                                 tiny_fine_tune, tmp_path, monkeypatch, capsys):
+    canonical, classifier, detector = loop_models
+    ds = load_canonical(canonical)
+    names = {img["file_name"] for img in ds.images}
+    v1 = model_version_for(classifier, detector)
+    preds, _ = match_predictions(predictions_from_checkpoints(ds, ls_data_root, classifier, detector, "cpu"),
+                                 ls_data_root, names)
+    pid = push_dataset(ls_client, ds, ls_data_root, "loop", predictions=preds, model_version=v1).project_id
+    set_prelabeling_model(ls_client, pid, v1)
+    assert _project_version(ls_client, pid) == v1
+    tasks = {image_key_from_task_data(t["data"]): t["id"] for t in ls_client.list_tasks(pid)}
+    for img in ds.images[:2]:  # annotators correct two frames
+        ls_client.sdk.annotations.create(id=tasks[img["file_name"]], result=[
+            choices_result("labels", ["ileum", "bbps-2-3"]), choices_result("inset", ["none"])])
+
+    turn = run_loop(ls_client, "loop", canonical, ls_data_root, tmp_path / "turn1", classifier=classifier,
+                    detector=detector, classifier_overrides=tiny_fine_tune["classifier"], detector_overrides=tiny_fine_tune["detector"],
+                    device="cpu")
+    assert turn.stopped is None and turn.canonical.name == "loop.v2.coco.json"
+    assert load_canonical(turn.canonical).image_by_file[ds.images[0]["file_name"]]["labels"] == ["ileum", "bbps-2-3"]
+    assert turn.classifier.is_file() and turn.detector.is_file()
+    v2 = turn.model_version
+    assert v2 == model_version_for(turn.classifier, turn.detector) and v2 != v1
+    # The prelabeling model moved: drafts are now pre-filled from the new model (the browser check in
+    # scripts/screenshot_labeling.py shows the page pre-filled from the project's model_version).
+    assert turn.prelabel_before == v1 and _project_version(ls_client, pid) == v2
+    assert turn.push_report.n_predictions_created == len(ds.images)
+    stored = {p.model_version for p in ls_client.sdk.predictions.list(task=tasks[ds.images[5]["file_name"]])}
+    assert stored == {v1, v2}  # the old tab is kept, not deleted
+    # The fine-tuned classifier started from the previous run's split (no test image moved into training).
+    prev_split = json.loads((classifier.parent.parent / "split.json").read_text())
+    new_split = json.loads((turn.classifier.parent.parent / "split.json").read_text())
+    assert new_split["splits"] == prev_split["splits"]
+    assert json.loads((tmp_path / "turn1" / "loop.json").read_text())["model_version"] == v2
+
+    # Nothing changed since v2: the next turn stops before training, the project keeps v2.
+    idle = run_loop(ls_client, "loop", turn.canonical, ls_data_root, tmp_path / "turn2", classifier=turn.classifier,
+                    detector=turn.detector, device="cpu")
+    assert idle.stopped and idle.classifier is None and _project_version(ls_client, pid) == v2
+
+    # Predictions of the same checkpoints through `kvasir-ml predict` are recognised, never pushed twice;
+    # giving a predictions file and checkpoints together is refused.
+    from kvasir_ml.cli import main
+
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", ls_server.token)
+    monkeypatch.setenv("LABEL_STUDIO_URL", ls_server.url)
+    preds_file = tmp_path / "preds.json"
+    images = [str(ls_data_root / img["file_name"]) for img in ds.images]
+    assert main(["predict", *images, "--classifier", str(turn.classifier), "--detector", str(turn.detector),
+                 "--device", "cpu", "--out", str(preds_file)]) == 0
+    assert main(["ls", "push", str(turn.canonical), "--project", "loop", "--data-root", str(ls_data_root),
+                 "--predictions", str(preds_file)]) == 0
+    assert f"predictions created 0, already there {len(ds.images)}" in capsys.readouterr().out
+    assert main(["ls", "push", str(turn.canonical), "--project", "loop", "--data-root", str(ls_data_root),
+                 "--predictions", str(preds_file), "--classifier", str(turn.classifier)]) == 2
+    assert "not both" in capsys.readouterr().err
