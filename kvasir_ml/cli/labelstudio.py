@@ -69,7 +69,8 @@ def _push(args: argparse.Namespace) -> int:
         version = version or (stamped.pop() if len(stamped) == 1 and None not in stamped else
                               f"predictions-{sha256_file(args.predictions)[:8]}")
     elif args.classifier or args.detector:
-        entries = predictions_from_checkpoints(dataset, data_root, args.classifier, args.detector, args.device)
+        entries = predictions_from_checkpoints(dataset, data_root, args.classifier, args.detector, args.device,
+                                               trust_detector=args.trust_checkpoint)
         version = version or model_version_for(args.classifier, args.detector)
     predictions, problems = (None, [])
     if entries is not None:
@@ -217,6 +218,8 @@ def _register_ls(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=1000, help="tasks per bulk import request")
     p.add_argument("--prelabel", action="store_true",
                    help="make these predictions the project's prelabeling model (they pre-fill drafts)")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="load --detector without the check that it cannot run code (files you trust)")
     _add_server_options(p)
     p.set_defaults(func=_push)
 

@@ -51,8 +51,6 @@ def checkpoint_predict_fn(classifier: str | Path | None, detector: str | Path | 
                           trust_detector: bool = False) -> PredictFn:
     """``kvasir_ml.predict.predict_images`` bound to the checkpoints (models load per request:
     ~0.2-0.5 s each on CPU, small next to the prediction itself and always the current files)."""
-    import inspect
-
     from kvasir_ml.predict import predict_images
 
     if not classifier and not detector:
@@ -60,12 +58,10 @@ def checkpoint_predict_fn(classifier: str | Path | None, detector: str | Path | 
     for path in (classifier, detector):
         if path and not Path(path).is_file():
             raise FileNotFoundError(f"checkpoint {path} does not exist")
-    extra = {}
-    if "trust_detector" in inspect.signature(predict_images).parameters:  # the hardened detector loader
-        extra["trust_detector"] = trust_detector
 
     def predict(paths: Sequence[Path]) -> list[dict[str, Any]]:
-        return predict_images(paths, classifier_ckpt=classifier, detector_ckpt=detector, device=device, **extra)
+        return predict_images(paths, classifier_ckpt=classifier, detector_ckpt=detector, device=device,
+                              trust_detector=trust_detector)
 
     return predict
 

@@ -177,12 +177,16 @@ def match_predictions(entries: Sequence[dict[str, Any]], data_root: Path, known:
 
 
 def predictions_from_checkpoints(dataset: CanonicalDataset, data_root: Path, classifier_ckpt=None, detector_ckpt=None,
-                                 device: str = "auto") -> list[dict[str, Any]]:
-    """Run ``kvasir_ml.predict.predict_images`` on every image of the dataset."""
+                                 device: str = "auto", trust_detector: bool = False) -> list[dict[str, Any]]:
+    """Run ``kvasir_ml.predict.predict_images`` on every image of the dataset.
+
+    ``trust_detector`` skips the check that the detector file cannot run code (files you trust).
+    """
     from kvasir_ml.predict import predict_images
 
     paths = [data_root / img["file_name"] for img in dataset.images]
-    return predict_images(paths, classifier_ckpt=classifier_ckpt, detector_ckpt=detector_ckpt, device=device)
+    return predict_images(paths, classifier_ckpt=classifier_ckpt, detector_ckpt=detector_ckpt, device=device,
+                          trust_detector=trust_detector)
 
 
 # ---- push -------------------------------------------------------------------------------------

@@ -42,8 +42,8 @@ def _port_open(port: int) -> bool:
 def test_serve_stops_the_process_group_on_signal_and_keeps_secrets_private(ls_server, request, tmp_path, signum):
     from kvasir_ml.labelstudio.server import free_port
 
-    template = request.config.cache.mkdir(f"labelstudio-template-{version('label-studio')}") / "db" \
-        if request.config.cache else None
+    cache = getattr(request.config, "cache", None)  # absent with -p no:cacheprovider
+    template = cache.mkdir(f"labelstudio-template-{version('label-studio')}") / "db" if cache else None
     data_dir, root = tmp_path / "ls data", tmp_path / "root"
     root.mkdir()
     if template is not None and template.is_dir():  # start in seconds instead of migrating
