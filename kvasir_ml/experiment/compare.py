@@ -90,8 +90,7 @@ def metrics_from_wandb(summary: dict[str, Any], config: dict[str, Any],
     confusion matrix is not in the summary, so hard-pair confusion is unavailable.
 
     Args:
-        summary: the run summary (flat keys, as ``wandb.Api().run(...).summary`` or
-            ``read_offline_run(...)["summary"]``).
+        summary: the run summary (flat keys, as ``wandb.Api().run(...).summary``).
         config: the run config (the resolved kvasir_ml config).
         tables: ``{key: {"columns", "data"}}``; optional.
 

@@ -83,10 +83,6 @@ class NullTracker:
     def finish(self) -> None:
         pass
 
-    def ensure_active(self) -> bool:
-        """Nothing to keep active (see ``WandbTracker.ensure_active``)."""
-        return False
-
 
 def make_tracker(
     cfg: TrackingConfig,

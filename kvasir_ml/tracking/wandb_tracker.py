@@ -30,43 +30,18 @@ import numpy as np
 
 from kvasir_ml.config import TrackingConfig
 from kvasir_ml.tracking import NullTracker
+from kvasir_ml.tracking.wandb_media import boxed_image, flatten_metrics, pr_points, strip_secrets
 
 log = logging.getLogger(__name__)
 
-_SECRET_KEY = re.compile(r"api[_-]?key|token|passw(or)?d|secret|credential", re.IGNORECASE)
 # Env vars that decide where wandb writes outside the run folder (values: sub-folder names).
 _HOME_VARS = {"WANDB_CONFIG_DIR": "config", "WANDB_CACHE_DIR": "cache", "WANDB_DATA_DIR": "data"}
 _owned_env: dict[str, str] = {}  # the variables this module set, with their values
 _MAX_FAILURES = 5  # consecutive failed calls before the tracker gives up for the rest of the run
 _MAX_IMAGE_SIDE_PX = 1024  # sample images are downscaled (boxes too) to keep run folders small
-_MAX_SUMMARY_STR = 256
 _PR_GRID = np.linspace(0.0, 1.0, 101)
 _INIT_TIMEOUT_S = 30.0
 _CLOSE_TIMEOUT_S = 10.0
-
-
-def strip_secrets(config: Any) -> Any:
-    """Copy of a (nested) config without keys that look like secrets (api_key, token, ...)."""
-    if isinstance(config, dict):
-        return {k: strip_secrets(v) for k, v in config.items() if not _SECRET_KEY.search(str(k))}
-    if isinstance(config, (list, tuple)):
-        return [strip_secrets(v) for v in config]
-    return config
-
-
-def flatten_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"test": {"ap": 1}}`` -> ``{"test/ap": 1}``; keeps numbers, bools and short strings only
-    (lists, arrays and long strings belong in tables or the run folder, not the summary)."""
-    out: dict[str, Any] = {}
-    for key, value in metrics.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(flatten_metrics(value, f"{name}/"))
-        elif isinstance(value, (bool, int, float, np.integer, np.floating)):
-            out[name] = value.item() if isinstance(value, np.generic) else value
-        elif isinstance(value, str) and len(value) <= _MAX_SUMMARY_STR:
-            out[name] = value
-    return out
 
 
 def _redirect_wandb_home(home: Path, include_config: bool) -> None:
@@ -102,80 +77,6 @@ def _data_dir(home: Path) -> Iterator[None]:
         os.environ[var] = _owned_env[var]
 
 
-def boxed_image(sample: dict[str, Any], class_names: Sequence[str], max_side_px: int) -> Any:
-    """``wandb.Image`` of one sample with its boxes in two groups, ``ground_truth`` and
-    ``predictions`` (pixel domain). Large images are downscaled, boxes with them.
-
-    Args:
-        sample: ``{"image": HxWx3 uint8, "caption": str, "boxes": [{"xywh_px", "class",
-            "score", "kind": "pred"|"gt"}]}``.
-        class_names: box classes; ``class_id`` is the index in this list.
-        max_side_px: longest side of the logged image.
-
-    Raises:
-        ValueError: a box names a class that is not in ``class_names``.
-    """
-    import wandb
-    from PIL import Image
-
-    rgb = np.asarray(sample["image"], dtype=np.uint8)
-    scale = min(1.0, max_side_px / max(rgb.shape[:2]))
-    if scale < 1.0:
-        size = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale)))
-        rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.BILINEAR))
-    index = {name: i for i, name in enumerate(class_names)}
-    groups: dict[str, list[dict[str, Any]]] = {"ground_truth": [], "predictions": []}
-    for box in sample.get("boxes", []):
-        if box["class"] not in index:
-            raise ValueError(f"box class {box['class']!r} is not one of {list(class_names)}")
-        x, y, w, h = (float(v) * scale for v in box["xywh_px"])
-        entry: dict[str, Any] = {
-            "position": {"minX": x, "maxX": x + w, "minY": y, "maxY": y + h},
-            "domain": "pixel", "class_id": int(index[box["class"]]), "box_caption": box["class"],
-        }
-        if box.get("score") is not None:
-            entry["scores"] = {"score": float(box["score"])}
-            entry["box_caption"] = f"{box['class']} {float(box['score']):.2f}"
-        groups["ground_truth" if box.get("kind") == "gt" else "predictions"].append(entry)
-    labels = {i: str(name) for i, name in enumerate(class_names)}
-    boxes = {g: {"box_data": data, "class_labels": labels} for g, data in groups.items()}
-    return wandb.Image(rgb, caption=str(sample.get("caption", "")), boxes=boxes)
-
-
-def pr_points(y_true: Any, y_score: Any, class_names: Sequence[str], recall_grid: np.ndarray) -> list[list[Any]]:
-    """Rows ``[class, recall, precision]`` of per-class PR curves on a fixed recall grid.
-
-    Precision at recall r is the best precision at any recall >= r (the interpolation AP uses),
-    so every class has the same number of points and curves stay readable when overlaid.
-
-    Args:
-        y_true: (N, C) 0/1 (multi-label) or (N,) class indices (single-label, one-vs-rest).
-        y_score: (N, C) scores.
-        class_names: C names.
-        recall_grid: increasing recall values in [0, 1].
-    """
-    from sklearn.metrics import precision_recall_curve
-
-    scores = np.asarray(y_score, dtype=float)
-    truth = np.asarray(y_true)
-    if truth.ndim == 1:
-        truth = (truth[:, None] == np.arange(scores.shape[1])[None, :]).astype(int)
-    if truth.shape != scores.shape or scores.shape[1] != len(class_names):
-        raise ValueError(f"pr_curves: y_true {truth.shape}, y_score {scores.shape} and "
-                         f"{len(class_names)} class names do not match")
-    rows: list[list[Any]] = []
-    for c, name in enumerate(class_names):
-        if truth[:, c].sum() == 0:
-            continue  # no positives: precision/recall undefined
-        precision, recall, _ = precision_recall_curve(truth[:, c], scores[:, c])
-        # running max from the high-recall end gives the interpolated (monotone) precision
-        order = np.argsort(recall)
-        rec, prec = recall[order], np.maximum.accumulate(precision[order][::-1])[::-1]
-        idx = np.searchsorted(rec, recall_grid, side="left").clip(max=len(rec) - 1)
-        rows += [[str(name), round(float(r), 4), round(float(p), 4)] for r, p in zip(recall_grid, prec[idx])]
-    return rows
-
-
 def _init_run(cfg: TrackingConfig, mode: str, root: Path, run_name: str, job_type: str,
               config: dict[str, Any], tags: list[str]) -> Any:
     import wandb
@@ -205,8 +106,7 @@ class WandbTracker:
         run_id, mode: the W&B run id and the mode it really runs in.
     """
 
-    def __init__(self, run: Any, cfg: TrackingConfig, run_dir: Path, root: Path, mode: str,
-                 init_kwargs: dict[str, Any]):
+    def __init__(self, run: Any, cfg: TrackingConfig, run_dir: Path, root: Path, mode: str):
         self._run = run
         self.cfg = cfg
         self.run_dir = run_dir
@@ -215,7 +115,6 @@ class WandbTracker:
         self.offline_dir = Path(run.settings.sync_dir)
         self.run_id: str = run.id
         self.mode = mode
-        self._init_kwargs = init_kwargs
         self._warned: set[str] = set()
         self._failures = 0
         self._dead = False
@@ -248,8 +147,7 @@ class WandbTracker:
                 (root / "wandb").mkdir(parents=True, exist_ok=True)
                 _redirect_wandb_home(root / "wandb" / ".home", include_config=mode != "online")
                 run = _init_run(cfg, mode, root, run_name, job_type, clean, all_tags)
-                tracker = cls(run, cfg, run_dir, root, mode,
-                              dict(run_name=run_name, job_type=job_type, config=clean, tags=all_tags))
+                tracker = cls(run, cfg, run_dir, root, mode)
                 tracker._make_global()
                 return tracker
             except Exception as exc:  # noqa: BLE001 — any W&B failure must not stop training
@@ -422,39 +320,3 @@ class WandbTracker:
                 log.warning("W&B run file %s was not closed after %.0f s", log_file, _CLOSE_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001
             self._warn("finish", exc)
-
-    # ------------------------------------------------------------------------ additions
-    def ensure_active(self) -> bool:
-        """Keep logging into this run after third-party code had its turn (ultralytics).
-
-        Makes this run ``wandb.run`` again; if someone else finished it (older ultralytics
-        callbacks call ``wandb.finish()``), reopens it with the same id and ``resume="allow"``.
-        Offline, a reopened run is a second ``offline-run-*`` folder with the same id that
-        ``wandb sync`` uploads into the same run (its steps restart at 0).
-
-        Returns:
-            True when the tracker can log.
-        """
-        if self._finished or self._dead:
-            return False
-        try:
-            if getattr(self._run, "_is_finished", False):
-                self._reopen()
-            self._make_global()
-            return True
-        except Exception as exc:  # noqa: BLE001
-            self._warn("ensure_active", exc)
-            return False
-
-    def _reopen(self) -> None:
-        import wandb
-
-        kw = self._init_kwargs
-        log.warning("W&B run %s was finished by other code; reopening it (resume='allow')", self.run_id)
-        self._run = wandb.init(
-            project=self.cfg.project, entity=self.cfg.entity, group=self.cfg.group, job_type=kw["job_type"],
-            name=kw["run_name"], tags=kw["tags"], config=kw["config"], id=self.run_id, resume="allow",
-            dir=str(self.wandb_dir.parent), reinit="create_new",
-            settings=wandb.Settings(mode=self.mode, init_timeout=_INIT_TIMEOUT_S, console="off", silent=True,
-                                    save_code=False, x_save_requirements=False))
-        self.offline_dir = Path(self._run.settings.sync_dir)

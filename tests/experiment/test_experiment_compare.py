@@ -16,7 +16,7 @@ from kvasir_ml.experiment.compare import (
     metrics_from_wandb,
 )
 from kvasir_ml.experiment.report import fmt
-from kvasir_ml.tracking.offline import read_offline_run
+from wandb_offline import read_offline_run
 
 SEEDS = (0, 1)
 # configs/experiment_compare_tiny.yaml shrunk: 2 variants x 2 seeds of 1-epoch ResNet18s on 48 images.

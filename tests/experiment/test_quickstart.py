@@ -14,7 +14,7 @@ import pytest
 
 from kvasir_ml.experiment.compare import CLASSIFIER_METRICS, DETECTOR_METRICS
 from kvasir_ml.experiment.quickstart import run_quickstart
-from kvasir_ml.tracking.offline import read_offline_run
+from wandb_offline import read_offline_run
 
 REPO = Path(__file__).resolve().parents[2]
 

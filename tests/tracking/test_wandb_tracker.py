@@ -14,8 +14,9 @@ import yaml
 
 from kvasir_ml.config import TrackingConfig, load_config
 from kvasir_ml.tracking import NullTracker, make_tracker
-from kvasir_ml.tracking.offline import read_offline_run
-from kvasir_ml.tracking.wandb_tracker import WandbTracker, flatten_metrics, pr_points, strip_secrets
+from wandb_offline import read_offline_run
+from kvasir_ml.tracking.wandb_media import flatten_metrics, pr_points, strip_secrets
+from kvasir_ml.tracking.wandb_tracker import WandbTracker
 
 REPO = Path(__file__).resolve().parents[2]
 FAKE_WANDB_KEY = "fakewandbkey" + "0" * 28
@@ -131,25 +132,6 @@ def test_two_runs_in_one_process_share_a_group(tmp_path):
     # table staging copies live in the run's own folder (wandb sync reads them), when we chose it
     if os.environ.get("WANDB_DATA_DIR", "").startswith(str(tmp_path)):
         assert any((tmp_path / "b" / "wandb" / ".home" / "data").rglob("tmp*"))
-
-
-def test_ensure_active_reopens_a_run_finished_by_other_code(tmp_path):
-    import wandb
-
-    tracker = make_tracker(TrackingConfig(), tmp_path / "det", "det", "train-detector", {"imgsz": 128})
-    assert wandb.run is tracker.run  # ultralytics' callback would join this run
-    tracker.log({"epoch_metric": 1.0}, step=1)
-    wandb.run.log({"metrics/mAP50": 0.2}, commit=True)  # another logger advances the step...
-    wandb.run.log({"metrics/mAP50": 0.3}, commit=True)
-    tracker.log({"late_metric": 2.0}, step=1)  # ...so an older step is logged, not dropped
-    wandb.finish()  # what an older ultralytics callback does at train end
-    assert tracker.ensure_active()
-    tracker.summary({"test": {"coco_ap": 0.3}})
-    tracker.finish()
-    assert not tracker.ensure_active()
-    run = read_offline_run(tmp_path / "det")  # both segments, one run id
-    assert run["summary"]["test/coco_ap"] == 0.3 and run["history"][0]["epoch_metric"] == 1.0
-    assert any(row.get("late_metric") == 2.0 for row in run["history"])
 
 
 def test_run_files_stay_out_of_home(tmp_path):
