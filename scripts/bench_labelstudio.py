@@ -50,7 +50,7 @@ def make_data(root: Path, n: int, seed: int = 0) -> tuple[CanonicalDataset, dict
         if not (root / name).exists():
             os.link(master, root / name)
         cls = tax.source("synthetic").classes[i % 8]
-        iid = ds.add_image(name, W_PX, H_PX, tax.labels_for("synthetic", cls), "synthetic", cls, inset="none")
+        ds.add_image(name, W_PX, H_PX, tax.labels_for("synthetic", cls), "synthetic", cls, inset="none")
         box = [rng.uniform(0, 300), rng.uniform(0, 300), rng.uniform(20, 300), rng.uniform(20, 250)]
         if "polyp" in tax.labels_for("synthetic", cls):
             ds.images[-1]["_box"] = box

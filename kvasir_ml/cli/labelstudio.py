@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 
@@ -159,7 +158,8 @@ def _pull(args: argparse.Namespace) -> int:
 
 def _convert(args: argparse.Namespace) -> int:
     from kvasir_ml.data.coco import load_canonical
-    from kvasir_ml.labelstudio.export import export_to_canonical, load_export, write_version
+    from kvasir_ml.labelstudio.export import export_to_canonical, load_export
+    from kvasir_ml.labelstudio.versions import write_version
 
     if args.base and Path(args.out).resolve() == Path(args.base).resolve():
         raise ValueError(f"{args.out}: write the converted file as a new version, not over the base file")

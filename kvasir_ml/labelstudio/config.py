@@ -81,7 +81,7 @@ def _label_choices(taxonomy: Taxonomy) -> list[str]:
     regions = list(dict.fromkeys(label.region for label in taxonomy.labels))
     lines = ['<View style="display: flex; gap: 10px">']
     for region in regions:
-        lines += [f'  <View style="flex: 1 1 50%; min-width: 0">',
+        lines += ['  <View style="flex: 1 1 50%; min-width: 0">',
                   f"    <Header value={quoteattr(REGION_TITLES.get(region, region))} size=\"5\" style=\"{_SUBHEADER_STYLE}\"/>"]
         for group in groups:
             members = [lab for lab in taxonomy.labels if (lab.group, lab.region) == (group, region)]

@@ -27,9 +27,8 @@ ground truth.
 from __future__ import annotations
 
 import math
-import posixpath
 from dataclasses import asdict, dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Sequence
 from urllib.parse import parse_qs, quote, unquote, urlparse
 

@@ -25,9 +25,8 @@ from kvasir_ml.labelstudio.config import labeling_config_xml
 from kvasir_ml.labelstudio.convert import (
     ConvertError, Problem, image_key_from_task_data, prediction_from_combined, safe_relative_path, task_payload,
 )
-from kvasir_ml.labelstudio.export import (
-    ConvertReport, ExportError, export_to_canonical, next_version_path, tasks_from_export, write_version,
-)
+from kvasir_ml.labelstudio.export import ConvertReport, ExportError, export_to_canonical, tasks_from_export
+from kvasir_ml.labelstudio.versions import next_version_path, write_version
 from kvasir_ml.taxonomy import Taxonomy, load_taxonomy
 
 log = logging.getLogger(__name__)

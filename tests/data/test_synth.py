@@ -27,6 +27,7 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path):
     c = synthesize(tmp_path / "c", n=12, seed=4)
     assert a.name == "annotations.coco.json" and a.parent == tmp_path / "a"
     assert a.read_bytes() == b.read_bytes()
+    assert a.read_bytes() != c.read_bytes(), "another seed must give another dataset"
     assert _files(tmp_path / "a") == _files(tmp_path / "b")
     other = list(_files(tmp_path / "c").values())
     assert not set(_files(tmp_path / "a").values()) & set(other)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 
 from kvasir_ml.cli import main as cli_main
 from kvasir_ml.detection import run as run_mod

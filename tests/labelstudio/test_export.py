@@ -8,10 +8,9 @@ import pytest
 from PIL import Image
 
 from kvasir_ml.data.coco import CanonicalDataset, load_canonical
-from kvasir_ml.labelstudio.convert import box_to_result, choices_result, image_url
-from kvasir_ml.labelstudio.export import (
-    ExportError, export_to_canonical, load_export, next_version_path,
-)
+from kvasir_ml.labelstudio.convert import choices_result, image_url
+from kvasir_ml.labelstudio.export import ExportError, export_to_canonical, load_export
+from kvasir_ml.labelstudio.versions import next_version_path
 
 W, H = 200, 100
 
