@@ -7,12 +7,11 @@ section come from the shared ``DatasetConfig`` so both kinds of run read alike.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
 
-from kvasir_ml.config import DatasetConfig, StrictModel, TrackingConfig, load_config
+from kvasir_ml.config import DatasetConfig, StrictModel, TrackingConfig
 
 
 class DetectorDataConfig(DatasetConfig):
@@ -108,10 +107,3 @@ class DetectorConfig(StrictModel):
     train: DetectorTrainConfig = DetectorTrainConfig()
     eval: DetectorEvalConfig = DetectorEvalConfig()
     tracking: TrackingConfig = TrackingConfig()
-
-
-def load_detector_config(
-    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
-) -> DetectorConfig:
-    """Load ``configs/detector_*.yaml`` plus ``key=value`` overrides (unknown keys raise ConfigError)."""
-    return load_config(DetectorConfig, path, overrides)

@@ -25,7 +25,7 @@ from PIL import Image
 
 from kvasir_ml.data.coco import CanonicalDataset
 from kvasir_ml.data.images import image_size, load_rgb
-from kvasir_ml.geometry import cxcywh_norm_to_xywh_px, xywh_px_to_cxcywh_norm
+from kvasir_ml.geometry import xywh_px_to_cxcywh_norm
 from kvasir_ml.io import atomic_write_json, atomic_write_text
 from kvasir_ml.taxonomy import Taxonomy, load_taxonomy
 
@@ -75,20 +75,6 @@ def yolo_label_lines(boxes: Sequence[dict], width_px: int, height_px: int, class
         cx, cy, w, h = xywh_px_to_cxcywh_norm(ann["bbox"], width_px, height_px)
         lines.append(f"{class_ids[ann['category_id']]} {cx:.7f} {cy:.7f} {w:.7f} {h:.7f}")
     return lines
-
-
-def read_yolo_labels(path: str | Path, width_px: int, height_px: int) -> list[tuple[int, tuple[float, ...]]]:
-    """Read a YOLO label file back into ``(class_id, xywh_px)`` pairs."""
-    out = []
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
-        parts = line.split()
-        if not parts:
-            continue
-        if len(parts) != 5:
-            raise ExportError(f"{path}:{n}: expected 'class cx cy w h', got {line!r}")
-        box = cxcywh_norm_to_xywh_px([float(v) for v in parts[1:]], width_px, height_px)
-        out.append((int(parts[0]), box))
-    return out
 
 
 def _class_ids(ds: CanonicalDataset, taxonomy: Taxonomy) -> dict[int, int]:

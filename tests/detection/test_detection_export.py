@@ -12,8 +12,23 @@ from hypothesis import strategies as st
 
 from kvasir_ml.data.coco import load_canonical
 from kvasir_ml.data.images import load_rgb
-from kvasir_ml.detection.export import ExportError, export_yolo, read_yolo_labels, unique_stem, yolo_label_lines
+from kvasir_ml.detection.export import ExportError, export_yolo, unique_stem, yolo_label_lines
+from kvasir_ml.geometry import cxcywh_norm_to_xywh_px
 from kvasir_ml.taxonomy import load_taxonomy
+
+
+def read_yolo_labels(path: str | Path, width_px: int, height_px: int) -> list[tuple[int, tuple[float, ...]]]:
+    """Read a YOLO label file back into ``(class_id, xywh_px)`` pairs."""
+    out = []
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 5:
+            raise ExportError(f"{path}:{n}: expected 'class cx cy w h', got {line!r}")
+        box = cxcywh_norm_to_xywh_px([float(v) for v in parts[1:]], width_px, height_px)
+        out.append((int(parts[0]), box))
+    return out
 
 
 def _split_all(ds, test_every: int = 4) -> dict[str, list[str]]:
