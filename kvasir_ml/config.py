@@ -12,6 +12,7 @@ environment at the point of use.
 from __future__ import annotations
 
 import copy
+import difflib
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -115,12 +116,58 @@ def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> dict:
     return out
 
 
-def _format_validation_error(exc: ValidationError, source: str) -> str:
-    lines = [f"invalid config {source}:"]
+def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The (sub-)model that holds the key at ``loc`` (None when ``loc`` leaves the models)."""
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        sub = field.annotation if field is not None else None
+        if not (isinstance(sub, type) and issubclass(sub, BaseModel)):
+            return None
+        model = sub
+    return model
+
+
+def _origin(key: str, overrides: list[str] | tuple[str, ...], source: str) -> str:
+    """Which input set ``key``: the last override naming it (or a section above it), else the file."""
+    for item in reversed(overrides):
+        okey = item.split("=", 1)[0].strip()
+        if key == okey or key.startswith(okey + ".") or okey.startswith(key + "."):
+            return f"override {item!r}"
+    return source
+
+
+def _format_validation_error(exc: ValidationError, model: type[BaseModel], source: str,
+                             overrides: list[str] | tuple[str, ...]) -> str:
+    lines = ["invalid config:"]
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
-        lines.append(f"  {loc}: {err['msg']}")
+        loc = tuple(p for p in err["loc"])
+        key = ".".join(str(p) for p in loc) or "<root>"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            parent = _model_at(model, loc[:-1])
+            known = list(parent.model_fields) if parent is not None else []
+            close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+            msg = f"unknown key{f' (did you mean {close[0]!r}?)' if close else ''}; known here: {', '.join(known)}"
+        lines.append(f"  {key}: {msg}  [from {_origin(key, overrides, source)}]")
     return "\n".join(lines)
+
+
+def read_yaml_mapping(path: str | Path) -> dict:
+    """A YAML file's top-level mapping.
+
+    Raises:
+        ConfigError: missing file, invalid YAML or not a mapping (naming the file).
+    """
+    try:
+        with open(path, encoding="utf-8") as fh:
+            raw = yaml.safe_load(fh) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config {path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {path} must be a mapping at the top level")
+    return raw
 
 
 def load_config(
@@ -137,29 +184,22 @@ def load_config(
         overrides: ``key=value`` strings, dotted keys for nested sections.
 
     Raises:
-        ConfigError: unreadable YAML, unknown keys, wrong types — naming the key.
+        ConfigError: unreadable YAML, unknown keys (with the closest known key), wrong types —
+            naming the key and whether the file or which override set it.
     """
     raw: dict = {}
-    source = "<defaults>"
+    source = "the defaults"
     if path is not None:
         from kvasir_ml.resources import find_config
 
         path = find_config(path) or path
-        source = str(path)
-        try:
-            with open(path, encoding="utf-8") as fh:
-                raw = yaml.safe_load(fh) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config {path} is not valid YAML: {exc}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"config {path} must be a mapping at the top level")
+        source = f"config file {path}"
+        raw = read_yaml_mapping(path)
     raw = apply_overrides(raw, overrides)
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc, source)) from None
+        raise ConfigError(_format_validation_error(exc, model, source, overrides)) from None
 
 
 def dump_config(config: BaseModel) -> dict:

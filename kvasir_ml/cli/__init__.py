@@ -15,7 +15,7 @@ import logging
 import sys
 
 # Command-group modules, in help order. Each defines register(subparsers).
-_GROUPS = ("data", "train", "predict", "labelstudio", "experiment", "runs", "quickstart")
+_GROUPS = ("data", "train", "predict", "labelstudio", "experiment", "runs", "config", "quickstart")
 
 
 def build_parser() -> argparse.ArgumentParser:

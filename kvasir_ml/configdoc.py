@@ -1,0 +1,216 @@
+"""Config documentation with one source: the pydantic models' ``Field(description=...)``.
+
+The YAML files under ``configs/`` are *generated* from the models: every key with its value
+and a ``# (type) description`` comment, like ultralytics' ``default.yaml``. A file keeps its
+own header (the comment lines above the first key: what the config is for and why its
+values were chosen); everything below is rendered, so a description can never drift from
+the model and no key is ever left out. ``kvasir-ml config sync`` rewrites the files after a
+model changes, ``kvasir-ml config sync --check`` (and a test) fail when they are stale, and
+``kvasir-ml config show CONFIG [key=value ...]`` prints a resolved config the same way.
+"""
+
+from __future__ import annotations
+
+import importlib
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from kvasir_ml.config import ConfigError, load_config, read_yaml_mapping
+
+# Config kinds by file-name prefix -> "module:Model" (imported lazily: torch is heavy).
+CONFIG_KINDS = {
+    "classifier": "kvasir_ml.train.config:ClassifierConfig",
+    "detector": "kvasir_ml.detection.config:DetectorConfig",
+    "experiment": "kvasir_ml.experiment.config:ExperimentConfig",
+}
+_COMMENT_COLUMN = 35  # where the "# (type) description" comments start (ultralytics style)
+_INDENT = "  "
+
+
+@dataclass(frozen=True)
+class FieldDoc:
+    """One config key: dotted name, type as written in the docs, description, section or not."""
+
+    key: str
+    type: str
+    description: str
+    is_section: bool
+
+
+def model_class(kind: str) -> type[BaseModel]:
+    """The config model of a kind (``classifier``, ``detector``, ``experiment``)."""
+    if kind not in CONFIG_KINDS:
+        raise ConfigError(f"unknown config kind {kind!r}; known: {', '.join(CONFIG_KINDS)}")
+    module, name = CONFIG_KINDS[kind].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def kind_of(path: str | Path) -> str:
+    """The kind of a config file: from its name (``classifier_*.yaml``), else from which model
+    accepts its contents.
+
+    Raises:
+        ConfigError: no model, or several, accept the file.
+    """
+    name = Path(path).name
+    for kind in CONFIG_KINDS:
+        if name.startswith(f"{kind}_") or name == f"{kind}.yaml":
+            return kind
+    raw = read_yaml_mapping(path)
+    fits = []
+    for kind in CONFIG_KINDS:
+        try:
+            model_class(kind).model_validate(raw)
+            fits.append(kind)
+        except ValidationError:
+            pass
+    if len(fits) != 1:
+        raise ConfigError(f"{path}: cannot tell which kind of config this is ({' or '.join(fits) or 'none fits'}); "
+                          f"name it {'|'.join(CONFIG_KINDS)}_*.yaml or pass --kind")
+    return fits[0]
+
+
+def _sub_model(annotation: Any) -> type[BaseModel] | None:
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def type_name(annotation: Any) -> str:
+    """A type as the YAML comments write it: ``int``, ``str | null``, ``raw | masked``, ``list[float]``."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is type(None):
+        return "null"
+    if origin is Literal:
+        return " | ".join(str(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(type_name(a) for a in args)
+    if origin in (list, tuple, set, frozenset):
+        inner = sorted({type_name(a) for a in args if a is not Ellipsis})
+        return f"list[{' | '.join(inner)}]" if inner else "list"
+    if origin is dict:
+        return f"dict[{type_name(args[0])}, {type_name(args[1])}]" if args else "dict"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _section_doc(info: Any, sub: type[BaseModel]) -> str:
+    """A section's description: its field's, else the first line of the model's docstring."""
+    doc_lines = (sub.__doc__ or "").strip().splitlines()
+    return info.description or (doc_lines[0] if doc_lines else "")
+
+
+def _bounds(info: Any) -> str:
+    marks = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+    out = [f"{marks[name]} {getattr(m, name)}" for m in info.metadata for name in marks if hasattr(m, name)]
+    return ", ".join(out)
+
+
+def field_docs(model: type[BaseModel], prefix: str = "") -> Iterator[FieldDoc]:
+    """Every key of a config model (depth first, in declaration order)."""
+    for name, info in model.model_fields.items():
+        key = f"{prefix}{name}"
+        sub = _sub_model(info.annotation)
+        if sub is not None:
+            yield FieldDoc(key, "section", _section_doc(info, sub), True)
+            yield from field_docs(sub, f"{key}.")
+            continue
+        kind = type_name(info.annotation)
+        bounds = _bounds(info)
+        yield FieldDoc(key, f"{kind}, {bounds}" if bounds else kind, info.description or "", False)
+
+
+def _value_text(value: Any) -> str:
+    text = yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=10_000).strip()
+    return text.removesuffix("\n...").strip()
+
+
+def _render(cfg: BaseModel, depth: int, overridden: frozenset[str], prefix: str) -> list[str]:
+    lines: list[str] = []
+    values = cfg.model_dump(mode="json")
+    last = ""
+    for name, info in type(cfg).model_fields.items():
+        key, pad = f"{prefix}{name}", _INDENT * depth
+        sub = _sub_model(info.annotation)
+        if sub is not None:
+            doc = _section_doc(info, sub)
+            if depth == 0 and lines:
+                lines.append("")
+            lines.append(f"{pad}{name}:".ljust(_COMMENT_COLUMN) + f"# {doc}" if doc else f"{pad}{name}:")
+            lines += _render(getattr(cfg, name), depth + 1, overridden, f"{key}.")
+            last = name
+            continue
+        if depth == 0 and lines and _sub_model(type(cfg).model_fields[last].annotation) is not None:
+            lines.append("")  # a top-level key after a section: keep it visibly apart
+        last = name
+        bounds = _bounds(info)
+        kind = type_name(info.annotation) + (f", {bounds}" if bounds else "")
+        mark = " [set]" if key in overridden else ""
+        head = f"{pad}{name}: {_value_text(values[name])}"
+        lines.append(f"{head.ljust(_COMMENT_COLUMN - 1)} # ({kind}){mark} {info.description or ''}".rstrip())
+    return lines
+
+
+def render_config(cfg: BaseModel, header: str = "", overridden: set[str] | frozenset[str] = frozenset()) -> str:
+    """YAML text of a config: ``header`` (comment lines) then every key with its description.
+
+    Args:
+        cfg: a validated config.
+        header: comment lines kept verbatim at the top.
+        overridden: dotted keys to mark ``[set]`` (``config show`` marks the key=value overrides).
+    """
+    body = "\n".join(_render(cfg, 0, frozenset(overridden), ""))
+    return (header.rstrip() + "\n" if header.strip() else "") + body + "\n"
+
+
+def file_header(path: str | Path) -> str:
+    """The comment block above a YAML file's first key (kept when the file is regenerated)."""
+    lines = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if line.startswith("#") or (not line.strip() and lines):
+            lines.append(line)
+        else:
+            break
+    return "\n".join(lines).rstrip()
+
+
+def rendered_file(path: str | Path) -> str:
+    """What a config file should contain: its header, then its resolved values, documented."""
+    kind = kind_of(path)
+    cfg = load_config(model_class(kind), path)
+    return render_config(cfg, file_header(path))
+
+
+def sync_configs(folder: str | Path, check: bool = False) -> list[Path]:
+    """Regenerate every ``<kind>_*.yaml`` in ``folder``; with ``check``, only list stale files.
+
+    Returns:
+        The files that were (or, with ``check``, would be) rewritten.
+    """
+    from kvasir_ml.io import atomic_write_text
+
+    stale = []
+    for path in sorted(Path(folder).glob("*.yaml")):
+        if not any(path.name.startswith(f"{kind}_") for kind in CONFIG_KINDS):
+            continue  # e.g. a W&B sweep file: not one of our models
+        text = rendered_file(path)
+        if text != path.read_text(encoding="utf-8"):
+            stale.append(path)
+            if not check:
+                atomic_write_text(path, text)
+    return stale
+
+
+def show_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = (), kind: str | None = None) -> str:
+    """``kvasir-ml config show``: the resolved config with descriptions, overrides marked."""
+    if path is None and kind is None:
+        raise ConfigError("give a config file or --kind")
+    kind = kind or kind_of(path)
+    cfg = load_config(model_class(kind), path, overrides)
+    overridden = {item.split("=", 1)[0].strip() for item in overrides}
+    source = f"# {kind} config: {path or 'defaults'}" + (f" + {' '.join(overrides)}" if overrides else "")
+    return render_config(cfg, source, overridden)
+
