@@ -62,6 +62,19 @@ def clip_xywh_px(box: Sequence[float], width_px: float, height_px: float) -> Box
     return xyxy_px_to_xywh_px((x0, y0, x1, y1))
 
 
+def inside_fraction_xywh_px(box: Sequence[float], width_px: float, height_px: float) -> float:
+    """Share of a box's area inside the image (0 for a box without area)."""
+    area = float(box[2]) * float(box[3])
+    clipped = clip_xywh_px(box, width_px, height_px)
+    return clipped[2] * clipped[3] / area if area > 0 else 0.0
+
+
+def outside_image_xywh_px(box: Sequence[float], width_px: float, height_px: float, tolerance_px: float = 0.5) -> bool:
+    """True when the box extends past the image border by more than ``tolerance_px``."""
+    x0, y0, x1, y1 = xywh_px_to_xyxy_px(box)
+    return x0 < -tolerance_px or y0 < -tolerance_px or x1 > width_px + tolerance_px or y1 > height_px + tolerance_px
+
+
 def validate_xywh_px(
     box: Sequence[float], width_px: float, height_px: float, tolerance_px: float = 0.5
 ) -> Box:
@@ -78,7 +91,7 @@ def validate_xywh_px(
         raise BoxError(f"box {list(box)} has non-finite numbers")
     if w <= 0 or h <= 0:
         raise BoxError(f"box {list(box)} has zero or negative size")
-    if x < -tolerance_px or y < -tolerance_px or x + w > width_px + tolerance_px or y + h > height_px + tolerance_px:
+    if outside_image_xywh_px((x, y, w, h), width_px, height_px, tolerance_px):
         raise BoxError(f"box {list(box)} (x, y, w, h px) lies outside the {width_px:g}x{height_px:g} image")
     return clip_xywh_px((x, y, w, h), width_px, height_px)
 

@@ -120,6 +120,17 @@ def test_clip_stays_inside(x, y, w, h):
     assert 0 <= cx <= 300 and 0 <= cy <= 200 and cx + cw <= 300 + 1e-9 and cy + ch <= 200 + 1e-9
 
 
+@settings(max_examples=100, deadline=None)
+@given(st.floats(-500, 500), st.floats(-500, 500), st.floats(0.5, 500), st.floats(0.5, 500))
+def test_inside_fraction_and_outside_agree_with_clipping(x, y, w, h):
+    frac = g.inside_fraction_xywh_px((x, y, w, h), 300, 200)
+    assert 0.0 <= frac <= 1.0 + 1e-9
+    if not g.outside_image_xywh_px((x, y, w, h), 300, 200, tolerance_px=0.0):
+        assert frac == pytest.approx(1.0)
+    assert g.inside_fraction_xywh_px((10, 10, 20, 20), 20, 20) == pytest.approx(0.25)
+    assert g.inside_fraction_xywh_px((400, 10, 20, 20), 300, 200) == 0.0
+
+
 def test_validate_rejects_bad_boxes():
     with pytest.raises(g.BoxError, match="zero or negative"):
         g.validate_xywh_px((10, 10, 0, 5), 100, 100)

@@ -11,6 +11,7 @@ from typing import Any, Sequence
 from PIL import Image, ImageDraw, ImageFont
 
 from kvasir_ml.data.images import load_rgb
+from kvasir_ml.geometry import xywh_px_to_xyxy_px
 
 GT_RGB = (0, 230, 0)
 PRED_RGB = (255, 40, 40)
@@ -56,8 +57,8 @@ def draw_overlay(
 
 
 def _box(draw: ImageDraw.ImageDraw, xywh_px, scale: float, colour, text: str, font, width: int, below: bool) -> None:
-    x, y, w, h = (float(v) * scale for v in xywh_px)
-    draw.rectangle([x, y, x + w, y + h], outline=colour, width=width)
+    x, y, x1, y1 = xywh_px_to_xyxy_px([float(v) * scale for v in xywh_px])
+    draw.rectangle([x, y, x1, y1], outline=colour, width=width)
     # GT captions go under the box's top edge, predictions above it, so they do not collide.
     ty = y + width if below else max(0.0, y - 12)
     left, top, right, bottom = draw.textbbox((x + width, ty), text, font=font)

@@ -17,6 +17,7 @@ from kvasir_ml.data.images import load_rgb
 from kvasir_ml.data.inset import mask_inset
 from kvasir_ml.detection.export import inset_mask_box
 from kvasir_ml.detection.yolo import load_yolo, resolve_device, ultralytics_device
+from kvasir_ml.geometry import xyxy_px_to_xywh_px
 from kvasir_ml.io import atomic_write_json
 
 Detection = dict[str, Any]  # {"class": name, "score": float, "xywh_px": [x, y, w, h]}
@@ -78,9 +79,9 @@ def run_detector(
             scores = boxes.conf.cpu().numpy().astype(float)
             classes = boxes.cls.cpu().numpy().astype(int)
             dets = []
-            for (x0, y0, x1, y1), score, cls in zip(xyxy, scores, classes):
+            for box, score, cls in zip(xyxy, scores, classes):
                 dets.append({"class": names[cls], "score": round(float(score), 5),
-                             "xywh_px": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)]})
+                             "xywh_px": [round(v, 2) for v in xyxy_px_to_xywh_px(box)]})
             out.append(sorted(dets, key=lambda d: -d["score"]))
     return out
 

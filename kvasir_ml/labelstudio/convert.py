@@ -32,7 +32,9 @@ from pathlib import Path
 from typing import Any, Sequence
 from urllib.parse import parse_qs, quote, unquote, urlparse
 
-from kvasir_ml.geometry import xywh_pct_to_xywh_px, xywh_px_to_xywh_pct
+from kvasir_ml.geometry import (
+    clip_xywh_px, inside_fraction_xywh_px, outside_image_xywh_px, xywh_pct_to_xywh_px, xywh_px_to_xywh_pct,
+)
 from kvasir_ml.io import UnsafePathError
 from kvasir_ml.io import safe_relative_path as io_safe_relative_path
 from kvasir_ml.labelstudio.config import BOXES_NAME, IMAGE_KEY, IMAGE_NAME, INSET_NAME, LABELS_NAME
@@ -246,14 +248,12 @@ def result_box_xywh_px(
         raise ConvertError(f"task {task_id}: rectangle {result.get('id')!r} has coordinates too large to convert")
     if w <= 0 or h <= 0:
         raise ConvertError(f"task {task_id}: rectangle {result.get('id')!r} has zero or negative size")
-    x0, y0, x1, y1 = max(x, 0.0), max(y, 0.0), min(x + w, width_px), min(y + h, height_px)
-    inside = max(0.0, x1 - x0) * max(0.0, y1 - y0) / (w * h)
-    outside = x < -_BORDER_TOLERANCE_PX or y < -_BORDER_TOLERANCE_PX or \
-        x + w > width_px + _BORDER_TOLERANCE_PX or y + h > height_px + _BORDER_TOLERANCE_PX
+    inside = inside_fraction_xywh_px((x, y, w, h), width_px, height_px)
+    outside = outside_image_xywh_px((x, y, w, h), width_px, height_px, _BORDER_TOLERANCE_PX)
     if inside < MIN_INSIDE_FRACTION:
         raise ConvertError(f"task {task_id}: rectangle {result.get('id')!r} lies mostly outside the image "
                            f"({100 * inside:.0f}% inside); rejected")
-    box = (x0, y0, x1 - x0, y1 - y0)
+    box = clip_xywh_px((x, y, w, h), width_px, height_px)
     warning = None
     if outside:
         warning = Problem(task_id, "box-clipped", f"rectangle {result.get('id')!r} extended past the image border "

@@ -8,6 +8,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from kvasir_ml.geometry import xywh_px_to_xyxy_px
+
 _SECRET_KEY = re.compile(r"api[_-]?key|token|passw(or)?d|secret|credential", re.IGNORECASE)
 _MAX_SUMMARY_STR = 256
 
@@ -62,9 +64,9 @@ def boxed_image(sample: dict[str, Any], class_names: Sequence[str], max_side_px:
     for box in sample.get("boxes", []):
         if box["class"] not in index:
             raise ValueError(f"box class {box['class']!r} is not one of {list(class_names)}")
-        x, y, w, h = (float(v) * scale for v in box["xywh_px"])
+        x0, y0, x1, y1 = xywh_px_to_xyxy_px([float(v) * scale for v in box["xywh_px"]])
         entry: dict[str, Any] = {
-            "position": {"minX": x, "maxX": x + w, "minY": y, "maxY": y + h},
+            "position": {"minX": x0, "maxX": x1, "minY": y0, "maxY": y1},
             "domain": "pixel", "class_id": int(index[box["class"]]), "box_caption": box["class"],
         }
         if box.get("score") is not None:
