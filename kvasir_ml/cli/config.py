@@ -4,20 +4,28 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
+from kvasir_ml.cli.common import add_command, add_group, add_overrides
 from kvasir_ml.configdoc import CONFIG_KINDS
 
 
 def _show(args: argparse.Namespace) -> int:
     from kvasir_ml.configdoc import show_config
 
-    print(show_config(args.config, args.overrides, kind=args.kind), end="")
+    config, overrides = args.config, list(args.overrides)
+    if config is not None and "=" in config and not Path(config).exists():
+        config, overrides = None, [config, *overrides]  # `--kind K key=value`: no file, only overrides
+    print(show_config(config, overrides, kind=args.kind), end="")
     return 0
 
 
 def _sync(args: argparse.Namespace) -> int:
     from kvasir_ml.configdoc import sync_configs
 
+    if not Path(args.folder).is_dir():
+        raise FileNotFoundError(f"--folder {args.folder}: no such folder (run from the checkout, or name "
+                                "the folder that holds the <kind>_*.yaml configs)")
     stale = sync_configs(args.folder, check=args.check)
     verb = "out of date" if args.check else "rewritten"
     for path in stale:
@@ -30,23 +38,26 @@ def _sync(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    config = sub.add_parser("config", help="show a resolved config with every key documented; regenerate configs/",
-                            description=__doc__)
-    cmds = config.add_subparsers(dest="config_command", required=True, metavar="COMMAND")
-    p = cmds.add_parser(
-        "show", help="print the resolved config: every key, its value, type and description",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="example:\n  kvasir-ml config show configs/classifier_multilabel_tiny.yaml optim.lr=3e-4\n"
-               "  kvasir-ml config show --kind detector        # the defaults")
+    cmds = add_group(sub, "config", dest="config_command",
+                     help="show a resolved config with every key documented; regenerate configs/",
+                     description="Configs are pydantic models; their field descriptions are the one source of "
+                                 "the documentation that `config show` prints and `config sync` writes into "
+                                 "configs/*.yaml.")
+    p = add_command(cmds, "show", help="print the resolved config: every key, its value, type and description",
+                    examples=["kvasir-ml config show configs/classifier_multilabel_tiny.yaml optim.lr=3e-4",
+                              "kvasir-ml config show detector_tiny.yaml                # a shipped config, by name",
+                              "kvasir-ml config show --kind detector train.epochs=3    # defaults + an override"])
     p.add_argument("config", nargs="?", metavar="CONFIG",
-                   help="YAML file or a shipped config's name (e.g. classifier_multilabel_tiny.yaml)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides, as for `train`; marked [set]")
+                   help="YAML file or a shipped config's name (e.g. classifier_multilabel_tiny.yaml); "
+                        "leave out with --kind for the model's defaults")
+    add_overrides(p, help="overrides, as for `train` (dotted keys, YAML values); marked [set] in the output")
     p.add_argument("--kind", choices=sorted(CONFIG_KINDS),
                    help="config model to use (default: from the file name, <kind>_*.yaml, or its contents)")
     p.set_defaults(func=_show)
-    p = cmds.add_parser(
-        "sync", help="regenerate configs/*.yaml from the models' descriptions (headers and values kept)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = add_command(cmds, "sync", help="regenerate configs/*.yaml from the models' descriptions "
+                    "(headers and values kept)",
+                    examples=["kvasir-ml config sync                # after changing a config model",
+                              "kvasir-ml config sync --check        # exit 1 if any file is stale (CI)"])
     p.add_argument("--folder", default="configs", metavar="DIR", help="folder of <kind>_*.yaml files")
     p.add_argument("--check", action="store_true", help="only list stale files; exit 1 if any")
     p.set_defaults(func=_sync)

@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from kvasir_ml.cli.common import add_command, add_group, add_hidden_alias, count
+
 
 def _index(args: argparse.Namespace) -> int:
     from kvasir_ml.data.sources import INDEXERS
@@ -57,8 +59,8 @@ def _split(args: argparse.Namespace) -> int:
 def _synth(args: argparse.Namespace) -> int:
     from kvasir_ml.data.synth import synthesize
 
-    out = synthesize(args.out, n=args.n, seed=args.seed)
-    print(f"wrote {args.n} synthetic images under {args.out} and the canonical file {out}")
+    out = synthesize(args.out, n=args.images, seed=args.seed)
+    print(f"wrote {args.images} synthetic images under {args.out} and the canonical file {out}")
     return 0
 
 
@@ -79,44 +81,74 @@ def _merge(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("data", help="index datasets, statistics, splits, synthetic data")
-    data = p.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
+    data = add_group(sub, "data", dest="data_command",
+                     help="index datasets into canonical files; statistics, splits, merges, synthetic data",
+                     description="Every dataset becomes one canonical COCO file (image-level labels on each "
+                                 "image entry, boxes in pixels); splits, training and Label Studio start from it.")
 
-    q = data.add_parser("index", help="index a dataset folder into a canonical COCO file")
-    q.add_argument("source", choices=["kvasir-v2", "hyperkvasir", "kvasir-seg"], help="dataset layout")
-    q.add_argument("root", help="dataset folder (file_name entries are relative to it)")
-    q.add_argument("--out", required=True, help="canonical JSON to write (an existing one is backed up)")
+    q = add_command(data, "index", help="index a dataset folder into a canonical COCO file", examples=[
+        "kvasir-ml data index kvasir-seg ../shared/data/kvasir-seg --out data/kvasir-seg.coco.json",
+        "kvasir-ml data index kvasir-v2 ROOT --out data/kvasir-v2.coco.json --strict"],
+        description="Index a dataset folder into a canonical COCO file. Every file skipped or converted "
+                    "(corrupt, grayscale, unknown class folder, box outside the image, ...) is reported.")
+    q.add_argument("source", choices=["kvasir-v2", "hyperkvasir", "kvasir-seg"],
+                   help="dataset layout (README: where to get each dataset and how it is laid out)")
+    q.add_argument("root", metavar="ROOT", help="dataset folder (file_name entries are relative to it)")
+    q.add_argument("--out", required=True, metavar="FILE",
+                   help="canonical JSON to write (an existing one is kept as a backup)")
     q.add_argument("--strict", action="store_true", help="fail on any skipped or converted input")
-    q.add_argument("--workers", type=int, default=None, help="decoding processes (default: up to 2)")
-    q.add_argument("--show", type=int, default=5, help="examples printed per problem kind")
+    q.add_argument("--workers", type=count(0), default=None, metavar="N",
+                   help="decoding processes, 0 = in this process (default: up to 2)")
+    q.add_argument("--show", type=count(0), default=5, metavar="N", help="examples printed per problem kind")
     q.set_defaults(func=_index)
 
-    q = data.add_parser("stats", help="label, box, size and inset statistics of a canonical file")
-    q.add_argument("file", help="canonical JSON")
+    q = add_command(data, "stats", help="label, box, size and inset statistics of a canonical file", examples=[
+        "kvasir-ml data stats data/kvasir-seg.coco.json",
+        "kvasir-ml data stats data/kvasir-seg.coco.json --json > stats.json"])
+    q.add_argument("file", metavar="FILE", help="canonical JSON")
     q.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    q.add_argument("--top", type=int, default=5, help="most common image sizes to list")
+    q.add_argument("--top", type=count(0), default=5, metavar="N", help="most common image sizes to list")
     q.set_defaults(func=_stats)
 
-    q = data.add_parser("split", help="deterministic grouped, stratified train/val/test split")
-    q.add_argument("file", help="canonical JSON")
-    q.add_argument("--out", required=True, help="split JSON to write")
-    q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--fractions", type=float, nargs=3, default=[0.7, 0.15, 0.15], metavar=("TRAIN", "VAL", "TEST"))
-    q.add_argument("--uuid-map", help="kvasirseg_to_hyperkvasir_uuid.csv: keep Kvasir-SEG/HyperKvasir twins together")
-    q.add_argument("--folds", help="use a HyperKvasir official fold file (2_fold_split.csv / 5_fold_split.csv) as-is")
-    q.add_argument("--val-fold", type=int, default=1, help="with --folds: fold used as val")
-    q.add_argument("--test-fold", type=int, default=None, help="with --folds: fold used as test (default none)")
+    q = add_command(data, "split", help="deterministic grouped, stratified train/val/test split", examples=[
+        "kvasir-ml data split data/kvasir-seg.coco.json --out data/kvasir-seg.split.json --seed 0",
+        "kvasir-ml data split data/combined.coco.json --out data/combined.split.json \\",
+        "    --uuid-map ../shared/data/hyperkvasir/kvasirseg_to_hyperkvasir_uuid.csv",
+        "kvasir-ml data split data/hyperkvasir.coco.json --out split.json --folds 2_fold_split.csv --val-fold 1"],
+        description="Deterministic train/val/test split: stratified over labels, source class and box "
+                    "classes, grouped by image content so duplicates never straddle splits. The file "
+                    "records its sha256; give it to training as data.split_file=FILE.")
+    q.add_argument("file", metavar="FILE", help="canonical JSON")
+    q.add_argument("--out", required=True, metavar="FILE", help="split JSON to write")
+    q.add_argument("--seed", type=int, default=0, metavar="N", help="the same seed and file give the same split")
+    q.add_argument("--fractions", type=float, nargs=3, default=[0.7, 0.15, 0.15], metavar=("TRAIN", "VAL", "TEST"),
+                   help="split fractions (summing to 1)")
+    q.add_argument("--uuid-map", metavar="FILE",
+                   help="kvasirseg_to_hyperkvasir_uuid.csv: keep Kvasir-SEG/HyperKvasir twins together")
+    q.add_argument("--folds", metavar="FILE",
+                   help="use a HyperKvasir official fold file (2_fold_split.csv / 5_fold_split.csv) as-is")
+    q.add_argument("--val-fold", type=int, default=1, metavar="N", help="with --folds: fold used as val")
+    q.add_argument("--test-fold", type=int, default=None, metavar="N",
+                   help="with --folds: fold used as test (default: none)")
     q.add_argument("--unlisted-train", action="store_true", help="with --folds: images not in the file go to train")
     q.set_defaults(func=_split)
 
-    q = data.add_parser("merge", help="combine canonical files under one data root")
+    q = add_command(data, "merge", help="combine canonical files under one data root", examples=[
+        "kvasir-ml data merge seg=data/kvasir-seg.coco.json v2=data/kvasir-v2.coco.json --out data/combined.coco.json"],
+        description="Combine canonical files under one data root: each part's file_name entries get its "
+                    "PREFIX/ (the part's folder under the common root).")
     q.add_argument("parts", nargs="+", metavar="PREFIX=FILE",
                    help="each file's file_name entries get PREFIX/ (its folder under the common data root)")
-    q.add_argument("--out", required=True, help="merged canonical JSON")
+    q.add_argument("--out", required=True, metavar="FILE",
+                   help="merged canonical JSON (an existing one is kept as a backup)")
     q.set_defaults(func=_merge)
 
-    q = data.add_parser("synth", help="write the synthetic Kvasir-like default dataset")
-    q.add_argument("--out", required=True, help="output folder (images/ and annotations.coco.json)")
-    q.add_argument("--n", type=int, default=64, help="number of images")
-    q.add_argument("--seed", type=int, default=0)
+    q = add_command(data, "synth", help="write the synthetic Kvasir-like default dataset", examples=[
+        "kvasir-ml data synth --out data/synth --images 200 --seed 0"],
+        description="Write the synthetic Kvasir-like dataset the tiny configs and tests default to "
+                    "(deterministic per seed; no download).")
+    q.add_argument("--out", required=True, metavar="DIR", help="output folder (images/ and annotations.coco.json)")
+    q.add_argument("--images", type=count(1), default=64, metavar="N", help="number of images")
+    add_hidden_alias(q, "--n", dest="images", type=count(1))
+    q.add_argument("--seed", type=int, default=0, metavar="N", help="the same seed gives the same images")
     q.set_defaults(func=_synth)

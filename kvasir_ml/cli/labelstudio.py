@@ -10,6 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from kvasir_ml.cli.common import add_command, add_device, add_group, add_trust_checkpoint, count
+
 
 def _client(args: argparse.Namespace):
     from kvasir_ml.labelstudio.client import LSClient, connection_from_env
@@ -41,8 +43,12 @@ def _serve(args: argparse.Namespace) -> int:
     print(f"starting Label Studio on {server.url} (data root {server.data_root}) ... the first start migrates "
           "its database: ~35 s on an idle machine, 2-3 min on a busy one; restarts take ~5 s", flush=True)
     signum = server.serve(on_ready=ready)
-    print(f"stopped ({f'signal {signum}' if signum else 'the server exited'})")
-    return 0
+    if signum:
+        print(f"stopped (signal {signum})")
+        return 0
+    # Nobody asked it to stop: a crash or a kill from outside, not a clean end.
+    print(f"error: Label Studio exited by itself; its log: {server.log_path}", file=sys.stderr)
+    return 1
 
 
 def _push(args: argparse.Namespace) -> int:
@@ -173,17 +179,29 @@ def _convert(args: argparse.Namespace) -> int:
 def _add_conversion_options(p: argparse.ArgumentParser) -> None:
     from kvasir_ml.labelstudio.export import POLICIES, SKIPPED_POLICIES
 
-    p.add_argument("--policy", choices=POLICIES, default="latest",
-                   help="which annotation wins when an image has several (default: latest non-cancelled)")
+    _add_policy(p, POLICIES)
     p.add_argument("--skipped", choices=SKIPPED_POLICIES, default="keep",
                    help="images whose annotations were all skipped: keep their previous state, or drop them")
     p.add_argument("--strict", action="store_true", help="exit with status 1 when any task had an error")
 
 
+def _add_policy(p: argparse.ArgumentParser, policies) -> None:
+    p.add_argument("--policy", choices=policies, default="latest",
+                   help="which annotation wins when an image has several: latest or earliest non-cancelled, "
+                        "ground-truth (the one flagged ground truth, else the latest) or unanimous (applied "
+                        "only when all annotators agree)")
+
+
 def _add_server_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--url", help="server URL (default: $LABEL_STUDIO_URL or http://127.0.0.1:8080); "
+    p.add_argument("--url", metavar="URL", help="server URL (default: $LABEL_STUDIO_URL or http://127.0.0.1:8080); "
                    "the API key is read from $LABEL_STUDIO_API_KEY only")
-    p.add_argument("--retries", type=int, default=4, help="attempts per request when the server is down or slow")
+    p.add_argument("--retries", type=count(1), default=4, metavar="N",
+                   help="attempts per request when the server is down or slow")
+
+
+def _add_models(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--classifier", metavar="CKPT", help=f"{what} classifier checkpoint (RUN_DIR/checkpoints/best.pt)")
+    p.add_argument("--detector", metavar="CKPT", help=f"{what} detector checkpoint (RUN_DIR/checkpoints/best.pt)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -191,63 +209,97 @@ def register(sub: argparse._SubParsersAction) -> None:
     _register_loop(sub)
 
 
-def _register_ls(sub: argparse._SubParsersAction) -> None:
-    ls = sub.add_parser("ls", help="Label Studio: serve, push tasks with pre-annotations, pull annotations")
-    lsub = ls.add_subparsers(dest="ls_command", required=True, metavar="SUBCOMMAND")
+_ENV = ("export LABEL_STUDIO_URL=http://127.0.0.1:8080 LABEL_STUDIO_API_KEY=...   "
+        "# printed by `ls serve`; never a flag")
 
-    p = lsub.add_parser("config", help="write the labeling config generated from the taxonomy")
-    p.add_argument("--out", default="annotations/labeling_config.xml", help="output file, or - for stdout")
+
+def _register_ls(sub: argparse._SubParsersAction) -> None:
+    lsub = add_group(sub, "ls", dest="ls_command",
+                     help="Label Studio: serve, push tasks with pre-annotations, pull annotations",
+                     description="The Label Studio round trip: a local server, tasks with pre-annotations from "
+                                 "the models, annotations back as the next canonical version "
+                                 "(docs/labelstudio.md). The API key comes from $LABEL_STUDIO_API_KEY only.")
+
+    p = add_command(lsub, "config", help="write the labeling config generated from the taxonomy", examples=[
+        "kvasir-ml ls config --out annotations/labeling_config.xml",
+        "kvasir-ml ls config --out -              # print it"])
+    p.add_argument("--out", default="annotations/labeling_config.xml", metavar="FILE",
+                   help="output file, or - for stdout")
     p.set_defaults(func=_config)
 
-    p = lsub.add_parser("serve", help="run a local Label Studio on 127.0.0.1 (offline; Ctrl-C stops it)")
-    p.add_argument("--data-root", required=True, help="folder the canonical file_names are relative to")
-    p.add_argument("--data-dir", default=".labelstudio", help="server database folder (kept between runs; private: "
-                   "mode 0700, files 0600, git-ignored by a .gitignore inside it)")
-    p.add_argument("--port", type=int, default=8080)
+    p = add_command(lsub, "serve", help="run a local Label Studio on 127.0.0.1 (offline; Ctrl-C stops it)", examples=[
+        "kvasir-ml ls serve --data-root data/synth --port 8080"],
+        description="Run a local Label Studio on 127.0.0.1, offline (no update checks, no analytics). It prints "
+                    "the URL and the API key's file to export; Ctrl-C (or SIGTERM/SIGHUP) stops it.")
+    p.add_argument("--data-root", required=True, metavar="DIR",
+                   help="folder the canonical file_names are relative to (served to the labeling page)")
+    p.add_argument("--data-dir", default=".labelstudio", metavar="DIR",
+                   help="server database folder (kept between runs; private: mode 0700, files 0600, git-ignored "
+                        "by a .gitignore inside it)")
+    p.add_argument("--port", type=int, default=8080, metavar="PORT", help="port on 127.0.0.1")
     p.set_defaults(func=_serve)
 
-    p = lsub.add_parser("push", help="import a canonical file's images as tasks (idempotent), with pre-annotations")
-    p.add_argument("canonical", help="canonical COCO file")
-    p.add_argument("--project", required=True, help="project id or title (created if the title is new)")
-    p.add_argument("--data-root", help="image root (default: the canonical file's folder)")
-    p.add_argument("--predictions", help="pre-annotations: a JSON file written by `kvasir-ml predict`")
-    p.add_argument("--classifier", help="pre-annotate with this classifier checkpoint")
-    p.add_argument("--detector", help="pre-annotate with this detector checkpoint")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--model-version", help="name of the pre-annotations (default: derived from the file hashes)")
-    p.add_argument("--batch-size", type=int, default=1000, help="tasks per bulk import request")
+    p = add_command(lsub, "push", help="import a canonical file's images as tasks (idempotent), with pre-annotations",
+                    examples=[
+                        _ENV,
+                        "kvasir-ml ls push data/synth/annotations.coco.json --project \"kvasir synth\" \\",
+                        "    --classifier runs/ml-tiny/checkpoints/best.pt --detector runs/det-tiny/checkpoints/best.pt",
+                        "kvasir-ml ls push data/synth/annotations.coco.json --project \"kvasir synth\" "
+                        "--predictions preds.json --prelabel"],
+                    description="Import a canonical file's images as tasks (keyed by file_name: re-running adds "
+                                "only what is new), with pre-annotations from checkpoints or from a "
+                                "`kvasir-ml predict` file, under one model_version per checkpoint pair.")
+    p.add_argument("canonical", metavar="FILE", help="canonical COCO file")
+    p.add_argument("--project", required=True, metavar="PROJECT", help="project id or title (created if the title is new)")
+    p.add_argument("--data-root", metavar="DIR", help="image root (default: the canonical file's folder)")
+    p.add_argument("--predictions", metavar="FILE", help="pre-annotations: a JSON file written by `kvasir-ml predict`")
+    _add_models(p, "pre-annotate with this")
+    add_device(p)
+    p.add_argument("--model-version", metavar="NAME",
+                   help="name of the pre-annotations (default: derived from the checkpoints' hashes)")
+    p.add_argument("--batch-size", type=count(1), default=1000, metavar="N", help="tasks per bulk import request")
     p.add_argument("--prelabel", action="store_true",
                    help="make these predictions the project's prelabeling model (they pre-fill drafts)")
-    p.add_argument("--trust-checkpoint", action="store_true",
-                   help="load --detector without the check that it cannot run code (files you trust)")
+    add_trust_checkpoint(p)
     _add_server_options(p)
     p.set_defaults(func=_push)
 
-    p = lsub.add_parser("backend", help="serve the models as a Label Studio ML backend (predictions on demand)")
-    p.add_argument("--classifier", help="classifier checkpoint")
-    p.add_argument("--detector", help="detector checkpoint")
-    p.add_argument("--data-root", required=True, help="the Label Studio server's document root (task images)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
-    p.add_argument("--port", type=int, default=9090)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--model-version", help="name of its predictions (default: derived from the checkpoint hashes)")
-    p.add_argument("--trust-checkpoint", action="store_true",
-                   help="load --detector without the check that it cannot run code (files you trust)")
+    p = add_command(lsub, "backend", help="serve the models as a Label Studio ML backend (predictions on demand)",
+                    examples=[
+                        "kvasir-ml ls backend --classifier runs/ml-tiny/checkpoints/best.pt --data-root data/synth "
+                        "--port 9090",
+                        "kvasir-ml ls connect --project \"kvasir synth\" --backend-url http://127.0.0.1:9090   "
+                        "# then register it"])
+    _add_models(p, "predict with this")
+    p.add_argument("--data-root", required=True, metavar="DIR",
+                   help="the Label Studio server's document root (task images)")
+    p.add_argument("--host", default="127.0.0.1", metavar="HOST", help="address to listen on (default: loopback only)")
+    p.add_argument("--port", type=int, default=9090, metavar="PORT", help="port to listen on")
+    add_device(p)
+    p.add_argument("--model-version", metavar="NAME",
+                   help="name of its predictions (default: derived from the checkpoints' hashes)")
+    add_trust_checkpoint(p)
     p.set_defaults(func=_backend)
 
-    p = lsub.add_parser("connect", help="register a running ML backend with a project")
-    p.add_argument("--project", required=True, help="project id or title")
-    p.add_argument("--backend-url", required=True, help="the backend's URL as the Label Studio server sees it, "
-                   "e.g. http://127.0.0.1:9090")
-    p.add_argument("--title", help="name shown in the project's Model settings (default: kvasir-ml)")
+    p = add_command(lsub, "connect", help="register a running ML backend with a project", examples=[
+        "kvasir-ml ls connect --project \"kvasir synth\" --backend-url http://127.0.0.1:9090"])
+    p.add_argument("--project", required=True, metavar="PROJECT", help="project id or title")
+    p.add_argument("--backend-url", required=True, metavar="URL", help="the backend's URL as the Label Studio "
+                   "server sees it, e.g. http://127.0.0.1:9090")
+    p.add_argument("--title", metavar="NAME", help="name shown in the project's Model settings (default: kvasir-ml)")
     _add_server_options(p)
     p.set_defaults(func=_connect)
 
-    p = lsub.add_parser("pull", help="export annotations and write them as the next canonical version")
-    p.add_argument("--project", required=True, help="project id or title")
-    p.add_argument("--base", required=True, help="the previous canonical file (kept unchanged)")
-    p.add_argument("--out", help="output file (default: next free <name>.vN.coco.json beside --base)")
-    p.add_argument("--data-root", help="image root (default: the base file's folder)")
+    p = add_command(lsub, "pull", help="export annotations and write them as the next canonical version", examples=[
+        "kvasir-ml ls pull --project \"kvasir synth\" --base data/synth/annotations.coco.json",
+        "    # -> data/synth/annotations.v2.coco.json (+ .report.json); the base file is never touched"],
+        description="Export the project's annotations (snapshot export) and write them as the next canonical "
+                    "version beside --base, with a report of what changed, conflicts between annotators and "
+                    "every rejected task. Nothing is written when nothing changed.")
+    p.add_argument("--project", required=True, metavar="PROJECT", help="project id or title")
+    p.add_argument("--base", required=True, metavar="FILE", help="the previous canonical file (kept unchanged)")
+    p.add_argument("--out", metavar="FILE", help="output file (default: next free <name>.vN.coco.json beside --base)")
+    p.add_argument("--data-root", metavar="DIR", help="image root (default: the base file's folder)")
     p.add_argument("--save-export", action="store_true", help="keep the raw Label Studio export beside the output")
     p.add_argument("--all-tasks", action="store_true",
                    help="export every task, not only annotated/skipped ones (slower; full counts in the report)")
@@ -255,33 +307,42 @@ def _register_ls(sub: argparse._SubParsersAction) -> None:
     _add_server_options(p)
     p.set_defaults(func=lambda a: _pull(_default_root(a, a.base)))
 
-    p = lsub.add_parser("convert", help="convert a Label Studio JSON export file (no server needed)")
-    p.add_argument("export", help="Label Studio JSON export (list of tasks)")
-    p.add_argument("--out", required=True, help="canonical COCO file to write (an existing one is backed up)")
-    p.add_argument("--data-root", help="image root: checks images exist and reads sizes")
-    p.add_argument("--base", help="previous canonical file: unannotated images keep their state")
+    p = add_command(lsub, "convert", help="convert a Label Studio JSON export file (no server needed)", examples=[
+        "kvasir-ml ls convert export.json --out labels.coco.json --data-root data/synth",
+        "kvasir-ml ls convert export.json --out data/synth/annotations.v2.coco.json --data-root data/synth \\",
+        "    --base data/synth/annotations.coco.json --strict"])
+    p.add_argument("export", metavar="FILE", help="Label Studio JSON export (list of tasks)")
+    p.add_argument("--out", required=True, metavar="FILE",
+                   help="canonical COCO file to write (an existing one is kept as a backup)")
+    p.add_argument("--data-root", metavar="DIR", help="image root: checks images exist and reads sizes")
+    p.add_argument("--base", metavar="FILE", help="previous canonical file: unannotated images keep their state")
     _add_conversion_options(p)
     p.set_defaults(func=_convert)
 
 
 def _register_loop(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("loop", help="one turn of the annotation loop: pull -> new version -> fine-tune -> push "
-                       "predictions under a new model_version -> make it the project's prelabeling model")
-    p.add_argument("--project", required=True, help="project id or title")
-    p.add_argument("--base", required=True, help="canonical version the previous models were trained on (kept)")
-    p.add_argument("--data-root", help="image root = the server's document root (default: the base file's folder)")
-    p.add_argument("--out", required=True, help="new folder: classifier/ and detector/ runs, loop.json")
-    p.add_argument("--classifier", help="previous classifier checkpoint (RUN_DIR/checkpoints/best.pt)")
-    p.add_argument("--detector", help="previous detector checkpoint (RUN_DIR/checkpoints/best.pt)")
+    p = add_command(sub, "loop", help="one turn of the annotation loop: pull -> new version -> fine-tune -> push "
+                    "predictions under a new model_version -> make it the project's prelabeling model", examples=[
+                        "kvasir-ml loop --project \"kvasir synth\" --base data/synth/annotations.coco.json "
+                        "--out runs/loop-1 \\",
+                        "    --classifier runs/ml-tiny/checkpoints/best.pt --detector runs/det-tiny/checkpoints/best.pt \\",
+                        "    --classifier-set optim.epochs=3 --detector-set train.epochs=10"])
+    p.add_argument("--project", required=True, metavar="PROJECT", help="project id or title")
+    p.add_argument("--base", required=True, metavar="FILE",
+                   help="canonical version the previous models were trained on (kept)")
+    p.add_argument("--data-root", metavar="DIR",
+                   help="image root = the server's document root (default: the base file's folder)")
+    p.add_argument("--out", required=True, metavar="DIR", help="new folder: classifier/ and detector/ runs, loop.json")
+    _add_models(p, "previous")
     p.add_argument("--classifier-set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="overrides of the previous classifier run's config (e.g. optim.epochs=3)")
     p.add_argument("--detector-set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="overrides of the previous detector run's config (e.g. train.epochs=10)")
-    p.add_argument("--device", default="auto", help="for the new models' predictions")
+    add_device(p, "where the new models predict")
     p.add_argument("--force", action="store_true", help="retrain even when no annotation changed")
     from kvasir_ml.labelstudio.export import POLICIES
 
-    p.add_argument("--policy", choices=POLICIES, default="latest", help="which annotation wins (see ls pull)")
+    _add_policy(p, POLICIES)
     _add_server_options(p)
     p.set_defaults(func=lambda a: _loop(_default_root(a, a.base)))
 

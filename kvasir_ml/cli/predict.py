@@ -1,10 +1,12 @@
-"""``kvasir-ml predict [--classifier CKPT] [--detector CKPT] IMAGE... [--out FILE.json]``."""
+"""``kvasir-ml predict [--classifier CKPT] [--detector CKPT] IMAGE... [--out FILE]``."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+
+from kvasir_ml.cli.common import add_command, add_device, add_trust_checkpoint
 
 # Exit status when some images failed (their entries carry "error"); the others are written.
 EXIT_SOME_FAILED = 1
@@ -14,9 +16,9 @@ def _predict(args: argparse.Namespace) -> int:
     from kvasir_ml.io import atomic_write_json
     from kvasir_ml.predict import count_failures, predict_images
 
-    classifier = args.classifier or args.checkpoint
+    classifier = args.classifier
     if not classifier and not args.detector:
-        raise ValueError("give --classifier (or --checkpoint) and/or --detector")
+        raise ValueError("give --classifier and/or --detector")
     results = predict_images(args.images, classifier_ckpt=classifier, detector_ckpt=args.detector,
                              device=args.device, trust_detector=args.trust_checkpoint)
     from kvasir_ml.labelstudio.sync import model_version_for
@@ -41,16 +43,19 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="labels, boxes and inset state for images, as JSON",
-                       description="Exit status: 0 all images predicted, 1 some failed (the others are "
-                                   "written; failed ones carry \"error\"), 2 bad arguments or checkpoint.")
-    p.add_argument("images", nargs="+", help="image files")
-    p.add_argument("--classifier", help="classifier checkpoint (.pt)")
-    p.add_argument("--checkpoint", help="alias of --classifier")
-    p.add_argument("--detector", help="detector checkpoint (ultralytics .pt)")
-    p.add_argument("--trust-checkpoint", action="store_true",
-                   help="load --detector even if it fails the check that it cannot run code when opened "
-                        "(ultralytics unpickles .pt files); only for files you trust")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
-    p.add_argument("--out", help="write JSON here instead of stdout")
+    p = add_command(sub, "predict", help="labels, boxes and inset state for images, as JSON", examples=[
+        "kvasir-ml predict --classifier runs/ml-tiny/checkpoints/best.pt image1.jpg image2.jpg",
+        "kvasir-ml predict --classifier runs/ml-tiny/checkpoints/best.pt \\",
+        "    --detector runs/det-tiny/checkpoints/best.pt frame.jpg --out predictions.json"],
+        description="Labels (every label's score and those above the val-tuned thresholds), the source class, "
+                    "the inset state and, with --detector, boxes: one JSON entry per image, stamped with the "
+                    "model_version `kvasir-ml ls push` uses for the same checkpoints.\n\n"
+                    "Exit status: 0 all images predicted, 1 some failed (the others are written; failed "
+                    "ones carry \"error\"), 2 bad arguments or checkpoint.")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    p.add_argument("--classifier", metavar="CKPT", help="classifier checkpoint (RUN_DIR/checkpoints/best.pt)")
+    p.add_argument("--detector", metavar="CKPT", help="detector checkpoint (RUN_DIR/checkpoints/best.pt)")
+    add_trust_checkpoint(p)
+    add_device(p)
+    p.add_argument("--out", metavar="FILE", help="write JSON here instead of stdout (an existing file is backed up)")
     p.set_defaults(func=_predict)

@@ -5,13 +5,17 @@ from __future__ import annotations
 import argparse
 import os
 
+from kvasir_ml.cli.common import add_command, add_group, add_overrides
 
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="experiment YAML under configs/")
-    p.add_argument("--out", required=True, help="run folder (created; an existing run is never overwritten); "
-                   "{wandb_run_id} is replaced by $WANDB_RUN_ID (W&B sweep trials)")
-    p.add_argument("--resume", action="store_true", help="resume from RUN_DIR/checkpoints/last.pt")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, dotted keys for sections")
+
+def _add_common(p: argparse.ArgumentParser, kind: str, resume_help: str) -> None:
+    p.add_argument("--config", required=True, metavar="CONFIG",
+                   help=f"{kind} YAML: a file or a shipped config's name (configs/{kind}_*.yaml)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="run folder (created; an existing run is never overwritten); {wandb_run_id} is "
+                        "replaced by $WANDB_RUN_ID (W&B sweep trials)")
+    p.add_argument("--resume", action="store_true", help=resume_help)
+    add_overrides(p)
 
 
 def expand_out(out: str) -> str:
@@ -42,11 +46,28 @@ def _train_detector(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    train = sub.add_parser("train", help="train a classifier or a detector")
-    kinds = train.add_subparsers(dest="kind", required=True, metavar="KIND")
-    p = kinds.add_parser("classifier", help="multi-label or single-label ResNet (configs/classifier_*.yaml)")
-    _add_common(p)
+    kinds = add_group(sub, "train", dest="kind", help="train a classifier or a detector into a run folder",
+                      description="Train a classifier or a detector. A run folder holds the resolved config, "
+                                  "the split, checkpoints, metrics.json, plots and the offline W&B run.")
+    p = add_command(kinds, "classifier", help="multi-label or single-label ResNet (configs/classifier_*.yaml)",
+                    examples=[
+                        "kvasir-ml train classifier --config configs/classifier_multilabel_tiny.yaml --out runs/ml-tiny",
+                        "kvasir-ml train classifier --config configs/classifier_multilabel_resnet50.yaml "
+                        "--out runs/ml-r50 \\",
+                        "    data.canonical=data/kvasir-v2.coco.json data.root=/data/kvasir-v2 model.weights=imagenet",
+                        "kvasir-ml train classifier --config configs/classifier_multilabel_resnet50.yaml "
+                        "--out runs/ml-r50 --resume"])
+    _add_common(p, "classifier", "continue a stopped run from RUN_DIR/checkpoints/last.pt; give the same "
+                "--config and overrides (only tracking.* and runtime.device/workers/threads/progress/compile "
+                "may differ); a run that failed before its first checkpoint starts again")
     p.set_defaults(func=_train_classifier)
-    p = kinds.add_parser("detector", help="YOLO detector through ultralytics (configs/detector_*.yaml)")
-    _add_common(p)
+    p = add_command(kinds, "detector", help="YOLO detector through ultralytics (configs/detector_*.yaml)",
+                    examples=[
+                        "kvasir-ml train detector --config configs/detector_tiny.yaml --out runs/det-tiny",
+                        "kvasir-ml train detector --config configs/detector_kvasir_seg.yaml --out runs/det-seg \\",
+                        "    data.canonical=data/kvasir-seg.coco.json data.root=../shared/data/kvasir-seg",
+                        "kvasir-ml train detector --config configs/detector_tiny.yaml --out runs/det-tiny --resume"])
+    _add_common(p, "detector", "continue a stopped run from ultralytics' RUN_DIR/ultralytics/weights/last.pt "
+                "with the run's saved config.yaml (a different --config or overrides are ignored, with a "
+                "warning); a run that failed before its first checkpoint starts again")
     p.set_defaults(func=_train_detector)

@@ -93,7 +93,7 @@ def test_kvasir_v2_unknown_folder_and_bad_files(tmp_path):
 
 def test_cli_synth(tmp_path, capsys):
     out = tmp_path / "synth"
-    assert cli_main(["data", "synth", "--out", str(out), "--n", "8", "--seed", "1"]) == 0
+    assert cli_main(["data", "synth", "--out", str(out), "--images", "8", "--seed", "1"]) == 0
     assert str(out / "annotations.coco.json") in capsys.readouterr().out
     ds = load_canonical(out / "annotations.coco.json")
     assert len(ds.images) == 8 and all((out / img["file_name"]).exists() for img in ds.images)

@@ -142,7 +142,7 @@ def test_runs_compare_cli_from_run_folders(experiment, tmp_path, capsys):
     assert compare_run["job_type"] == "compare" and compare_run["group"] == "test-compare"
 
     quiet = tmp_path / "quiet"
-    assert cli_main(["runs", "compare", *run_dirs, "--out", str(quiet), "--wandb", "disabled"]) == 0
+    assert cli_main(["runs", "compare", *run_dirs, "--out", str(quiet), "--tracking-mode", "disabled"]) == 0
     assert (quiet / "comparison.json").is_file() and not (quiet / "wandb").exists()
 
 
