@@ -114,7 +114,11 @@ def test_predict_keeps_good_results_names_failures_and_exits_1(odd_folder, check
     for name in ("good.png", "one.png", "wide.png", "tall.png"):
         assert "error" not in entries[name], entries[name]
         assert len(entries[name]["labels"]) == len(load_taxonomy().label_names)
-        assert isinstance(entries[name]["boxes"], list)
+        width, height = Image.open(odd_folder / "polyps" / name).size
+        for box in entries[name]["boxes"]:  # an untrained detector: any boxes, but well-formed ones
+            x, y, w, h = box["xywh_px"]
+            assert box["class"] in load_taxonomy().box_class_names and 0.0 <= box["score"] <= 1.0, box
+            assert 0 <= w and 0 <= h and -0.5 <= x and -0.5 <= y and x + w <= width + 0.5 and y + h <= height + 0.5
 
 
 def test_a_model_failing_on_one_image_costs_only_that_image(tmp_path):

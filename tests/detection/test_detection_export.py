@@ -100,7 +100,20 @@ def test_masked_export_blacks_out_the_inset_region(box_dataset, tmp_path):
     # JPEG ringing stays near black inside the region; the source there is mid-grey noise.
     assert rgb[y + 2:y + h - 2, x + 1:x + w - 2].mean() < 8
     assert load_rgb(box_dataset.parent / entry["file_name"])[y:y + h, x:x + w].mean() > 60
-    assert isinstance(export.masked_overlaps, list)
+    # masked_overlaps names exactly the frames where a box reaches into the blacked-out region:
+    # read back from the written pixels (black where the source, mid-grey noise or a coloured
+    # box, never is), not from the export's own arithmetic.
+    boxes = ds.boxes_by_image()
+    expected = []
+    for image in ds.images:
+        written = load_rgb(export.image_paths[image["file_name"]]).max(axis=2) < 20
+        inside = [written[int(b["bbox"][1]) + 1:int(b["bbox"][1] + b["bbox"][3]) - 1,
+                          int(b["bbox"][0]) + 1:int(b["bbox"][0] + b["bbox"][2]) - 1].any()
+                  for b in boxes.get(image["id"], [])]
+        if any(inside):
+            expected.append(image["file_name"])
+    assert 0 < len(expected) < len(ds.images), "the fixture should have boxes both inside and outside the region"
+    assert sorted(export.masked_overlaps) == sorted(expected)
 
 
 def test_export_refusals(box_dataset, tmp_path):

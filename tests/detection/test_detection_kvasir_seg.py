@@ -28,6 +28,9 @@ def test_kvasir_seg_smoke_run(shared_data, tmp_path, no_network):
     assert metrics["dataset"] == "kvasir-seg" and metrics["inset_mode"] == "detected"
     assert sum(metrics["n_images"].values()) == 48
     for key in ("coco_ap", "coco_ap50", "coco_ap75", "ultralytics_map50", "ultralytics_map50_95"):
-        assert isinstance(metrics["test"][key], float)
+        assert isinstance(metrics["test"][key], float) and 0.0 <= metrics["test"][key] <= 1.0, key
+    assert set(metrics["test"]["per_class_ap"]) == {"polyp", "resection-margin"}
+    assert 0.0 <= metrics["test"]["per_class_ap"]["polyp"] <= 1.0  # Kvasir-SEG: every frame has a polyp
+    assert metrics["test"]["per_class_ap"]["resection-margin"] is None  # and no resection margins
     assert (out / "checkpoints" / "best.pt").is_file() and list((out / "plots").glob("*.png"))
     assert no_network == []

@@ -61,10 +61,11 @@ def check_quickstart_folder(out: Path, n_seeds: int) -> dict:
         entry = variants[name]
         assert entry["n_seeds"] == n_seeds and len(entry["run_dirs"]) == n_seeds
         for key in CLASSIFIER_METRICS:
-            assert set(entry["test"][key]) >= {"mean", "std"} and entry["test"][key]["mean"] is not None
+            low = -1.0 if key == "mcc" else 0.0  # MCC lies in [-1, 1], the others in [0, 1]
+            assert set(entry["test"][key]) >= {"mean", "std"} and low <= entry["test"][key]["mean"] <= 1.0, key
             assert (entry["test"][key]["std"] is None) == (n_seeds == 1)
     assert variants["detector-raw"]["n_seeds"] == 1
-    assert all(variants["detector-raw"]["test"][k]["mean"] is not None for k in DETECTOR_METRICS)
+    assert all(0.0 <= variants["detector-raw"]["test"][k]["mean"] <= 1.0 for k in DETECTOR_METRICS)
     runs = sorted(out.rglob("run-*.wandb"))
     assert len(runs) == 2 * n_seeds + 2  # classifiers, the detector and the compare run
     compare = read_offline_run(out / "wandb")

@@ -79,7 +79,11 @@ def test_pos_weight_and_loss_selection():
     y = torch.tensor([[1, 0, 0], [1, 1, 0], [1, 0, 0], [0, 0, 0]]).numpy()
     w = pos_weight_from_labels(y, max_weight=5.0)
     assert w.tolist() == pytest.approx([1.0, 3.0, 5.0])  # 1/3 clipped up to 1; absent label -> max
-    assert isinstance(build_loss(LossConfig(name="asl"), "multilabel"), AsymmetricLoss)
+    asl = build_loss(LossConfig(name="asl", asl_gamma_neg=2.0, asl_clip=0.1), "multilabel")
+    logits, targets = torch.randn(6, 3), torch.randint(0, 2, (6, 3)).float()
+    assert isinstance(asl, AsymmetricLoss)  # and built from the config's values, not the class defaults:
+    assert asl(logits, targets).item() == pytest.approx(AsymmetricLoss(2.0, 0.0, 0.1)(logits, targets).item())
+    assert asl(logits, targets).item() != pytest.approx(AsymmetricLoss()(logits, targets).item())
     bce = build_loss(LossConfig(pos_weight=True, pos_weight_max=5.0), "multilabel", y)
     assert bce.pos_weight.tolist() == pytest.approx([1.0, 3.0, 5.0])
     ce = build_loss(LossConfig(label_smoothing=0.1), "singlelabel")
