@@ -91,8 +91,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "kvasir-ml data index kvasir-v2 ROOT --out data/kvasir-v2.coco.json --strict"],
         description="Index a dataset folder into a canonical COCO file. Every file skipped or converted "
                     "(corrupt, grayscale, unknown class folder, box outside the image, ...) is reported.")
-    q.add_argument("source", choices=["kvasir-v2", "hyperkvasir", "kvasir-seg"],
-                   help="dataset layout (README: where to get each dataset and how it is laid out)")
+    q.add_argument("source", choices=["kvasir-v2", "hyperkvasir", "kvasir-seg"], metavar="SOURCE",
+                   help="dataset layout: kvasir-v2, hyperkvasir or kvasir-seg (README: where to get each "
+                        "dataset and how it is laid out)")
     q.add_argument("root", metavar="ROOT", help="dataset folder (file_name entries are relative to it)")
     q.add_argument("--out", required=True, metavar="FILE",
                    help="canonical JSON to write (an existing one is kept as a backup)")
