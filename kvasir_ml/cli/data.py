@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def _index(args: argparse.Namespace) -> int:
@@ -33,6 +34,7 @@ def _stats(args: argparse.Namespace) -> int:
 
 def _split(args: argparse.Namespace) -> int:
     from kvasir_ml.data.coco import load_canonical
+    from kvasir_ml.data.near_duplicates import near_duplicate_groups
     from kvasir_ml.data.splits import kvasirseg_hyperkvasir_groups, make_splits, split_from_hyperkvasir_folds
 
     ds = load_canonical(args.file)
@@ -41,7 +43,14 @@ def _split(args: argparse.Namespace) -> int:
                                              unlisted="train" if args.unlisted_train else "error")
     else:
         groups = kvasirseg_hyperkvasir_groups(ds, args.uuid_map) if args.uuid_map else None
-        split = make_splits(ds, args.seed, tuple(args.fractions), groups=groups)
+        near = None
+        if args.near_duplicate_max_distance >= 0:
+            root = Path(args.root) if args.root else Path(args.file).parent
+            near = near_duplicate_groups([img["file_name"] for img in ds.images], root,
+                                         args.near_duplicate_max_distance)
+            print(f"near-duplicates: {near.info['n_groups']} groups of {near.info['n_images_grouped']} images kept "
+                  f"together (perceptual hash, <= {args.near_duplicate_max_distance} bits)")
+        split = make_splits(ds, args.seed, tuple(args.fractions), groups=groups, near_duplicates=near)
     split.save(args.out)
     print(f"wrote {args.out}  sha256 {split.sha256}")
     counts = split.label_counts(ds)
@@ -57,7 +66,7 @@ def _split(args: argparse.Namespace) -> int:
 def _synth(args: argparse.Namespace) -> int:
     from kvasir_ml.data.synth import synthesize
 
-    out = synthesize(args.out, n=args.n, seed=args.seed)
+    out = synthesize(args.out, n=args.n, seed=args.seed, cooccurrence=args.cooccurrence)
     print(f"wrote {args.n} synthetic images under {args.out} and the canonical file {out}")
     return 0
 
@@ -79,6 +88,7 @@ def _merge(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from kvasir_ml.data.near_duplicates import DEFAULT_MAX_DISTANCE as DEFAULT_NEAR_DUP_BITS  # numpy + PIL only
     p = sub.add_parser("data", help="index datasets, statistics, splits, synthetic data")
     data = p.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
 
@@ -103,6 +113,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--fractions", type=float, nargs=3, default=[0.7, 0.15, 0.15], metavar=("TRAIN", "VAL", "TEST"))
     q.add_argument("--uuid-map", help="kvasirseg_to_hyperkvasir_uuid.csv: keep Kvasir-SEG/HyperKvasir twins together")
+    q.add_argument("--root", help="folder the file names are relative to (perceptual hashes); default: the file's folder")
+    q.add_argument("--near-duplicate-max-distance", type=int, default=DEFAULT_NEAR_DUP_BITS, metavar="BITS",
+                   help=f"keep images whose perceptual hashes differ in <= BITS of 64 together (default "
+                        f"{DEFAULT_NEAR_DUP_BITS}, measured on Kvasir-SEG; -1: exact duplicates only)")
     q.add_argument("--folds", help="use a HyperKvasir official fold file (2_fold_split.csv / 5_fold_split.csv) as-is")
     q.add_argument("--val-fold", type=int, default=1, help="with --folds: fold used as val")
     q.add_argument("--test-fold", type=int, default=None, help="with --folds: fold used as test (default none)")
@@ -119,4 +133,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--out", required=True, help="output folder (images/ and annotations.coco.json)")
     q.add_argument("--n", type=int, default=64, help="number of images")
     q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--cooccurrence", choices=("default", "independent", "none"), default="default",
+                   help="extra findings: class-specific (default), on any class (independent), none")
     q.set_defaults(func=_synth)
