@@ -67,9 +67,9 @@ def classifier_table(comparison: dict[str, Any], names: Sequence[str] | None = N
     return md_table(["variant", "seeds", *(METRIC_TITLES.get(k, k) for k in keys)], rows)
 
 
-def paired_table(comparison: dict[str, Any], section: str) -> list[str]:
-    """Markdown lines: one row per pair of ``comparison[section]``, ``diff [95% CI]`` per metric."""
-    pairs = comparison.get(section) or {}
+def paired_table(comparison: dict[str, Any], *sections: str) -> list[str]:
+    """Markdown lines: one row per pair of the ``comparison[section]``s, ``diff [95% CI]`` per metric."""
+    pairs = {k: v for section in sections for k, v in (comparison.get(section) or {}).items()}
     if not pairs:
         return []
     keys = list(dict.fromkeys(k for res in pairs.values() for k in res))
@@ -107,7 +107,7 @@ def _sections(comparison: dict[str, Any]) -> list[tuple[str, list[str], list[str
     tta = classifier_table(comparison, key="test_tta", suffix=" +TTA", chance=False)
     if tta:
         out.append(("Test-time augmentation (8 dihedral views; reported apart, never mixed into the rows above)",
-                    tta, paired_table(comparison, "paired_tta") + paired_table(comparison, "inset_ablation_tta")))
+                    tta, paired_table(comparison, "paired_tta", "inset_ablation_tta")))
     return out
 
 
