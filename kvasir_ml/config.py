@@ -50,6 +50,21 @@ class DatasetConfig(StrictModel):
     # synthetic dataset size and seed (used only when canonical is None/"synthetic")
     synthetic_n: int = Field(200, ge=16)
     synthetic_seed: int = 0
+    synthetic_cooccurrence: Literal["default", "independent", "none"] = Field(
+        "default",
+        description="label sets of the synthetic data: 'default' = each class's labels plus a few class-specific "
+                    "extra findings; 'independent' = polyp, dyed and ulcerative-colitis also appear on any frame "
+                    "with probability 0.3, whatever its class (the positive control: a single-label model "
+                    "cannot express them); 'none' = exactly the class's labels (the negative control)")
+    near_duplicate_max_distance: int | None = Field(
+        12, ge=0, le=64,
+        description="a new split keeps images whose perceptual hashes differ in at most this many of 64 bits in "
+                    "one split (re-encoded / re-cropped copies of a frame; measured on Kvasir-SEG, see "
+                    "docs/near_duplicates.md); null = group exact duplicates only")
+    twin_map: str | None = Field(
+        None,
+        description="kvasirseg_to_hyperkvasir_uuid.csv: a new split keeps each Kvasir-SEG image and its "
+                    "HyperKvasir twin (same frame, other name) in one split; null = no twin map")
 
     @property
     def is_synthetic(self) -> bool:

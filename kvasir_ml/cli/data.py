@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from kvasir_ml.cli.common import add_command, add_group, add_hidden_alias, count
 
@@ -35,6 +36,7 @@ def _stats(args: argparse.Namespace) -> int:
 
 def _split(args: argparse.Namespace) -> int:
     from kvasir_ml.data.coco import load_canonical
+    from kvasir_ml.data.near_duplicates import near_duplicate_groups
     from kvasir_ml.data.splits import kvasirseg_hyperkvasir_groups, make_splits, split_from_hyperkvasir_folds
 
     ds = load_canonical(args.file)
@@ -43,7 +45,14 @@ def _split(args: argparse.Namespace) -> int:
                                              unlisted="train" if args.unlisted_train else "error")
     else:
         groups = kvasirseg_hyperkvasir_groups(ds, args.uuid_map) if args.uuid_map else None
-        split = make_splits(ds, args.seed, tuple(args.fractions), groups=groups)
+        near = None
+        if args.near_duplicate_max_distance >= 0:
+            root = Path(args.root) if args.root else Path(args.file).parent
+            near = near_duplicate_groups([img["file_name"] for img in ds.images], root,
+                                         args.near_duplicate_max_distance)
+            print(f"near-duplicates: {near.info['n_groups']} groups of {near.info['n_images_grouped']} images kept "
+                  f"together (perceptual hash, <= {args.near_duplicate_max_distance} bits)")
+        split = make_splits(ds, args.seed, tuple(args.fractions), groups=groups, near_duplicates=near)
     split.save(args.out)
     print(f"wrote {args.out}  sha256 {split.sha256}")
     counts = split.label_counts(ds)
@@ -59,7 +68,7 @@ def _split(args: argparse.Namespace) -> int:
 def _synth(args: argparse.Namespace) -> int:
     from kvasir_ml.data.synth import synthesize
 
-    out = synthesize(args.out, n=args.images, seed=args.seed)
+    out = synthesize(args.out, n=args.images, seed=args.seed, cooccurrence=args.cooccurrence)
     print(f"wrote {args.images} synthetic images under {args.out} and the canonical file {out}")
     return 0
 
@@ -85,6 +94,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="index datasets into canonical files; statistics, splits, merges, synthetic data",
                      description="Every dataset becomes one canonical COCO file (image-level labels on each "
                                  "image entry, boxes in pixels); splits, training and Label Studio start from it.")
+    from kvasir_ml.data.near_duplicates import DEFAULT_MAX_DISTANCE as DEFAULT_NEAR_DUP_BITS  # numpy + PIL only
 
     q = add_command(data, "index", help="index a dataset folder into a canonical COCO file", examples=[
         "kvasir-ml data index kvasir-seg ../shared/data/kvasir-seg --out data/kvasir-seg.coco.json",
@@ -126,6 +136,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="split fractions (summing to 1)")
     q.add_argument("--uuid-map", metavar="FILE",
                    help="kvasirseg_to_hyperkvasir_uuid.csv: keep Kvasir-SEG/HyperKvasir twins together")
+    q.add_argument("--root", metavar="DIR",
+                   help="folder the file names are relative to (for the perceptual hashes); default: the file's folder")
+    q.add_argument("--near-duplicate-max-distance", type=int, default=DEFAULT_NEAR_DUP_BITS, metavar="BITS",
+                   help="keep images whose perceptual hashes differ in <= BITS of 64 together (measured on "
+                        "Kvasir-SEG: docs/near_duplicates.md); -1: exact duplicates only")
     q.add_argument("--folds", metavar="FILE",
                    help="use a HyperKvasir official fold file (2_fold_split.csv / 5_fold_split.csv) as-is")
     q.add_argument("--val-fold", type=int, default=1, metavar="N", help="with --folds: fold used as val")
@@ -152,4 +167,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--images", type=count(1), default=64, metavar="N", help="number of images")
     add_hidden_alias(q, "--n", dest="images", type=count(1))
     q.add_argument("--seed", type=int, default=0, metavar="N", help="the same seed gives the same images")
+    q.add_argument("--cooccurrence", choices=("default", "independent", "none"), default="default",
+                   help="extra findings: class-specific (default), on any class (independent, the positive "
+                        "control's data), or none (labels are exactly the class's: the negative control)")
     q.set_defaults(func=_synth)

@@ -1,4 +1,4 @@
-"""``kvasir-ml quickstart --out DIR``: the main job on built-in synthetic data (CPU, offline, ~3 min)."""
+"""``kvasir-ml quickstart --out DIR``: the main job on built-in synthetic data (CPU, offline, ~2.5 min)."""
 
 from __future__ import annotations
 

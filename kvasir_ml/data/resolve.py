@@ -48,7 +48,8 @@ def resolve_dataset(cfg: DatasetConfig, work_dir: Path, may_write: bool = True) 
     if may_write and not canonical.is_file():  # a resumed run reuses its data
         from kvasir_ml.data.synth import synthesize
 
-        canonical = Path(synthesize(out, n=cfg.synthetic_n, seed=cfg.synthetic_seed))
+        canonical = Path(synthesize(out, n=cfg.synthetic_n, seed=cfg.synthetic_seed,
+                                    cooccurrence=cfg.synthetic_cooccurrence))
         log.info("synthesized %d images into %s", cfg.synthetic_n, out)
     return canonical, out
 
@@ -58,14 +59,20 @@ def dataset_name(cfg: DatasetConfig, ds: CanonicalDataset, canonical: Path) -> s
     return "synthetic" if cfg.is_synthetic else str(ds.info.get("source") or canonical.stem)
 
 
-def resolve_split(ds: CanonicalDataset, cfg: DatasetConfig, work_dir: Path, may_write: bool = True) -> Split:
+def resolve_split(ds: CanonicalDataset, cfg: DatasetConfig, work_dir: Path, may_write: bool = True,
+                  root: Path | None = None) -> Split:
     """The split of ``ds``: ``work_dir/split.json`` if present, else ``cfg.split_file``, else a new one.
+
+    A new split groups exact duplicates, near-duplicates by perceptual hash
+    (``cfg.near_duplicate_max_distance``) and Kvasir-SEG/HyperKvasir twins (``cfg.twin_map``).
 
     Args:
         ds: the dataset (after any subsetting the caller does) the split must cover.
-        cfg: the data section (split_file, split_seed, fractions).
+        cfg: the data section (split_file, split_seed, fractions, near-duplicate and twin grouping).
         work_dir: the folder whose ``split.json`` freezes the split.
         may_write: save a new split to ``work_dir/split.json``.
+        root: the folder ``ds``'s file names are relative to (for the perceptual hashes);
+            None = the root ``resolve_dataset(cfg, work_dir)`` gives.
 
     Returns:
         The split.
@@ -83,9 +90,26 @@ def resolve_split(ds: CanonicalDataset, cfg: DatasetConfig, work_dir: Path, may_
             raise DatasetError(f"{saved} (frozen by an earlier call) differs from data.split_file "
                                f"{cfg.split_file}; use a new folder")
         return split
-    split = given or make_splits(ds, seed=cfg.split_seed, fractions=tuple(cfg.fractions))
+    split = given or _new_split(ds, cfg, work_dir, root)
     if may_write:
         split.save(saved)
+    return split
+
+
+def _new_split(ds: CanonicalDataset, cfg: DatasetConfig, work_dir: Path, root: Path | None) -> Split:
+    from kvasir_ml.data.near_duplicates import near_duplicate_groups
+    from kvasir_ml.data.splits import kvasirseg_hyperkvasir_groups
+
+    twins = kvasirseg_hyperkvasir_groups(ds, cfg.twin_map) if cfg.twin_map else None
+    near = None
+    if cfg.near_duplicate_max_distance is not None:
+        root = root if root is not None else resolve_dataset(cfg, work_dir, may_write=False)[1]
+        near = near_duplicate_groups([img["file_name"] for img in ds.images], root, cfg.near_duplicate_max_distance)
+        log.info("near-duplicates: %d groups of %d images (perceptual hash, <= %d bits)",
+                 near.info["n_groups"], near.info["n_images_grouped"], cfg.near_duplicate_max_distance)
+    split = make_splits(ds, seed=cfg.split_seed, fractions=tuple(cfg.fractions), groups=twins, near_duplicates=near)
+    if cfg.twin_map:
+        split.info["twin_map"] = Path(cfg.twin_map).name
     return split
 
 

@@ -1,9 +1,10 @@
 """Deterministic train/val/test splits: grouped, multi-label stratified, hashed.
 
 ``make_splits`` works on *groups*, not images: images with the same ``content_sha256``
-(exact duplicates) and images tied by extra group keys (e.g. Kvasir-SEG ids and their
-HyperKvasir uuids, ``kvasirseg_hyperkvasir_groups``) are merged into one group first, so a
-duplicate can never sit in train and test at once. Groups are then assigned with iterative
+(exact duplicates), near-duplicates by perceptual hash (``data.near_duplicates``: re-encoded
+or re-cropped copies of one frame) and images tied by extra group keys (e.g. Kvasir-SEG ids
+and their HyperKvasir uuids, ``kvasirseg_hyperkvasir_groups``) are merged into one group
+first, so a duplicate can never sit in train and test at once. Groups are then assigned with iterative
 stratification (Sechidis et al. 2011, the ``iterative-stratification`` package) over the
 image labels, the single-label source class and the box classes, and a repair pass makes
 sure every column with at least 3 groups appears in every split.
@@ -24,6 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from kvasir_ml.data.coco import CanonicalDataset
+from kvasir_ml.data.near_duplicates import NearDuplicates
 from kvasir_ml.io import atomic_write_json, read_json, read_text_utf8, sha256_json
 from kvasir_ml.taxonomy import Taxonomy, TaxonomyError, load_taxonomy
 
@@ -112,8 +114,8 @@ def canonical_sha256(ds: CanonicalDataset) -> str:
 
 
 # ---- grouping -------------------------------------------------------------------------
-def _group_images(ds: CanonicalDataset, groups: dict[str, str] | None) -> list[list[int]]:
-    """Indices of ``ds.images`` merged by content hash and extra keys (union-find)."""
+def _group_images(ds: CanonicalDataset, groups: Sequence[dict[str, str]]) -> list[list[int]]:
+    """Indices of ``ds.images`` merged by content hash and the keys of every ``groups`` map (union-find)."""
     parent = list(range(len(ds.images)))
 
     def find(i: int) -> int:
@@ -127,8 +129,7 @@ def _group_images(ds: CanonicalDataset, groups: dict[str, str] | None) -> list[l
         keys = []
         if img.get("content_sha256"):
             keys.append("sha:" + img["content_sha256"])
-        if groups and img["file_name"] in groups:
-            keys.append("grp:" + str(groups[img["file_name"]]))
+        keys += [f"grp{k}:{g[img['file_name']]}" for k, g in enumerate(groups) if img["file_name"] in g]
         for key in keys:
             j = first_by_key.setdefault(key, i)
             parent[find(i)] = find(j)
@@ -202,6 +203,7 @@ def make_splits(
     groups: dict[str, str] | None = None,
     use_source_class: bool = True,
     taxonomy: Taxonomy | None = None,
+    near_duplicates: NearDuplicates | None = None,
 ) -> Split:
     """Grouped, multi-label stratified train/val/test split, deterministic by seed.
 
@@ -214,6 +216,8 @@ def make_splits(
         use_source_class: stratify on the single-label source class too, so small classes
             reach every split.
         taxonomy: defaults to the project taxonomy.
+        near_duplicates: perceptual-hash groups (``near_duplicates.near_duplicate_groups``);
+            their images stay together, and ``info["near_duplicates"]`` records the groups.
 
     Returns:
         Split with sorted file names per split.
@@ -226,7 +230,7 @@ def make_splits(
     if not ds.images:
         raise SplitError("cannot split an empty dataset")
     taxonomy = taxonomy or load_taxonomy()
-    members = _group_images(ds, groups)
+    members = _group_images(ds, [g for g in (groups, near_duplicates and near_duplicates.groups) if g])
     image_matrix, columns = _stratification_matrix(ds, taxonomy, use_source_class)
     group_matrix = np.stack([image_matrix[idx].any(0) for idx in members])
     sizes = np.array([len(idx) for idx in members])
@@ -245,6 +249,8 @@ def make_splits(
         "n_multi_image_groups": int((sizes > 1).sum()),
         "stratified_on": columns,
         "groups_moved_for_coverage": moved,
+        "n_images_with_group_keys": len(groups or {}),
+        "near_duplicates": near_duplicates.info if near_duplicates is not None else None,
     }
     return Split(seed, "iterative-stratification-grouped", tuple(float(v) for v in r), canonical_sha256(ds),
                  {k: sorted(v) for k, v in splits.items()}, info)

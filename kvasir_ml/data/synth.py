@@ -3,7 +3,12 @@
 Each frame is drawn from one of the 8 Kvasir v2 source classes (the taxonomy's "synthetic"
 source) and carries that class's label set, sometimes with extra findings on top (a polyp
 in a caecum frame, ulcerative colitis around a polyp, dye on a polyp...). A single-label
-model cannot express those extras; a multi-label model can. Every label has a simple,
+model cannot express those extras; a multi-label model can. ``cooccurrence`` sets how
+extras appear (``COOCCURRENCE_MODES``): the default class-specific ones; ``independent``,
+where ``INDEPENDENT_FINDINGS`` appear on any frame with the same probability whatever its
+class (the positive control of the comparison: the label set is NOT a function of the
+class); ``none``, where every frame carries exactly its class's labels (the negative
+control: a single-label model loses nothing). Every label has a simple,
 learnable visual signature (see ``_FEATURES``), so a small network learns it at 64-128 px.
 
 Like the real data, lower-GI frames carry the position-map inset (green panel 50%,
@@ -45,6 +50,11 @@ EXTRA_FINDINGS = (
     ("dyed-resection-margins", "polyp", 0.25),
     ("normal-z-line", "esophagitis", 0.0),  # esophagitis is a class of its own (with z-line)
 )
+COOCCURRENCE_MODES = ("default", "independent", "none")
+# cooccurrence="independent": each of these is added to any frame (whatever its class) with
+# probability INDEPENDENT_P, unless the class's label set already has it.
+INDEPENDENT_FINDINGS = ("polyp", "dyed", "ulcerative-colitis")
+INDEPENDENT_P = 0.3
 # The fixed creation date keeps the canonical JSON byte-identical across runs.
 _FIXED_DATE = "1970-01-01T00:00:00Z"
 
@@ -334,8 +344,11 @@ _FEATURES: dict[str, Callable[[_Scene], None]] = {
 }
 # "lifted" is drawn by _draw_polyp (the blue cushion under the polyp).
 _SIGNATURES = frozenset(_FEATURES) | {"lifted"}
-# Drawing order: background changes first, raised things last.
-_ORDER = ("ulcerative-colitis", "dyed", "z-line", "esophagitis", "cecum", "pylorus", "resection-margin", "polyp")
+# Drawing order: background changes first, raised things last. Colitis and dye come after the
+# z-line (whose pale squamous blend would otherwise paint over them on upper-GI frames, which
+# cooccurrence="independent" makes); in the default mode they never share a frame with it, so
+# its frames are unchanged by that choice.
+_ORDER = ("z-line", "esophagitis", "ulcerative-colitis", "dyed", "cecum", "pylorus", "resection-margin", "polyp")
 
 
 # ---- frame: border, burnt-in text, inset -------------------------------------------------
@@ -404,12 +417,17 @@ def _draw_inset(img: Image.Image, rng: np.random.Generator, state: str) -> list[
 
 
 # ---- one frame ---------------------------------------------------------------------------
-def _frame_labels(rng: np.random.Generator, taxonomy: Taxonomy, cls: str) -> list[str]:
-    """The class's label set plus, sometimes, extra findings (in vocabulary order)."""
+def _frame_labels(rng: np.random.Generator, taxonomy: Taxonomy, cls: str, cooccurrence: str = "default") -> list[str]:
+    """The class's label set plus, per ``cooccurrence``, extra findings (in vocabulary order)."""
     labels = set(taxonomy.labels_for(SOURCE, cls))
-    for extra_cls, extra_label, p in EXTRA_FINDINGS:
-        if extra_cls == cls and rng.random() < p:
-            labels.add(extra_label)
+    if cooccurrence == "default":
+        for extra_cls, extra_label, p in EXTRA_FINDINGS:
+            if extra_cls == cls and rng.random() < p:
+                labels.add(extra_label)
+    elif cooccurrence == "independent":
+        for finding in INDEPENDENT_FINDINGS:  # one draw per finding and frame, whatever the class
+            if rng.random() < INDEPENDENT_P:
+                labels.add(finding)
     return [name for name in taxonomy.label_names if name in labels]
 
 
@@ -467,6 +485,7 @@ def synthesize(
     size_range_px: tuple[int, int] = (256, 320),
     overwrite: bool = False,
     taxonomy: Taxonomy | None = None,
+    cooccurrence: str = "default",
 ) -> Path:
     """Write ``n`` synthetic Kvasir-like frames and their canonical annotation file.
 
@@ -481,6 +500,7 @@ def synthesize(
         overwrite: allow writing into a folder that already holds an annotation file (the
             old file is kept as a timestamped backup).
         taxonomy: defaults to ``load_taxonomy()``.
+        cooccurrence: ``default`` | ``independent`` | ``none`` (see the module docstring).
 
     Returns:
         Path of ``out_dir/annotations.coco.json``.
@@ -494,8 +514,12 @@ def synthesize(
         raise SynthError(f"synthesize {out_dir}: n must be >= 1, got {n}")
     if not 64 <= lo <= hi:
         raise SynthError(f"synthesize {out_dir}: size_range_px must satisfy 64 <= lo <= hi, got {size_range_px}")
+    if cooccurrence not in COOCCURRENCE_MODES:
+        raise SynthError(f"synthesize {out_dir}: cooccurrence must be one of {COOCCURRENCE_MODES}, got {cooccurrence!r}")
     ann_path = out_dir / ANNOTATIONS_NAME
     params = {"generator_version": GENERATOR_VERSION, "seed": int(seed), "n": int(n), "size_range_px": [lo, hi]}
+    if cooccurrence != "default":  # absent for the default, so folders written before the option still match
+        params["cooccurrence"] = cooccurrence
     if ann_path.exists() and not overwrite:
         if _is_same_dataset(out_dir, params):
             return ann_path  # the same call ran before (e.g. a resumed run): the bytes would be identical
@@ -514,7 +538,7 @@ def synthesize(
     for i in range(n):
         rng = np.random.default_rng([int(seed), i])
         cls = classes[i % len(classes)]
-        labels = _frame_labels(rng, taxonomy, cls)
+        labels = _frame_labels(rng, taxonomy, cls, cooccurrence)
         size = _frame_size(rng, (lo, hi))
         img, state, inset_box, boxes = render_frame(rng, cls, labels, size)
         rel = f"images/synth-{seed}-{i:05d}.jpg"
@@ -534,7 +558,8 @@ def _is_same_dataset(out_dir: Path, params: dict) -> bool:
         ds = load_canonical(out_dir / ANNOTATIONS_NAME)
     except (ValueError, OSError):  # CanonicalError is a ValueError
         return False
-    if any(ds.info.get(key) != value for key, value in params.items()):
+    if any(ds.info.get(key) != value for key, value in params.items()) or ds.info.get("cooccurrence") != params.get(
+            "cooccurrence"):
         return False
     return all((out_dir / img["file_name"]).is_file() for img in ds.images)
 

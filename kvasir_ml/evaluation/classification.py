@@ -270,6 +270,13 @@ def label_scores_to_class_proba(label_scores: Any, class_label_matrix: Any) -> n
     ``log(1 - p)`` to every class and would cancel in the softmax anyway, so leaving it out
     changes nothing but keeps its noise out of the numbers.
 
+    The scores must be calibrated probabilities: the log-likelihood is a sum of label
+    log-odds, so a per-label offset in the scores acts as a hidden class prior. BCE with
+    ``pos_weight`` would add ``log(pos_weight)`` to every logit; the project's loss
+    (``models.losses.CalibratedPosWeightBCE``) keeps that offset out of the model's output,
+    so a frame that is truly 50/50 between two classes decodes as 50/50
+    (``tests/evaluation/test_class_decoding.py``).
+
     Args:
         label_scores: (N, C) label probabilities.
         class_label_matrix: (K, C) 0/1, row k = label set of class k.

@@ -22,17 +22,19 @@ from typing import Any, Sequence
 import numpy as np
 import yaml
 
+from kvasir_ml.evaluation.bootstrap import DEFAULT_RESAMPLES
 from kvasir_ml.experiment.config import DEFAULT_HARD_PAIRS
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 # The comparison table (every classifier is scored on both tasks, so every run has them all).
 CLASSIFIER_METRICS = ("macro_ap", "micro_ap", "macro_f1", "subset_accuracy", "top1", "mcc")
 # Also aggregated and kept in comparison.json, not in the headline table.
 EXTRA_CLASSIFIER_METRICS = ("hamming_loss", "singlelabel_macro_f1", "macro_ap_source_labels")
 DETECTOR_METRICS = ("coco_ap", "coco_ap50", "coco_ap75", "ultralytics_map50", "ultralytics_map50_95")
 PREDICTIONS_FILE = "predictions_test.npz"
+PREDICTIONS_TTA_FILE = "predictions_test_tta.npz"
 STD_NOTE = "sample standard deviation over seeds (ddof=1); null with one seed"
 _WANDB_PATH = re.compile(r"^[\w.-]+/[\w.-]+/[\w-]+$")
 
@@ -49,6 +51,7 @@ class RunRecord:
     metrics: dict[str, Any]
     predictions: dict[str, np.ndarray] | None = None
     group: str | None = None  # the run's W&B group (tracking.group)
+    predictions_tta: dict[str, np.ndarray] | None = None  # the same with test-time augmentation
 
 
 def load_run(run_dir: str | Path) -> RunRecord:
@@ -64,16 +67,19 @@ def load_run(run_dir: str | Path) -> RunRecord:
     metrics = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(metrics.get("test"), dict):
         raise CompareError(f"{path}: has no 'test' metrics")
-    predictions = None
-    pred_path = run_dir / PREDICTIONS_FILE
-    if pred_path.is_file():
-        with np.load(pred_path, allow_pickle=False) as npz:
-            predictions = {k: npz[k] for k in npz.files}
+    predictions, predictions_tta = _load_npz(run_dir / PREDICTIONS_FILE), _load_npz(run_dir / PREDICTIONS_TTA_FILE)
     group = None
     if (run_dir / "config.yaml").is_file():
         config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
         group = (config.get("tracking") or {}).get("group")
-    return RunRecord(str(run_dir), metrics, predictions, group)
+    return RunRecord(str(run_dir), metrics, predictions, group, predictions_tta)
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray] | None:
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as npz:
+        return {k: npz[k] for k in npz.files}
 
 
 def is_wandb_path(ref: str) -> bool:
@@ -232,7 +238,11 @@ def _variant_entry(name: str, recs: list[RunRecord], hard_pairs: Sequence[tuple[
         "run_dirs": [r.source for r in recs],
         "split_sha256": sorted({str(r.metrics.get("split_sha256")) for r in recs}),
         "test": {k: aggregate([t.get(k) for t in tests]) for k in keys},
+        "selection": sorted({str((r.metrics.get("selection") or {}).get("rule", "val_macro_ap")) for r in recs}),
     }
+    tta = [r.metrics.get("test_tta") for r in recs]
+    if kind != "detector" and all(isinstance(t, dict) for t in tta):
+        entry["test_tta"] = {k: aggregate([t.get(k) for t in tta]) for k in keys}
     if kind == "detector":
         classes = list(dict.fromkeys(c for t in tests for c in t.get("per_class_ap", {})))
         entry["per_class_ap"] = {c: aggregate([t.get("per_class_ap", {}).get(c) for t in tests]) for c in classes}
@@ -257,13 +267,58 @@ def _variant_entry(name: str, recs: list[RunRecord], hard_pairs: Sequence[tuple[
     return entry
 
 
+def paired_sections(records: Sequence[RunRecord], n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
+                    label_subsets: dict[str, Sequence[str]] | None = None) -> dict[str, Any]:
+    """The paired-bootstrap sections of a comparison (see ``experiment.paired``).
+
+    Returns:
+        ``paired`` (multi- vs single-label within an inset mode), ``inset_ablation`` (raw or
+        branch vs masked within a task), ``paired_tta`` / ``inset_ablation_tta`` (the same on
+        TTA predictions; empty without them) and ``paired_bootstrap`` (method, resamples, seed,
+        and per pair whether both sides used the same checkpoint selection rule).
+    """
+    from kvasir_ml.experiment.paired import BOOTSTRAP_NOTE, ablation_pairs, pair_intervals, task_pairs
+
+    plain: dict[str, list] = {}
+    tta: dict[str, list] = {}
+    selection: dict[str, set[str]] = {}
+    for rec in records:
+        if rec.metrics.get("kind", "classifier") != "classifier":
+            continue
+        name = variant_name(rec.metrics)
+        selection.setdefault(name, set()).add(str((rec.metrics.get("selection") or {}).get("rule", "val_macro_ap")))
+        if rec.predictions is not None:
+            plain.setdefault(name, []).append((rec.predictions, rec.metrics["test"]["thresholds"]))
+        if rec.predictions_tta is not None and isinstance(rec.metrics.get("test_tta"), dict):
+            tta.setdefault(name, []).append((rec.predictions_tta, rec.metrics["test_tta"]["thresholds"]))
+    variants = list(selection)
+    pairs, ablation = task_pairs(variants), ablation_pairs(variants)
+    same_rule = {f"{a}-vs-{b}": len(selection[a] | selection[b]) == 1 for a, b in [*pairs, *ablation]}
+    for key, ok in same_rule.items():
+        if not ok:
+            log.warning("%s: the two variants' checkpoints were selected by different rules", key)
+    return {
+        "paired": pair_intervals(plain, pairs, n_resamples, seed, label_subsets),
+        "inset_ablation": pair_intervals(plain, ablation, n_resamples, seed, label_subsets),
+        "paired_tta": pair_intervals(tta, pairs, n_resamples, seed, label_subsets),
+        "inset_ablation_tta": pair_intervals(tta, ablation, n_resamples, seed, label_subsets),
+        "paired_bootstrap": {"method": BOOTSTRAP_NOTE, "unit": "test image", "n_resamples": n_resamples,
+                             "seed": seed, "label_subsets": {k: list(v) for k, v in (label_subsets or {}).items()},
+                             "same_selection_rule": same_rule},
+    }
+
+
 def compare_runs(records: Sequence[RunRecord],
-                 hard_pairs: Sequence[tuple[str, str]] = DEFAULT_HARD_PAIRS) -> dict[str, Any]:
-    """Group runs into variants and aggregate their test metrics over seeds.
+                 hard_pairs: Sequence[tuple[str, str]] = DEFAULT_HARD_PAIRS, n_resamples: int = DEFAULT_RESAMPLES,
+                 bootstrap_seed: int = 0, label_subsets: dict[str, Sequence[str]] | None = None) -> dict[str, Any]:
+    """Group runs into variants, aggregate their test metrics over seeds, add paired intervals.
 
     Args:
         records: finished runs (``load_run`` / ``load_wandb_run``), any order.
         hard_pairs: source-class pairs whose mutual confusion is reported.
+        n_resamples: paired-bootstrap resamples (0: no paired intervals).
+        bootstrap_seed: resampling seed.
+        label_subsets: ``{name: labels}``: the paired sections add ``macro_ap[<name>]``.
 
     Returns:
         The comparison dict (written as ``comparison.json``): ``format_version``,
@@ -272,8 +327,10 @@ def compare_runs(records: Sequence[RunRecord],
         ``label_names``, ``class_names``, ``chance`` (``chance_levels`` of the test split) and ``variants`` {name: {name, kind, task,
         inset_mode, model, n_seeds, seeds, run_dirs, split_sha256, test: {metric: {mean, std,
         n, values}}, per_class_ap: {label: {...}}, confusion_sum (single-label task, summed
-        over seeds), hard_pairs: {"a vs b": {...}}}} in the
-        order the variants first appear in ``records``.
+        over seeds), hard_pairs: {"a vs b": {...}}, selection: [rules], test_tta (when the
+        runs scored TTA)}} in the order the variants first appear in ``records``; plus the
+        ``paired_sections`` keys (``paired``: ``{"<multi>-vs-<single>": {metric: {"diff",
+        "ci95": [lo, hi], ...}}}``, ``inset_ablation``, their ``_tta`` twins, ``paired_bootstrap``).
 
     Raises:
         CompareError: no runs, or one variant with the same seed twice.
@@ -309,6 +366,8 @@ def compare_runs(records: Sequence[RunRecord],
         comparison["hard_pairs_missing"] = missing
     if not comparison["same_split"]:
         log.warning("the runs were trained on %d different splits: the comparison is not like for like", len(splits))
+    elif n_resamples > 0:
+        comparison.update(paired_sections(records, n_resamples, bootstrap_seed, label_subsets))
     return comparison
 
 

@@ -59,6 +59,14 @@ class ExperimentConfig(StrictModel):
     hard_pairs: list[tuple[str, str]] = [tuple(p) for p in DEFAULT_HARD_PAIRS]
     # W&B: mode/project/entity/tags are given to every run; group defaults to `name`
     tracking: TrackingConfig = TrackingConfig()
+    bootstrap_resamples: int = Field(
+        2000, ge=0, description="paired-bootstrap resamples of the test images for the intervals of each "
+                                "multi- vs single-label difference (0: no intervals)")
+    bootstrap_seed: int = Field(0, description="seed of the bootstrap resampling (the intervals are reproducible)")
+    label_subsets: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="named label subsets whose macro AP the paired sections add as macro_ap[<name>], e.g. "
+                    "{cooccurring: [polyp, dyed, ulcerative-colitis]}")
 
     @model_validator(mode="after")
     def _check(self) -> "ExperimentConfig":

@@ -28,7 +28,9 @@ from tqdm.auto import tqdm
 
 from kvasir_ml.config import TrackingConfig, dump_config
 from kvasir_ml.experiment.compare import RunRecord, compare_runs, load_run, pooled_predictions
+from kvasir_ml.evaluation.bootstrap import DEFAULT_RESAMPLES
 from kvasir_ml.experiment.config import ExperimentConfig, ExperimentDataConfig
+from kvasir_ml.experiment.design import DesignError, check_controlled
 from kvasir_ml.experiment.report import log_comparison_run, write_report
 from kvasir_ml.io import atomic_write_text
 
@@ -200,7 +202,10 @@ def train_runs(planned: Sequence[PlannedRun], skip_finished: bool = True, progre
 
 
 def report_records(records: Sequence[RunRecord], out_dir: str | Path, name: str, tracking: TrackingConfig,
-                   hard_pairs: Sequence[tuple[str, str]], title: str = "Multi-label vs single-label") -> dict[str, Any]:
+                   hard_pairs: Sequence[tuple[str, str]], title: str = "Multi-label vs single-label",
+                   n_resamples: int = DEFAULT_RESAMPLES, bootstrap_seed: int = 0,
+                   label_subsets: dict[str, Sequence[str]] | None = None,
+                   design: dict[str, Any] | None = None) -> dict[str, Any]:
     """Compare finished runs, write the report into ``out_dir`` and log the W&B compare run.
 
     Args:
@@ -210,12 +215,16 @@ def report_records(records: Sequence[RunRecord], out_dir: str | Path, name: str,
         tracking: tracking config of the compare run (its group should be the runs' group).
         hard_pairs: source-class pairs for the confusion section.
         title: the Markdown title.
+        n_resamples, bootstrap_seed, label_subsets: paired-bootstrap settings (``compare_runs``).
+        design: what ``design.check_controlled`` found (recorded as ``comparison["design"]``).
 
     Returns:
         ``{"comparison": dict, "paths": {key: Path}, "wandb_dir": Path | None}``.
     """
     out_dir = Path(out_dir)
-    comparison = compare_runs(records, hard_pairs)
+    comparison = compare_runs(records, hard_pairs, n_resamples, bootstrap_seed, label_subsets)
+    if design is not None:
+        comparison["design"] = design
     comparison["experiment"] = name
     comparison["group"] = tracking.group
     curves, labels = pooled_predictions(records)
@@ -246,17 +255,23 @@ def run_comparison(cfg: ExperimentConfig, out_dir: str | Path, progress: bool = 
         What ``report_records`` returns, plus ``"data"`` (``ExperimentData``) and ``"run_dirs"``.
 
     Raises:
-        ExperimentError: stale run folders or a split that is not the experiment's.
+        ExperimentError: stale run folders, a split that is not the experiment's, or runs that would
+            not make a controlled comparison (``design.check_controlled``).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_experiment_config(cfg, out_dir)
     data = prepare_experiment_data(cfg.data, out_dir)
     planned = [*plan_classifier_runs(cfg, data, out_dir), *extra_runs]
+    try:
+        design = check_controlled(planned)
+    except DesignError as exc:
+        raise ExperimentError(str(exc)) from None
     run_dirs = train_runs(planned, cfg.skip_finished, progress)
     tracking = cfg.tracking.model_copy(update={"group": cfg.group})
     result = report_records([load_run(d) for d in run_dirs], out_dir, cfg.name, tracking, cfg.hard_pairs,
-                         title=f"Multi-label vs single-label: {cfg.name}")
+                            title=f"Multi-label vs single-label: {cfg.name}", n_resamples=cfg.bootstrap_resamples,
+                            bootstrap_seed=cfg.bootstrap_seed, label_subsets=cfg.label_subsets, design=design)
     if result["comparison"]["split_sha256"] != [data.split_sha256]:
         raise ExperimentError(f"{out_dir}: runs report splits {result['comparison']['split_sha256']}, "
                               f"expected only the frozen {data.split_sha256}")

@@ -17,58 +17,15 @@ from matplotlib.figure import Figure
 
 from kvasir_ml.config import TrackingConfig
 from kvasir_ml.evaluation import plots
+from kvasir_ml.experiment.tables import METRIC_TITLES, classifier_table, detector_table, fmt, metrics_table
+from kvasir_ml.experiment.tables import md_table as _md_table
+from kvasir_ml.experiment.tables import section_lines
+from kvasir_ml.experiment.tables import variants_of as _variants
 from kvasir_ml.io import atomic_write, atomic_write_json, atomic_write_text
 
-METRIC_TITLES = {"macro_ap": "macro AP", "micro_ap": "micro AP", "macro_f1": "macro F1",
-                 "subset_accuracy": "subset acc.", "top1": "top-1", "mcc": "MCC",
-                 "coco_ap": "COCO AP", "coco_ap50": "AP50", "coco_ap75": "AP75",
-                 "ultralytics_map50": "ultralytics mAP50", "ultralytics_map50_95": "ultralytics mAP50-95"}
-
-
-def fmt(agg: dict[str, Any] | None, digits: int = 3) -> str:
-    """``mean ± std`` of an ``aggregate`` dict (``mean`` alone for one seed, ``–`` if undefined)."""
-    if not agg or agg.get("mean") is None:
-        return "–"
-    text = f"{agg['mean']:.{digits}f}"
-    return text if agg.get("std") is None else f"{text} ± {agg['std']:.{digits}f}"
-
-
-def _variants(comparison: dict[str, Any], kind: str) -> list[dict[str, Any]]:
-    return [v for v in comparison["variants"].values() if v["kind"] == kind]
-
-
-def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(r) + " |" for r in rows]
-
-
-def classifier_table(comparison: dict[str, Any]) -> list[str]:
-    """Markdown lines: classifier variants x metrics (mean ± std), then a chance row."""
-    classifiers = _variants(comparison, "classifier")
-    if not classifiers:
-        return []
-    keys = comparison["metrics"]
-    rows = [[v["name"], str(v["n_seeds"]), *(fmt(v["test"].get(k)) for k in keys)] for v in classifiers]
-    chance = comparison.get("chance")
-    if chance:
-        rows.append(["*chance*", "", *(f"*{chance[k]:.3f}*" if chance.get(k) is not None else "" for k in keys)])
-    return _md_table(["variant", "seeds", *(METRIC_TITLES.get(k, k) for k in keys)], rows)
-
-
-def detector_table(comparison: dict[str, Any]) -> list[str]:
-    """Markdown lines: detector variants x COCO/ultralytics metrics (mean ± std)."""
-    detectors = _variants(comparison, "detector")
-    if not detectors:
-        return []
-    keys = comparison["detector_metrics"]
-    return _md_table(["detector", "seeds", *(METRIC_TITLES.get(k, k) for k in keys)],
-                     [[v["name"], str(v["n_seeds"]), *(fmt(v["test"].get(k)) for k in keys)] for v in detectors])
-
-
-def metrics_table(comparison: dict[str, Any]) -> str:
-    """The headline tables (Markdown, also printed by the CLIs): classifiers, then detectors."""
-    parts = [classifier_table(comparison), detector_table(comparison)]
-    return "\n\n".join("\n".join(p) for p in parts if p)
+# The tables live in experiment.tables; these names stay importable from here.
+__all__ = ["METRIC_TITLES", "classifier_table", "detector_table", "fmt", "metrics_table", "markdown",
+           "write_plots", "write_report", "log_comparison_run", "comparison_rows"]
 
 
 def _per_class_lines(comparison: dict[str, Any]) -> list[str]:
@@ -108,6 +65,32 @@ def _rel(path: str | Path, base: Path) -> str:
         return str(path)
 
 
+def _design_lines(comparison: dict[str, Any]) -> list[str]:
+    """How the comparison was made: selection rules, what the paired variants share, the intervals."""
+    rules = {v["name"]: v.get("selection") or [] for v in _variants(comparison, "classifier")}
+    distinct = sorted({r for rs in rules.values() for r in rs})
+    lines = ["## Design", ""]
+    if distinct:
+        from kvasir_ml.train.report import SELECTION_RULES
+
+        lines.append("- **Checkpoint selection**: " + "; ".join(
+            f"`{r}` = {SELECTION_RULES.get(r, '?')}" for r in distinct)
+            + ("." if len(distinct) == 1 else f" (differs between variants: {rules}; NOT like for like)."))
+    design = comparison.get("design") or {}
+    if design.get("controlled"):
+        lines.append("- **Controlled**: in each multi- vs single-label pair the resolved run configs are equal "
+                     "(data, split, image size, architecture, inset mode, optimiser, schedule, epochs, "
+                     "augmentation, dropout, weight decay, seeds, selection rule) except "
+                     f"{', '.join(f'`{k}`' for k in design.get('allowed_differences', []))}.")
+    boot = comparison.get("paired_bootstrap")
+    if boot:
+        lines.append(f"- **Uncertainty**: ± is the std over training seeds (how much retraining moves a number); "
+                     f"the paired intervals come from a {boot['method']} ({boot['n_resamples']} resamples, "
+                     f"seed {boot['seed']}). They say how much the difference would move on another test set "
+                     "of this size from the same distribution, not on another dataset.")
+    return [*lines, ""]
+
+
 def markdown(comparison: dict[str, Any], out_dir: Path, plot_paths: dict[str, Path], title: str) -> str:
     """The whole ``comparison.md``."""
     splits = comparison["split_sha256"]
@@ -120,8 +103,9 @@ def markdown(comparison: dict[str, Any], out_dir: Path, plot_paths: dict[str, Pa
              "Every classifier is scored on both tasks with the same code: multi-label metrics (macro/micro AP, "
              "macro F1 at per-label thresholds tuned on val, subset accuracy) on label scores (single-label "
              "models: class probabilities mapped through the taxonomy), single-label metrics (top-1, MCC) on "
-             "class probabilities (multi-label models: the label-set likelihood over the source classes).", "",
-             "## Test metrics", "", *classifier_table(comparison), "",
+             "class probabilities (multi-label models: the label-set likelihood over the source classes, "
+             "from calibrated label probabilities).", "",
+             *_design_lines(comparison), *section_lines(comparison),
              *(["*chance*: a model without skill on this test split (AP = label prevalence, top-1 = majority "
                 "class share, MCC = 0).", ""] if comparison.get("chance") else []),
              *(["## Detector (test)", "", *detector_table(comparison), ""] if detector_table(comparison) else []),
@@ -168,6 +152,35 @@ def _grouped_bars(groups: list[str], series: dict[str, list[dict[str, Any] | Non
     return _save_png(fig, path)
 
 
+def _paired_plot(comparison: dict[str, Any], path: Path) -> Path | None:
+    """Forest plot: each pair's difference per metric with its 95% paired-bootstrap interval."""
+    rows = [(f"{section.replace('_', ' ')}: {pair.replace('-vs-', ' − ')}", METRIC_TITLES.get(k, k), res)
+            for section in ("paired", "inset_ablation", "paired_tta", "inset_ablation_tta")
+            for pair, results in (comparison.get(section) or {}).items() for k, res in results.items()
+            if res.get("diff") is not None and res.get("ci95")]
+    if not rows:
+        return None
+    groups = list(dict.fromkeys(r[0] for r in rows))
+    fig = Figure(figsize=(7.5, 0.28 * len(rows) + 0.5 * len(groups) + 1.2))
+    ax = fig.add_subplot()
+    y, ticks, labels = 0.0, [], []
+    for gi, group in enumerate(groups):
+        for _, metric, res in (r for r in rows if r[0] == group):
+            lo, hi = res["ci95"]
+            ax.errorbar(res["diff"], y, xerr=[[res["diff"] - lo], [hi - res["diff"]]], fmt="o", color=f"C{gi % 10}",
+                        capsize=3, markersize=4)
+            ticks.append(y)
+            labels.append(f"{metric}  ({group})")
+            y -= 1.0
+        y -= 0.6
+    ax.axvline(0.0, color="black", linewidth=0.8)
+    ax.set_yticks(ticks, labels, fontsize=7)
+    ax.set_xlabel("difference (first − second), 95% paired-bootstrap interval over test images")
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title("paired differences (seeds pooled)")
+    return _save_png(fig, path)
+
+
 def write_plots(comparison: dict[str, Any], plot_dir: Path,
                 curves: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
                 curve_labels: list[str] | None = None) -> dict[str, Path]:
@@ -205,6 +218,9 @@ def write_plots(comparison: dict[str, Any], plot_dir: Path,
         paths["pr_overlay"] = plots.plot_pr_overlay(curves, curve_labels, plot_dir / "pr_overlay.png",
                                                     title="test PR curves per label; each variant's seeds pooled "
                                                           "(legend AP of the pool, not the per-seed mean)")
+    paired = _paired_plot(comparison, plot_dir / "paired_differences.png")
+    if paired is not None:
+        paths["paired_differences"] = paired
     class_names = comparison.get("class_names")
     for v in classifiers:
         if v.get("confusion_sum") is not None and class_names:
@@ -259,7 +275,8 @@ def log_comparison_run(comparison: dict[str, Any], tracking: TrackingConfig, out
                        paths: dict[str, Path]) -> Path | None:
     """Mirror the comparison into a W&B run of job type ``compare`` in the experiment's group.
 
-    Logs the tables ``comparison`` (one row per variant), ``per_class_ap`` and ``hard_pairs``,
+    Logs the tables ``comparison`` (one row per variant), ``per_class_ap``, ``hard_pairs`` and
+    ``paired`` (each pair's difference and 95% interval per metric),
     the summary ``<variant>/<metric>_mean|_std`` and ``<variant>/n_seeds``, the plots and
     ``comparison.json`` as an artifact.
 
@@ -291,6 +308,12 @@ def log_comparison_run(comparison: dict[str, Any], tracking: TrackingConfig, out
         if pair_rows:
             tracker.table("hard_pairs", ["variant", "a", "b", "a_as_b_mean", "b_as_a_mean", "rate_mean", "rate_std"],
                           pair_rows)
+        paired_rows = [[section, pair, metric, res["diff"], *(res["ci95"] or [None, None])]
+                       for section in ("paired", "inset_ablation", "paired_tta", "inset_ablation_tta")
+                       for pair, results in (comparison.get(section) or {}).items()
+                       for metric, res in results.items()]
+        if paired_rows:
+            tracker.table("paired", ["section", "pair", "metric", "diff", "ci95_low", "ci95_high"], paired_rows)
         tracker.summary(_flat_summary(comparison))
         for key, path in paths.items():
             if Path(path).suffix == ".png":

@@ -1,4 +1,18 @@
-"""Losses: BCE (optional pos_weight) or asymmetric loss for multi-label, cross-entropy for single-label."""
+"""Losses: BCE (optional pos_weight) or asymmetric loss for multi-label, cross-entropy for single-label.
+
+Why ``CalibratedPosWeightBCE`` and not ``nn.BCEWithLogitsLoss(pos_weight=w)``: the expected
+BCE with ``pos_weight`` w is minimised at ``sigmoid(z) = w q / (w q + 1 - q)`` where q is
+the true probability, i.e. at ``z = logit(q) + log(w)``. The model's scores would then
+carry a hidden per-label prior of ``log(w)``: harmless for per-label AP (a monotone shift)
+and for thresholds tuned on val, but it biases everything that compares labels with each
+other — micro AP, and above all the label-set likelihood that turns label scores into a
+class distribution (``evaluation.classification.label_scores_to_class_proba``): with the
+Kvasir v2 weights a calibrated 50/50 esophagitis vs normal-z-line frame decoded as ~0.87.
+Adding ``log(w)`` inside the loss moves that offset out of the model: the loss sees the
+same numbers (training is the plain pos-weighted BCE with the head's bias shifted by
+``log(w)``, the only difference being what weight decay pulls that bias towards), while
+the model's own output is ``logit(q)``, a calibrated probability at the optimum.
+"""
 
 from __future__ import annotations
 
@@ -44,6 +58,28 @@ def pos_weight_from_labels(y_labels: np.ndarray, max_weight: float) -> torch.Ten
     return torch.tensor(np.clip(ratio, 1.0, max_weight), dtype=torch.float32)
 
 
+class CalibratedPosWeightBCE(nn.Module):
+    """BCE with per-label ``pos_weight`` whose optimum leaves the model's logits calibrated.
+
+    ``loss(z, y) = BCEWithLogits(z + log(pos_weight), y, pos_weight)`` (mean over elements):
+    positives weigh ``pos_weight`` times more in the gradient, as with plain pos-weighted
+    BCE, but the minimiser is ``sigmoid(z) = P(y = 1 | x)`` rather than an inflated score
+    (see the module docstring).
+    """
+
+    def __init__(self, pos_weight: torch.Tensor):
+        super().__init__()
+        pos_weight = torch.as_tensor(pos_weight, dtype=torch.float32)
+        if (pos_weight <= 0).any():
+            raise ValueError(f"pos_weight must be positive, got {pos_weight.tolist()}")
+        self.register_buffer("pos_weight", pos_weight)
+        self.register_buffer("logit_offset", torch.log(pos_weight))
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(logits.float() + self.logit_offset, targets.float(),
+                                                  pos_weight=self.pos_weight)
+
+
 class SingleLabelCE(nn.Module):
     """Cross-entropy over source classes; images without a class (target -1) are ignored."""
 
@@ -62,14 +98,19 @@ def build_loss(cfg: LossConfig, task: str, train_labels: np.ndarray | None = Non
         cfg: loss section of the run config.
         task: ``multilabel`` (targets: (B, L) 0/1) or ``singlelabel`` (targets: (B,) class index, -1 = none).
         train_labels: (N, L) train-split label matrix, needed for ``pos_weight``.
+
+    Returns:
+        ``SingleLabelCE`` (singlelabel), ``AsymmetricLoss`` (``asl``; its scores are NOT
+        calibrated probabilities: it down-weights negatives, which inflates every score,
+        so the class decoding of an ASL model is biased towards classes with many labels),
+        ``CalibratedPosWeightBCE`` (``bce`` with ``pos_weight``) or plain BCE.
     """
     if task == "singlelabel":
         return SingleLabelCE(cfg.label_smoothing)
     if cfg.name == "asl":
         return AsymmetricLoss(cfg.asl_gamma_neg, cfg.asl_gamma_pos, cfg.asl_clip)
-    pos_weight = None
-    if cfg.pos_weight:
-        if train_labels is None:
-            raise ValueError("loss.pos_weight needs the train split's label matrix")
-        pos_weight = pos_weight_from_labels(train_labels, cfg.pos_weight_max)
-    return nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+    if not cfg.pos_weight:
+        return nn.BCEWithLogitsLoss()
+    if train_labels is None:
+        raise ValueError("loss.pos_weight needs the train split's label matrix")
+    return CalibratedPosWeightBCE(pos_weight_from_labels(train_labels, cfg.pos_weight_max))

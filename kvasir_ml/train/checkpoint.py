@@ -6,9 +6,10 @@ checkpoint from anywhere can be opened without executing code. Contents::
     {"format": 1, "model", "optimizer", "scheduler", "epoch" (completed epochs),
      "rng": {...}, "config" (resolved, JSON-able), "label_names", "class_names",
      "thresholds" (list[float], tuned on val), "split_sha256", "versions",
-     "best_val_macro_ap", "history"}
+     "select", "best_score", "history"}
 
-``last.pt`` holds all of it (for ``--resume``); ``best.pt`` (selected on val macro AP, used by
+``last.pt`` holds all of it (for ``--resume``); ``best.pt`` (the epoch chosen by the
+``eval.select`` rule, ``best_score`` its score, higher is better; used by
 ``predict`` and logged as the model artifact) leaves out optimizer, scheduler and RNG.
 """
 

@@ -94,6 +94,27 @@ class RuntimeConfig(StrictModel):
     progress: bool = True
 
 
+# How best.pt is chosen: the comparison needs a rule that favours neither task (see EvalConfig).
+SelectRule = Literal["last", "val_loss", "val_macro_ap"]
+
+
+class EvalConfig(StrictModel):
+    """Which epoch's weights are the run's model, and how the test split is scored."""
+
+    select: SelectRule = Field(
+        "last",
+        description="which epoch becomes best.pt and is scored on test: 'last' = the fixed last epoch (same "
+                    "budget for every model; with the one-cycle schedule the LR has annealed to ~0 there); "
+                    "'val_loss' = the epoch with the lowest loss on val of the model's OWN objective; "
+                    "'val_macro_ap' = highest val macro AP (the multi-label task's metric: it favours the "
+                    "multi-label model, so comparisons refuse it)")
+    tta: bool = Field(
+        False,
+        description="also score test with test-time augmentation (mean of the probabilities over the 8 flips "
+                    "and 90-degree rotations of the main image; the inset crop is not turned); reported apart "
+                    "as metrics.json 'test_tta', never mixed into 'test'")
+
+
 class ClassifierConfig(StrictModel):
     """Everything one classifier run needs."""
 
@@ -105,6 +126,7 @@ class ClassifierConfig(StrictModel):
     aug: AugConfig = AugConfig()
     runtime: RuntimeConfig = RuntimeConfig()
     tracking: TrackingConfig = TrackingConfig()
+    eval: EvalConfig = EvalConfig()
 
 
 def load_classifier_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> ClassifierConfig:

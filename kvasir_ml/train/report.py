@@ -21,6 +21,35 @@ SCALAR_KEYS = ("macro_ap", "micro_ap", "macro_f1", "subset_accuracy", "hamming_l
                "singlelabel_macro_f1")
 
 
+# What each checkpoint selection rule means, copied into metrics.json and the comparison report.
+SELECTION_RULES = {
+    "last": "the fixed last epoch (same training budget for every model; no use of val to pick weights)",
+    "val_loss": "the epoch with the lowest val loss of the model's own objective (BCE or cross-entropy)",
+    "val_macro_ap": "the epoch with the highest val macro AP (a multi-label metric: favours multi-label models)",
+}
+
+
+def selection_score(rule: str, entry: dict[str, Any]) -> float:
+    """Higher is better: the epoch whose score beats every earlier one becomes ``best.pt``.
+
+    ``last`` scores the epoch number, so every epoch replaces the previous one.
+    """
+    if rule == "last":
+        return float(entry["epoch"])
+    if rule == "val_loss":
+        loss = entry.get("val_loss")
+        return -float(loss) if loss is not None else -float("inf")
+    if rule == "val_macro_ap":
+        ap = entry.get("val_macro_ap")
+        return float(ap) if ap is not None else -float("inf")
+    raise ValueError(f"unknown checkpoint selection rule {rule!r}; expected one of {sorted(SELECTION_RULES)}")
+
+
+def selection_record(rule: str, best: dict[str, Any]) -> dict[str, Any]:
+    """``metrics.json["selection"]``: the rule, what it means and the epoch it chose."""
+    return {"rule": rule, "description": SELECTION_RULES[rule], "epoch": int(best["epoch"])}
+
+
 def label_scores(task: str, outputs: np.ndarray, data: RunData) -> np.ndarray:
     """(N, L) label scores of a model's outputs (single-label: through the taxonomy)."""
     return outputs if task == "multilabel" else class_proba_to_label_scores(outputs, data.class_label_matrix)
@@ -91,18 +120,23 @@ def save_predictions(path: Path, task: str, outputs: np.ndarray, data: RunData, 
     experiment report overlays PR curves of several runs) without re-running the models.
 
     Arrays: ``y_labels`` (N, L) 0/1, ``y_class`` (N,) (-1 = no source class), ``label_scores``
-    (N, L), ``class_proba`` (N, K), ``label_names``, ``class_names``; scores are float64 so
-    curves drawn from them give the AP values of ``metrics.json``.
+    (N, L), ``class_proba`` (N, K), ``label_names``, ``class_names``, ``file_names`` (N,) (the
+    split's images in row order: the paired bootstrap matches runs image by image); scores
+    are float64 so curves drawn from them give the AP values of ``metrics.json``.
     """
     from kvasir_ml.evaluation.classification import label_scores_to_class_proba
     from kvasir_ml.io import atomic_write
 
     rec = data.records[split]
+    file_names = [str(f) for f in data.split.splits[split]]
+    if len(file_names) != len(rec):
+        raise ValueError(f"{split}: {len(rec)} records but {len(file_names)} file names in the split")
     proba = outputs if task == "singlelabel" else label_scores_to_class_proba(outputs, data.class_label_matrix)
     arrays = {"y_labels": np.asarray(rec.y_labels, dtype=np.int8), "y_class": np.asarray(rec.y_class, dtype=np.int64),
               "label_scores": np.asarray(label_scores(task, outputs, data), dtype=np.float64),
               "class_proba": np.asarray(proba, dtype=np.float64),
-              "label_names": np.array(data.label_names), "class_names": np.array(data.class_names)}
+              "label_names": np.array(data.label_names), "class_names": np.array(data.class_names),
+              "file_names": np.array(file_names)}
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as fh:  # a file object: np.savez would append ".npz" to a path

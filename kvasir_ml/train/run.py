@@ -39,6 +39,7 @@ from kvasir_ml.train.checkpoint import (
 from kvasir_ml.train.config import ClassifierConfig, load_classifier_config
 from kvasir_ml.train.loop import evaluate, lr_find, train_one_epoch
 from kvasir_ml.train.prepare import make_loaders, prepare_data
+from kvasir_ml.train.tta import TTA_NAME, evaluate_tta
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +226,7 @@ class _Trainer:
         self.ckpt_dir = run_dir / "checkpoints"
         self._setup_data()
         self._setup_model(resume)
-        self.start_epoch, self.best_ap, self.history, self.thresholds = 0, -1.0, [], None
+        self.start_epoch, self.best_score, self.history, self.thresholds = 0, -float("inf"), [], None
         self.best_epoch = 0  # the epoch best.pt holds (0: none yet)
         self.run_name = f"{cfg.name}-{run_dir.name}"
         self.tracker = NullTracker()
@@ -292,7 +293,8 @@ class _Trainer:
         if self.scheduler is not None and state.get("scheduler"):
             self.scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
-        self.start_epoch, self.best_ap = int(state["epoch"]), float(state["best_val_macro_ap"])
+        self.start_epoch = int(state["epoch"])
+        self.best_score = float(state.get("best_score", state.get("best_val_macro_ap", -float("inf"))))
         self.history, self.thresholds = list(state["history"]), list(state["thresholds"])
         self.best_epoch = int(state.get("best_epoch", 0))
         if self.is_main:
@@ -313,7 +315,8 @@ class _Trainer:
             "split_sha256": self.data.split.sha256,
             "dataset": self.data.dataset_name,
             "versions": library_versions(),
-            "best_val_macro_ap": self.best_ap,
+            "select": self.cfg.eval.select,
+            "best_score": self.best_score,
             "best_epoch": self.best_epoch,
             "history": self.history,
         }
@@ -344,6 +347,11 @@ class _Trainer:
             entry.update({"val_loss": val["loss"], **report.scalars(metrics, "val_")})
         return entry
 
+    def _tta_outputs(self, split: str) -> Any:
+        rt = self.cfg.runtime
+        return evaluate_tta(self.model, self.eval_loaders[split], self.device, self.cfg.model.task, rt.amp,
+                            rt.channels_last)
+
     def evaluate_split(self, split: str) -> dict[str, Any]:
         rt = self.cfg.runtime
         return evaluate(self.model, self.eval_loaders[split], self.device, self.cfg.model.task, self.loss_fn,
@@ -366,10 +374,10 @@ class _Trainer:
 
     def _end_epoch(self, epoch: int, entry: dict[str, Any]) -> None:
         self.history.append(entry)
-        ap = entry.get("val_macro_ap", -1.0)
-        improved = ap > self.best_ap
+        score = report.selection_score(self.cfg.eval.select, entry)
+        improved = score > self.best_score
         if improved:
-            self.best_ap = ap
+            self.best_score = score
         self._save_checkpoints(epoch + 1, improved)
         self.tracker.log({k: v for k, v in entry.items() if isinstance(v, (int, float)) and v is not None}, step=epoch + 1)
         log.info("epoch %d: train_loss %.4f  val_macro_ap %.4f  val_top1 %.4f  %.1f img/s (data %.1fs, step %.1fs)%s",
@@ -416,8 +424,13 @@ class _Trainer:
             "device": str(self.device), "best_epoch": int(best["epoch"]),
             "n_images": {k: len(r) for k, r in self.data.records.items()},
             "label_names": self.data.label_names, "class_names": self.data.class_names,
-            "thresholds_tuned_on": "val", "history": self.history, "val": val, "test": test,
+            "thresholds_tuned_on": "val", "selection": report.selection_record(self.cfg.eval.select, best),
+            "history": self.history, "val": val, "test": test,
         }
+        if self.cfg.eval.tta:  # its own key: the untouched "test" numbers stay what the model alone gives
+            tta_out = self._tta_outputs("test")
+            metrics["test_tta"] = {**report.score(task, tta_out, "test", self.data, thresholds), "tta": TTA_NAME}
+            report.save_predictions(self.run_dir / "predictions_test_tta.npz", task, tta_out, self.data)
         if self.lr_find_result is not None:
             metrics["lr_find"] = self.lr_find_result
         atomic_write_json(self.run_dir / "metrics.json", metrics)

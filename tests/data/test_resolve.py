@@ -22,7 +22,7 @@ def test_given_canonical_and_missing_file(synth_dir, tmp_path):
 def test_split_is_made_once_then_frozen(synth_dir, tmp_path):
     ds = load_canonical(synth_dir / "annotations.coco.json")
     cfg = DatasetConfig(fractions=(0.6, 0.2, 0.2))
-    first = resolve_split(ds, cfg, tmp_path)
+    first = resolve_split(ds, cfg, tmp_path, root=synth_dir)
     assert load_split(tmp_path / "split.json").sha256 == first.sha256
     # a frozen split wins over new seeds (resume)
     assert resolve_split(ds, cfg.model_copy(update={"split_seed": 7}), tmp_path).sha256 == first.sha256

@@ -133,3 +133,28 @@ def test_preview_grid(synth_dir, tmp_path):
     png = preview_grid(synth_dir, tmp_path / "grid.png", n=9, tile_px=96)
     with Image.open(png) as im:
         assert im.width == 3 * 96
+
+
+def test_cooccurrence_modes_set_how_label_sets_depend_on_the_class(tmp_path):
+    from kvasir_ml.data.synth import INDEPENDENT_FINDINGS, INDEPENDENT_P, _frame_labels
+    from kvasir_ml.taxonomy import load_taxonomy
+
+    tx = load_taxonomy()
+    classes = tx.source("synthetic").classes
+    n = 400
+    for cls in classes:
+        own = set(tx.labels_for("synthetic", cls))
+        rng = np.random.default_rng([7, classes.index(cls)])
+        none = [set(_frame_labels(rng, tx, cls, "none")) for _ in range(50)]
+        assert all(labels == own for labels in none)  # negative control: labels = f(class)
+        indep = [set(_frame_labels(rng, tx, cls, "independent")) for _ in range(n)]
+        assert all(own <= labels and labels - own <= set(INDEPENDENT_FINDINGS) for labels in indep)
+        for finding in set(INDEPENDENT_FINDINGS) - own:  # the same rate whatever the class
+            rate = np.mean([finding in labels for labels in indep])
+            assert abs(rate - INDEPENDENT_P) < 4 * np.sqrt(INDEPENDENT_P * (1 - INDEPENDENT_P) / n), (cls, finding)
+    path = synthesize(tmp_path / "indep", n=16, seed=0, cooccurrence="independent")
+    assert json.loads(path.read_text())["info"]["cooccurrence"] == "independent"
+    with pytest.raises(SynthError, match="exists"):  # another mode is another dataset
+        synthesize(tmp_path / "indep", n=16, seed=0)
+    with pytest.raises(SynthError, match="cooccurrence"):
+        synthesize(tmp_path / "x", n=4, seed=0, cooccurrence="sometimes")

@@ -19,11 +19,13 @@ from kvasir_ml.experiment.report import fmt
 from wandb_offline import read_offline_run
 
 SEEDS = (0, 1)
-# configs/experiment_compare_tiny.yaml shrunk: 2 variants x 2 seeds of 1-epoch ResNet18s on 48 images.
+# configs/experiment_compare_tiny.yaml shrunk: 3 variants x 2 seeds of 1-epoch ResNet18s on 48 images,
+# test-time augmentation on (its own rows), 300 bootstrap resamples.
 CLI_ARGS = ["--config", "configs/experiment_compare_tiny.yaml", "--no-progress", "name=test-compare",
-            "data.synthetic_n=48", "data.fractions=[0.5,0.25,0.25]",
-            "variants={multilabel: [branch], singlelabel: [masked]}", "seeds=[0,1]"]
-TINY_OVERRIDES = "overrides=[optim.epochs=1,data.image_size_px=32,runtime.batch_size=8]"
+            "data.synthetic_n=48", "data.fractions=[0.5,0.25,0.25]", "bootstrap_resamples=300",
+            "variants={multilabel: [masked, branch], singlelabel: [masked]}", "seeds=[0,1]"]
+TINY_OVERRIDES = "overrides=[optim.epochs=1,data.image_size_px=32,runtime.batch_size=8,eval.tta=true]"
+PAIR, ABLATION = "multilabel-masked-vs-singlelabel-masked", "multilabel-branch-vs-multilabel-masked"
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +45,7 @@ def _metrics(run_dir: Path) -> dict:
 
 def test_comparison_equals_runs_metrics(experiment):
     comparison = json.loads((experiment["out"] / "comparison.json").read_text())
-    assert list(comparison["variants"]) == ["multilabel-branch", "singlelabel-masked"]
+    assert list(comparison["variants"]) == ["multilabel-masked", "multilabel-branch", "singlelabel-masked"]
     assert comparison["same_split"] and comparison["split_sha256"] == [experiment["split_sha256"]]
     for name, entry in comparison["variants"].items():
         assert entry["n_seeds"] == len(SEEDS) and entry["seeds"] == list(SEEDS)
@@ -92,6 +94,7 @@ def test_wandb_compare_run_holds_the_table(experiment):
             assert run["summary"][f"{name}/{key}_mean"] == pytest.approx(entry["test"][key]["mean"])
         assert run["summary"][f"{name}/n_seeds"] == len(SEEDS)
     assert "per_class_ap" in run["tables"] and "hard_pairs" in run["tables"]
+    assert {row[1] for row in run["tables"]["paired"]["data"]} == {PAIR, ABLATION}
     # the training runs share the compare run's group
     for entry in comparison["variants"].values():
         for run_dir in entry["run_dirs"]:
@@ -168,3 +171,54 @@ def test_saved_test_predictions_match_metrics_and_feed_the_pr_overlay(experiment
                 ap = average_precision_score(pred["y_labels"][:, c], pred["label_scores"][:, c])
                 assert ap == pytest.approx(test["per_class"][str(label)]["ap"], abs=1e-12)
     assert (experiment["out"] / experiment["comparison"]["plots"]["pr_overlay"]).is_file()
+
+
+def test_paired_intervals_and_controlled_design(experiment):
+    comparison = experiment["comparison"]
+    assert comparison["design"]["controlled"] and comparison["design"]["selection"] == "last"
+    assert list(comparison["paired"]) == [PAIR] and list(comparison["inset_ablation"]) == [ABLATION]
+    v = comparison["variants"]
+    for section, (a, b) in (("paired", ("multilabel-masked", "singlelabel-masked")),
+                            ("inset_ablation", ("multilabel-branch", "multilabel-masked"))):
+        result = comparison[section][f"{a}-vs-{b}"]
+        for key in CLASSIFIER_METRICS:
+            res = result[key]
+            assert res["diff"] == pytest.approx(v[a]["test"][key]["mean"] - v[b]["test"][key]["mean"], abs=1e-9)
+            lo, hi = res["ci95"]
+            assert lo <= hi and res["n_valid"] > 0
+    for entry in v.values():
+        assert entry["selection"] == ["last"]
+        for m in (_metrics(d) for d in entry["run_dirs"]):
+            assert m["selection"]["rule"] == "last" and m["selection"]["epoch"] == 1
+    boot = comparison["paired_bootstrap"]
+    assert boot["n_resamples"] == 300 and boot["unit"] == "test image"
+    md = (experiment["out"] / "comparison.md").read_text()
+    assert "## Inset ablation" in md and "multilabel-masked − singlelabel-masked" in md
+    assert "Checkpoint selection" in md and "paired bootstrap over test images" in md
+    assert (experiment["out"] / comparison["plots"]["paired_differences"]).is_file()
+
+
+def test_tta_is_reported_apart_and_leaves_the_untouched_numbers_alone(experiment):
+    comparison = experiment["comparison"]
+    assert PAIR in comparison["paired_tta"]
+    md = (experiment["out"] / "comparison.md").read_text()
+    assert "| multilabel-masked +TTA | 2 |" in md
+    for run_dir in experiment["run_dirs"]:
+        record = load_run(run_dir)
+        plain, tta = record.predictions, record.predictions_tta
+        assert tta is not None and list(tta["file_names"]) == list(plain["file_names"])
+        assert not np.allclose(plain["label_scores"], tta["label_scores"])
+        m = record.metrics
+        assert m["test_tta"]["tta"].startswith("dihedral-8") and "tta" not in m["test"]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("eval.select=val_macro_ap", "eval.select=val_macro_ap"),
+    ("loss.label_smoothing=0.1", "label_smoothing"),
+])
+def test_an_uncontrolled_comparison_is_refused_before_training(tmp_path, capsys, override, message):
+    args = [*CLI_ARGS, TINY_OVERRIDES.replace("]", f",{override}]")]
+    assert cli_main(["experiment", "compare", "--out", str(tmp_path / "x"), *args]) == 2
+    err = capsys.readouterr().err
+    assert "not a controlled comparison" in err and message in err
+    assert not (tmp_path / "x" / "runs").exists()

@@ -107,3 +107,19 @@ def test_wandb_paths_and_detector_summaries(tmp_path):
                                   "train": {"seed": 3}, "eval": {}})
     assert metrics["kind"] == "detector" and metrics["seed"] == 3 and metrics["model"] == "yolov8n"
     assert metrics["test"] == {"coco_ap": 0.2, "coco_ap50": 0.4}
+
+
+def test_shipped_comparison_configs_are_controlled(tmp_path):
+    """The GPU and tiny comparisons pass the design check: within an inset mode the two
+    tasks' runs differ only in the task (and the multi-label loss's own keys)."""
+    from kvasir_ml.experiment.design import check_controlled, config_differences
+
+    data = ExperimentData(Path("c.json"), Path("."), Path("s.json"), "abc", Path("cache"))
+    for name in ("experiment_compare.yaml", "experiment_compare_tiny.yaml"):
+        cfg = load_experiment_config(REPO / "configs" / name)
+        design = check_controlled(plan_classifier_runs(cfg, data, tmp_path))
+        assert design["controlled"] and design["selection"] == "last"
+        assert "multilabel-masked-vs-singlelabel-masked" in design["pairs"]
+    a = {"model": {"task": "multilabel", "dropout": 0.2}, "loss": {"pos_weight": True}, "tracking": {"group": "x"}}
+    b = {"model": {"task": "singlelabel", "dropout": 0.0}, "loss": {"pos_weight": False}, "tracking": {"group": "y"}}
+    assert config_differences(a, b) == ["model.dropout"]

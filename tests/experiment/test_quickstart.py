@@ -56,18 +56,28 @@ def check_quickstart_folder(out: Path, n_seeds: int) -> dict:
     comparison = json.loads((out / "comparison.json").read_text())
     assert (out / "comparison.md").read_text().startswith("# ")
     variants = comparison["variants"]
-    assert set(variants) == {"multilabel-branch", "singlelabel-masked", "detector-raw"}
-    for name in ("multilabel-branch", "singlelabel-masked"):
+    classifiers = ("multilabel-masked", "singlelabel-masked", "multilabel-branch")
+    assert set(variants) == {*classifiers, "detector-raw"}
+    for name in classifiers:
         entry = variants[name]
         assert entry["n_seeds"] == n_seeds and len(entry["run_dirs"]) == n_seeds
         for key in CLASSIFIER_METRICS:
             low = -1.0 if key == "mcc" else 0.0  # MCC lies in [-1, 1], the others in [0, 1]
             assert set(entry["test"][key]) >= {"mean", "std"} and low <= entry["test"][key]["mean"] <= 1.0, key
             assert (entry["test"][key]["std"] is None) == (n_seeds == 1)
+            assert entry["test_tta"][key]["mean"] is not None  # TTA: its own numbers
+        assert entry["selection"] == ["last"]
+    # the controlled pair within one inset mode, with paired intervals; the branch as an inset ablation
+    assert comparison["design"]["controlled"]
+    assert list(comparison["paired"]) == ["multilabel-masked-vs-singlelabel-masked"]
+    assert list(comparison["inset_ablation"]) == ["multilabel-branch-vs-multilabel-masked"]
+    for key in CLASSIFIER_METRICS:
+        res = comparison["paired"]["multilabel-masked-vs-singlelabel-masked"][key]
+        assert res["diff"] is not None and len(res["ci95"]) == 2
     assert variants["detector-raw"]["n_seeds"] == 1
     assert all(0.0 <= variants["detector-raw"]["test"][k]["mean"] <= 1.0 for k in DETECTOR_METRICS)
     runs = sorted(out.rglob("run-*.wandb"))
-    assert len(runs) == 2 * n_seeds + 2  # classifiers, the detector and the compare run
+    assert len(runs) == 3 * n_seeds + 2  # classifiers, the detector and the compare run
     compare = read_offline_run(out / "wandb")
     assert compare["job_type"] == "compare" and compare["group"] == "quickstart"
     assert {row[0] for row in compare["tables"]["comparison"]["data"]} == set(variants)
@@ -81,6 +91,7 @@ def test_quickstart_shrunken_end_to_end(tmp_path, no_network):
     check_quickstart_folder(out, n_seeds=1)
     summary = result["summary"]
     assert "| multilabel-branch | 1 |" in summary and "| detector-raw | 1 |" in summary
+    assert "| multilabel-masked − singlelabel-masked |" in summary and "Inset ablation" in summary
     assert str(out / "comparison.md") in summary and "wandb sync" in summary
     for run_dir in result["run_dirs"]:
         assert read_offline_run(Path(run_dir) / "wandb")["group"] == "quickstart"
@@ -98,7 +109,7 @@ def test_quickstart_cli_default_beats_chance(tmp_path):
     assert "Quickstart: test-split results" in proc.stdout
     comparison = check_quickstart_folder(out, n_seeds=2)
     chance = comparison["chance"]
-    for name in ("multilabel-branch", "singlelabel-masked"):
+    for name in ("multilabel-masked", "singlelabel-masked", "multilabel-branch"):
         test = comparison["variants"][name]["test"]
         assert test["macro_ap"]["mean"] > chance["macro_ap"] + 0.2
         assert test["top1"]["mean"] > chance["top1"] + 0.15

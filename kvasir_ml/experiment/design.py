@@ -1,0 +1,89 @@
+"""The controlled design of a multi- vs single-label comparison, checked before anything trains.
+
+A difference between a multi-label and a single-label run may only come from the task.
+So, for every inset mode trained in both tasks and every seed, the two resolved run
+configs must be equal except in the keys listed in ``ALLOWED_DIFFERENCES`` (the task
+itself, the run name, where W&B logs, and the multi-label loss's own settings, which the
+single-label cross-entropy does not read). Two regularisers have no counterpart in the
+other task and are refused instead: label smoothing (cross-entropy only) and checkpoint
+selection on val macro AP (the multi-label task's own metric).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from kvasir_ml.config import dump_config
+
+# Dotted config keys that may differ between the multi- and single-label run of a pair.
+ALLOWED_DIFFERENCES = ("name", "model.task", "loss.name", "loss.pos_weight", "loss.pos_weight_max",
+                       "loss.asl_gamma_neg", "loss.asl_gamma_pos", "loss.asl_clip", "tracking.*")
+FAIR_SELECTION_RULES = ("last", "val_loss")
+
+
+class DesignError(ValueError):
+    """The planned runs would not make a controlled comparison; the message says what differs."""
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def _allowed(key: str) -> bool:
+    return any(key == a or (a.endswith(".*") and key.startswith(a[:-1])) for a in ALLOWED_DIFFERENCES)
+
+
+def config_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """Dotted keys whose values differ between two dumped configs, allowed ones left out."""
+    fa, fb = _flatten(a), _flatten(b)
+    return sorted(k for k in set(fa) | set(fb) if fa.get(k) != fb.get(k) and not _allowed(k))
+
+
+def check_controlled(planned: Sequence[Any]) -> dict[str, Any]:
+    """Check every (multilabel-<mode>, singlelabel-<mode>) pair of planned classifier runs.
+
+    Args:
+        planned: ``PlannedRun``s (``variant``, ``seed``, ``config``, ``kind``).
+
+    Returns:
+        ``{"controlled": True, "pairs": [...], "allowed_differences": [...], "selection": rule}``
+        for ``comparison.json``.
+
+    Raises:
+        DesignError: a pair differs in a key outside ``ALLOWED_DIFFERENCES``, uses label
+            smoothing or selects checkpoints by val macro AP, or the variants use different
+            selection rules.
+    """
+    runs = {(r.variant, r.seed): dump_config(r.config) for r in planned if r.kind == "classifier"}
+    rules = {cfg["eval"]["select"] for cfg in runs.values()}
+    problems = []
+    if len(rules) > 1:
+        problems.append(f"the variants select checkpoints by different rules {sorted(rules)}")
+    unfair = sorted(rules - set(FAIR_SELECTION_RULES))
+    if unfair:
+        problems.append(f"eval.select={unfair[0]} picks each model by a task's own metric; use one of "
+                        f"{list(FAIR_SELECTION_RULES)}")
+    pairs = []
+    for (variant, seed), multi in runs.items():
+        if not variant.startswith("multilabel-"):
+            continue
+        single = runs.get(("singlelabel-" + variant.split("-", 1)[1], seed))
+        if single is None:
+            continue
+        pairs.append(f"{variant}-vs-singlelabel-{variant.split('-', 1)[1]}")
+        diffs = config_differences(multi, single)
+        if diffs:
+            problems.append(f"{variant} vs singlelabel seed {seed}: configs differ in {', '.join(diffs)}")
+        if single["loss"]["label_smoothing"] > 0:
+            problems.append(f"singlelabel seed {seed}: loss.label_smoothing={single['loss']['label_smoothing']} "
+                            "regularises only the single-label model; set it to 0")
+    if problems:
+        raise DesignError("not a controlled comparison: " + "; ".join(dict.fromkeys(problems)))
+    return {"controlled": True, "pairs": sorted(set(pairs)), "allowed_differences": list(ALLOWED_DIFFERENCES),
+            "selection": sorted(rules)[0] if rules else None}

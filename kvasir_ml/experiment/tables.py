@@ -1,0 +1,131 @@
+"""Markdown tables of a comparison: the controlled multi- vs single-label table, the inset
+ablation, TTA rows, paired differences with their intervals, and the detector.
+
+Used by ``comparison.md`` and printed by the CLIs (``metrics_table``). Numbers are those of
+``comparison.json`` rounded to 3 decimals.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+METRIC_TITLES = {"macro_ap": "macro AP", "micro_ap": "micro AP", "macro_f1": "macro F1",
+                 "subset_accuracy": "subset acc.", "top1": "top-1", "mcc": "MCC",
+                 "coco_ap": "COCO AP", "coco_ap50": "AP50", "coco_ap75": "AP75",
+                 "ultralytics_map50": "ultralytics mAP50", "ultralytics_map50_95": "ultralytics mAP50-95"}
+
+
+def fmt(agg: dict[str, Any] | None, digits: int = 3) -> str:
+    """``mean ± std`` of an ``aggregate`` dict (``mean`` alone for one seed, ``–`` if undefined)."""
+    if not agg or agg.get("mean") is None:
+        return "–"
+    text = f"{agg['mean']:.{digits}f}"
+    return text if agg.get("std") is None else f"{text} ± {agg['std']:.{digits}f}"
+
+
+def fmt_diff(res: dict[str, Any] | None, digits: int = 3) -> str:
+    """``+d [lo, hi]`` of a paired result; ``*`` marks an interval that excludes zero."""
+    if not res or res.get("diff") is None:
+        return "–"
+    text = f"{res['diff']:+.{digits}f}"
+    ci = res.get("ci95")
+    if not ci:
+        return text
+    star = "*" if ci[0] > 0 or ci[1] < 0 else ""
+    return f"{text} [{ci[0]:+.{digits}f}, {ci[1]:+.{digits}f}]{star}"
+
+
+def variants_of(comparison: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+    return [v for v in comparison["variants"].values() if v["kind"] == kind]
+
+
+def md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def _pair_variants(comparison: dict[str, Any], section: str) -> list[str]:
+    names: list[str] = []
+    for key in comparison.get(section) or {}:
+        names += [n for n in key.split("-vs-") if n not in names]
+    return names
+
+
+def classifier_table(comparison: dict[str, Any], names: Sequence[str] | None = None, key: str = "test",
+                     suffix: str = "", chance: bool = True) -> list[str]:
+    """Markdown lines: classifier variants (all, or ``names``) x metrics (mean ± std) from
+    each variant's ``key`` section (``test`` or ``test_tta``), then a chance row."""
+    classifiers = [v for v in variants_of(comparison, "classifier") if (names is None or v["name"] in names)
+                   and isinstance(v.get(key), dict)]
+    if not classifiers:
+        return []
+    keys = comparison["metrics"]
+    rows = [[v["name"] + suffix, str(v["n_seeds"]), *(fmt(v[key].get(k)) for k in keys)] for v in classifiers]
+    levels = comparison.get("chance")
+    if chance and levels:
+        rows.append(["*chance*", "", *(f"*{levels[k]:.3f}*" if levels.get(k) is not None else "" for k in keys)])
+    return md_table(["variant", "seeds", *(METRIC_TITLES.get(k, k) for k in keys)], rows)
+
+
+def paired_table(comparison: dict[str, Any], *sections: str) -> list[str]:
+    """Markdown lines: one row per pair of the ``comparison[section]``s, ``diff [95% CI]`` per metric."""
+    pairs = {k: v for section in sections for k, v in (comparison.get(section) or {}).items()}
+    if not pairs:
+        return []
+    keys = list(dict.fromkeys(k for res in pairs.values() for k in res))
+    ordered = [k for k in comparison["metrics"] if k in keys] + [k for k in keys if k not in comparison["metrics"]]
+    rows = [[name.replace("-vs-", " − "), *(fmt_diff(res.get(k)) for k in ordered)] for name, res in pairs.items()]
+    return md_table(["difference", *(METRIC_TITLES.get(k, k) for k in ordered)], rows)
+
+
+def detector_table(comparison: dict[str, Any]) -> list[str]:
+    """Markdown lines: detector variants x COCO/ultralytics metrics (mean ± std)."""
+    detectors = variants_of(comparison, "detector")
+    if not detectors:
+        return []
+    keys = comparison["detector_metrics"]
+    return md_table(["detector", "seeds", *(METRIC_TITLES.get(k, k) for k in keys)],
+                    [[v["name"], str(v["n_seeds"]), *(fmt(v["test"].get(k)) for k in keys)] for v in detectors])
+
+
+def _sections(comparison: dict[str, Any]) -> list[tuple[str, list[str], list[str]]]:
+    """(title, variant table, paired table) of each part of the report that has content."""
+    controlled = _pair_variants(comparison, "paired")
+    ablation = [n for n in _pair_variants(comparison, "inset_ablation")]
+    shown = set(controlled) | set(ablation)
+    rest = [v["name"] for v in variants_of(comparison, "classifier") if v["name"] not in shown]
+    out = []
+    if controlled:
+        out.append(("Multi-label vs single-label, controlled (same inset mode, budget and selection rule)",
+                    classifier_table(comparison, controlled), paired_table(comparison, "paired")))
+    if ablation:
+        out.append(("Inset ablation (what the inset adds within one task; not a multi- vs single-label result)",
+                    classifier_table(comparison, ablation, chance=False), paired_table(comparison, "inset_ablation")))
+    if rest or not out:
+        out.append(("Test metrics" if not out else "Other variants (not paired)",
+                    classifier_table(comparison, rest if out else None), []))
+    tta = classifier_table(comparison, key="test_tta", suffix=" +TTA", chance=False)
+    if tta:
+        out.append(("Test-time augmentation (8 dihedral views; reported apart, never mixed into the rows above)",
+                    tta, paired_table(comparison, "paired_tta", "inset_ablation_tta")))
+    return out
+
+
+def section_lines(comparison: dict[str, Any], level: str = "##") -> list[str]:
+    """Every classifier section (variant table, then its paired differences) as Markdown lines."""
+    lines: list[str] = []
+    for title, table, paired in _sections(comparison):
+        lines += [f"{level} {title}", "", *table, ""]
+        if paired:
+            lines += ["Paired difference (first − second) with its 95% bootstrap interval over test images "
+                      "(seeds pooled); `*`: the interval excludes 0.", "", *paired, ""]
+    return lines
+
+
+def metrics_table(comparison: dict[str, Any]) -> str:
+    """The headline tables (Markdown, also printed by the CLIs): classifier sections, then detectors."""
+    lines = section_lines(comparison, level="###")
+    det = detector_table(comparison)
+    if det:
+        lines += ["### Detector (test)", "", *det]
+    return "\n".join(lines).strip()

@@ -1,0 +1,45 @@
+"""The positive/negative control script's contract: two controlled experiments, a JSON last line.
+
+Tiny sizes: this checks the plumbing (data modes, pairing, the label subset, the verdicts),
+not the outcome; the real run is ``scripts/bench_positive_control.py`` (README, benchmarks/results/).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("bench_positive_control", REPO / "scripts" / "bench_positive_control.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow  # two experiments of two runs each: ~25-45 s on 2 cores
+def test_control_script_runs_both_controls_and_prints_json_last(tmp_path, capsys):
+    out_json = tmp_path / "result.json"
+    rc = _script().main(["--out", str(tmp_path / "controls"), "--images", "48", "--size", "32", "--epochs", "1",
+                         "--seeds", "0", "--resamples", "50", "--json", str(out_json)])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    result = json.loads(last)
+    assert result == json.loads(out_json.read_text())
+    assert rc == (0 if result["passed"] else 1)
+    for kind in ("positive", "negative"):
+        r = result[kind]
+        assert len(r["ci95"]) == 2 and r["ci95"][0] <= r["ci95"][1]
+        assert abs(r["diff"] - (r["multilabel"] - r["singlelabel"])) < 1e-12
+    assert result["positive"]["passed"] == (result["positive"]["ci95"][0] > 0)
+    lo, hi = result["negative"]["ci95"]
+    assert result["negative"]["holds_zero"] == (lo <= 0 <= hi)
+    assert result["labels"] == ["polyp", "dyed", "ulcerative-colitis"]
+    # the two datasets differ as designed: independent extras vs label sets that are a function of the class
+    for kind, mode in (("positive", "independent"), ("negative", "none")):
+        info = json.loads((tmp_path / "controls" / kind / "data" / "annotations.coco.json").read_text())["info"]
+        assert info["cooccurrence"] == mode
