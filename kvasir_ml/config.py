@@ -194,7 +194,7 @@ def load_config(
 
     Args:
         model: the pydantic config class (a ``StrictModel`` subclass).
-        path: YAML file, or the name of a shipped config (``configs/x.yaml`` or ``x.yaml``,
+        path: YAML file, or the name of a shipped config (``configs/<name>.yaml`` or ``<name>.yaml``,
             used when no such file exists here); None means the model's defaults.
         overrides: ``key=value`` strings, dotted keys for nested sections.
 

@@ -37,7 +37,7 @@ def config_names() -> list[str]:
 
 
 def find_config(path: str | Path) -> Path | None:
-    """``path`` if it is a file; else the shipped config it names (``configs/x.yaml`` or ``x.yaml``).
+    """``path`` if it is a file; else the shipped config it names (``configs/<name>.yaml`` or ``<name>.yaml``).
 
     A user's own file always wins over a shipped one of the same name. Returns None when
     neither exists.
