@@ -39,17 +39,19 @@ class DatasetConfig(StrictModel):
     adding their own keys and, where they need them, other defaults.
     """
 
-    # canonical annotation file; None or "synthetic" = synthesize the default dataset into <run dir>/data
-    canonical: str | None = None
-    # folder the canonical file's file_names are relative to; None = the file's folder
-    root: str | None = None
-    # saved split (split.json); None = make one from split_seed + fractions into <run dir>/split.json
-    split_file: str | None = None
-    split_seed: int = 0
-    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
-    # synthetic dataset size and seed (used only when canonical is None/"synthetic")
-    synthetic_n: int = Field(200, ge=16)
-    synthetic_seed: int = 0
+    canonical: str | None = Field(
+        None, description="canonical annotation file (COCO JSON); null or 'synthetic' = synthesize the default "
+                          "dataset into <run>/data (no download)")
+    root: str | None = Field(None, description="folder the file_names are relative to; null = the canonical "
+                                               "file's folder")
+    split_file: str | None = Field(
+        None, description="a saved split.json to reuse (fair comparisons: the same file for every model); null = "
+                          "make one from split_seed and fractions into <run>/split.json")
+    split_seed: int = Field(0, description="seed of a new split (same seed and file: same split)")
+    fractions: tuple[float, float, float] = Field((0.7, 0.15, 0.15),
+                                                  description="train/val/test fractions of a new split")
+    synthetic_n: int = Field(200, ge=16, description="images to synthesize when canonical is null/synthetic")
+    synthetic_seed: int = Field(0, description="seed of the synthetic data (same seed: byte-identical images)")
     synthetic_cooccurrence: Literal["default", "independent", "none"] = Field(
         "default",
         description="label sets of the synthetic data: 'default' = each class's labels plus a few class-specific "
@@ -80,23 +82,18 @@ class DatasetConfig(StrictModel):
 class TrackingConfig(StrictModel):
     """Experiment tracking (Weights & Biases)."""
 
-    # (str) offline: local run files, no account; online: needs WANDB_API_KEY in the env;
-    # disabled: nothing written at all
-    mode: Literal["offline", "online", "disabled"] = "offline"
-    # (str) W&B project name
-    project: str = "kvasir-ml"
-    # (str | None) W&B entity (team/user); None = the account's default
-    entity: str | None = None
-    # (str | None) group: runs of one experiment (e.g. multi- vs single-label) share it
-    group: str | None = None
-    # (list[str]) extra tags; model kind, inset mode and dataset are added automatically
-    tags: list[str] = []
-    # (str | None) where run files go; None = <run dir>/wandb
-    dir: str | None = None
-    # (bool) upload the best checkpoint as a model artifact
-    log_model: bool = True
-    # (int) number of sample predictions logged as images
-    n_sample_images: int = 16
+    mode: Literal["offline", "online", "disabled"] = Field(
+        "offline", description="offline = local run files, no account (wandb sync uploads later); online = needs "
+                               "WANDB_API_KEY in the environment; disabled = nothing written. WANDB_MODE in the "
+                               "environment can only make it more private")
+    project: str = Field("kvasir-ml", description="W&B project name")
+    entity: str | None = Field(None, description="W&B entity (team or user); null = the account's default")
+    group: str | None = Field(None, description="W&B group: the runs of one experiment share it (compare them "
+                                                "side by side)")
+    tags: list[str] = Field([], description="extra tags; task, inset mode and dataset are added automatically")
+    dir: str | None = Field(None, description="where W&B run files go; null = <run>/wandb")
+    log_model: bool = Field(True, description="log the best checkpoint as a model artifact")
+    n_sample_images: int = Field(16, ge=0, description="test images logged with their predictions (and boxes)")
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from pydantic import Field, model_validator
 
 from kvasir_ml.config import DatasetConfig, StrictModel, TrackingConfig, load_config
-from kvasir_ml.train.config import InsetMode, Task
+from kvasir_ml.models.config import InsetMode, Task
 
 # Source-class pairs the Kvasir article reports as most often confused.
 DEFAULT_HARD_PAIRS = (("esophagitis", "normal-z-line"), ("dyed-lifted-polyps", "dyed-resection-margins"))
@@ -23,8 +23,7 @@ DEFAULT_HARD_PAIRS = (("esophagitis", "normal-z-line"), ("dyed-lifted-polyps", "
 class ExperimentDataConfig(DatasetConfig):
     """The one dataset and the one split (frozen into <out>/split.json) every run of the experiment uses."""
 
-    # decoded image cache shared by all runs; None = <out>/cache
-    cache_dir: str | None = None
+    cache_dir: str | None = Field(None, description="decoded image cache shared by all runs; null = <out>/cache")
 
     @model_validator(mode="after")
     def _fractions_positive(self) -> "ExperimentDataConfig":
@@ -37,28 +36,25 @@ class ExperimentDataConfig(DatasetConfig):
 class ExperimentConfig(StrictModel):
     """Everything one comparison experiment needs."""
 
-    name: str = "multilabel-vs-singlelabel"
+    name: str = Field("multilabel-vs-singlelabel", description="experiment name (the W&B group by default)")
     data: ExperimentDataConfig = ExperimentDataConfig()
-    # base classifier config per task (paths relative to the working directory)
-    base_configs: dict[Task, str] = {
-        "multilabel": "configs/classifier_multilabel_resnet50.yaml",
-        "singlelabel": "configs/classifier_singlelabel_resnet50.yaml",
-    }
-    # task -> inset modes to train; each (task, inset mode) pair is one model variant
-    variants: dict[Task, list[InsetMode]] = {
-        "multilabel": ["raw", "masked", "branch"],
-        "singlelabel": ["raw", "masked", "branch"],
-    }
-    # training seeds (runtime.seed); every variant is trained once per seed
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
-    # key=value overrides applied to every run, after its base config
-    overrides: list[str] = []
-    # skip runs whose folder already holds metrics.json (continue an interrupted experiment)
-    skip_finished: bool = True
-    # source-class pairs whose confusion the report shows
-    hard_pairs: list[tuple[str, str]] = [tuple(p) for p in DEFAULT_HARD_PAIRS]
-    # W&B: mode/project/entity/tags are given to every run; group defaults to `name`
-    tracking: TrackingConfig = TrackingConfig()
+    base_configs: dict[Task, str] = Field(
+        {"multilabel": "configs/classifier_multilabel_resnet50.yaml",
+         "singlelabel": "configs/classifier_singlelabel_resnet50.yaml"},
+        description="base classifier config per task (a file, or a shipped config's name)")
+    variants: dict[Task, list[InsetMode]] = Field(
+        {"multilabel": ["raw", "masked", "branch"], "singlelabel": ["raw", "masked", "branch"]},
+        description="task -> inset modes to train; each (task, inset mode) pair is one model variant; multi vs "
+                    "single is compared within one inset mode, other modes against masked (the inset ablation)")
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1,
+                             description="training seeds (runtime.seed); every variant is trained once per seed")
+    overrides: list[str] = Field([], description="key=value overrides applied to every run, after its base config")
+    skip_finished: bool = Field(True, description="reuse runs whose folder already holds metrics.json (after a "
+                                                  "config check); continue an interrupted experiment")
+    hard_pairs: list[tuple[str, str]] = Field([tuple(p) for p in DEFAULT_HARD_PAIRS],
+                                              description="source-class pairs whose confusion the report shows")
+    tracking: TrackingConfig = Field(TrackingConfig(), description="W&B settings given to every run; group "
+                                                                   "defaults to the experiment's name")
     bootstrap_resamples: int = Field(
         2000, ge=0, description="paired-bootstrap resamples of the test images for the intervals of each "
                                 "multi- vs single-label difference (0: no intervals)")

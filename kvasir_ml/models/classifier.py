@@ -16,7 +16,7 @@ import torch
 import torchvision
 from torch import nn
 
-from kvasir_ml.train.config import ModelConfig
+from kvasir_ml.models.config import ModelConfig
 
 log = logging.getLogger(__name__)
 

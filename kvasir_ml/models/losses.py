@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from kvasir_ml.train.config import LossConfig
+from kvasir_ml.models.config import LossConfig
 
 
 class AsymmetricLoss(nn.Module):

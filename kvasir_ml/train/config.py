@@ -1,7 +1,9 @@
 """The classifier experiment config: one validated object, built at the edge, passed down.
 
-Sections mirror the YAML files under ``configs/classifier_*.yaml``; every key there carries
-a ``# (type) description`` comment. Unknown keys raise (``StrictModel``).
+Every key is documented once, in its ``Field(description=...)``: ``configs/classifier_*.yaml``
+are generated from these models (``kvasir-ml config sync``) and ``kvasir-ml config show``
+prints them. Unknown keys raise (``StrictModel``). The model and loss sections live in
+``kvasir_ml.models.config``.
 """
 
 from __future__ import annotations
@@ -12,86 +14,67 @@ from typing import Literal
 from pydantic import Field
 
 from kvasir_ml.config import DatasetConfig, StrictModel, TrackingConfig, load_config
+from kvasir_ml.models.config import InsetMode, LossConfig, ModelConfig, Task
 
-Task = Literal["multilabel", "singlelabel"]
-InsetMode = Literal["raw", "masked", "branch"]
+__all__ = ["AugConfig", "ClassifierConfig", "DataConfig", "EvalConfig", "InsetMode", "LossConfig", "ModelConfig",
+           "OptimConfig", "RuntimeConfig", "Task", "load_classifier_config"]
 
 
 class DataConfig(DatasetConfig):
     """Which images, which split (``DatasetConfig``), how they are cached."""
 
-    # decoded, resized image cache; None = <run dir>/cache
-    cache_dir: str | None = None
-    image_size_px: int = Field(224, ge=32, le=1024)
-    # source whose classes are the single-label classes (taxonomy.source(...).classes)
-    class_source: str = "kvasir-v2"
-
-
-class ModelConfig(StrictModel):
-    arch: Literal["resnet50", "resnet18"] = "resnet50"
-    # none | imagenet | path to a checkpoint (kvasir_ml .pt or a torchvision state_dict)
-    weights: str = "none"
-    # fetch imagenet weights from download.pytorch.org when they are not in $TORCH_HOME
-    download_weights: bool = False
-    task: Task = "multilabel"
-    inset_mode: InsetMode = "branch"
-    # side of the square inset crop fed to the branch (branch mode only)
-    branch_size_px: int = Field(48, ge=16, le=256)
-    # width of the branch's last conv layer (its feature size)
-    branch_features: int = Field(64, ge=8, le=1024)
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
-
-
-class LossConfig(StrictModel):
-    # multilabel: bce | asl (asymmetric loss); singlelabel always uses cross-entropy
-    name: Literal["bce", "asl"] = "bce"
-    # BCE pos_weight = negatives/positives per label on the train split, clipped to max
-    pos_weight: bool = False
-    pos_weight_max: float = Field(10.0, gt=0)
-    asl_gamma_neg: float = 4.0
-    asl_gamma_pos: float = 0.0
-    asl_clip: float = Field(0.05, ge=0.0, lt=1.0)
-    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    cache_dir: str | None = Field(None, description="decoded, resized image cache, shareable between runs; null = "
+                                                    "<run>/cache")
+    image_size_px: int = Field(224, ge=32, le=1024, description="square input side in pixels")
+    class_source: str = Field("kvasir-v2", description="taxonomy source whose classes are the single-label "
+                                                       "classes (and the classes multi-label scores decode to)")
 
 
 class OptimConfig(StrictModel):
-    epochs: int = Field(10, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    # backbone LR = lr * backbone_lr_factor once unfrozen (discriminative fine-tuning)
-    backbone_lr_factor: float = Field(0.1, gt=0, le=1)
-    weight_decay: float = Field(1e-4, ge=0)
-    schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
-    # epochs with the backbone frozen (head warm-up) before everything trains
-    warmup_epochs: int = Field(1, ge=0)
-    # run the LR range test first and use its suggestion as lr
-    lr_find: bool = False
+    """Budget, learning rates and schedule."""
+
+    epochs: int = Field(10, ge=1, description="total epochs (the training budget)")
+    lr: float = Field(1e-3, gt=0, description="head learning rate (peak of one-cycle); under DDP the batch is per "
+                                              "process, so scale lr with the world size yourself")
+    backbone_lr_factor: float = Field(0.1, gt=0, le=1, description="backbone lr = lr * factor once unfrozen "
+                                                                   "(discriminative fine-tuning)")
+    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay")
+    schedule: Literal["onecycle", "cosine", "constant"] = Field("onecycle", description="LR schedule, stepped "
+                                                                                        "per batch")
+    warmup_epochs: int = Field(1, ge=0, description="epochs with the backbone frozen (head warm-up) before "
+                                                    "everything trains")
+    lr_find: bool = Field(False, description="run the LR range test first and train with its suggestion (rank 0 "
+                                             "decides under DDP)")
 
 
 class AugConfig(StrictModel):
-    enabled: bool = True
-    hflip: bool = True
-    vflip: bool = True
-    # maximum rotation in degrees (180 = any angle; endoscopy has no "up")
-    rotate_deg: float = Field(180.0, ge=0, le=180)
-    brightness: float = Field(0.2, ge=0)
-    contrast: float = Field(0.2, ge=0)
-    saturation: float = Field(0.1, ge=0)
-    hue: float = Field(0.02, ge=0, le=0.5)
+    """Train-split augmentation (after the inset is masked or cropped)."""
+
+    enabled: bool = Field(True, description="augment the train split")
+    hflip: bool = Field(True, description="random horizontal flip")
+    vflip: bool = Field(True, description="random vertical flip")
+    rotate_deg: float = Field(180.0, ge=0, le=180, description="random rotation range +-deg (180 = any angle: "
+                                                               "endoscopy has no 'up')")
+    brightness: float = Field(0.2, ge=0, description="colour jitter: brightness factor range")
+    contrast: float = Field(0.2, ge=0, description="colour jitter: contrast factor range")
+    saturation: float = Field(0.1, ge=0, description="colour jitter: saturation factor range")
+    hue: float = Field(0.02, ge=0, le=0.5, description="colour jitter: hue shift range")
 
 
 class RuntimeConfig(StrictModel):
-    device: str = "auto"
-    # bf16 autocast (CUDA only; ignored on CPU)
-    amp: bool = True
-    channels_last: bool = True
-    compile: bool = False
-    workers: int = Field(4, ge=0)
-    batch_size: int = Field(64, ge=1)
-    seed: int = 0
-    deterministic: bool = False
-    # torch CPU threads; 0 = torch's default
-    threads: int = Field(0, ge=0)
-    progress: bool = True
+    """Where and how fast (may differ when resuming): device, precision, loader, seed."""
+
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    amp: bool = Field(True, description="bf16 autocast (CUDA only; the head's logits stay fp32)")
+    channels_last: bool = Field(True, description="NHWC memory format (faster convolutions on tensor cores)")
+    compile: bool = Field(False, description="torch.compile the model (CUDA only; warm-up excluded from img/s)")
+    workers: int = Field(4, ge=0, description="DataLoader worker processes (0 = in-process)")
+    batch_size: int = Field(64, ge=1, description="images per step, per process (DDP: global = batch_size x world "
+                                                  "size)")
+    seed: int = Field(0, description="training seed (weights, order, augmentation)")
+    deterministic: bool = Field(False, description="deterministic kernels (bit-exact resume on CPU; slower on GPU)")
+    threads: int = Field(0, ge=0, description="torch CPU threads; 0 = torch's default")
+    progress: bool = Field(True, description="tqdm progress bars")
 
 
 # How best.pt is chosen: the comparison needs a rule that favours neither task (see EvalConfig).
@@ -118,7 +101,7 @@ class EvalConfig(StrictModel):
 class ClassifierConfig(StrictModel):
     """Everything one classifier run needs."""
 
-    name: str = "classifier"
+    name: str = Field("classifier", description="run name prefix (W&B display name, artifact names)")
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     loss: LossConfig = LossConfig()
