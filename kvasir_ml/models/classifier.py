@@ -121,7 +121,8 @@ class KvasirClassifier(nn.Module):
             feats = torch.cat([feats, self.branch(self.normalize(inset)), inset_state.to(feats.dtype)], dim=1)
         # The head runs in fp32 even under bf16 autocast: bf16 keeps ~3 significant digits, too
         # coarse for logits that become probabilities and losses near 0 or 1.
-        with torch.autocast(feats.device.type, enabled=False):
+        device_type = "cpu" if feats.device.type == "meta" else feats.device.type  # meta: FLOP counting
+        with torch.autocast(device_type, enabled=False):
             return self.head(self.dropout(feats.float()))
 
     def backbone_parameters(self) -> list[nn.Parameter]:

@@ -162,14 +162,17 @@ def train_throughput(cfg: ClassifierConfig, run_dir: Path, steps: int, warmup: i
     """Project vs bare training img/s, their ratio and MFU (see the module docstring).
 
     The project run is bracketed by two bare runs (their mean cancels a linear drift of the
-    machine's load). ``compile_`` compiles both models (``torch.compile``); ``warmup`` must
-    then cover the compilation. ``peak``: dense TFLOP/s override (default ``peak_tflops``).
+    machine's load). ``compile_`` compiles both models (``torch.compile``, on CUDA only, like
+    training runs); ``warmup`` must then cover the compilation. ``peak``: dense TFLOP/s override (default ``peak_tflops``).
 
     Returns:
         A JSON-able dict: ``project_img_s``, ``bare_img_s``, ``ratio``, ``mfu_project``,
         ``mfu_bare``, ``flops_per_image`` (+ how counted), timings and the settings.
     """
-    device = torch.device(cfg.runtime.device)
+    from kvasir_ml.train.run import resolve_device
+
+    device = resolve_device(cfg.runtime.device)
+    compile_ = compile_ and device.type == "cuda"
     data = prepare_data(cfg, run_dir)
     n_out = len(data.label_names)
     flops = train_flops_per_image(cfg, n_out)
