@@ -16,9 +16,10 @@ Launch any training (``kvasir-ml train classifier``, ``kvasir-ml experiment ...`
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import os
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
@@ -39,7 +40,7 @@ def init_distributed(device: torch.device) -> tuple[int, int, torch.device, bool
 
     Returns:
         ``(rank, world size, device, created)``; ``created`` says this call started the group
-        (so its caller ends it). Without torchrun: ``(0, 1, device, False)``.
+        (it is left at exit). Without torchrun: ``(0, 1, device, False)``.
     """
     world = world_size_from_env()
     if world <= 1:
@@ -50,6 +51,9 @@ def init_distributed(device: torch.device) -> tuple[int, int, torch.device, bool
     created = not dist.is_initialized()
     if created:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=_TIMEOUT)
+        # Kept for the process's lifetime: a group destroyed and created again in one process
+        # fails to reconnect (gloo), and an experiment trains several runs in one process.
+        atexit.register(_leave)
     return dist.get_rank(), dist.get_world_size(), device, created
 
 
@@ -83,3 +87,41 @@ def reduce_epoch_stats(stats: dict[str, Any], device: torch.device, world: int) 
     return {**stats, "train_loss": loss_sum / max(total, 1.0), "n_images": int(total),
             "img_s": total / wall if wall > 0 else 0.0, "data_time_s": data_s, "step_time_s": step_s,
             "world_size": world}
+
+
+def join_process_group(device: torch.device | None = None) -> tuple[int, int]:
+    """``(rank, world size)`` of this process. Under torchrun, joins the process group first
+    if nobody has (NCCL for a CUDA ``device``, else gloo; default: CUDA when available)."""
+    if world_size_from_env() <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        init_distributed(device or torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    return dist.get_rank(), dist.get_world_size()
+
+
+def on_rank0(fn: Callable[[], Any], rank: int, world: int) -> Any:
+    """Run ``fn`` on rank 0 only (a check that may move files, a decision) and give every rank
+    its result; an exception it raised is raised on every rank, so no rank waits forever."""
+    outcome: tuple[Any, BaseException | None] = (None, None)
+    if rank == 0:
+        try:
+            outcome = (fn(), None)
+        except Exception as exc:  # handed to the other ranks, then raised here too
+            outcome = (None, exc)
+    value, error = broadcast_from_rank0(outcome, world)
+    if error is not None:
+        raise error
+    return value
+
+
+def _leave() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def rank0_first(make: Callable[[bool], Any], rank: int, world: int) -> Any:
+    """``make(may_write=True)`` on rank 0, then (after a barrier) ``make(may_write=False)``
+    on the others, which read what rank 0 wrote."""
+    result = make(True) if rank == 0 else None
+    barrier(world)
+    return make(False) if rank != 0 else result

@@ -328,10 +328,10 @@ def train_classifier(cfg: ClassifierConfig, out_dir: str | Path, resume: bool = 
         RunDirError: existing run folder without ``resume``, or nothing to resume.
     """
     run_dir = Path(out_dir)
-    _check_run_dir(run_dir, resume)
+    rank, world = ddp.join_process_group(resolve_device(cfg.runtime.device))
+    ddp.on_rank0(lambda: _check_run_dir(run_dir, resume), rank, world)  # before any rank writes into it
     # Thread count and determinism are process-wide: put them back for the caller afterwards.
     saved = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
-    had_group = torch.distributed.is_initialized()
     trainer = None
     try:
         trainer = _Trainer(cfg, run_dir, resume)
@@ -340,11 +340,10 @@ def train_classifier(cfg: ClassifierConfig, out_dir: str | Path, resume: bool = 
         finished = trainer.train(stop_after_epoch)
         if finished and trainer.is_main:
             trainer.final_report()
+        ddp.barrier(trainer.world)  # every rank returns once the run folder is complete
     finally:
         if trainer is not None:
             trainer.tracker.finish()
-        if not had_group and torch.distributed.is_initialized():  # a caller's group (an experiment) stays
-            torch.distributed.destroy_process_group()
         torch.set_num_threads(saved[0])
         torch.use_deterministic_algorithms(saved[1])
         torch.backends.cudnn.benchmark = saved[2]
