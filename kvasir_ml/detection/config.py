@@ -78,6 +78,10 @@ class DetectorTrainConfig(StrictModel):
     cache: Literal[False, "ram", "disk"] = False
     # ultralytics' own plots (labels, curves, batch mosaics) in RUN_DIR/ultralytics
     plots: bool = False
+    time_h: float | None = Field(
+        None, gt=0,
+        description="train for this many hours instead of a number of epochs (ultralytics' 'time': it "
+                    "re-plans the epochs, and so the LR schedule, after measuring the first); None = use epochs")
 
 
 class DetectorEvalConfig(StrictModel):

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# On the (offline) GPU host, from the checkout: install from .device/wheels what this Python
+# lacks into a temporary prefix (nothing else changes on the host), then run the GPU check.
+#   OUT=DIR bash scripts/device/run.sh [--dry-run] [--budget-s S] [other scripts/gpu_check.py options]
+# Results: $OUT/results.json, $OUT/<step>.log, $OUT/install.log (at most 8 files).
+# Default budget: BUDGET_S=330 s of checking (+ ~20 s install): one call of ~6 min, so a
+# rerun still fits in 15 minutes of GPU time. --dry-run: every step tiny on the CPU, and the
+# check may import only the host's packages (host-packages.txt, with their dependencies) + the wheels' modules.
+set -uo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+PYTHON=${PYTHON:-python3}
+DEVICE_DIR=${DEVICE_DIR:-$REPO/.device}
+: "${OUT:?set OUT to the results folder}"
+mkdir -p "$OUT"
+DRY=0
+HAS_BUDGET=0
+for arg in "$@"; do
+    [[ $arg == --dry-run ]] && DRY=1
+    [[ $arg == --budget-s* ]] && HAS_BUDGET=1
+done
+PREFIX=$(mktemp -d "${TMPDIR:-/tmp}/kvasir-site.XXXXXX")
+trap 'rm -rf "$PREFIX"' EXIT
+LOG="$OUT/install.log"
+: > "$LOG"
+
+# Install a wheel unless this Python already has that distribution at that version.
+to_install=()
+if [[ -d "$DEVICE_DIR/wheels" ]]; then
+    for whl in "$DEVICE_DIR"/wheels/*.whl; do
+        name=$(basename "$whl" | cut -d- -f1)
+        version=$(basename "$whl" | cut -d- -f2)
+        have=$("$PYTHON" -c "import importlib.metadata as m, sys
+try: print(m.version(sys.argv[1]))
+except m.PackageNotFoundError: print('')" "$name" 2>>"$LOG")
+        if [[ "$have" == "$version" ]]; then
+            echo "have $name $have" >> "$LOG"
+        else
+            echo "install $name $version (have: ${have:-none})" >> "$LOG"
+            to_install+=("$whl")
+        fi
+    done
+else
+    echo "no $DEVICE_DIR/wheels (run scripts/device/prepare.sh on a connected machine): installing nothing" | tee -a "$LOG"
+fi
+if (( ${#to_install[@]} )); then
+    if ! "$PYTHON" -m pip install --no-index --no-deps --disable-pip-version-check --target "$PREFIX" \
+            "${to_install[@]}" >> "$LOG" 2>&1; then
+        echo "pip install from $DEVICE_DIR/wheels failed; see $LOG" | tee -a "$LOG"
+        tail -20 "$LOG"
+        exit 2
+    fi
+fi
+echo "installed ${#to_install[@]} wheels into $PREFIX" | tee -a "$LOG"
+export PYTHONPATH="$REPO:$PREFIX${PYTHONPATH:+:$PYTHONPATH}"
+export MPLBACKEND=Agg WANDB_MODE=disabled YOLO_OFFLINE=1
+
+args=()
+(( HAS_BUDGET )) || args+=(--budget-s "${BUDGET_S:-330}")
+if (( DRY )); then
+    "$PYTHON" -m kvasir_ml.gpucheck.device host-modules "$DEVICE_DIR/wheels" "$HERE/host-packages.txt" \
+        > "$PREFIX/host-modules.txt" 2>>"$LOG"
+    export KVASIR_HOST_MODULES="$PREFIX/host-modules.txt"
+elif [[ -d "$DEVICE_DIR/kvasir-seg-512" ]]; then
+    args+=(--kvasir-seg "$DEVICE_DIR/kvasir-seg-512")
+fi
+{ "$PYTHON" -c "import sys, torch; print(sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+  df -h /dev/shm 2>/dev/null | tail -1; } | tee -a "$LOG"
+"$PYTHON" "$REPO/scripts/gpu_check.py" --out "$OUT" "${args[@]}" "$@"
