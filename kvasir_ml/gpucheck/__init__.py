@@ -50,7 +50,7 @@ class Phase:
 
 def plan(dry_run: bool, kvasir_seg: str | None, cpu_count: int) -> list[Phase]:
     """The phases of a real check (GPU, sized for ~8 minutes) or a dry run (CPU, tiny)."""
-    workers = 0 if dry_run else max(2, min(12, cpu_count - 2))
+    workers = 0 if dry_run else shm_safe_workers(max(2, min(12, cpu_count - 2)), batch=256, size_px=224)
     if dry_run:
         dev = {"device": "cpu", "bf16": False, "channels_last": False, "threads": 1}
         bench = {**dev, "arch": "resnet18", "size_px": 32, "batch": 8, "n_images": 64, "steps": 2, "warmup": 1,
@@ -74,6 +74,19 @@ def plan(dry_run: bool, kvasir_seg: str | None, cpu_count: int) -> list[Phase]:
             Phase("classifier", {**clf, "phase": "first"}, 0.19, 30),
             Phase("classifier", {**clf, "phase": "resume"}, 0.12, 20),
             Phase("detector", det, 0.30, 40)]
+
+
+def shm_safe_workers(wanted: int, batch: int, size_px: int, shm: str = "/dev/shm") -> int:
+    """At most as many loader workers as /dev/shm holds batches for (workers x prefetch x batch
+    images of uint8 live there) with half of it to spare; containers often give it 64 MiB."""
+    from kvasir_ml.train.prepare import PREFETCH_BATCHES
+
+    try:
+        st = os.statvfs(shm)
+    except OSError:
+        return wanted
+    per_worker = PREFETCH_BATCHES * batch * 3 * size_px**2
+    return max(0, min(wanted, int(0.5 * st.f_frsize * st.f_bavail // per_worker)))
 
 
 def _run_phase(phase: Phase, work: Path, log_path: Path, limit_s: float) -> dict[str, Any]:

@@ -86,6 +86,8 @@ def env_step(p: dict[str, Any], save: Save) -> None:
         info["bf16_supported"] = torch.cuda.is_bf16_supported()
         free, total = torch.cuda.mem_get_info()
         info["gpu0_free_gib"], info["gpu0_total_gib"] = _gib(free), _gib(total)
+    # torch.compile's Triton builds a small C launcher at first use: it needs a C compiler.
+    info["c_compiler"] = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     smi = shutil.which("nvidia-smi")
     if smi:
         try:

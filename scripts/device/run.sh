@@ -57,11 +57,11 @@ export MPLBACKEND=Agg WANDB_MODE=disabled YOLO_OFFLINE=1
 
 args=()
 (( HAS_BUDGET )) || args+=(--budget-s "${BUDGET_S:-330}")
-if (( DRY )); then
+if (( DRY )) && [[ -d "$DEVICE_DIR/wheels" ]]; then  # without the wheels there is no host to simulate
     "$PYTHON" -m kvasir_ml.gpucheck.device host-modules "$DEVICE_DIR/wheels" "$HERE/host-packages.txt" \
         > "$PREFIX/host-modules.txt" 2>>"$LOG"
     export KVASIR_HOST_MODULES="$PREFIX/host-modules.txt"
-elif [[ -d "$DEVICE_DIR/kvasir-seg-512" ]]; then
+elif (( ! DRY )) && [[ -d "$DEVICE_DIR/kvasir-seg-512" ]]; then
     args+=(--kvasir-seg "$DEVICE_DIR/kvasir-seg-512")
 fi
 { "$PYTHON" -c "import sys, torch; print(sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.cuda.is_available())"
