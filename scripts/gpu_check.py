@@ -16,7 +16,7 @@ import json
 import os
 import sys
 
-from kvasir_ml.gpucheck import DEFAULT_BUDGET_S, STEP_NAMES, run_check
+from kvasir_ml.gpucheck import DEFAULT_BUDGET_S, STEP_NAMES, run_check, table_rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--only: unknown steps {sorted(set(only) - set(STEP_NAMES))}")
     results = run_check(args.out, args.budget_s, args.dry_run, args.kvasir_seg, args.work, only)
     print(json.dumps(results["summary"], indent=1))
+    print("README rows:\n" + "\n".join(table_rows(results)))
     print(f"results: {os.path.join(args.out, 'results.json')}")
     return 0 if all(results["summary"]["ok"].values()) else 1
 

@@ -3,8 +3,8 @@
 # lacks into a temporary prefix (nothing else changes on the host), then run the GPU check.
 #   OUT=DIR bash scripts/device/run.sh [--dry-run] [--budget-s S] [other scripts/gpu_check.py options]
 # Results: $OUT/results.json, $OUT/<step>.log, $OUT/install.log (at most 8 files).
-# Default budget: BUDGET_S=330 s of checking (+ ~20 s install): one call of ~6 min, so a
-# rerun still fits in 15 minutes of GPU time. --dry-run: every step tiny on the CPU, and the
+# Default budget: BUDGET_S=350 s of checking (+ ~20 s install): one call of ~6.3 min, so a
+# rerun still fits in 15 minutes of GPU time (with 1-2 min of start-up). --dry-run: every step tiny on the CPU, and the
 # check may import only the host's packages (host-packages.txt, with their dependencies) + the wheels' modules.
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -44,11 +44,16 @@ else
     echo "no $DEVICE_DIR/wheels (run scripts/device/prepare.sh on a connected machine): installing nothing" | tee -a "$LOG"
 fi
 if (( ${#to_install[@]} )); then
-    if ! "$PYTHON" -m pip install --no-index --no-deps --disable-pip-version-check --target "$PREFIX" \
-            "${to_install[@]}" >> "$LOG" 2>&1; then
-        echo "pip install from $DEVICE_DIR/wheels failed; see $LOG" | tee -a "$LOG"
-        tail -20 "$LOG"
-        exit 2
+    if "$PYTHON" -m pip --version >> "$LOG" 2>&1; then
+        if ! "$PYTHON" -m pip install --no-index --no-deps --disable-pip-version-check --target "$PREFIX" \
+                "${to_install[@]}" >> "$LOG" 2>&1; then
+            echo "pip install from $DEVICE_DIR/wheels failed; see $LOG" | tee -a "$LOG"
+            tail -20 "$LOG"
+            exit 2
+        fi
+    else  # no pip on the host: a wheel is a zip laid out for site-packages
+        echo "no pip: unpacking the wheels into $PREFIX" | tee -a "$LOG"
+        for whl in "${to_install[@]}"; do "$PYTHON" -m zipfile -e "$whl" "$PREFIX" >> "$LOG" 2>&1 || exit 2; done
     fi
 fi
 echo "installed ${#to_install[@]} wheels into $PREFIX" | tee -a "$LOG"
@@ -56,7 +61,7 @@ export PYTHONPATH="$REPO:$PREFIX${PYTHONPATH:+:$PYTHONPATH}"
 export MPLBACKEND=Agg WANDB_MODE=disabled YOLO_OFFLINE=1
 
 args=()
-(( HAS_BUDGET )) || args+=(--budget-s "${BUDGET_S:-330}")
+(( HAS_BUDGET )) || args+=(--budget-s "${BUDGET_S:-350}")
 if (( DRY )) && [[ -d "$DEVICE_DIR/wheels" ]]; then  # without the wheels there is no host to simulate
     "$PYTHON" -m kvasir_ml.gpucheck.device host-modules "$DEVICE_DIR/wheels" "$HERE/host-packages.txt" \
         > "$PREFIX/host-modules.txt" 2>>"$LOG"
