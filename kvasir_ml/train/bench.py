@@ -177,9 +177,14 @@ def train_throughput(cfg: ClassifierConfig, run_dir: Path, steps: int, warmup: i
     n_out = len(data.label_names)
     flops = train_flops_per_image(cfg, n_out)
     peak = peak if peak is not None else peak_tflops(device)
-    bare_before = _bare_img_s(cfg, n_out, device, steps, warmup, compile_)
-    stats = _project_img_s(cfg, data, device, steps, warmup, compile_)
-    bare_after = _bare_img_s(cfg, n_out, device, steps, warmup, compile_)
+    benchmark_before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True  # as training runs have it (runtime.deterministic false)
+    try:
+        bare_before = _bare_img_s(cfg, n_out, device, steps, warmup, compile_)
+        stats = _project_img_s(cfg, data, device, steps, warmup, compile_)
+        bare_after = _bare_img_s(cfg, n_out, device, steps, warmup, compile_)
+    finally:
+        torch.backends.cudnn.benchmark = benchmark_before
     project, bare = stats["img_s"], (bare_before + bare_after) / 2
 
     def mfu(img_s: float) -> float | None:

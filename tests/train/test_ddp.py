@@ -67,3 +67,27 @@ def test_ddp_lr_find_on_rank0_resume_and_world_size_guard(synth_dir, tmp_path):
     (tmp_path / "killed" / "metrics.json").unlink()
     with pytest.raises(RunDirError, match="trained by 2 process"):
         train_classifier(one, tmp_path / "killed", resume=True)
+
+
+@pytest.mark.slow
+def test_experiment_under_torchrun_writes_once_from_rank0(tmp_path):
+    """`torchrun ... kvasir_ml experiment compare`: rank 0 prepares the data and writes the
+    report (printed once); a second launch reuses the finished runs on every rank."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "kvasir_ml",
+           "experiment", "compare", "--config", str(REPO / "configs" / "experiment_compare_tiny.yaml"),
+           "--out", str(tmp_path / "exp"), "--no-progress", "seeds=[0]",
+           "variants={multilabel: [masked], singlelabel: [masked]}",
+           "overrides=[optim.epochs=1,data.image_size_px=32]", "data.synthetic_n=64", "tracking.mode=disabled"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1"}
+    for attempt in range(2):
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        assert proc.stdout.count("| variant |") == 1  # one report, from rank 0
+        if attempt == 0:
+            report = (tmp_path / "exp" / "comparison.json").stat().st_mtime_ns
+            assert "finished earlier, reused" not in proc.stderr
+    assert proc.stderr.count("finished earlier, reused") == 2  # both runs, logged by rank 0 only
+    assert (tmp_path / "exp" / "comparison.json").stat().st_mtime_ns >= report
+    for variant in ("multilabel-masked", "singlelabel-masked"):
+        assert load_checkpoint(tmp_path / "exp" / "runs" / variant / "seed0" / "checkpoints" / "last.pt")["world_size"] == 2
