@@ -27,9 +27,8 @@ from kvasir_ml.io import atomic_write_json
 from kvasir_ml.models.classifier import build_model
 from kvasir_ml.models.losses import build_loss
 from kvasir_ml.tracking import NullTracker, make_tracker
-from kvasir_ml.train import distributed as ddp
+from kvasir_ml.train import augment, distributed as ddp
 from kvasir_ml.train import report
-from kvasir_ml.train.augment import build_batch_augment
 from kvasir_ml.train.checkpoint import library_versions, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from kvasir_ml.train.config import ClassifierConfig, load_classifier_config
 from kvasir_ml.train.loop import evaluate, lr_find, train_one_epoch
@@ -140,7 +139,7 @@ class _Trainer:
             self.data = prepare_data(self.cfg, self.run_dir, may_write=False)
         self.train_loader, self.generator, self.eval_loaders = make_loaders(
             self.cfg, self.data, self.device, self.world, self.rank)
-        self.augment = build_batch_augment(self.cfg.aug)
+        self.augment = augment.build_batch_augment(self.cfg.aug)
 
     def _setup_model(self, resume: bool) -> None:
         cfg = self.cfg
@@ -187,9 +186,9 @@ class _Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state.get("scheduler"):
             self.scheduler.load_state_dict(state["scheduler"])
-        set_rng_state(state["rng"])
         if self.augment is not None and "augment" in state["rng"]:
             self.augment.load_state(state["rng"]["augment"])
+        set_rng_state(state["rng"])
         self.start_epoch, self.best_ap = int(state["epoch"]), float(state["best_val_macro_ap"])
         self.history, self.thresholds = list(state["history"]), list(state["thresholds"])
         log.info("resumed %s after epoch %d", self.run_dir, self.start_epoch)
