@@ -257,8 +257,12 @@ def simulate_host_imports(module_list: Path) -> None:
     import importlib.machinery as im
 
     allowed = set(module_list.read_text().split())
+    # An editable install's finder (setuptools' __editable__ hook) maps package names to some
+    # checkout; the host has none: the package must be importable as run.sh installed it.
+    finders = [f for f in sys.meta_path if not type(f).__module__.startswith("__editable__")
+               and not getattr(f, "__module__", "").startswith("__editable__")]
     sys.meta_path[:] = [f if f in (im.BuiltinImporter, im.FrozenImporter) else HostOnlyImports(f, allowed)
-                        for f in sys.meta_path]
+                        for f in finders]
     print(f"imports limited to the GPU host's packages ({module_list})", flush=True)
 
 

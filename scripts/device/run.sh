@@ -57,7 +57,17 @@ if (( ${#to_install[@]} )); then
     fi
 fi
 echo "installed ${#to_install[@]} wheels into $PREFIX" | tee -a "$LOG"
-export PYTHONPATH="$REPO:$PREFIX${PYTHONPATH:+:$PYTHONPATH}"
+# The project itself, built from the checkout (its data files, e.g. packaged configs, land where
+# an installed package finds them); the checkout as it is when the host cannot build it.
+PROJECT="$REPO"
+if "$PYTHON" -m pip install --no-deps --no-build-isolation --no-index --disable-pip-version-check \
+        --target "$PREFIX/project" "$REPO" >> "$LOG" 2>&1; then
+    PROJECT="$PREFIX/project"
+    echo "installed the project into $PROJECT" | tee -a "$LOG"
+else
+    echo "could not build the project here (see $LOG): using the checkout on PYTHONPATH" | tee -a "$LOG"
+fi
+export PYTHONPATH="$PROJECT:$PREFIX${PYTHONPATH:+:$PYTHONPATH}"
 export MPLBACKEND=Agg WANDB_MODE=disabled YOLO_OFFLINE=1
 
 args=()
