@@ -147,7 +147,7 @@ def hide_slices(size: tuple[int, int], box: tuple | None, shape_hw: tuple[int, i
 def inset_crop(rgb: np.ndarray, size: tuple[int, int], box: tuple | None, branch_px: int) -> torch.Tensor:
     """The (unmasked) hidden region of a resized image, resized to ``(3, branch_px, branch_px)`` uint8."""
     rows, cols = hide_slices(size, box, rgb.shape[:2])
-    crop = torch.from_numpy(np.ascontiguousarray(rgb[rows, cols])).permute(2, 0, 1)
+    crop = torch.from_numpy(np.array(rgb[rows, cols], dtype=np.uint8, copy=True)).permute(2, 0, 1)
     return TF.resize(crop, [branch_px, branch_px], antialias=True)
 
 
