@@ -59,9 +59,12 @@ fi
 echo "installed ${#to_install[@]} wheels into $PREFIX" | tee -a "$LOG"
 # The project itself, built from the checkout (its data files, e.g. packaged configs, land where
 # an installed package finds them); the checkout as it is when the host cannot build it.
+# Built from a copy, so the checkout gets no build/ or egg-info.
 PROJECT="$REPO"
+mkdir -p "$PREFIX/src"
+tar -C "$REPO" --exclude=./.device --exclude=./.git --exclude=./.venv --exclude=./runs -cf - . | tar -C "$PREFIX/src" -xf -
 if "$PYTHON" -m pip install --no-deps --no-build-isolation --no-index --disable-pip-version-check \
-        --target "$PREFIX/project" "$REPO" >> "$LOG" 2>&1; then
+        --target "$PREFIX/project" "$PREFIX/src" >> "$LOG" 2>&1; then
     PROJECT="$PREFIX/project"
     echo "installed the project into $PROJECT" | tee -a "$LOG"
 else
