@@ -102,7 +102,10 @@ def _run_phase(phase: Phase, work: Path, log_path: Path, limit_s: float) -> dict
     with open(log_path, "a", encoding="utf-8") as log:
         log.write(f"\n=== {phase.step} {phase.params.get('phase', '')} (limit {limit_s:.0f} s) ===\n")
         log.flush()
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        # cwd = the work folder: ``-m`` puts the cwd first on sys.path, and a checkout there
+        # would shadow the package this process imported (e.g. one installed with its data files).
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=work,
+                                start_new_session=True)
         timed_out = False
         try:
             rc = proc.wait(timeout=limit_s)
