@@ -63,12 +63,15 @@ echo "installed ${#to_install[@]} wheels into $PREFIX" | tee -a "$LOG"
 PROJECT="$REPO"
 mkdir -p "$PREFIX/src"
 tar -C "$REPO" --exclude=./.device --exclude=./.git --exclude=./.venv --exclude=./runs -cf - . | tar -C "$PREFIX/src" -xf -
+# Used only when it finds its own data files (the taxonomy) from outside the checkout.
 if "$PYTHON" -m pip install --no-deps --no-build-isolation --no-index --disable-pip-version-check \
-        --target "$PREFIX/project" "$PREFIX/src" >> "$LOG" 2>&1; then
+        --target "$PREFIX/project" "$PREFIX/src" >> "$LOG" 2>&1 \
+   && (cd "$PREFIX" && PYTHONPATH="$PREFIX/project:$PREFIX" "$PYTHON" -c \
+        "from kvasir_ml.taxonomy import load_taxonomy; load_taxonomy()" >> "$LOG" 2>&1); then
     PROJECT="$PREFIX/project"
     echo "installed the project into $PROJECT" | tee -a "$LOG"
 else
-    echo "could not build the project here (see $LOG): using the checkout on PYTHONPATH" | tee -a "$LOG"
+    echo "the project does not work installed here (see $LOG): using the checkout on PYTHONPATH" | tee -a "$LOG"
 fi
 export PYTHONPATH="$PROJECT:$PREFIX${PYTHONPATH:+:$PYTHONPATH}"
 export MPLBACKEND=Agg WANDB_MODE=disabled YOLO_OFFLINE=1
