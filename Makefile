@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # Keep tools that like to write into $HOME (ultralytics, wandb, matplotlib) inside the checkout.
 export MPLBACKEND := Agg
 
-.PHONY: setup demo test test-all bench clean
+.PHONY: setup demo test test-all bench gpu-check clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,12 @@ test: setup
 # Everything, slow tests included (GPU tests skip without a GPU).
 test-all: setup
 	$(PY) -m pytest -m ''
+
+# The GPU check on a GPU host (~8 min): results.json + logs in $(OUT) (default runs/gpu-check).
+# Offline hosts: see the README ("GPU check") for scripts/device/prepare.sh and run.sh.
+OUT ?= runs/gpu-check
+gpu-check: setup
+	$(PY) scripts/gpu_check.py --out $(OUT)
 
 clean:
 	rm -rf runs .pytest_cache

@@ -17,9 +17,11 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def print_report(result: dict) -> None:
-    """The metrics table and where the report and the W&B compare run are."""
+    """The metrics table and where the report and the W&B compare run are (rank 0 of torchrun only)."""
     from kvasir_ml.experiment.report import metrics_table
 
+    if result["comparison"] is None:  # a non-zero torchrun rank: rank 0 wrote and prints the report
+        return
     print(metrics_table(result["comparison"]))
     print(f"report: {result['paths']['markdown']}  {result['paths']['json']}")
     if result["wandb_dir"]:

@@ -14,6 +14,10 @@ Safe with DataLoader workers: no shared in-memory state, every file is written t
 temporary name and renamed into place (two workers writing the same entry both write
 complete files, and the last rename wins). The resize is a plain stretch to a square (no
 padding), so a box or inset region maps by ``(size_px / width, size_px / height)``.
+
+Training reads a *pack* instead (``ImageCache.pack``): the images of one split copied once
+into a single ``(N, S, S, 3)`` uint8 ``.npy`` that DataLoader workers memory-map and slice a
+whole batch from (one fancy-index per batch: no per-image file open, hash or decode).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import os
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -121,6 +125,52 @@ class ImageCache:
         self.decodes += 1
         _atomic_write_bytes(entry, lambda fh: np.save(fh, arr, allow_pickle=False))
         return arr
+
+    def pack(self, paths: Sequence[str | Path]) -> Path:
+        """The cached images of ``paths`` (in that order) as one ``(N, S, S, 3)`` uint8 ``.npy``.
+
+        Keyed by the images' content hashes, so a later run over the same images reuses it
+        and any change to an image makes a new one. Written to a temporary name and renamed
+        (safe when several processes build the same pack). Open it with
+        ``np.load(path, mmap_mode="r")``.
+
+        Returns:
+            ``cache_dir/<size_px>px/packs/<key>-<N>.npy``.
+
+        Raises:
+            ImageError: an image cannot be decoded.
+            ValueError: ``paths`` is empty.
+        """
+        if not paths:
+            raise ValueError("cannot pack an empty list of images")
+        hashes = [self.content_sha256(p) for p in paths]
+        key = hashlib.sha256("\n".join(hashes).encode()).hexdigest()[:24]
+        out = self.root / "packs" / f"{key}-{len(hashes)}.npy"
+        if self._pack_ok(out, len(hashes)):
+            return out
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+        os.close(fd)
+        try:
+            arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
+                                            shape=(len(hashes), self.size_px, self.size_px, 3))
+            for i, path in enumerate(paths):
+                arr[i] = self.get(path)
+            arr.flush()
+            del arr
+            os.replace(tmp, out)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return out
+
+    def _pack_ok(self, path: Path, n: int) -> bool:
+        try:
+            arr = np.load(path, mmap_mode="r")
+        except (OSError, ValueError, EOFError):
+            return False
+        return arr.shape == (n, self.size_px, self.size_px, 3) and arr.dtype == np.uint8
 
     def contains(self, path: str | Path) -> bool:
         return self.entry_path(self.content_sha256(path)).exists()

@@ -1,7 +1,7 @@
 """The detector experiment config: one validated object, built at the edge, passed down.
 
-Sections mirror ``configs/detector_*.yaml`` (every key there carries a ``# (type)
-description`` comment). Unknown keys raise (``StrictModel``). Field names of the data
+Every key is documented once, in its ``Field(description=...)``; ``configs/detector_*.yaml``
+are generated from these models (``kvasir-ml config sync``). Unknown keys raise (``StrictModel``). Field names of the data
 section come from the shared ``DatasetConfig`` so both kinds of run read alike.
 """
 
@@ -17,23 +17,25 @@ from kvasir_ml.config import DatasetConfig, StrictModel, TrackingConfig
 class DetectorDataConfig(DatasetConfig):
     """Which images, which split (``DatasetConfig``), how they are exported for ultralytics."""
 
-    # smoke runs: keep this many images (a seeded sample) before splitting; None = all
-    max_images: int | None = Field(None, ge=8)
-    # raw: frames as they are; masked: black out the inset region (detected box, else the
-    # nominal region) on EVERY exported and predicted image; detected: black out only a
-    # detected inset (frames without one stay whole: the nominal region hides polyp parts)
-    inset_mode: Literal["raw", "masked", "detected"] = "raw"
-    # how unmasked images enter the YOLO dataset: symlink (no copy) or copy
-    link_mode: Literal["symlink", "copy"] = "symlink"
-    # detector smoke runs want a smaller synthetic dataset than the classifier's default
-    synthetic_n: int = Field(64, ge=16)
+    max_images: int | None = Field(None, ge=8, description="smoke runs: keep this many images (a seeded sample) "
+                                                           "before splitting; null = all")
+    inset_mode: Literal["raw", "masked", "detected"] = Field(
+        "raw", description="raw = frames as they are | masked = black out the inset region (detected box, else the "
+                           "nominal region) on every exported and predicted image | detected = black out only a "
+                           "detected inset (the nominal region can hide parts of polyps)")
+    link_mode: Literal["symlink", "copy"] = Field("symlink", description="how unmasked images enter the YOLO "
+                                                                         "dataset: symlink (no copy) or copy")
+    synthetic_n: int = Field(64, ge=16, description="images to synthesize when canonical is null/synthetic "
+                                                    "(smaller than the classifier's default)")
 
 
 class DetectorModelConfig(StrictModel):
-    # ultralytics model YAML built from scratch (yolov8n.yaml, yolo11n.yaml, yolo26n.yaml ...)
-    arch: str = "yolov8n.yaml"
-    # local .pt weights to start from (a path; never a hub name); None = from scratch
-    weights: str | None = None
+    """The YOLO architecture and the weights it starts from."""
+
+    arch: str = Field("yolov8n.yaml", description="ultralytics model YAML, built from scratch (yolov8n.yaml, "
+                                                  "yolo11s.yaml, yolo26n.yaml, ...); never a hub name")
+    weights: str | None = Field(None, description="local .pt weights to start from (a path; nothing is "
+                                                  "downloaded); null = from scratch")
     trust_weights: bool = Field(
         False, description="load model.weights even if it fails the check that it cannot run code when "
         "opened (ultralytics unpickles .pt files); only for files you trust. Checkpoints ultralytics "
@@ -50,58 +52,55 @@ class DetectorModelConfig(StrictModel):
 
 
 class DetectorTrainConfig(StrictModel):
-    epochs: int = Field(1, ge=1)
-    # square training/inference size in pixels (multiple of 32)
-    imgsz: int = Field(128, ge=32, le=2048)
-    batch: int = Field(8, ge=1)
-    # auto | cpu | cuda | cuda:N
-    device: str = "auto"
-    # dataloader workers
-    workers: int = Field(0, ge=0)
-    seed: int = 0
-    deterministic: bool = True
-    # auto: bf16 on a CUDA device that supports it, else fp32. fp16 AMP is not offered:
-    # ultralytics validates it by downloading yolo26n.pt (check_amp), see yolo.py
-    amp: Literal["auto", "bf16", "fp32"] = "auto"
-    # auto | SGD | AdamW | Adam ... (ultralytics optimizer names)
-    optimizer: str = "auto"
-    lr0: float = Field(0.01, gt=0)
-    # epochs without val improvement before stopping (ultralytics early stopping)
-    patience: int = Field(100, ge=1)
-    # warmup epochs (ultralytics default 3; keep small for tiny runs)
-    warmup_epochs: float = Field(3.0, ge=0)
-    # mosaic probability and the last epochs that turn it off
-    mosaic: float = Field(1.0, ge=0, le=1)
-    close_mosaic: int = Field(10, ge=0)
-    # flips / rotation: endoscopy frames have no "up"
-    fliplr: float = Field(0.5, ge=0, le=1)
-    flipud: float = Field(0.5, ge=0, le=1)
-    degrees: float = Field(0.0, ge=0, le=180)
-    # ultralytics image cache: false | ram | disk
-    cache: Literal[False, "ram", "disk"] = False
-    # ultralytics' own plots (labels, curves, batch mosaics) in RUN_DIR/ultralytics
-    plots: bool = False
+    """Arguments of ultralytics' trainer (same names)."""
+
+    epochs: int = Field(1, ge=1, description="training epochs")
+    imgsz: int = Field(128, ge=32, le=2048, description="square training/inference size in pixels (multiple of 32)")
+    batch: int = Field(8, ge=1, description="images per step")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    workers: int = Field(0, ge=0, description="dataloader workers")
+    seed: int = Field(0, description="training seed")
+    deterministic: bool = Field(True, description="deterministic algorithms (ultralytics' flag)")
+    amp: Literal["auto", "bf16", "fp32"] = Field(
+        "auto", description="auto = bf16 on a CUDA device that supports it, else fp32 (fp16 AMP is not offered: "
+                            "ultralytics' AMP check downloads weights)")
+    optimizer: str = Field("auto", description="ultralytics optimizer name: auto | SGD | AdamW | Adam | ...")
+    lr0: float = Field(0.01, gt=0, description="initial learning rate")
+    patience: int = Field(100, ge=1, description="epochs without val improvement before stopping early")
+    warmup_epochs: float = Field(3.0, ge=0, description="warm-up epochs (keep small for tiny runs)")
+    mosaic: float = Field(1.0, ge=0, le=1, description="mosaic augmentation probability")
+    close_mosaic: int = Field(10, ge=0, description="last epochs trained without mosaic")
+    fliplr: float = Field(0.5, ge=0, le=1, description="horizontal flip probability (endoscopy has no 'up')")
+    flipud: float = Field(0.5, ge=0, le=1, description="vertical flip probability")
+    degrees: float = Field(0.0, ge=0, le=180, description="random rotation range +-deg")
+    cache: bool | Literal["ram", "disk"] = Field(False, description="ultralytics image cache: false | ram | disk "
+                                                                    "(true = ram)")
+    plots: bool = Field(False, description="ultralytics' own plots (labels, curves, batch mosaics) in "
+                                           "<run>/ultralytics")
+    time_h: float | None = Field(
+        None, gt=0,
+        description="train for this many hours instead of a number of epochs (ultralytics' 'time': it "
+                    "re-plans the epochs, and so the LR schedule, after measuring the first); null = use epochs")
 
 
 class DetectorEvalConfig(StrictModel):
-    # confidence threshold for scoring (COCO AP needs the low-score tail)
-    conf: float = Field(0.001, ge=0, le=1)
-    # NMS IoU threshold
-    iou: float = Field(0.7, gt=0, le=1)
-    # detections kept per image (COCO's AP counts at most 100)
-    max_det: int = Field(100, ge=1)
-    # confidence threshold stored in the checkpoint for `kvasir-ml predict`
-    predict_conf: float = Field(0.25, ge=0, le=1)
-    # GT-vs-prediction overlays written to RUN_DIR/plots (test split)
-    n_overlays: int = Field(8, ge=0)
-    # batch size for inference
-    batch: int = Field(16, ge=1)
+    """How the test split is scored (pycocotools) and what predict uses."""
+
+    conf: float = Field(0.001, ge=0, le=1, description="confidence threshold for scoring (COCO AP needs the "
+                                                       "low-score tail)")
+    iou: float = Field(0.7, gt=0, le=1, description="NMS IoU threshold")
+    max_det: int = Field(100, ge=1, description="detections kept per image (COCO AP counts at most 100)")
+    predict_conf: float = Field(0.25, ge=0, le=1, description="confidence threshold stored in the checkpoint for "
+                                                              "kvasir-ml predict and Label Studio pre-annotations")
+    n_overlays: int = Field(8, ge=0, description="ground-truth vs prediction overlays written to <run>/plots "
+                                                 "(test split)")
+    batch: int = Field(16, ge=1, description="images per inference batch")
 
 
 class DetectorConfig(StrictModel):
     """Everything one detector run needs."""
 
-    name: str = "detector"
+    name: str = Field("detector", description="run name prefix (W&B display name, artifact names)")
     data: DetectorDataConfig = DetectorDataConfig()
     model: DetectorModelConfig = DetectorModelConfig()
     train: DetectorTrainConfig = DetectorTrainConfig()

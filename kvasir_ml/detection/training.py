@@ -42,7 +42,7 @@ def train_kwargs(cfg: DetectorConfig, data_yaml: Path, run_dir: Path, device: st
         mosaic=t.mosaic, close_mosaic=t.close_mosaic, fliplr=t.fliplr, flipud=t.flipud, degrees=t.degrees,
         cache=t.cache, plots=t.plots, project=str(run_dir.resolve()), name="ultralytics", exist_ok=True,
         pretrained=cfg.model.weights is not None, verbose=False, val=True,
-        conf=cfg.eval.conf, iou=cfg.eval.iou, max_det=cfg.eval.max_det,
+        conf=cfg.eval.conf, iou=cfg.eval.iou, max_det=cfg.eval.max_det, time=t.time_h,
     )
 
 

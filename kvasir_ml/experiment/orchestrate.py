@@ -13,6 +13,10 @@ The experiment folder::
 Re-running the same experiment skips finished runs (``skip_finished``) after checking that
 their saved config is the one this experiment would train, and resumes interrupted ones
 from ``checkpoints/last.pt``; so a long GPU experiment can be continued after a crash.
+
+Under ``torchrun`` (classifier runs in DDP) every rank calls ``run_comparison``: rank 0 alone
+writes (experiment config, data, split, report) and decides which runs to skip or resume;
+detector runs train on rank 0 while the others wait.
 """
 
 from __future__ import annotations
@@ -82,7 +86,7 @@ def resolve_config_path(path: str | Path) -> Path:
     return found
 
 
-def prepare_experiment_data(data: ExperimentDataConfig, out_dir: Path) -> ExperimentData:
+def prepare_experiment_data(data: ExperimentDataConfig, out_dir: Path, may_write: bool = True) -> ExperimentData:
     """Canonical file (synthesized into ``out_dir/data`` if asked) and the frozen split.
 
     The split is made (or copied from ``data.split_file``) once into ``out_dir/split.json``;
@@ -95,8 +99,8 @@ def prepare_experiment_data(data: ExperimentDataConfig, out_dir: Path) -> Experi
     from kvasir_ml.data.coco import load_canonical
     from kvasir_ml.data.resolve import resolve_dataset, resolve_split
 
-    canonical, root = resolve_dataset(data, out_dir)
-    split = resolve_split(load_canonical(canonical), data, out_dir)
+    canonical, root = resolve_dataset(data, out_dir, may_write)
+    split = resolve_split(load_canonical(canonical), data, out_dir, may_write)
     split_path = out_dir / "split.json"
     cache_dir = Path(data.cache_dir) if data.cache_dir else out_dir / "cache"
     return ExperimentData(canonical.resolve(), root.resolve(), split_path.resolve(), split.sha256, cache_dir.resolve())
@@ -183,22 +187,40 @@ def train_runs(planned: Sequence[PlannedRun], skip_finished: bool = True, progre
         RunDirError: a run folder exists but is neither finished nor resumable.
     """
     from kvasir_ml.detection.run import train_detector
+    from kvasir_ml.train import distributed as ddp
     from kvasir_ml.train.run import train_classifier
 
-    bar = tqdm(planned, desc="experiment", unit="run", disable=not progress)
+    rank, world = ddp.join_process_group()
+    bar = tqdm(planned, desc="experiment", unit="run", disable=not progress or rank != 0)
     for run in bar:
         bar.set_postfix_str(f"{run.variant} seed {run.seed}")
-        if skip_finished and (run.run_dir / "metrics.json").is_file():
-            _check_finished(run)
-            log.info("%s: finished earlier, reused", run.run_dir)
+        # Rank 0 decides from the files it wrote; every rank acts on the same decision.
+        skip, error = ddp.broadcast_from_rank0(_skip_finished(run, skip_finished) if rank == 0 else None, world)
+        if error:
+            raise ExperimentError(error)
+        if skip:
             continue
         if run.kind == "detector":
-            train_detector(run.config, run.run_dir)
+            if rank == 0:  # ultralytics runs its own DDP; one process trains it here
+                train_detector(run.config, run.run_dir)
+            ddp.barrier(world)
         else:
-            resume = (run.run_dir / "checkpoints" / "last.pt").is_file()
+            resume = ddp.broadcast_from_rank0((run.run_dir / "checkpoints" / "last.pt").is_file(), world)
             train_classifier(run.config, run.run_dir, resume=resume)
     bar.close()
     return [run.run_dir for run in planned]
+
+
+def _skip_finished(run: PlannedRun, skip_finished: bool) -> tuple[bool, str | None]:
+    """(skip the run, error) — a finished run is reused when its config is this experiment's."""
+    if not (skip_finished and (run.run_dir / "metrics.json").is_file()):
+        return False, None
+    try:
+        _check_finished(run)
+    except ExperimentError as exc:
+        return False, str(exc)
+    log.info("%s: finished earlier, reused", run.run_dir)
+    return True, None
 
 
 def report_records(records: Sequence[RunRecord], out_dir: str | Path, name: str, tracking: TrackingConfig,
@@ -252,22 +274,29 @@ def run_comparison(cfg: ExperimentConfig, out_dir: str | Path, progress: bool = 
             after the classifiers and included in the report.
 
     Returns:
-        What ``report_records`` returns, plus ``"data"`` (``ExperimentData``) and ``"run_dirs"``.
+        What ``report_records`` returns, plus ``"data"`` (``ExperimentData``) and ``"run_dirs"``
+        (on non-zero torchrun ranks ``comparison`` is None: rank 0 writes the report).
 
     Raises:
         ExperimentError: stale run folders, a split that is not the experiment's, or runs that would
             not make a controlled comparison (``design.check_controlled``).
     """
+    from kvasir_ml.train import distributed as ddp
+
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_experiment_config(cfg, out_dir)
-    data = prepare_experiment_data(cfg.data, out_dir)
+    rank, world = ddp.join_process_group()  # under torchrun: rank 0 alone writes
+    if rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_experiment_config(cfg, out_dir)
+    data = ddp.rank0_first(lambda may_write: prepare_experiment_data(cfg.data, out_dir, may_write), rank, world)
     planned = [*plan_classifier_runs(cfg, data, out_dir), *extra_runs]
     try:
         design = check_controlled(planned)
     except DesignError as exc:
         raise ExperimentError(str(exc)) from None
     run_dirs = train_runs(planned, cfg.skip_finished, progress)
+    if rank != 0:
+        return {"comparison": None, "paths": {}, "wandb_dir": None, "data": data, "run_dirs": run_dirs}
     tracking = cfg.tracking.model_copy(update={"group": cfg.group})
     result = report_records([load_run(d) for d in run_dirs], out_dir, cfg.name, tracking, cfg.hard_pairs,
                             title=f"Multi-label vs single-label: {cfg.name}", n_resamples=cfg.bootstrap_resamples,

@@ -119,7 +119,11 @@ class KvasirClassifier(nn.Module):
             if inset is None or inset_state is None:
                 raise ValueError("branch model needs the inset crop and the inset state")
             feats = torch.cat([feats, self.branch(self.normalize(inset)), inset_state.to(feats.dtype)], dim=1)
-        return self.head(self.dropout(feats))
+        # The head runs in fp32 even under bf16 autocast: bf16 keeps ~3 significant digits, too
+        # coarse for logits that become probabilities and losses near 0 or 1.
+        device_type = "cpu" if feats.device.type == "meta" else feats.device.type  # meta: FLOP counting
+        with torch.autocast(device_type, enabled=False):
+            return self.head(self.dropout(feats.float()))
 
     def backbone_parameters(self) -> list[nn.Parameter]:
         return list(self.backbone.parameters())

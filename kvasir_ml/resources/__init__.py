@@ -17,8 +17,16 @@ CONFIGS_PACKAGE = "kvasir_ml.resources.configs"
 
 
 def _folder(package: str) -> Path:
-    # Installed wheels and editable checkouts are plain folders, so the Traversable is a Path.
-    return Path(str(files(package)))
+    """The folder of a resource package.
+
+    Installed wheels and editable installs are plain folders, so the Traversable is a Path.
+    A source tree used without installing (``PYTHONPATH=checkout``, as the offline GPU host
+    does) has no mapped packages: the folders are then the checkout's own, beside the package.
+    """
+    try:
+        return Path(str(files(package)))
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parents[2] / package.rsplit(".", 1)[-1]
 
 
 def annotation_file(name: str) -> Path:

@@ -8,29 +8,30 @@ Order of operations per image (the same in training, evaluation and ``predict``)
 3. ``masked``/``branch``: the region is blacked out on EVERY image, so the mask itself
    carries no signal; ``branch`` also crops it (before masking) for the inset branch;
 4. only then geometric + colour augmentation of the main image (the crop is not rotated:
-   the panel's drawing has a fixed orientation).
+   the panel's drawing has a fixed orientation) — on whole batches on the device
+   (``kvasir_ml.train.augment``), after the loader has delivered the masked batch.
 
-Images stay ``uint8`` until the model normalises them on the device.
+Training slices a split's *pack* (all its cached images in one memory-mapped array), so a
+DataLoader worker does one read per batch; images stay ``uint8`` until the device.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
-from torchvision.transforms import v2
+from torch.utils.data import Dataset, get_worker_info
 from torchvision.transforms.v2 import functional as TF
 
 from kvasir_ml.data.coco import CanonicalDataset
-from kvasir_ml.data.inset import crop_inset, detect_inset, hiding_box_xywh_px, mask_inset
+from kvasir_ml.data.inset import _box_slices, detect_inset, hiding_box_xywh_px  # the rounding mask_inset uses
 from kvasir_ml.models.classifier import INSET_STATES
 from kvasir_ml.taxonomy import Taxonomy, TaxonomyError
-from kvasir_ml.train.config import AugConfig
 
 log = logging.getLogger(__name__)
 
@@ -137,9 +138,30 @@ def scaled_inset_box(size: tuple[int, int], box: tuple | None, shape_hw: tuple[i
     return (x * sx, y * sy, max(w * sx, 1.0), max(h * sy, 1.0))
 
 
+def hide_slices(size: tuple[int, int], box: tuple | None, shape_hw: tuple[int, int]) -> tuple[slice, slice]:
+    """Rows and columns of a resized image that ``masked``/``branch`` modes black out
+    (``scaled_inset_box``, rounded outwards like ``mask_inset``)."""
+    return _box_slices(np.empty(shape_hw, dtype=bool), scaled_inset_box(size, box, shape_hw))
+
+
+def inset_crop(rgb: np.ndarray, size: tuple[int, int], box: tuple | None, branch_px: int) -> torch.Tensor:
+    """The (unmasked) hidden region of a resized image, resized to ``(3, branch_px, branch_px)`` uint8."""
+    rows, cols = hide_slices(size, box, rgb.shape[:2])
+    crop = torch.from_numpy(np.array(rgb[rows, cols], dtype=np.uint8, copy=True)).permute(2, 0, 1)
+    return TF.resize(crop, [branch_px, branch_px], antialias=True)
+
+
+def inset_onehot(state: str | None) -> torch.Tensor:
+    """(3,) float one-hot over ``INSET_STATES`` (unknown -> ``none``)."""
+    onehot = torch.zeros(len(INSET_STATES))
+    onehot[INSET_STATES.index(state if state in INSET_STATES else "none")] = 1.0
+    return onehot
+
+
 def inset_inputs(rgb: np.ndarray, size: tuple[int, int], state: str | None, box: tuple | None,
                  mode: str, branch_px: int) -> dict[str, torch.Tensor]:
-    """Model inputs of one resized image before augmentation.
+    """Model inputs of one resized image before augmentation (``predict``; the reference the
+    batched ``ClassifierDataset`` is tested against).
 
     Args:
         rgb: (S, S, 3) uint8 resized image.
@@ -153,57 +175,89 @@ def inset_inputs(rgb: np.ndarray, size: tuple[int, int], state: str | None, box:
         ``{"image": (3, S, S) uint8}`` plus, in branch mode, ``"inset"`` (3, b, b) uint8 and
         ``"inset_state"`` (3,) float one-hot.
     """
-    if mode == "raw":
-        return {"image": torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).contiguous()}
-    small_box = scaled_inset_box(size, box, rgb.shape[:2])
-    out = {"image": torch.from_numpy(mask_inset(rgb, small_box)).permute(2, 0, 1).contiguous()}
+    image = np.array(rgb, dtype=np.uint8, copy=True)
+    out: dict[str, torch.Tensor] = {}
     if mode == "branch":
-        crop = torch.from_numpy(crop_inset(rgb, small_box)).permute(2, 0, 1)
-        out["inset"] = TF.resize(crop, [branch_px, branch_px], antialias=True)
-        onehot = torch.zeros(len(INSET_STATES))
-        onehot[INSET_STATES.index(state if state in INSET_STATES else "none")] = 1.0
-        out["inset_state"] = onehot
-    return out
+        out["inset"] = inset_crop(rgb, size, box, branch_px)  # cropped before masking
+        out["inset_state"] = inset_onehot(state)
+    if mode != "raw":
+        rows, cols = hide_slices(size, box, rgb.shape[:2])
+        image[rows, cols] = 0
+    return {"image": torch.from_numpy(image).permute(2, 0, 1).contiguous(), **out}
 
 
-def build_augmentation(cfg: AugConfig) -> v2.Compose | None:
-    """Flips, any-angle rotation (black fill, like the endoscope border) and colour jitter."""
-    if not cfg.enabled:
-        return None
-    ops: list[Any] = []
-    if cfg.hflip:
-        ops.append(v2.RandomHorizontalFlip())
-    if cfg.vflip:
-        ops.append(v2.RandomVerticalFlip())
-    if cfg.rotate_deg > 0:
-        ops.append(v2.RandomRotation(cfg.rotate_deg, interpolation=v2.InterpolationMode.BILINEAR, fill=0))
-    if max(cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue) > 0:
-        ops.append(v2.ColorJitter(cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue))
-    return v2.Compose(ops) if ops else None
+def _batch_buffer(shape: tuple[int, ...]) -> torch.Tensor:
+    """An uninitialised uint8 tensor for one batch. In a DataLoader worker it is allocated in
+    shared memory directly (as ``default_collate`` does), so handing it to the main process
+    costs no further copy."""
+    new_shared = getattr(torch.UntypedStorage, "_new_shared", None)
+    if get_worker_info() is None or new_shared is None:
+        return torch.empty(shape, dtype=torch.uint8)
+    return torch.empty(0, dtype=torch.uint8).set_(new_shared(math.prod(shape))).view(shape)
 
 
 class ClassifierDataset(Dataset):
-    """One split as model inputs + targets, read from the image cache.
+    """One split as model inputs + targets, sliced from the split's pack (``ImageCache.pack``).
 
-    Items: ``{"image", ["inset", "inset_state"], "labels" (L,) float, "class" int64, "index" int}``.
+    ``ds[[i, j, ...]]`` returns a whole batch: one slice of the memory-mapped pack, then the
+    inset region blacked out per image (``masked``/``branch``; the branch's crops and one-hot
+    states are precomputed here once). Used with ``batch_size=None`` and a ``BatchSampler``
+    (``prepare.batch_loader``). Augmentation is the caller's, on whole batches on the device
+    (``augment.BatchAugment``), so it always comes after the masking. ``ds[i]`` gives one item.
+
+    Batch: ``{"image" (B, 3, S, S) uint8 (NCHW view with channels_last strides), ["inset"
+    (B, 3, b, b) uint8, "inset_state" (B, 3) float], "labels" (B, L) float, "class" (B,)
+    int64, "index" (B,) int64}``.
     """
 
-    def __init__(self, records: Records, cache: Any, inset_mode: str, branch_px: int,
-                 augment: v2.Compose | None = None):
-        self.records, self.cache = records, cache
-        self.inset_mode, self.branch_px, self.augment = inset_mode, branch_px, augment
+    def __init__(self, records: Records, pack_path: str | Path, inset_mode: str, branch_px: int):
+        self.records, self.pack_path, self.inset_mode = records, Path(pack_path), inset_mode
+        self._pack: np.ndarray | None = None
+        pack = self._images()
+        if pack.shape[0] != len(records):
+            raise ValueError(f"{self.pack_path} holds {pack.shape[0]} images, the split has {len(records)}")
+        shape_hw = pack.shape[1:3]
+        self.hide: np.ndarray | None = None
+        if inset_mode != "raw":
+            rects = [hide_slices(records.sizes[i], records.inset_boxes[i], shape_hw) for i in range(len(records))]
+            self.hide = np.array([(r.start, r.stop, c.start, c.stop) for r, c in rects], dtype=np.int64)
+        self.insets: np.ndarray | None = None
+        self.inset_states: np.ndarray | None = None
+        if inset_mode == "branch":
+            self.insets = np.stack([inset_crop(pack[i], records.sizes[i], records.inset_boxes[i], branch_px).numpy()
+                                    for i in range(len(records))])
+            self.inset_states = np.stack([inset_onehot(s).numpy() for s in records.inset_states])
+
+    def _images(self) -> np.ndarray:
+        if self._pack is None:  # opened once per process (DataLoader workers included)
+            self._pack = np.load(self.pack_path, mmap_mode="r")
+        return self._pack
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_pack": None}  # workers started by spawn map the file themselves
 
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        r = self.records
-        rgb = self.cache.get(r.paths[i])
-        item: dict[str, Any] = inset_inputs(rgb, r.sizes[i], r.inset_states[i], r.inset_boxes[i],
-                                            self.inset_mode, self.branch_px)
-        if self.augment is not None:
-            item["image"] = self.augment(item["image"])
-        item["labels"] = torch.from_numpy(r.y_labels[i])
-        item["class"] = torch.tensor(int(r.y_class[i]))
-        item["index"] = i
-        return item
+    def __getitem__(self, index: int | Sequence[int]) -> dict[str, Any]:
+        if isinstance(index, (int, np.integer)):
+            batch = self._batch(np.array([int(index)]))
+            return {k: (int(v[0]) if k == "index" else v[0]) for k, v in batch.items()}
+        return self._batch(np.asarray(index, dtype=np.int64))
+
+    def _batch(self, idx: np.ndarray) -> dict[str, Any]:
+        pack = self._images()
+        out = _batch_buffer((len(idx), *pack.shape[1:]))
+        images = out.numpy()
+        np.take(pack, idx, axis=0, out=images, mode="clip")  # idx are valid; "clip" avoids a buffered copy
+        if self.hide is not None:
+            for image, (y0, y1, x0, x1) in zip(images, self.hide[idx]):
+                image[y0:y1, x0:x1] = 0
+        batch: dict[str, Any] = {"image": out.permute(0, 3, 1, 2)}
+        if self.insets is not None and self.inset_states is not None:
+            batch["inset"] = torch.from_numpy(self.insets[idx])
+            batch["inset_state"] = torch.from_numpy(self.inset_states[idx])
+        batch["labels"] = torch.from_numpy(self.records.y_labels[idx])
+        batch["class"] = torch.from_numpy(self.records.y_class[idx])
+        batch["index"] = torch.from_numpy(idx)
+        return batch

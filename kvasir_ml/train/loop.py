@@ -19,14 +19,20 @@ from tqdm import tqdm
 INPUT_KEYS = ("image", "inset", "inset_state")
 
 
-def model_inputs(batch: dict[str, Any], device: torch.device, channels_last: bool) -> dict[str, torch.Tensor]:
-    """Move the model's inputs to the device (uint8 images: 4x less to copy than float)."""
+def model_inputs(batch: dict[str, Any], device: torch.device, channels_last: bool,
+                 augment: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """Move the model's inputs to the device (uint8 images: 4x less to copy than float), then
+    augment the main image there as one batch (``augment.BatchAugment``; the inset crop is not
+    augmented) and put 4-D inputs in the memory format the model runs in."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
     out = {}
     for key in INPUT_KEYS:
         if key in batch:
             x = batch[key].to(device, non_blocking=True)
-            if channels_last and x.ndim == 4:
-                x = x.contiguous(memory_format=torch.channels_last)
+            if key == "image" and augment is not None:
+                x = augment(x)
+            if x.ndim == 4:
+                x = x.contiguous(memory_format=fmt)  # a no-op for loader batches already in channels_last
             out[key] = x
     return out
 
@@ -43,8 +49,11 @@ def _autocast(device: torch.device, amp: bool):
 
 def train_one_epoch(model: nn.Module, loader: Iterable, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler: Any, device: torch.device, task: str, amp: bool = True,
-                    channels_last: bool = False, progress: bool = True, desc: str = "train") -> dict[str, float]:
+                    channels_last: bool = False, progress: bool = True, desc: str = "train",
+                    augment: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, float]:
     """One pass over ``loader`` with an optimizer step per batch (scheduler stepped per batch).
+
+    ``augment`` (e.g. ``augment.BatchAugment``) runs on each batch's images on the device.
 
     Returns:
         ``train_loss`` (image-weighted mean), ``img_s``, ``data_time_s``, ``step_time_s``,
@@ -57,7 +66,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable, loss_fn: nn.Module, opti
     bar = tqdm(loader, desc=desc, leave=False, disable=not progress, dynamic_ncols=True)
     for step, batch in enumerate(bar):
         data_time += time.perf_counter() - tick
-        inputs = model_inputs(batch, device, channels_last)
+        inputs = model_inputs(batch, device, channels_last, augment)
         y = targets(batch, task, device)
         with _autocast(device, amp):
             logits = model(**inputs)
@@ -118,7 +127,7 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device, task: str
 def lr_find(model: nn.Module, loader: Iterable, loss_fn: nn.Module,
             make_optimizer: Callable[[nn.Module, float], torch.optim.Optimizer], device: torch.device, task: str,
             start_lr: float = 1e-6, end_lr: float = 1.0, n_steps: int = 50, amp: bool = True,
-            channels_last: bool = False) -> dict[str, Any]:
+            channels_last: bool = False, augment: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, Any]:
     """LR range test (Smith 2017): raise the LR exponentially, record the smoothed loss.
 
     Works on a deep copy, so ``model`` is untouched. Stops early when the loss explodes
@@ -139,7 +148,7 @@ def lr_find(model: nn.Module, loader: Iterable, loss_fn: nn.Module,
             for group in optimizer.param_groups:
                 group["lr"] = lr
             with _autocast(device, amp):
-                logits = probe(**model_inputs(batch, device, channels_last))
+                logits = probe(**model_inputs(batch, device, channels_last, augment))
             loss = loss_fn(logits.float(), targets(batch, task, device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -1,4 +1,12 @@
-"""From config to tensors: dataset (or synthetic data), split, cache, records and loaders."""
+"""From config to tensors: dataset (or synthetic data), split, cache, packs, records and loaders.
+
+The loaders hand the Dataset whole batches of indices (``batch_size=None`` + ``BatchSampler``):
+a worker slices one batch out of the split's memory-mapped pack and masks the inset, nothing
+else. Workers are persistent (no restart each epoch), batches come in pinned memory on CUDA,
+and each worker keeps ``PREFETCH_BATCHES`` batches ready. Workers draw no random numbers
+(augmentation runs on the device, ``train.augment``), so the worker count never changes a
+run's result.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, RandomSampler, Sampler, SequentialSampler
 
 from kvasir_ml.data.coco import load_canonical
 from kvasir_ml.data.resolve import dataset_name, resolve_dataset, resolve_split
@@ -19,7 +27,6 @@ from kvasir_ml.train.data import (
     ClassifierDataset,
     Records,
     active_label_names,
-    build_augmentation,
     build_records,
     fill_missing_insets,
 )
@@ -27,6 +34,7 @@ from kvasir_ml.train.data import (
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+PREFETCH_BATCHES = 4  # per worker: enough to ride out a slow batch without holding much memory
 
 
 @dataclass
@@ -41,10 +49,11 @@ class RunData:
     class_label_matrix: np.ndarray  # (n_classes, n_labels) over the active labels
     records: dict[str, Records]
     cache: Any  # kvasir_ml.data.cache.ImageCache
+    packs: dict[str, Path]  # split -> its (N, S, S, 3) uint8 pack (ImageCache.pack)
 
 
 def prepare_data(cfg: ClassifierConfig, run_dir: Path, may_write: bool = True) -> RunData:
-    """Build split records and the image cache (warmed) for a run.
+    """Build split records, the image cache (warmed) and one pack per split for a run.
 
     Raises:
         ValueError: missing canonical file, a split naming unknown images, an empty split.
@@ -75,29 +84,46 @@ def prepare_data(cfg: ClassifierConfig, run_dir: Path, may_write: bool = True) -
     if n_no_class:
         log.warning("%d images have no %s class: single-label training and metrics skip them",
                     n_no_class, cfg.data.class_source)
+    packs = {split_name: cache.pack(r.paths) for split_name, r in records.items()}
     name = dataset_name(cfg.data, ds, canonical)
-    return RunData(name, canonical, split, label_names, class_names, matrix, records, cache)
+    return RunData(name, canonical, split, label_names, class_names, matrix, records, cache, packs)
+
+
+def batch_loader(dataset: ClassifierDataset, sampler: Sampler, batch_size: int, drop_last: bool, workers: int,
+                 pin_memory: bool) -> DataLoader:
+    """A DataLoader that gives ``dataset`` whole batches of indices (see the module docstring).
+
+    The DataLoader's own generator only seeds worker processes (which draw nothing): it is a
+    private one, so creating an iterator never consumes the global or the shuffling RNG.
+    """
+    extra: dict[str, Any] = {"persistent_workers": True, "prefetch_factor": PREFETCH_BATCHES} if workers > 0 else {}
+    return DataLoader(dataset, batch_size=None, sampler=BatchSampler(sampler, batch_size, drop_last),
+                      num_workers=workers, pin_memory=pin_memory, generator=torch.Generator(), **extra)
 
 
 def make_loaders(cfg: ClassifierConfig, data: RunData, device: torch.device, world_size: int = 1,
                  rank: int = 0) -> tuple[DataLoader, torch.Generator, dict[str, DataLoader]]:
     """Train loader (shuffled by a generator the caller reseeds every epoch) and eval loaders.
 
+    ``runtime.batch_size`` is per process. With ``world_size`` > 1 the train split is sharded
+    by ``DistributedSampler`` (padded so every rank gets the same number of images, hence the
+    same number of steps); the last partial batch of a shard is dropped unless the shard is
+    smaller than one batch (then it is the only batch). Eval loaders cover whole splits
+    (rank 0 evaluates).
+
     Returns:
-        (train loader, its generator, {"train_eval"?, "val", "test"} eval loaders in split order).
+        (train loader, its shuffling generator, {"val", "test"} eval loaders).
     """
     rt, mode, branch_px = cfg.runtime, cfg.model.inset_mode, cfg.model.branch_size_px
-    train_ds = ClassifierDataset(data.records["train"], data.cache, mode, branch_px, build_augmentation(cfg.aug))
+    pin = device.type == "cuda"
+    train_ds = ClassifierDataset(data.records["train"], data.packs["train"], mode, branch_px)
     generator = torch.Generator()
-    sampler = DistributedSampler(train_ds, world_size, rank, shuffle=True, seed=rt.seed) if world_size > 1 else None
-    common: dict[str, Any] = {"num_workers": rt.workers, "pin_memory": device.type == "cuda"}
-    if rt.workers > 0:
-        common["prefetch_factor"] = 4
-    train = DataLoader(train_ds, batch_size=rt.batch_size, shuffle=sampler is None, sampler=sampler,
-                       generator=generator, drop_last=len(train_ds) > rt.batch_size, **common)
-    evals = {
-        name: DataLoader(ClassifierDataset(data.records[name], data.cache, mode, branch_px), batch_size=2 * rt.batch_size,
-                         shuffle=False, **common)
-        for name in ("val", "test")
-    }
+    sampler: Sampler = (DistributedSampler(train_ds, world_size, rank, shuffle=True, seed=rt.seed) if world_size > 1
+                        else RandomSampler(train_ds, generator=generator))
+    shard = len(sampler)  # type: ignore[arg-type]
+    train = batch_loader(train_ds, sampler, rt.batch_size, shard > rt.batch_size, rt.workers, pin)
+    evals = {}
+    for name in ("val", "test"):
+        ds = ClassifierDataset(data.records[name], data.packs[name], mode, branch_px)
+        evals[name] = batch_loader(ds, SequentialSampler(ds), 2 * rt.batch_size, False, rt.workers, pin)
     return train, generator, evals

@@ -3,9 +3,10 @@
 Reproducibility: every epoch reseeds all RNGs (and the loader's generator) from
 ``(seed, epoch)``, so a run resumed from ``last.pt`` replays the remaining epochs exactly as
 an uninterrupted run would (CPU; on CUDA up to non-deterministic kernels unless
-``runtime.deterministic``). Multi-GPU: launch with ``torchrun``; ``WORLD_SIZE`` > 1 turns on
-DistributedDataParallel, ``runtime.batch_size`` is then per process, and only rank 0
-evaluates and writes.
+``runtime.deterministic``). The device-side augmentation's generator is reseeded the same
+way (per rank) and saved in checkpoints with the other RNG states. Multi-GPU: launch with
+``torchrun``; ``WORLD_SIZE`` > 1 turns on DistributedDataParallel, ``runtime.batch_size`` is
+then per process, and only rank 0 evaluates and writes (see ``train.distributed``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -27,6 +27,7 @@ from kvasir_ml.io import atomic_write_json, orphaned_temp_files, set_aside
 from kvasir_ml.models.classifier import build_model
 from kvasir_ml.models.losses import build_loss
 from kvasir_ml.tracking import NullTracker, make_tracker
+from kvasir_ml.train import augment, distributed as ddp
 from kvasir_ml.train import report
 from kvasir_ml.train.checkpoint import (
     CheckpointError,
@@ -58,25 +59,6 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"runtime.device={name!r} but CUDA is not available")
     return torch.device(name)
-
-
-def _init_distributed(device: torch.device) -> tuple[int, int, torch.device]:
-    """(rank, world size, device) from torchrun's environment; (0, 1, device) otherwise."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, device
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if device.type == "cuda":
-        device = torch.device("cuda", local)
-        torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return dist.get_rank(), world, device
-
-
-def _barrier(world: int) -> None:
-    if world > 1:
-        dist.barrier()
 
 
 def seed_everything(seed: int, generator: torch.Generator | None = None) -> None:
@@ -136,6 +118,15 @@ def _check_resume_config(cfg: ClassifierConfig, saved: dict[str, Any], run_dir: 
               and now["runtime"][k] != saved.get("runtime", {}).get(k)]
     if diffs:
         raise RunDirError(f"cannot resume {run_dir}: config differs from the checkpoint in {', '.join(diffs)}")
+
+
+def _check_resume_world(saved: int, now: int, batch_size: int, run_dir: Path) -> None:
+    """Refuse a resume with another number of processes: each rank's shard, the steps per
+    epoch and so the LR schedule's length all depend on it, so it would not continue the run."""
+    if saved != now:
+        how = f"torchrun --nproc_per_node {saved} ..." if saved > 1 else "one process (no torchrun)"
+        raise RunDirError(f"cannot resume {run_dir}: it was trained by {saved} process(es) (global batch "
+                          f"{saved} x {batch_size}), this launch has {now}; resume it with {how}")
 
 
 def make_optimizer(model: nn.Module, lr: float, backbone_lr_factor: float, weight_decay: float) -> torch.optim.AdamW:
@@ -221,7 +212,7 @@ class _Trainer:
         if rt.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = not rt.deterministic
-        self.rank, self.world, self.device = _init_distributed(resolve_device(rt.device))
+        self.rank, self.world, self.device, _ = ddp.init_distributed(resolve_device(rt.device))
         self.is_main = self.rank == 0
         self.ckpt_dir = run_dir / "checkpoints"
         self._setup_data()
@@ -241,11 +232,12 @@ class _Trainer:
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.data = prepare_data(self.cfg, self.run_dir, may_write=True)
-        _barrier(self.world)
+        ddp.barrier(self.world)
         if not self.is_main:
             self.data = prepare_data(self.cfg, self.run_dir, may_write=False)
         self.train_loader, self.generator, self.eval_loaders = make_loaders(
             self.cfg, self.data, self.device, self.world, self.rank)
+        self.augment = augment.build_batch_augment(self.cfg.aug)
 
     def _setup_model(self, resume: bool) -> None:
         cfg = self.cfg
@@ -272,10 +264,13 @@ class _Trainer:
             saved_lr = load_checkpoint(self.ckpt_dir / "last.pt")["config"]["optim"]["lr"]
             self.cfg = self.cfg.model_copy(update={"optim": o.model_copy(update={"lr": saved_lr})})
             return
-        result = lr_find(self.model, self.train_loader, self.loss_fn,
-                         lambda m, lr: make_optimizer(m, lr, o.backbone_lr_factor, o.weight_decay),
-                         self.device, self.cfg.model.task, amp=self.cfg.runtime.amp,
-                         channels_last=self.cfg.runtime.channels_last)
+        result = None
+        if self.is_main:  # one finder, on rank 0's shard: every replica must train with the same LR
+            result = lr_find(self.model, self.train_loader, self.loss_fn,
+                             lambda m, lr: make_optimizer(m, lr, o.backbone_lr_factor, o.weight_decay),
+                             self.device, self.cfg.model.task, amp=self.cfg.runtime.amp,
+                             channels_last=self.cfg.runtime.channels_last, augment=self.augment)
+        result = ddp.broadcast_from_rank0(result, self.world)
         log.info("LR finder suggests lr=%.2e (config had %.2e)", result["suggested_lr"], o.lr)
         self.cfg = self.cfg.model_copy(update={"optim": o.model_copy(update={"lr": result["suggested_lr"]})})
         self.lr_find_result = result
@@ -288,10 +283,13 @@ class _Trainer:
         """
         state = load_checkpoint(self.ckpt_dir / "last.pt", map_location=self.device)
         _check_resume_config(self.cfg, state["config"], self.run_dir)
+        _check_resume_world(int(state.get("world_size", 1)), self.world, self.cfg.runtime.batch_size, self.run_dir)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state.get("scheduler"):
             self.scheduler.load_state_dict(state["scheduler"])
+        if self.augment is not None and "augment" in state["rng"]:
+            self.augment.load_state(state["rng"]["augment"])
         set_rng_state(state["rng"])
         self.start_epoch = int(state["epoch"])
         self.best_score = float(state.get("best_score", state.get("best_val_macro_ap", -float("inf"))))
@@ -307,7 +305,8 @@ class _Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
             "epoch": epoch,
-            "rng": rng_state(),
+            "rng": {**rng_state(), **({"augment": self.augment.state()} if self.augment is not None else {})},
+            "world_size": self.world,
             "config": dump_config(self.cfg),
             "label_names": self.data.label_names,
             "class_names": self.data.class_names,
@@ -325,7 +324,7 @@ class _Trainer:
         """The module to train this epoch: DDP must be rebuilt when the trainable set changes."""
         self.model.set_backbone_frozen(frozen)
         net: nn.Module = self.model
-        if self.world > 1:
+        if self.world > 1:  # gradients are averaged over ranks: the global batch is world x batch_size
             net = DistributedDataParallel(net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         if self.cfg.runtime.compile and self.device.type == "cuda":
             net = torch.compile(net)
@@ -333,12 +332,17 @@ class _Trainer:
 
     def run_epoch(self, epoch: int, net: nn.Module) -> dict[str, Any]:
         cfg = self.cfg
-        seed_everything(cfg.runtime.seed * 100_003 + epoch, self.generator)
+        epoch_seed = cfg.runtime.seed * 100_003 + epoch
+        seed_everything(epoch_seed, self.generator)
+        if self.augment is not None:  # its own stream per rank: replicas see differently augmented images
+            self.augment.generator.manual_seed(epoch_seed + 7_777_777 + 1_000_003 * self.rank)
         if self.world > 1:
-            self.train_loader.sampler.set_epoch(epoch)
+            self.train_loader.sampler.sampler.set_epoch(epoch)  # sampler = BatchSampler(DistributedSampler)
         stats = train_one_epoch(net, self.train_loader, self.loss_fn, self.optimizer, self.scheduler, self.device,
                                 cfg.model.task, cfg.runtime.amp, cfg.runtime.channels_last,
-                                progress=cfg.runtime.progress and self.is_main, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}")
+                                progress=cfg.runtime.progress and self.is_main, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}",
+                                augment=self.augment)
+        stats = ddp.reduce_epoch_stats(stats, self.device, self.world)  # logged loss and img/s are over all ranks
         entry: dict[str, Any] = {"epoch": epoch + 1, **stats}
         if self.is_main:
             val = self.evaluate_split("val")
@@ -367,7 +371,7 @@ class _Trainer:
             entry = self.run_epoch(epoch, net)
             if self.is_main:
                 self._end_epoch(epoch, entry)
-            _barrier(self.world)
+            ddp.barrier(self.world)
             if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < cfg.optim.epochs:
                 return False
         return True
@@ -458,7 +462,8 @@ def train_classifier(cfg: ClassifierConfig, out_dir: str | Path, resume: bool = 
         RunDirError: existing run folder without ``resume``, or nothing to resume.
     """
     run_dir = Path(out_dir)
-    resume = _check_run_dir(run_dir, resume)
+    rank, world = ddp.join_process_group(resolve_device(cfg.runtime.device))
+    resume = ddp.on_rank0(lambda: _check_run_dir(run_dir, resume), rank, world)  # before any rank writes into it
     # Thread count and determinism are process-wide: put them back for the caller afterwards.
     saved = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
     trainer = None
@@ -469,11 +474,10 @@ def train_classifier(cfg: ClassifierConfig, out_dir: str | Path, resume: bool = 
         finished = trainer.train(stop_after_epoch)
         if finished and trainer.is_main:
             trainer.final_report()
+        ddp.barrier(trainer.world)  # every rank returns once the run folder is complete
     finally:
         if trainer is not None:
             trainer.tracker.finish()
-        if dist.is_initialized():
-            dist.destroy_process_group()
         torch.set_num_threads(saved[0])
         torch.use_deterministic_algorithms(saved[1])
         torch.backends.cudnn.benchmark = saved[2]

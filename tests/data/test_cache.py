@@ -116,3 +116,19 @@ def test_dataloader_workers_share_the_cache(tmp_path):
         batches = list(DataLoader(Images(), batch_size=4, num_workers=2))
         assert [b.shape for b in batches] == [(4, 24, 24, 3)] * 2
     assert len(list((tmp_path / "cache" / "24px").rglob("*.npy"))) == 8
+
+
+def test_pack_is_the_cached_images_in_order_and_follows_content(tmp_path):
+    a, b = _image(tmp_path / "a.jpg", seed=1), _image(tmp_path / "b.jpg", seed=2)
+    cache = ImageCache(tmp_path / "cache", 32)
+    path = cache.pack([b, a, b])
+    arr = np.load(path, mmap_mode="r")
+    assert arr.shape == (3, 32, 32, 3) and arr.dtype == np.uint8
+    assert np.array_equal(arr[0], cache.get(b)) and np.array_equal(arr[1], cache.get(a))
+    assert np.array_equal(arr[2], arr[0])
+    mtime = path.stat().st_mtime_ns
+    assert ImageCache(tmp_path / "cache", 32).pack([b, a, b]) == path and path.stat().st_mtime_ns == mtime  # reused
+    _image(a, seed=3)  # edited content: another pack
+    assert cache.pack([b, a, b]) != path
+    with pytest.raises(ValueError, match="empty"):
+        cache.pack([])
