@@ -163,7 +163,7 @@ def render_config(cfg: BaseModel, header: str = "", overridden: set[str] | froze
         overridden: dotted keys to mark ``[set]`` (``config show`` marks the key=value overrides).
     """
     body = "\n".join(_render(cfg, 0, frozenset(overridden), ""))
-    return (header.rstrip() + "\n" if header.strip() else "") + body + "\n"
+    return (header.rstrip() + "\n\n" if header.strip() else "") + body + "\n"
 
 
 def file_header(path: str | Path) -> str:

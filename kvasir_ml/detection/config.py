@@ -15,7 +15,7 @@ from kvasir_ml.config import DatasetConfig, StrictModel, TrackingConfig
 
 
 class DetectorDataConfig(DatasetConfig):
-    """Which images, which split (``DatasetConfig``), how they are exported for ultralytics."""
+    """Which images and split, and how they are exported for ultralytics."""
 
     max_images: int | None = Field(None, ge=8, description="smoke runs: keep this many images (a seeded sample) "
                                                            "before splitting; null = all")

@@ -238,7 +238,7 @@ def table_rows(results: dict[str, Any]) -> list[str]:
         f"| MFU, project (eager / compiled; FLOPs counted fwd+bwd) | — | {pair('mfu_project', '{:.1%}')} |",
         f"| classifier stopped + resumed in a new process (compiled) | completes | "
         f"{'yes' if clf and clf['resumed_in_new_process'] else 'no'} |",
-        f"| YOLO11s on Kvasir-SEG 512 px, time-bounded, from scratch: AP / AP50 / inference img/s | — | "
+        "| YOLO11s on Kvasir-SEG 512 px, time-bounded, from scratch: AP / AP50 / inference img/s | — | "
         + (f"{det['ap']:.3f} / {det['ap50']:.3f} / {det['fps']:.0f} ({det['epochs']} epochs) |" if det else "— |"),
         f"(device: {device})",
     ]

@@ -21,7 +21,7 @@ __all__ = ["AugConfig", "ClassifierConfig", "DataConfig", "EvalConfig", "InsetMo
 
 
 class DataConfig(DatasetConfig):
-    """Which images, which split (``DatasetConfig``), how they are cached."""
+    """Which images and split, the input size, and where decoded images are cached."""
 
     cache_dir: str | None = Field(None, description="decoded, resized image cache, shareable between runs; null = "
                                                     "<run>/cache")
