@@ -76,7 +76,7 @@ def predict_images(
     ok = [r for r in results if "error" not in r]
     if classifier_ckpt:
         from kvasir_ml.train.predict import load_classifier, run_classifier
-        from kvasir_ml.train.run import resolve_device
+        from kvasir_ml.device import resolve_device
 
         dev = resolve_device(device)
         loaded = load_classifier(classifier_ckpt, dev)  # a bad checkpoint fails here, before any image

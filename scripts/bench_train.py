@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from kvasir_ml.train.bench import bench_config, train_throughput
-from kvasir_ml.train.run import resolve_device
+from kvasir_ml.device import resolve_device
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

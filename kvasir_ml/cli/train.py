@@ -67,7 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "kvasir-ml train detector --config configs/detector_kvasir_seg.yaml --out runs/det-seg \\",
                         "    data.canonical=data/kvasir-seg.coco.json data.root=../shared/data/kvasir-seg",
                         "kvasir-ml train detector --config configs/detector_tiny.yaml --out runs/det-tiny --resume"])
-    _add_common(p, "detector", "continue a stopped run from ultralytics' RUN_DIR/ultralytics/weights/last.pt "
-                "with the run's saved config.yaml (a different --config or overrides are ignored, with a "
-                "warning); a run that failed before its first checkpoint starts again")
+    _add_common(p, "detector", "continue a stopped run from ultralytics' RUN_DIR/ultralytics/weights/last.pt; "
+                "give the same --config and overrides as the run's config.yaml (only tracking.* and "
+                "train.device/workers may differ); a run that failed before its first checkpoint starts again")
     p.set_defaults(func=_train_detector)

@@ -16,7 +16,7 @@ import numpy as np
 from kvasir_ml.data.images import load_rgb
 from kvasir_ml.data.inset import mask_inset
 from kvasir_ml.detection.export import inset_mask_box
-from kvasir_ml.detection.yolo import load_yolo, resolve_device, ultralytics_device
+from kvasir_ml.detection.yolo import load_yolo, ultralytics_device
 from kvasir_ml.geometry import xyxy_px_to_xywh_px
 from kvasir_ml.io import atomic_write_json
 
@@ -64,7 +64,7 @@ def run_detector(
     meta = checkpoint_meta(model)
     names = meta["box_class_names"]
     conf = meta["predict_conf"] if conf is None else conf
-    dev = ultralytics_device(resolve_device(device))
+    dev = ultralytics_device(device)
     out: list[list[Detection]] = []
     paths = [Path(p) for p in paths]
     for start in range(0, len(paths), batch):

@@ -32,14 +32,11 @@ from kvasir_ml.detection.config import DetectorConfig
 from kvasir_ml.detection.export import YoloExport, export_yolo
 from kvasir_ml.detection.training import fit, history_from_results
 from kvasir_ml.detection.yolo import resolve_weights
-from kvasir_ml.io import atomic_write_json, set_aside
+from kvasir_ml.io import atomic_write_json
+from kvasir_ml.rundir import RunDirError, check_run_dir, config_differences
 from kvasir_ml.tracking import Tracker, make_tracker
 
 log = logging.getLogger(__name__)
-
-
-class RunDirError(ValueError):
-    """The run folder exists and is not empty (and we are not resuming), or cannot be resumed."""
 
 
 # What a detector run folder holds before ultralytics' first checkpoint (set aside on a restart).
@@ -47,37 +44,15 @@ _RUN_DIR_ENTRIES = ("config.yaml", "split.json", "data", "dataset", "ultralytics
                     "plots", "wandb")
 
 
-def _has_checkpoint(out_dir: Path) -> bool:
-    return (out_dir / "ultralytics" / "weights" / "last.pt").is_file()
-
-
 def _prepare_run_dir(out_dir: Path, resume: bool) -> bool:
-    """Check (and create) the run folder; returns whether ultralytics resumes from its last.pt.
-
-    ``resume`` on a run that failed before its first checkpoint starts it again, with the
-    failed attempt's files moved to ``attempt-<UTC>/``.
-    """
-    if out_dir.exists() and not out_dir.is_dir():
-        raise RunDirError(f"{out_dir} is an existing file, not a run folder; choose another --out")
-    entries = {p.name for p in out_dir.iterdir()} if out_dir.is_dir() else set()
-    if resume:
-        if not (out_dir / "config.yaml").is_file():
-            raise RunDirError(f"{out_dir}: cannot resume, there is no config.yaml (not a detector run folder)")
-        if _has_checkpoint(out_dir) or (out_dir / "metrics.json").is_file():
-            return True
-        if not all(n in _RUN_DIR_ENTRIES or n.startswith("attempt-") for n in entries):
-            raise RunDirError(f"{out_dir}: cannot resume, no checkpoint and files a run does not write; is this a run folder?")
-        moved = set_aside(out_dir, _RUN_DIR_ENTRIES)
-        log.warning("%s: no checkpoint yet (the run failed before its first epoch ended); starting it again, "
-                    "the failed attempt's files are kept in %s", out_dir, moved)
-        return False
-    if entries:
-        failed_early = not _has_checkpoint(out_dir) and "metrics.json" not in entries
-        raise RunDirError(f"{out_dir}: run folder exists and is not empty; choose a new --out or pass --resume"
-                          + (" (its run failed before its first checkpoint: --resume starts it again)"
-                             if failed_early and (out_dir / "config.yaml").is_file() else ""))
+    """``rundir.check_run_dir`` for a detector run (ultralytics resumes from its own last.pt;
+    a finished run is re-scored); creates the folder. Returns whether to resume."""
+    if resume and out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "config.yaml").is_file():
+        raise RunDirError(f"{out_dir}: cannot resume, there is no config.yaml (not a detector run folder)")
+    resuming = check_run_dir(out_dir, resume, out_dir / "ultralytics" / "weights" / "last.pt", _RUN_DIR_ENTRIES,
+                             finished=(out_dir / "metrics.json").is_file())
     out_dir.mkdir(parents=True, exist_ok=True)
-    return False
+    return resuming
 
 
 def load_dataset(cfg: DetectorConfig, run_dir: Path) -> tuple[CanonicalDataset, Path, str]:
@@ -96,11 +71,12 @@ def _sample(ds: CanonicalDataset, max_images: int | None, seed: int) -> Canonica
 
 def _resolved_config(config_path: str | Path, out_dir: Path, overrides, resume: bool) -> DetectorConfig:
     cfg = load_config(DetectorConfig, config_path, overrides)
-    if resume and (out_dir / "config.yaml").is_file() and _has_checkpoint(out_dir):
+    if resume and (out_dir / "config.yaml").is_file() and (out_dir / "ultralytics" / "weights" / "last.pt").is_file():
         saved = load_config(DetectorConfig, out_dir / "config.yaml")
-        if dump_config(saved) != dump_config(cfg):
-            log.warning("resuming %s with its saved config.yaml; the given config/overrides are ignored", out_dir)
-        return saved
+        diffs = config_differences(dump_config(cfg), dump_config(saved))
+        if diffs:
+            raise RunDirError(f"cannot resume {out_dir}: config differs from its config.yaml in {', '.join(diffs)}")
+        return saved  # ultralytics continues with the arguments it saved
     return cfg
 
 

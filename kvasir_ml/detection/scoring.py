@@ -15,14 +15,14 @@ from kvasir_ml.detection.config import DetectorConfig
 from kvasir_ml.detection.export import YoloExport, unique_stem
 from kvasir_ml.detection.overlay import draw_overlay
 from kvasir_ml.detection.predict import run_detector, save_coco_results, to_coco_results
-from kvasir_ml.detection.yolo import load_yolo, no_platform_key, resolve_device, ultralytics_device
+from kvasir_ml.detection.yolo import load_yolo, no_platform_key, ultralytics_device
 from kvasir_ml.evaluation.detection import coco_evaluate
 from kvasir_ml.tracking import Tracker
 
 
 def ultralytics_val(model, export: YoloExport, split: str, cfg: DetectorConfig, run_dir: Path) -> dict[str, float]:
     """ultralytics' own mAP50 / mAP50-95 (``model.val``) on the exported split."""
-    device = ultralytics_device(resolve_device(cfg.train.device))
+    device = ultralytics_device(cfg.train.device)
     with no_platform_key():
         res = model.val(
             data=str(export.data_yaml), split=split, imgsz=cfg.train.imgsz, batch=cfg.eval.batch, device=device,

@@ -18,15 +18,15 @@ from kvasir_ml.config import dump_config
 from kvasir_ml.detection.config import DetectorConfig
 from kvasir_ml.detection.export import YoloExport
 from kvasir_ml.detection.safe_load import load_detector_checkpoint
-from kvasir_ml.io import atomic_write
 from kvasir_ml.detection.yolo import (
     load_yolo,
     no_platform_key,
     resolve_amp,
-    resolve_device,
     resolve_weights,
     ultralytics_device,
 )
+from kvasir_ml.device import resolve_device
+from kvasir_ml.io import atomic_write
 from kvasir_ml.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ def fit(cfg: DetectorConfig, export: YoloExport, run_dir: Path, tracker: Tracker
     Returns:
         ``{"device", "epochs": {epoch: timing}, "epoch_time_s_mean"}``.
     """
-    device = resolve_device(cfg.train.device)
+    device = str(resolve_device(cfg.train.device))
     last = run_dir / "ultralytics" / "weights" / "last.pt"
     recorder = EpochRecorder(tracker, len(export.file_names["train"]), device.startswith("cuda"))
     if resume and _training_finished(last):

@@ -37,7 +37,7 @@ import shutil
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import Iterator
+from typing import Any, Iterator
 
 log = logging.getLogger(__name__)
 
@@ -172,17 +172,12 @@ def resolve_weights(arch: str, weights: str | None, trust: bool = False) -> str:
     return str(path.resolve())
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda:0`` when CUDA works, else ``cpu``; other values pass through."""
-    if device != "auto":
-        return device
-    import torch
+def ultralytics_device(device: Any) -> str:
+    """A device name (``auto`` resolved by ``kvasir_ml.device.resolve_device``) in ultralytics'
+    form: ``cuda:1`` -> ``1``, ``cuda`` -> ``0``, ``cpu`` -> ``cpu``."""
+    from kvasir_ml.device import resolve_device
 
-    return "cuda:0" if torch.cuda.is_available() else "cpu"
-
-
-def ultralytics_device(device: str) -> str:
-    """Torch-style device to ultralytics' form (``cuda:1`` -> ``1``, ``cuda`` -> ``0``)."""
+    device = str(resolve_device(str(device)))
     if device.startswith("cuda"):
         return device.split(":", 1)[1] if ":" in device else "0"
     return device

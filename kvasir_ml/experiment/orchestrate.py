@@ -37,13 +37,12 @@ from kvasir_ml.experiment.config import ExperimentConfig, ExperimentDataConfig
 from kvasir_ml.experiment.design import DesignError, check_controlled
 from kvasir_ml.experiment.report import log_comparison_run, write_report
 from kvasir_ml.io import atomic_write_text
+from kvasir_ml.rundir import config_differences
 
 log = logging.getLogger(__name__)
 
 # Keys that may differ between a finished run's saved config and the planned one: where and
 # how fast a run went, and where it logged, not what was trained.
-_FREE_SECTIONS = ("tracking",)
-_FREE_KEYS = ("device", "workers", "progress", "threads", "compile")
 
 
 class ExperimentError(ValueError):
@@ -154,23 +153,10 @@ def plan_detector_run(config_path: str | Path, overrides: Sequence[str], cfg: Ex
     return PlannedRun(variant, seed, out_dir / "runs" / variant / f"seed{seed}", det, kind="detector")
 
 
-def _config_diff(planned: dict[str, Any], saved: dict[str, Any], prefix: str = "") -> list[str]:
-    diffs = []
-    for key in sorted(set(planned) | set(saved)):
-        if (not prefix and key in _FREE_SECTIONS) or (prefix and key in _FREE_KEYS):
-            continue
-        a, b = planned.get(key), saved.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            diffs += _config_diff(a, b, f"{prefix}{key}.")
-        elif a != b and not (isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and list(a) == list(b)):
-            diffs.append(f"{prefix}{key}")
-    return diffs
-
-
 def _check_finished(run: PlannedRun) -> None:
     saved_path = run.run_dir / "config.yaml"
     saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) if saved_path.is_file() else {}
-    diffs = _config_diff(dump_config(run.config), saved or {})
+    diffs = config_differences(dump_config(run.config), saved or {})
     if diffs:
         raise ExperimentError(f"{run.run_dir} holds a finished run whose config differs from this experiment's "
                               f"in {', '.join(diffs[:8])}; use a new experiment folder or remove that run")

@@ -169,7 +169,7 @@ def train_throughput(cfg: ClassifierConfig, run_dir: Path, steps: int, warmup: i
         A JSON-able dict: ``project_img_s``, ``bare_img_s``, ``ratio``, ``mfu_project``,
         ``mfu_bare``, ``flops_per_image`` (+ how counted), timings and the settings.
     """
-    from kvasir_ml.train.run import resolve_device
+    from kvasir_ml.device import resolve_device
 
     device = resolve_device(cfg.runtime.device)
     compile_ = compile_ and device.type == "cuda"

@@ -23,7 +23,7 @@ from kvasir_ml.taxonomy import load_taxonomy
 from kvasir_ml.train.checkpoint import load_checkpoint
 from kvasir_ml.train.config import ClassifierConfig
 from kvasir_ml.train.data import inset_inputs
-from kvasir_ml.train.run import resolve_device
+from kvasir_ml.device import resolve_device
 
 
 def load_classifier(ckpt: str | Path, device: torch.device) -> tuple[KvasirClassifier, ClassifierConfig, dict[str, Any]]:

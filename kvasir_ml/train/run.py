@@ -23,12 +23,14 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from kvasir_ml.config import dump_config, save_config
-from kvasir_ml.io import atomic_write_json, orphaned_temp_files, set_aside
+from kvasir_ml.device import resolve_device
+from kvasir_ml.io import atomic_write_json, orphaned_temp_files
 from kvasir_ml.models.classifier import build_model
+from kvasir_ml.rundir import RunDirError, check_run_dir, config_differences
 from kvasir_ml.models.losses import build_loss
 from kvasir_ml.tracking import NullTracker, make_tracker
-from kvasir_ml.train import augment, distributed as ddp
-from kvasir_ml.train import report
+from kvasir_ml.train import augment, report
+from kvasir_ml.train import distributed as ddp
 from kvasir_ml.train.checkpoint import (
     CheckpointError,
     library_versions,
@@ -44,23 +46,6 @@ from kvasir_ml.train.tta import TTA_NAME, evaluate_tta
 
 log = logging.getLogger(__name__)
 
-# Sections that may differ when resuming (where and how fast, not what is trained).
-_RESUME_FREE = ("runtime", "tracking")
-_RESUME_FREE_RUNTIME = ("device", "workers", "progress", "threads", "compile")
-
-
-class RunDirError(ValueError):
-    """The run folder exists (and we are not resuming) or lacks what resuming needs."""
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"runtime.device={name!r} but CUDA is not available")
-    return torch.device(name)
-
-
 def seed_everything(seed: int, generator: torch.Generator | None = None) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -75,47 +60,12 @@ _RUN_DIR_ENTRIES = ("config.yaml", "split.json", "checkpoints", "plots", "wandb"
 
 
 def _check_run_dir(run_dir: Path, resume: bool) -> bool:
-    """Check ``run_dir`` before a run; returns whether to restore from ``checkpoints/last.pt``.
-
-    ``resume`` on a folder whose run failed before its first checkpoint starts that run again:
-    the failed attempt's files are moved to ``attempt-<UTC>/`` (nothing is deleted, and its
-    split or config cannot leak into the new attempt).
-
-    Raises:
-        RunDirError: ``run_dir`` is a file; it is not empty and we are not resuming; there is
-            nothing to resume; or it holds files a run never writes (not a run folder).
-    """
-    if run_dir.exists() and not run_dir.is_dir():
-        raise RunDirError(f"{run_dir} is an existing file, not a run folder; choose another --out")
-    last = run_dir / "checkpoints" / "last.pt"
-    if resume and last.is_file():
-        return True
-    entries = {p.name for p in run_dir.iterdir()} if run_dir.is_dir() else set()
-    if not entries:
-        if resume:
-            raise RunDirError(f"cannot resume: {last} does not exist")
-        return False
-    failed_early = not last.is_file() and all(n in _RUN_DIR_ENTRIES or n.startswith("attempt-") for n in entries)
-    if not resume:
-        hint = ("it holds a run that failed before its first checkpoint: pass --resume to start it again "
-                "(the failed attempt's files are kept in an attempt-<time>/ sub-folder)" if failed_early
-                else "choose another --out or pass --resume")
-        raise RunDirError(f"run folder {run_dir} exists and is not empty; {hint}")
-    if not failed_early:
-        raise RunDirError(f"cannot resume: {last} does not exist and {run_dir} holds files a run does not write "
-                          f"({', '.join(sorted(n for n in entries if n not in _RUN_DIR_ENTRIES)[:5])}); "
-                          "is this a run folder?")
-    moved = set_aside(run_dir, _RUN_DIR_ENTRIES)
-    log.warning("%s: no checkpoint yet (the run failed before its first epoch ended); starting it again, "
-                "the failed attempt's files are kept in %s", run_dir, moved)
-    return False
+    """``rundir.check_run_dir`` for a classifier run (resumes from ``checkpoints/last.pt``)."""
+    return check_run_dir(run_dir, resume, run_dir / "checkpoints" / "last.pt", _RUN_DIR_ENTRIES)
 
 
 def _check_resume_config(cfg: ClassifierConfig, saved: dict[str, Any], run_dir: Path) -> None:
-    now = dump_config(cfg)
-    diffs = [k for k in now if k not in _RESUME_FREE and now[k] != saved.get(k)]
-    diffs += [f"runtime.{k}" for k in now["runtime"] if k not in _RESUME_FREE_RUNTIME
-              and now["runtime"][k] != saved.get("runtime", {}).get(k)]
+    diffs = config_differences(dump_config(cfg), saved)
     if diffs:
         raise RunDirError(f"cannot resume {run_dir}: config differs from the checkpoint in {', '.join(diffs)}")
 

@@ -27,7 +27,7 @@ def test_detector_run_that_failed_before_its_first_checkpoint_can_be_resumed(syn
     monkeypatch.undo()
     assert (out / "config.yaml").is_file() and not (out / "ultralytics" / "weights" / "last.pt").exists()
     assert cli_main(argv) == 2
-    assert "failed before its first checkpoint: --resume starts it again" in capsys.readouterr().err
+    assert "failed before its first checkpoint: pass --resume to start it again" in capsys.readouterr().err
     assert cli_main([*argv, "--resume"]) == 0
     assert json.loads((out / "metrics.json").read_text())["kind"] == "detector"
     assert [p.name for p in out.iterdir() if p.name.startswith("attempt-")] and no_network == []
