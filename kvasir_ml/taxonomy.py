@@ -114,8 +114,10 @@ class Taxonomy:
             vec[self.label_index(name)] = 1.0
         return vec
 
-    def decode_labels(self, multi_hot: np.ndarray) -> list[str]:
-        return [name for name, on in zip(self.label_names, multi_hot) if on]
+    def class_region(self, source: str, source_class: str) -> str:
+        """``upper`` or ``lower`` GI when every label of the class lies there, else ``mixed``."""
+        regions = {label.region for label in self.labels if label.name in self.labels_for(source, source_class)}
+        return regions.pop() if len(regions) == 1 else "mixed"
 
     def class_label_matrix(self, source: str) -> np.ndarray:
         """(n_classes, n_labels) 0/1 matrix: row c is the label set of source class c.
@@ -158,6 +160,11 @@ def _parse(raw: dict, path: str) -> Taxonomy:
             ignored_folders=tuple(src.get("ignored_folders", [])),
             description=src.get("description", ""),
         )
+    from kvasir_ml.data.inset import INSET_STATES  # what the inset detector can return
+
+    if tuple(raw["inset_states"]) != INSET_STATES:
+        raise TaxonomyError(f"{path}: inset_states {raw['inset_states']} must be {list(INSET_STATES)} "
+                            "(the states kvasir_ml.data.inset detects)")
     return Taxonomy(
         version=int(raw["version"]),
         labels=labels,

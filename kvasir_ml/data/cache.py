@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -33,19 +32,12 @@ import numpy as np
 from PIL import Image
 
 from kvasir_ml.data.images import load_rgb
-from kvasir_ml.io import sha256_file
+from kvasir_ml.io import atomic_write, sha256_file
 
 
-def _atomic_write_bytes(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    with open(path, "wb") as fh:  # a file object: np.save would add ".npy" to a path
+        np.save(fh, arr, allow_pickle=False)
 
 
 def decode_square(path: str | Path, size_px: int) -> np.ndarray:
@@ -94,7 +86,7 @@ class ImageCache:
             digest = ""
         if len(digest) != 64:
             digest = sha256_file(path)
-            _atomic_write_bytes(memo_file, lambda fh: fh.write(digest.encode()))
+            atomic_write(memo_file, lambda tmp: tmp.write_text(digest, encoding="ascii"))
         self._memo[key] = digest
         return digest
 
@@ -123,7 +115,7 @@ class ImageCache:
             return arr
         arr = decode_square(path, self.size_px)
         self.decodes += 1
-        _atomic_write_bytes(entry, lambda fh: np.save(fh, arr, allow_pickle=False))
+        atomic_write(entry, lambda tmp: _save_npy(tmp, arr))
         return arr
 
     def pack(self, paths: Sequence[str | Path]) -> Path:
@@ -149,20 +141,15 @@ class ImageCache:
         if self._pack_ok(out, len(hashes)):
             return out
 
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-        os.close(fd)
-        try:
+        def write(tmp: Path) -> None:
             arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
                                             shape=(len(hashes), self.size_px, self.size_px, 3))
             for i, path in enumerate(paths):
                 arr[i] = self.get(path)
             arr.flush()
             del arr
-            os.replace(tmp, out)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+
+        atomic_write(out, write)
         return out
 
     def _pack_ok(self, path: Path, n: int) -> bool:

@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 from pydantic import ValidationInfo, field_validator
 
+from kvasir_ml.data.inset import INSET_STATES
 from kvasir_ml.io import UnsafePathError, safe_relative_path
 from kvasir_ml.taxonomy import Taxonomy, load_taxonomy
 
@@ -65,7 +66,7 @@ class CanonicalImage(_Entry):
     labels: list[StrictStr]
     source: StrictStr | None = None
     source_class: StrictStr | None = None
-    inset: Literal["green", "black", "none"] | None = None
+    inset: Literal[INSET_STATES] | None = None  # type: ignore[valid-type]
     inset_box: Box | None = None
     content_sha256: StrictStr | None = None
 

@@ -24,15 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-import numpy as np
 
 from kvasir_ml.data.canonical_schema import CanonicalError, validate_canonical
+from kvasir_ml.data.inset import INSET_STATES
 from kvasir_ml.geometry import validate_xywh_px
 from kvasir_ml.io import atomic_write_json, read_json
 from kvasir_ml.taxonomy import Taxonomy, load_taxonomy
 
 CANONICAL_FORMAT_VERSION = 1
-INSET_STATES = ("green", "black", "none")
 
 
 @dataclass
@@ -155,13 +154,6 @@ class CanonicalDataset:
             if cat["id"] == category_id:
                 return cat["name"]
         raise CanonicalError(f"unknown category id {category_id}")
-
-    def label_matrix(self, taxonomy: Taxonomy | None = None) -> np.ndarray:
-        """(n_images, n_labels) multi-hot matrix in file order."""
-        taxonomy = taxonomy or load_taxonomy()
-        return np.stack([taxonomy.encode_labels(img["labels"]) for img in self.images]) if self.images else (
-            np.zeros((0, len(taxonomy.labels)), dtype=np.float32)
-        )
 
     def subset(self, file_names: Iterable[str]) -> "CanonicalDataset":
         """A new dataset with only these images (ids kept) and their boxes."""

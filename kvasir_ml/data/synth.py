@@ -37,7 +37,6 @@ ANNOTATIONS_NAME = "annotations.coco.json"
 JPEG_QUALITY = 92
 # Bump when the drawing changes: an existing folder from another version is not reused.
 GENERATOR_VERSION = 1
-UPPER_GI_CLASSES = ("esophagitis", "normal-pylorus", "normal-z-line")
 # Inset state probabilities for lower-GI frames (green, black, none); upper-GI: always none.
 LOWER_GI_INSET_P = (0.5, 0.3, 0.2)
 PANEL_RGB = (0, 191, 149)
@@ -444,7 +443,7 @@ def render_frame(rng: np.random.Generator, cls: str, labels: list[str], size_px:
         ``(image, inset_state, inset_box_xywh_px, boxes)`` with boxes ``[(box_class, xywh_px)]``.
     """
     w, h = size_px
-    upper = cls in UPPER_GI_CLASSES
+    upper = load_taxonomy().class_region(SOURCE, cls) == "upper"  # from the labels' regions
     scene = _Scene(rng, w, h, upper)
     if "ulcerative-colitis" not in labels:
         scene.vessels()
@@ -562,43 +561,3 @@ def _is_same_dataset(out_dir: Path, params: dict) -> bool:
             "cooccurrence"):
         return False
     return all((out_dir / img["file_name"]).is_file() for img in ds.images)
-
-
-def preview_grid(out_dir: str | Path, path_png: str | Path, n: int = 16, tile_px: int = 160) -> Path:
-    """Contact sheet of the first ``n`` frames with their labels and boxes drawn (for eyeballing).
-
-    Args:
-        out_dir: a folder written by ``synthesize``.
-        path_png: where to write the PNG.
-        n: number of frames.
-        tile_px: tile size.
-
-    Returns:
-        ``path_png``.
-    """
-    out_dir, path_png = Path(out_dir), Path(path_png)
-    ds = load_canonical(out_dir / ANNOTATIONS_NAME)
-    boxes = ds.boxes_by_image()
-    images = ds.images[:n]
-    cols = max(1, math.ceil(math.sqrt(len(images))))
-    rows = max(1, math.ceil(len(images) / cols))
-    caption = 24
-    sheet = Image.new("RGB", (cols * tile_px, rows * (tile_px + caption)), (255, 255, 255))
-    draw = ImageDraw.Draw(sheet)
-    for k, entry in enumerate(images):
-        frame = Image.open(out_dir / entry["file_name"]).convert("RGB")
-        fd = ImageDraw.Draw(frame)
-        for ann in boxes[entry["id"]]:
-            x, y, bw, bh = ann["bbox"]
-            fd.rectangle([x, y, x + bw - 1, y + bh - 1], outline=(255, 255, 0), width=2)
-        if entry["inset_box"]:
-            x, y, bw, bh = entry["inset_box"]
-            fd.rectangle([x, y, x + bw - 1, y + bh - 1], outline=(0, 255, 255), width=1)
-        frame.thumbnail((tile_px, tile_px))
-        ox, oy = (k % cols) * tile_px, (k // cols) * (tile_px + caption)
-        sheet.paste(frame, (ox, oy + caption))
-        draw.text((ox + 2, oy), entry["source_class"][:26], fill=(0, 0, 0))
-        draw.text((ox + 2, oy + 11), ",".join(entry["labels"])[:30], fill=(90, 90, 90))
-    path_png.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(path_png)
-    return path_png

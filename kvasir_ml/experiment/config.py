@@ -79,10 +79,6 @@ class ExperimentConfig(StrictModel):
     def group(self) -> str:
         return self.tracking.group or self.name
 
-    def variant_names(self) -> list[str]:
-        """``<task>-<inset mode>`` for every variant, in config order."""
-        return [f"{task}-{mode}" for task, modes in self.variants.items() for mode in modes]
-
 
 def load_experiment_config(path: str | Path | None = None,
                            overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:

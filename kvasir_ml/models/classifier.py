@@ -16,11 +16,11 @@ import torch
 import torchvision
 from torch import nn
 
+from kvasir_ml.data.inset import INSET_STATES
 from kvasir_ml.models.config import ModelConfig
 
 log = logging.getLogger(__name__)
 
-INSET_STATES = ("green", "black", "none")
 
 _WEIGHTS = {
     "resnet50": torchvision.models.ResNet50_Weights.IMAGENET1K_V2,

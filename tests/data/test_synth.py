@@ -11,10 +11,10 @@ from PIL import Image
 from kvasir_ml.data.coco import load_canonical
 from kvasir_ml.data.images import load_rgb
 from kvasir_ml.data.inset import detect_inset
-from kvasir_ml.data.synth import UPPER_GI_CLASSES, SynthError, preview_grid, synthesize
+from kvasir_ml.data.synth import SynthError, synthesize
+from kvasir_ml.taxonomy import load_taxonomy
 from kvasir_ml.geometry import iou_xywh_px
 from kvasir_ml.io import sha256_file
-from kvasir_ml.taxonomy import load_taxonomy
 
 
 def _files(out):
@@ -74,7 +74,7 @@ def test_insets_like_the_real_data_and_detector_agrees(synth_dir):
     states = {img["inset"] for img in ds.images}
     assert states == {"green", "black", "none"}
     for img in ds.images:
-        if img["source_class"] in UPPER_GI_CLASSES:
+        if load_taxonomy().class_region("synthetic", img["source_class"]) == "upper":
             assert img["inset"] == "none"
         assert (img["inset_box"] is None) == (img["inset"] == "none")
         found = detect_inset(load_rgb(synth_dir / img["file_name"]))
@@ -127,12 +127,6 @@ def test_existing_output_is_reused_or_refused(tmp_path):
 def test_bad_arguments(tmp_path, kwargs):
     with pytest.raises(SynthError):
         synthesize(tmp_path / "x", seed=0, **kwargs)
-
-
-def test_preview_grid(synth_dir, tmp_path):
-    png = preview_grid(synth_dir, tmp_path / "grid.png", n=9, tile_px=96)
-    with Image.open(png) as im:
-        assert im.width == 3 * 96
 
 
 def test_cooccurrence_modes_set_how_label_sets_depend_on_the_class(tmp_path):
