@@ -59,6 +59,16 @@ def _to_rgb(img: Image.Image, path: Path) -> np.ndarray:
     return np.asarray(img)
 
 
+def _existing_file(path: str | Path) -> Path:
+    """``path`` as a Path; ``ImageError`` when it is missing or empty (before PIL sees it)."""
+    path = Path(path)
+    if not path.exists():
+        raise ImageError(path, "file does not exist")
+    if path.stat().st_size == 0:
+        raise ImageError(path, "file is empty (0 bytes)")
+    return path
+
+
 def load_rgb(path: str | Path, draft_size: tuple[int, int] | None = None) -> np.ndarray:
     """Decode an image file to an ``(H, W, 3)`` uint8 RGB array.
 
@@ -70,11 +80,7 @@ def load_rgb(path: str | Path, draft_size: tuple[int, int] | None = None) -> np.
     Raises:
         ImageError: missing, empty, truncated, corrupt or unsupported file.
     """
-    path = Path(path)
-    if not path.exists():
-        raise ImageError(path, "file does not exist")
-    if path.stat().st_size == 0:
-        raise ImageError(path, "file is empty (0 bytes)")
+    path = _existing_file(path)
     try:
         with _open(path) as img:
             _check_pixels(path, img.size)
@@ -111,11 +117,7 @@ def _check_pixels(path: Path, size: tuple[int, int]) -> None:
 
 def image_size(path: str | Path) -> tuple[int, int]:
     """``(width, height)`` from the header only, with the same errors as ``load_rgb``."""
-    path = Path(path)
-    if not path.exists():
-        raise ImageError(path, "file does not exist")
-    if path.stat().st_size == 0:
-        raise ImageError(path, "file is empty (0 bytes)")
+    path = _existing_file(path)
     try:
         with _open(path) as img:
             _check_pixels(path, img.size)
