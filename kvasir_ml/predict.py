@@ -24,6 +24,9 @@ from kvasir_ml.data.inset import detect_inset
 
 log = logging.getLogger(__name__)
 
+# Images decoded and held in memory at a time (each is decoded once for all models).
+CHUNK_IMAGES = 32
+
 
 def predict_images(
     image_paths: Sequence[str | Path],
@@ -48,9 +51,30 @@ def predict_images(
         CheckpointError / WeightsError: a checkpoint cannot be loaded (before any image).
     """
     paths = [Path(p) for p in image_paths]
+    classify = detect = None
+    if classifier_ckpt:  # a bad checkpoint fails here, before any image
+        from kvasir_ml.device import resolve_device
+        from kvasir_ml.train.predict import classify_arrays, load_classifier
+
+        dev = resolve_device(device)
+        loaded = load_classifier(classifier_ckpt, dev)
+        classify = lambda rgbs, insets: classify_arrays(loaded, rgbs, insets, dev)  # noqa: E731
+    if detector_ckpt:
+        from kvasir_ml.detection.predict import detect_arrays
+        from kvasir_ml.detection.yolo import load_yolo
+
+        model = load_yolo(detector_ckpt, trust=trust_detector)
+        detect = lambda rgbs, insets: detect_arrays(model, rgbs, device=device, insets=insets)  # noqa: E731
     results: list[dict[str, Any]] = []
-    readable: list[Path] = []
-    insets = []  # measured once here, handed to both models (no second decode/detection)
+    for start in range(0, len(paths), CHUNK_IMAGES):
+        results += _predict_chunk(paths[start:start + CHUNK_IMAGES], classify, detect)
+    return results
+
+
+def _predict_chunk(paths: list[Path], classify: Callable | None, detect: Callable | None) -> list[dict[str, Any]]:
+    """Decode each image once; the inset, the classifier and the detector all use that decode."""
+    results: list[dict[str, Any]] = []
+    frames, insets, ok = [], [], []
     for path in paths:
         try:
             rgb = load_rgb(path)
@@ -61,49 +85,36 @@ def predict_images(
         except Exception as exc:  # noqa: BLE001 — a bug on one odd image must not cost the others
             results.append({"image": str(path), "error": f"inset detection failed ({type(exc).__name__}: {exc})"})
             continue
-        results.append({
-            "image": str(path),
-            "width": int(rgb.shape[1]),
-            "height": int(rgb.shape[0]),
+        entry = {
+            "image": str(path), "width": int(rgb.shape[1]), "height": int(rgb.shape[0]),
             "inset": {"state": inset.state, "box_xywh_px": list(inset.box_xywh_px) if inset.box_xywh_px else None},
-            "labels": {},
-            "predicted_labels": [],
-            "source_class": None,
-            "boxes": [],
-        })
-        readable.append(path)
+            "labels": {}, "predicted_labels": [], "source_class": None, "boxes": [],
+        }
+        results.append(entry)
+        frames.append(rgb)
         insets.append(inset)
-    ok = [r for r in results if "error" not in r]
-    if classifier_ckpt:
-        from kvasir_ml.train.predict import load_classifier, run_classifier
-        from kvasir_ml.device import resolve_device
-
-        dev = resolve_device(device)
-        loaded = load_classifier(classifier_ckpt, dev)  # a bad checkpoint fails here, before any image
-        _apply("classifier", lambda p, i: run_classifier(loaded, p, dev, insets=i), ok, readable, insets,
-               lambda entry, out: entry.update(out))
-    if detector_ckpt:
-        from kvasir_ml.detection.predict import run_detector
-        from kvasir_ml.detection.yolo import load_yolo
-
-        model = load_yolo(detector_ckpt, trust=trust_detector)
-        _apply("detector", lambda p, i: run_detector(model, p, device=device, insets=i), ok, readable, insets,
-               lambda entry, boxes: entry.__setitem__("boxes", boxes))
+        ok.append(entry)
+    if classify is not None:
+        _apply("classifier", classify, ok, frames, insets, lambda entry, out: entry.update(out))
+    if detect is not None:
+        _apply("detector", detect, ok, frames, insets, lambda entry, boxes: entry.__setitem__("boxes", boxes))
     return results
 
 
-def _apply(name: str, run: Callable[[list[Path], list[Any]], list[Any]], entries: list[dict[str, Any]],
-           paths: list[Path], insets: list[Any], merge: Callable[[dict[str, Any], Any], None]) -> None:
-    """Merge ``run(paths, insets)`` into ``entries``; if the batch fails, retry image by image so
+def _apply(name: str, run: Callable[[list[Any], list[Any]], list[Any]], entries: list[dict[str, Any]],
+           frames: list[Any], insets: list[Any], merge: Callable[[dict[str, Any], Any], None]) -> None:
+    """Merge ``run(frames, insets)`` into ``entries``; if the batch fails, retry frame by frame so
     only the images that fail get an ``error`` (the others keep their results)."""
+    if not entries:
+        return
     try:
-        outputs: list[Any] = run(paths, insets)
+        outputs: list[Any] = run(frames, insets)
     except Exception as exc:  # noqa: BLE001 — find the image(s) at fault below
         log.warning("%s failed on a batch (%s: %s); retrying image by image", name, type(exc).__name__, exc)
         outputs = []
-        for path, inset in zip(paths, insets):
+        for frame, inset in zip(frames, insets):
             try:
-                outputs.append(run([path], [inset])[0])
+                outputs.append(run([frame], [inset])[0])
             except Exception as one:  # noqa: BLE001
                 outputs.append(one)
     for entry, out in zip(entries, outputs):

@@ -1,9 +1,8 @@
 """Decode-once image cache: every source image is decoded and resized once, then read back.
 
 Source JPEGs are up to 1920x1072; decoding them every epoch costs more than a small
-model's forward pass on these CPUs. ``ImageCache.get`` decodes an image once (JPEG draft
-mode: the decoder itself downscales by 1/2, 1/4 or 1/8), resizes it to a ``size_px``
-square and stores the uint8 array as ``.npy`` keyed by the file's *content* hash, so a
+model's forward pass on these CPUs. ``ImageCache.get`` decodes an image once, makes its
+``size_px`` square with ``square_from_rgb`` (the same function predict uses) and stores the uint8 array as ``.npy`` keyed by the file's *content* hash, so a
 renamed or copied file is still a hit and an edited one is a miss.
 
 Hashing a file still reads it, so the content hash is memoised per
@@ -40,20 +39,39 @@ def _save_npy(path: Path, arr: np.ndarray) -> None:
         np.save(fh, arr, allow_pickle=False)
 
 
-def decode_square(path: str | Path, size_px: int) -> np.ndarray:
-    """Decode an image (JPEG draft mode) and resize it to ``(size_px, size_px, 3)`` uint8."""
-    rgb = load_rgb(path, draft_size=(size_px, size_px))
-    if rgb.shape[:2] == (size_px, size_px):
+# Bump when the pixels a cache entry holds change: entries live under <size>px-v<N>/, so an
+# older cache is never mixed into a run that expects the new pixels.
+DECODE_VERSION = 2
+
+
+def square_from_rgb(rgb: np.ndarray, size_px: int) -> np.ndarray:
+    """The model's square input from a fully decoded frame: box-reduce by the largest integer
+    factor that keeps both sides >= ``size_px``, then a bilinear stretch to ``(size_px, size_px, 3)``.
+
+    The cache (training) and ``kvasir-ml predict`` both call this on the full decode, so they
+    see the same pixels and predict decodes each image once for the inset, classifier and
+    detector (v1 used JPEG draft mode, which only a file decode can do).
+    """
+    height, width = rgb.shape[:2]
+    if (height, width) == (size_px, size_px):
         return rgb
-    resized = Image.fromarray(rgb).resize((size_px, size_px), Image.Resampling.BILINEAR)
-    return np.asarray(resized)
+    img = Image.fromarray(rgb)
+    factor = min(width, height) // size_px
+    if factor >= 2:
+        img = img.reduce(factor)  # area average: cheap and alias-free, like the DCT scaling it replaces
+    return np.asarray(img.resize((size_px, size_px), Image.Resampling.BILINEAR))
+
+
+def decode_square(path: str | Path, size_px: int) -> np.ndarray:
+    """Decode an image and make its square model input (``square_from_rgb``)."""
+    return square_from_rgb(load_rgb(path), size_px)
 
 
 class ImageCache:
     """Square, resized copies of source images on disk, keyed by content hash.
 
     Args:
-        cache_dir: cache root; entries go to ``cache_dir/<size_px>px/<hash[:2]>/<hash>.npy``.
+        cache_dir: cache root; entries go to ``cache_dir/<size_px>px-v<DECODE_VERSION>/<hash[:2]>/<hash>.npy``.
         size_px: side of the square output.
 
     Attributes:
@@ -66,7 +84,7 @@ class ImageCache:
             raise ValueError(f"cache size_px must be positive, got {size_px}")
         self.cache_dir = Path(cache_dir)
         self.size_px = int(size_px)
-        self.root = self.cache_dir / f"{self.size_px}px"
+        self.root = self.cache_dir / f"{self.size_px}px-v{DECODE_VERSION}"
         self._memo_dir = self.cache_dir / "hash-memo"
         self._memo: dict[tuple[str, int, int], str] = {}
         self.decodes = 0
@@ -127,7 +145,7 @@ class ImageCache:
         ``np.load(path, mmap_mode="r")``.
 
         Returns:
-            ``cache_dir/<size_px>px/packs/<key>-<N>.npy``.
+            ``cache_dir/<size_px>px-v<DECODE_VERSION>/packs/<key>-<N>.npy``.
 
         Raises:
             ImageError: an image cannot be decoded.

@@ -34,14 +34,13 @@ def checkpoint_meta(model) -> dict[str, Any]:
     return meta
 
 
-def _frames(paths: Sequence[Path], inset_mode: str, insets: Sequence[Any] | None = None) -> list[np.ndarray]:
+def _frames(rgbs: Sequence[np.ndarray], inset_mode: str, insets: Sequence[Any] | None = None) -> list[np.ndarray]:
     """BGR arrays (ultralytics' convention for numpy input), masked when the model was.
 
-    ``insets``: ``InsetResult`` per path when the caller already measured them (else detected here).
+    ``insets``: ``InsetResult`` per frame when the caller already measured them (else detected here).
     """
     frames = []
-    for i, path in enumerate(paths):
-        rgb = load_rgb(path)
+    for i, rgb in enumerate(rgbs):
         entry = {"inset": insets[i].state, "inset_box": insets[i].box_xywh_px} if insets is not None else {}
         box = inset_mask_box(entry, rgb, inset_mode)
         if box is not None:
@@ -60,15 +59,34 @@ def run_detector(
     batch: int = 16,
     insets: Sequence[Any] | None = None,
 ) -> list[list[Detection]]:
-    """Boxes for each image with an already loaded ``YOLO`` model (see ``detect_images``)."""
+    """Boxes for each image file with an already loaded ``YOLO`` model (see ``detect_images``)."""
+    paths = [Path(p) for p in paths]
+    out: list[list[Detection]] = []
+    for start in range(0, len(paths), batch):
+        rgbs = [load_rgb(p) for p in paths[start:start + batch]]
+        out += detect_arrays(model, rgbs, device, conf, iou, max_det, batch,
+                             insets[start:start + batch] if insets is not None else None)
+    return out
+
+
+def detect_arrays(
+    model,
+    rgbs: Sequence[np.ndarray],
+    device: str = "auto",
+    conf: float | None = None,
+    iou: float = 0.7,
+    max_det: int = 100,
+    batch: int = 16,
+    insets: Sequence[Any] | None = None,
+) -> list[list[Detection]]:
+    """Boxes for decoded frames (HxWx3 uint8 RGB), in their pixels; see ``detect_images``."""
     meta = checkpoint_meta(model)
     names = meta["box_class_names"]
     conf = meta["predict_conf"] if conf is None else conf
     dev = ultralytics_device(device)
     out: list[list[Detection]] = []
-    paths = [Path(p) for p in paths]
-    for start in range(0, len(paths), batch):
-        frames = _frames(paths[start:start + batch], meta["inset_mode"],
+    for start in range(0, len(rgbs), batch):
+        frames = _frames(rgbs[start:start + batch], meta["inset_mode"],
                          insets[start:start + batch] if insets is not None else None)
         results = model.predict(
             frames, imgsz=meta["imgsz"], conf=conf, iou=iou, max_det=max_det, device=dev, verbose=False

@@ -2,8 +2,9 @@
 
 The checkpoint carries everything: the resolved config (architecture, inset mode, image
 size), label and class names and the thresholds tuned on validation. Each image goes
-through the training path: decode, square resize as the image cache does, detect the
-inset on the original frame, mask/crop it, then the model (which normalises itself).
+through the training path: decode (once), detect the inset on the original frame, make the
+square input as the image cache does, mask/crop the inset, then the model (which
+normalises itself).
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from kvasir_ml.data.cache import decode_square
-from kvasir_ml.data.images import image_size, load_rgb
+from kvasir_ml.data.cache import square_from_rgb
+from kvasir_ml.data.images import load_rgb
 from kvasir_ml.data.inset import InsetResult, detect_inset
 from kvasir_ml.evaluation.classification import class_proba_to_label_scores, label_scores_to_class_proba
 from kvasir_ml.models.classifier import KvasirClassifier
@@ -67,28 +68,38 @@ def classify_images(ckpt: str | Path, paths: Sequence[str | Path], device: str =
     return run_classifier(load_classifier(ckpt, dev), paths, dev, batch_size, insets)
 
 
-@torch.no_grad()
 def run_classifier(loaded: tuple[KvasirClassifier, ClassifierConfig, dict[str, Any]], paths: Sequence[str | Path],
                    device: torch.device, batch_size: int = 16,
                    insets: Sequence[InsetResult] | None = None) -> list[dict[str, Any]]:
-    """``classify_images`` with a model already loaded by ``load_classifier`` (same outputs)."""
+    """``classify_images`` with a model already loaded by ``load_classifier`` (same outputs):
+    each file decoded once, its inset detected on the original frame unless given."""
+    results: list[dict[str, Any]] = []
+    for start in range(0, len(paths), batch_size):
+        rgbs = [load_rgb(p) for p in paths[start:start + batch_size]]
+        found = insets[start:start + batch_size] if insets is not None else [detect_inset(rgb) for rgb in rgbs]
+        results += classify_arrays(loaded, rgbs, found, device, batch_size)
+    return results
+
+
+@torch.no_grad()
+def classify_arrays(loaded: tuple[KvasirClassifier, ClassifierConfig, dict[str, Any]], rgbs: Sequence[np.ndarray],
+                    insets: Sequence[InsetResult], device: torch.device,
+                    batch_size: int = 16) -> list[dict[str, Any]]:
+    """The classifier on decoded frames (HxWx3 uint8, full size) and their measured insets.
+
+    The square input is made by ``square_from_rgb``, as the training cache makes it, so the
+    pixels match training; the inset is masked or cropped as in training.
+    """
     model, cfg, state = loaded
     label_names, class_names = list(state["label_names"]), list(state["class_names"])
     thresholds = np.asarray(state["thresholds"], dtype=np.float64)
     matrix = _class_label_matrix(cfg, label_names)
     results: list[dict[str, Any]] = []
-    for start in range(0, len(paths), batch_size):
+    for start in range(0, len(rgbs), batch_size):
         items = []
-        for i, path in enumerate(paths[start:start + batch_size], start=start):
-            if insets is not None:
-                inset, size = insets[i], image_size(path)  # header only: no second full decode
-            else:
-                rgb = load_rgb(path)
-                inset = detect_inset(rgb)  # on the original frame, like the canonical inset_box
-                size = (rgb.shape[1], rgb.shape[0])
-            # The cache's own decode (JPEG draft + resize), so the pixels match training.
-            small = decode_square(path, cfg.data.image_size_px)
-            items.append(inset_inputs(small, size, inset.state, inset.box_xywh_px,
+        for rgb, inset in zip(rgbs[start:start + batch_size], insets[start:start + batch_size]):
+            small = square_from_rgb(rgb, cfg.data.image_size_px)
+            items.append(inset_inputs(small, (rgb.shape[1], rgb.shape[0]), inset.state, inset.box_xywh_px,
                                       cfg.model.inset_mode, cfg.model.branch_size_px))
         batch = {k: torch.stack([it[k] for it in items]).to(device) for k in items[0]}
         logits = model(**batch).float()

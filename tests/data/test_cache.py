@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 import kvasir_ml.data.cache as cache_mod
-from kvasir_ml.data.cache import ImageCache
+from kvasir_ml.data.cache import DECODE_VERSION, ImageCache
 from kvasir_ml.data.images import ImageError
 
 
@@ -115,7 +115,7 @@ def test_dataloader_workers_share_the_cache(tmp_path):
     for _ in range(2):  # two "epochs" with two worker processes each
         batches = list(DataLoader(Images(), batch_size=4, num_workers=2))
         assert [b.shape for b in batches] == [(4, 24, 24, 3)] * 2
-    assert len(list((tmp_path / "cache" / "24px").rglob("*.npy"))) == 8
+    assert len(list((tmp_path / "cache" / f"24px-v{DECODE_VERSION}").rglob("*.npy"))) == 8
 
 
 def test_pack_is_the_cached_images_in_order_and_follows_content(tmp_path):

@@ -102,6 +102,26 @@ def test_predict_from_checkpoint(ml_run, synth_dir):
     assert [a["labels"] for a in again] == [entry["labels"] for entry in out]
 
 
+def test_predict_decodes_each_image_once_and_sees_the_training_pixels(ml_run, synth_dir, tmp_path, monkeypatch):
+    """Inset, classifier and detector share one decode per image; the classifier's square input
+    is exactly what the training cache holds for that image."""
+    from kvasir_ml.data import images as images_mod
+    from kvasir_ml.data.cache import ImageCache, square_from_rgb
+    from kvasir_ml.data.images import load_rgb
+    from kvasir_ml.predict import predict_images
+
+    images = sorted((synth_dir / "images").glob("*.jpg"))[:4]
+    opened = []
+    real_open = images_mod._open
+    monkeypatch.setattr(images_mod, "_open", lambda path: opened.append(path) or real_open(path))
+    predict_images(images, classifier_ckpt=ml_run / "checkpoints" / "best.pt", device="cpu")
+    assert sorted(map(str, opened)) == sorted(map(str, images))  # once each, nothing else
+    monkeypatch.undo()
+    cache = ImageCache(tmp_path / "cache", 64)
+    for path in images:
+        np.testing.assert_array_equal(cache.get(path), square_from_rgb(load_rgb(path), 64))
+
+
 def test_existing_run_dir_is_refused(ml_run):
     cfg = load_classifier_config(ML_TINY, ["tracking.mode=disabled"])
     with pytest.raises(RunDirError, match="not empty"):
