@@ -8,9 +8,10 @@ Fine-tuning reuses the previous run's ``config.yaml`` (same architecture, image 
 mode) and its ``split.json`` (the frozen split: images the previous model saw in training
 never land in the new test split), with ``data.canonical`` set to the new version and
 ``model.weights`` to the previous checkpoint; extra ``key=value`` overrides apply on top
-(e.g. ``optim.epochs=2``). Classifier: the backbone starts from the previous checkpoint,
-the head and inset branch are re-learned (``models.classifier.build_model``); detector: the
-whole ultralytics model starts from it.
+(e.g. ``optim.epochs=2``). Classifier: the whole model (backbone, head, inset branch)
+starts from the previous checkpoint when its labels are unchanged, else the backbone does and
+the head is re-learned (``models.classifier.build_model``); detector: the whole ultralytics
+model starts from it.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any, Sequence
 
 import torch
 import torchvision
@@ -57,13 +58,21 @@ def _imagenet_state_dict(arch: str, download: bool) -> dict[str, torch.Tensor]:
         raise WeightsUnavailableError(f"{hint} (download failed: {exc})") from None
 
 
-def _checkpoint_backbone_state(path: Path) -> dict[str, torch.Tensor]:
+def _load_weights_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ValueError(f"model.weights: {path} is neither 'none', 'imagenet' nor an existing checkpoint file")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "model" in state:  # a kvasir_ml checkpoint
-        state = {k[len("backbone."):]: v for k, v in state["model"].items() if k.startswith("backbone.")}
-    return state
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _whole_model_state(saved: dict[str, Any], cfg: ModelConfig, output_names: Sequence[str] | None) -> dict | None:
+    """A kvasir_ml checkpoint's full state when it fits this model exactly (same task, inset mode,
+    branch and outputs in the same order): fine-tuning then keeps the head and the branch too."""
+    if output_names is None or "model" not in saved or "config" not in saved:
+        return None
+    old = saved["config"].get("model", {})
+    names = saved.get("label_names") if cfg.task == "multilabel" else saved.get("class_names")
+    same = all(old.get(k) == getattr(cfg, k) for k in ("arch", "task", "inset_mode", "branch_features"))
+    return saved["model"] if same and list(names or []) == list(output_names) else None
 
 
 class InsetBranch(nn.Module):
@@ -138,12 +147,16 @@ class KvasirClassifier(nn.Module):
             p.requires_grad_(not frozen)
 
 
-def build_model(cfg: ModelConfig, n_outputs: int) -> KvasirClassifier:
+def build_model(cfg: ModelConfig, n_outputs: int, output_names: Sequence[str] | None = None) -> KvasirClassifier:
     """Build the classifier and load its initial weights.
 
     Args:
         cfg: model section of the run config.
         n_outputs: active labels (multilabel) or source classes (singlelabel).
+        output_names: the labels (or classes) of the outputs, in order. With a kvasir_ml
+            checkpoint as ``weights`` whose outputs, task and inset setup are the same, the
+            whole model starts from it (fine-tuning: the loop's retrain); otherwise only the
+            backbone does and the head is new.
 
     Returns:
         The model on CPU, in train mode.
@@ -158,7 +171,15 @@ def build_model(cfg: ModelConfig, n_outputs: int) -> KvasirClassifier:
     if cfg.weights == "imagenet":
         state = _imagenet_state_dict(cfg.arch, cfg.download_weights)
     else:
-        state = _checkpoint_backbone_state(Path(cfg.weights))
+        saved = _load_weights_file(Path(cfg.weights))
+        whole = _whole_model_state(saved, cfg, output_names) if isinstance(saved, dict) else None
+        if whole is not None:
+            model.load_state_dict(whole)
+            log.info("fine-tuning the whole model (backbone, head, inset branch) from %s", cfg.weights)
+            return model
+        state = saved
+        if isinstance(saved, dict) and "model" in saved:  # a kvasir_ml checkpoint with other outputs
+            state = {k[len("backbone."):]: v for k, v in saved["model"].items() if k.startswith("backbone.")}
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     missing, unexpected = model.backbone.load_state_dict(state, strict=False)
     if unexpected or [k for k in missing if not k.startswith("fc.")]:

@@ -23,8 +23,9 @@ class ModelConfig(StrictModel):
     arch: Literal["resnet50", "resnet18"] = Field("resnet50", description="torchvision backbone")
     weights: str = Field(
         "none", description="none = random init (no download, ever) | imagenet = torchvision's IMAGENET1K weights "
-                            "from $TORCH_HOME | path to a checkpoint to start from (a kvasir_ml .pt or a "
-                            "torchvision state_dict)")
+                            "from $TORCH_HOME | path to a checkpoint to start from (a kvasir_ml .pt: the whole model "
+                            "when its outputs and inset setup match, else its backbone; or a torchvision "
+                            "state_dict)")
     download_weights: bool = Field(False, description="fetch imagenet weights from download.pytorch.org when they "
                                                       "are not in $TORCH_HOME (needs internet)")
     task: Task = Field("multilabel", description="multilabel = sigmoid over the labels, thresholds tuned on val | "

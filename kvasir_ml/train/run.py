@@ -197,7 +197,8 @@ class _Trainer:
             raise ValueError(f"{self.data.canonical_path}: no train image has a {cfg.data.class_source} class; "
                              "a single-label model cannot be trained on it (set data.class_source)")
         n_out = len(self.data.label_names) if task == "multilabel" else len(self.data.class_names)
-        self.model = build_model(cfg.model, n_out).to(self.device)
+        names = self.data.label_names if task == "multilabel" else self.data.class_names
+        self.model = build_model(cfg.model, n_out, names).to(self.device)
         if cfg.runtime.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.loss_fn = build_loss(cfg.loss, task, self.data.records["train"].y_labels).to(self.device)

@@ -57,6 +57,22 @@ def test_local_checkpoint_weights_load_the_backbone(tmp_path):
         build_model(ModelConfig(arch="resnet18", weights=str(tmp_path / "absent.pt")), n_outputs=2)
 
 
+def test_a_matching_kvasir_checkpoint_starts_the_whole_model(tmp_path):
+    """Fine-tuning (the annotation loop) keeps head and inset branch when the outputs match."""
+    cfg = ModelConfig(arch="resnet18", inset_mode="branch", branch_features=16)
+    src = build_model(cfg, n_outputs=3)
+    torch.nn.init.normal_(src.head.weight)
+    path = tmp_path / "best.pt"
+    torch.save({"model": src.state_dict(), "config": {"model": cfg.model_dump()},
+                "label_names": ["polyp", "dyed", "z-line"]}, path)
+    warm = cfg.model_copy(update={"weights": str(path)})
+    same = build_model(warm, 3, ["polyp", "dyed", "z-line"])
+    assert all(torch.equal(a, b) for a, b in zip(same.state_dict().values(), src.state_dict().values()))
+    other = build_model(warm, 3, ["polyp", "z-line", "dyed"])  # another order: a new head
+    assert torch.equal(other.backbone.conv1.weight, src.backbone.conv1.weight)
+    assert not torch.equal(other.head.weight, src.head.weight)
+
+
 def test_freezing_the_backbone_leaves_the_head_trainable():
     model = build_model(ModelConfig(arch="resnet18", inset_mode="branch", branch_features=16), n_outputs=3)
     model.set_backbone_frozen(True)
