@@ -42,3 +42,16 @@ def synth_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synth")
     synthesize(out, n=64, seed=0)
     return out
+
+
+def pytest_collection_finish(session):
+    """Start the Label Studio server now, in the background, if any test will need it."""
+    import ls_boot
+
+    ls_boot.start_if_needed(session)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    import ls_boot
+
+    ls_boot.stop_all()

@@ -1,8 +1,10 @@
 """Label Studio fixtures: one real server per test session, on 127.0.0.1, offline.
 
-The first start on a fresh machine migrates the database (~35-90 s on 2 busy cores); a
-migrated, empty database is cached in pytest's cache folder so later sessions start in
-seconds (`pytest --cache-clear` drops it).
+The first start on a fresh machine migrates the database (~35-90 s on 2 busy cores). So
+that CI does not wait for it, ``tests/conftest.py`` starts the server in the background as
+soon as collection finds a ``labelstudio`` test (it migrates while the other tests run);
+``ls_server`` waits for it. A migrated, empty database is also cached in pytest's cache
+folder so later sessions start in seconds (`pytest --cache-clear` drops it).
 """
 
 from __future__ import annotations
@@ -14,29 +16,22 @@ import pytest
 from PIL import Image
 
 from kvasir_ml.data.coco import CanonicalDataset
+from ls_boot import label_studio_boot
 
 
 @pytest.fixture(scope="session")
-def ls_data_root(tmp_path_factory) -> Path:
+def ls_data_root(request) -> Path:
     """The server's document root; tests put their images in sub-folders of it."""
-    return tmp_path_factory.mktemp("ls-root")
+    return label_studio_boot(request.config).data_root
 
 
 @pytest.fixture(scope="session")
 def ls_server(ls_data_root, request):
-    """A running Label Studio server (session scope); skipped when it is not installed."""
+    """A running Label Studio server (session scope; stopped at session end); skipped when
+    Label Studio is not installed."""
     if importlib.util.find_spec("label_studio") is None:
         pytest.skip("label-studio is not installed (pip install -e '.[dev]')")
-    from importlib.metadata import version
-
-    from kvasir_ml.labelstudio.server import LabelStudioServer
-
-    cache = getattr(request.config, "cache", None)  # absent with -p no:cacheprovider
-    template = cache.mkdir(f"labelstudio-template-{version('label-studio')}") / "db" if cache else None
-    server = LabelStudioServer(ls_data_root, template_dir=template)
-    server.start()
-    yield server
-    server.stop()
+    return label_studio_boot(request.config).wait()
 
 
 @pytest.fixture(scope="session")

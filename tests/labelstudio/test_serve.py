@@ -38,7 +38,8 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+# SIGHUP takes the same code path as SIGTERM; it runs in the slow set to keep the default suite short.
+@pytest.mark.parametrize("signum", [signal.SIGTERM, pytest.param(signal.SIGHUP, marks=pytest.mark.slow)])
 def test_serve_stops_the_process_group_on_signal_and_keeps_secrets_private(ls_server, request, tmp_path, signum):
     from kvasir_ml.labelstudio.server import free_port
 

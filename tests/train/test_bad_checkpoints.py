@@ -189,6 +189,7 @@ def test_out_naming_an_existing_file_is_refused(tmp_path, capsys, kind, config):
     assert target.read_text() == "keep me"
 
 
+@pytest.mark.slow  # ~20 s: a real kill; every step of the write is also covered by the unit tests above
 def test_sigkill_between_best_and_last_resumes_to_the_uninterrupted_result(synth_dir, tmp_path):
     """The issue's scenario with a real SIGKILL: killed right after the new best is written."""
     import json
