@@ -52,20 +52,18 @@ def _frames(rgbs: Sequence[np.ndarray], inset_mode: str, insets: Sequence[Any] |
 def run_detector(
     model,
     paths: Sequence[str | Path],
-    device: str = "auto",
-    conf: float | None = None,
-    iou: float = 0.7,
-    max_det: int = 100,
     batch: int = 16,
     insets: Sequence[Any] | None = None,
+    **options: Any,
 ) -> list[list[Detection]]:
-    """Boxes for each image file with an already loaded ``YOLO`` model (see ``detect_images``)."""
+    """Boxes for each image file with an already loaded ``YOLO`` model, decoded ``batch`` at a
+    time; ``options`` (device, conf, iou, max_det) as for ``detect_arrays``."""
     paths = [Path(p) for p in paths]
     out: list[list[Detection]] = []
     for start in range(0, len(paths), batch):
         rgbs = [load_rgb(p) for p in paths[start:start + batch]]
-        out += detect_arrays(model, rgbs, device, conf, iou, max_det, batch,
-                             insets[start:start + batch] if insets is not None else None)
+        out += detect_arrays(model, rgbs, batch=batch,
+                             insets=insets[start:start + batch] if insets is not None else None, **options)
     return out
 
 
