@@ -181,7 +181,10 @@ def paired_bootstrap(runs_a: Sequence[RunScores], runs_b: Sequence[RunScores], m
     Returns:
         ``{metric: {"diff": mean over A's seeds - mean over B's seeds on the full test set,
         "ci95": [2.5th, 97.5th percentile of the resampled differences], "a": A's value,
-        "b": B's value, "n_valid": resamples where both were defined}}``; ``None`` where undefined.
+        "b": B's value, "n_valid": resamples where both were defined, "per_seed": [A's i-th run -
+        B's i-th run on the full test set, per i] (how far retraining moves the difference, which the
+        interval does not include; ``None`` when the sides have different numbers of runs)}}``;
+        ``None`` where undefined.
 
     Raises:
         ValueError: no runs on a side, or runs on different numbers of images.
@@ -194,6 +197,7 @@ def paired_bootstrap(runs_a: Sequence[RunScores], runs_b: Sequence[RunScores], m
     full = np.ones((1, n), dtype=np.int32)
     point_a = _seed_mean(full, runs_a, metrics, label_subsets)
     point_b = _seed_mean(full, runs_b, metrics, label_subsets)
+    per_seed = _per_seed_differences(full, runs_a, runs_b, metrics, label_subsets)
     counts = resample_counts(n, n_resamples, seed)
     diffs: dict[str, list[np.ndarray]] = {k: [] for k in point_a}
     for start in range(0, n_resamples, _CHUNK):
@@ -211,5 +215,20 @@ def paired_bootstrap(runs_a: Sequence[RunScores], runs_b: Sequence[RunScores], m
         out[k] = {"diff": va - vb if ok else None,
                   "ci95": [float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5))] if d.size else None,
                   "a": va if np.isfinite(va) else None, "b": vb if np.isfinite(vb) else None,
-                  "n_valid": int(d.size)}
+                  "n_valid": int(d.size), "per_seed": per_seed.get(k)}
+    return out
+
+
+def _per_seed_differences(full: np.ndarray, runs_a: Sequence[RunScores], runs_b: Sequence[RunScores],
+                          metrics: Sequence[str], label_subsets: dict[str, Sequence[int]] | None
+                          ) -> dict[str, list[float | None]]:
+    """``{metric: [run i of A - run i of B on the full test set]}``; empty unless the sides pair up."""
+    if len(runs_a) != len(runs_b):
+        return {}
+    pairs = [(weighted_metrics(full, a, metrics, label_subsets), weighted_metrics(full, b, metrics, label_subsets))
+             for a, b in zip(runs_a, runs_b)]
+    out: dict[str, list[float | None]] = {}
+    for k in pairs[0][0]:
+        diffs = [float(a[k][0] - b[k][0]) for a, b in pairs]
+        out[k] = [d if np.isfinite(d) else None for d in diffs]
     return out

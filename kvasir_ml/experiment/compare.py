@@ -282,7 +282,8 @@ def paired_sections(records: Sequence[RunRecord], n_resamples: int = DEFAULT_RES
     plain: dict[str, list] = {}
     tta: dict[str, list] = {}
     selection: dict[str, set[str]] = {}
-    for rec in records:
+    # In seed order, so the i-th runs of two variants share a seed (per-seed differences).
+    for rec in sorted(records, key=lambda r: (r.metrics.get("seed") is None, r.metrics.get("seed") or 0)):
         if rec.metrics.get("kind", "classifier") != "classifier":
             continue
         name = variant_name(rec.metrics)

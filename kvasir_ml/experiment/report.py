@@ -152,6 +152,11 @@ def _grouped_bars(groups: list[str], series: dict[str, list[dict[str, Any] | Non
     return _save_png(fig, path)
 
 
+def _seed_range(per_seed: list[float | None] | None) -> list[float | None]:
+    seeds = [d for d in (per_seed or []) if d is not None]
+    return [min(seeds), max(seeds)] if seeds else [None, None]
+
+
 def _paired_plot(comparison: dict[str, Any], path: Path) -> Path | None:
     """Forest plot: each pair's difference per metric with its 95% paired-bootstrap interval."""
     rows = [(f"{section.replace('_', ' ')}: {pair.replace('-vs-', ' − ')}", METRIC_TITLES.get(k, k), res)
@@ -169,13 +174,17 @@ def _paired_plot(comparison: dict[str, Any], path: Path) -> Path | None:
             lo, hi = res["ci95"]
             ax.errorbar(res["diff"], y, xerr=[[res["diff"] - lo], [hi - res["diff"]]], fmt="o", color=f"C{gi % 10}",
                         capsize=3, markersize=4)
+            seeds = [d for d in (res.get("per_seed") or []) if d is not None]
+            if len(seeds) > 1:  # retraining spread: seed i of each side
+                ax.plot(seeds, [y - 0.25] * len(seeds), "x", color=f"C{gi % 10}", markersize=4, alpha=0.7)
             ticks.append(y)
             labels.append(f"{metric}  ({group})")
             y -= 1.0
         y -= 0.6
     ax.axvline(0.0, color="black", linewidth=0.8)
     ax.set_yticks(ticks, labels, fontsize=7)
-    ax.set_xlabel("difference (first − second), 95% paired-bootstrap interval over test images")
+    ax.set_xlabel("difference (first − second): o with its 95% paired-bootstrap interval over test images; "
+                  "x per seed", fontsize=8)
     ax.grid(axis="x", alpha=0.3)
     ax.set_title("paired differences (seeds pooled)")
     return _save_png(fig, path)
@@ -308,12 +317,14 @@ def log_comparison_run(comparison: dict[str, Any], tracking: TrackingConfig, out
         if pair_rows:
             tracker.table("hard_pairs", ["variant", "a", "b", "a_as_b_mean", "b_as_a_mean", "rate_mean", "rate_std"],
                           pair_rows)
-        paired_rows = [[section, pair, metric, res["diff"], *(res["ci95"] or [None, None])]
+        paired_rows = [[section, pair, metric, res["diff"], *(res["ci95"] or [None, None]),
+                        *_seed_range(res.get("per_seed"))]
                        for section in ("paired", "inset_ablation", "paired_tta", "inset_ablation_tta")
                        for pair, results in (comparison.get(section) or {}).items()
                        for metric, res in results.items()]
         if paired_rows:
-            tracker.table("paired", ["section", "pair", "metric", "diff", "ci95_low", "ci95_high"], paired_rows)
+            tracker.table("paired", ["section", "pair", "metric", "diff", "ci95_low", "ci95_high",
+                                     "per_seed_min", "per_seed_max"], paired_rows)
         tracker.summary(_flat_summary(comparison))
         for key, path in paths.items():
             if Path(path).suffix == ".png":

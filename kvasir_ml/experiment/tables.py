@@ -78,6 +78,23 @@ def paired_table(comparison: dict[str, Any], *sections: str) -> list[str]:
     return md_table(["difference", *(METRIC_TITLES.get(k, k) for k in ordered)], rows)
 
 
+def seed_table(comparison: dict[str, Any], *sections: str) -> list[str]:
+    """Markdown lines: per pair and metric, the lowest and highest per-seed difference
+    (seed i of each side on the full test set); empty with fewer than two paired seeds."""
+    pairs = {k: v for section in sections for k, v in (comparison.get(section) or {}).items()}
+    if not any(len([d for d in (r.get("per_seed") or []) if d is not None]) >= 2
+               for res in pairs.values() for r in res.values()):
+        return []
+    keys = [k for k in comparison["metrics"] if any(k in res for res in pairs.values())]
+
+    def cell(res: dict[str, Any] | None) -> str:
+        seeds = [d for d in ((res or {}).get("per_seed") or []) if d is not None]
+        return f"{min(seeds):+.3f} … {max(seeds):+.3f}" if seeds else "–"
+
+    rows = [[name.replace("-vs-", " − "), *(cell(res.get(k)) for k in keys)] for name, res in pairs.items()]
+    return md_table(["difference, per seed", *(METRIC_TITLES.get(k, k) for k in keys)], rows)
+
+
 def detector_table(comparison: dict[str, Any]) -> list[str]:
     """Markdown lines: detector variants x COCO/ultralytics metrics (mean ± std)."""
     detectors = variants_of(comparison, "detector")
@@ -88,8 +105,8 @@ def detector_table(comparison: dict[str, Any]) -> list[str]:
                     [[v["name"], str(v["n_seeds"]), *(fmt(v["test"].get(k)) for k in keys)] for v in detectors])
 
 
-def _sections(comparison: dict[str, Any]) -> list[tuple[str, list[str], list[str]]]:
-    """(title, variant table, paired table) of each part of the report that has content."""
+def _sections(comparison: dict[str, Any]) -> list[tuple[str, list[str], tuple[str, ...]]]:
+    """(title, variant table, its paired sections of ``comparison``) of each part of the report that has content."""
     controlled = _pair_variants(comparison, "paired")
     ablation = [n for n in _pair_variants(comparison, "inset_ablation")]
     shown = set(controlled) | set(ablation)
@@ -97,28 +114,34 @@ def _sections(comparison: dict[str, Any]) -> list[tuple[str, list[str], list[str
     out = []
     if controlled:
         out.append(("Multi-label vs single-label, controlled (same inset mode, budget and selection rule)",
-                    classifier_table(comparison, controlled), paired_table(comparison, "paired")))
+                    classifier_table(comparison, controlled), ("paired",)))
     if ablation:
         out.append(("Inset ablation (what the inset adds within one task; not a multi- vs single-label result)",
-                    classifier_table(comparison, ablation, chance=False), paired_table(comparison, "inset_ablation")))
+                    classifier_table(comparison, ablation, chance=False), ("inset_ablation",)))
     if rest or not out:
         out.append(("Test metrics" if not out else "Other variants (not paired)",
-                    classifier_table(comparison, rest if out else None), []))
+                    classifier_table(comparison, rest if out else None), ()))
     tta = classifier_table(comparison, key="test_tta", suffix=" +TTA", chance=False)
     if tta:
         out.append(("Test-time augmentation (8 dihedral views; reported apart, never mixed into the rows above)",
-                    tta, paired_table(comparison, "paired_tta", "inset_ablation_tta")))
+                    tta, ("paired_tta", "inset_ablation_tta")))
     return out
 
 
 def section_lines(comparison: dict[str, Any], level: str = "##") -> list[str]:
     """Every classifier section (variant table, then its paired differences) as Markdown lines."""
     lines: list[str] = []
-    for title, table, paired in _sections(comparison):
+    for title, table, sections in _sections(comparison):
         lines += [f"{level} {title}", "", *table, ""]
+        paired = paired_table(comparison, *sections)
         if paired:
             lines += ["Paired difference (first − second) with its 95% bootstrap interval over test images "
                       "(seeds pooled); `*`: the interval excludes 0.", "", *paired, ""]
+        seeds = seed_table(comparison, *sections)
+        if seeds:
+            lines += ["The same difference per seed (seed i of each side, full test set), lowest … highest: how "
+                      "far retraining moves it, which the interval above does not include. Where this range "
+                      "is wide, another seed can remove or add a `*`.", "", *seeds, ""]
     return lines
 
 

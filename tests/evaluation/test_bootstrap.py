@@ -81,3 +81,17 @@ def test_point_estimate_is_the_mean_over_seeds_of_the_full_test_metric():
     assert res["macro_ap"]["diff"] == pytest.approx(mean_a - b, abs=1e-12)
     with pytest.raises(ValueError, match="different numbers"):
         paired_bootstrap(runs_a, [_run(rng, y_labels[:10], y_class[:10], matrix, 1.0)], n_resamples=5)
+    assert res["macro_ap"]["per_seed"] is None  # 3 runs against 1: no seed pairs
+
+
+def test_per_seed_differences_are_the_full_test_differences_of_matching_runs_and_show_the_retraining_spread():
+    rng = np.random.default_rng(7)
+    y_labels, y_class, matrix = _data(rng, n=120)
+    runs_a = [_run(rng, y_labels, y_class, matrix, skill=s) for s in (0.3, 2.0)]  # one bad seed, one good
+    runs_b = [_run(rng, y_labels, y_class, matrix, skill=1.0) for _ in range(2)]
+    res = paired_bootstrap(runs_a, runs_b, metrics=["macro_ap"], n_resamples=50)["macro_ap"]
+    ap = lambda r: np.mean([average_precision_score(y_labels[:, c], r.label_scores[:, c]) for c in range(4)])  # noqa: E731
+    assert res["per_seed"] == pytest.approx([ap(a) - ap(b) for a, b in zip(runs_a, runs_b)], abs=1e-12)
+    lo, hi = min(res["per_seed"]), max(res["per_seed"])
+    assert lo < 0 < hi  # the seeds disagree in sign although the pooled difference is one number
+    assert res["diff"] == pytest.approx(np.mean(res["per_seed"]), abs=1e-12)  # same test set: means commute
