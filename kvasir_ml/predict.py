@@ -28,6 +28,47 @@ log = logging.getLogger(__name__)
 CHUNK_IMAGES = 32
 
 
+class Predictor:
+    """The classifier and/or detector loaded once; calling it on image paths gives
+    ``predict_images``' entries (long-lived callers such as the ML backend keep one).
+
+    Args:
+        classifier_ckpt: classifier checkpoint (always loaded with ``weights_only=True``).
+        detector_ckpt: detector checkpoint (checked by ``detection.safe_load`` first).
+        device: auto | cpu | cuda[:N].
+        trust_detector: skip the detector checkpoint's safety check (files you trust).
+
+    Raises:
+        CheckpointError / WeightsError: a checkpoint cannot be loaded (here, before any image).
+    """
+
+    def __init__(self, classifier_ckpt: str | Path | None = None, detector_ckpt: str | Path | None = None,
+                 device: str = "auto", trust_detector: bool = False):
+        self.classify: Callable | None = None
+        self.detect: Callable | None = None
+        if classifier_ckpt:
+            from kvasir_ml.device import resolve_device
+            from kvasir_ml.train.predict import classify_arrays, load_classifier
+
+            dev = resolve_device(device)
+            loaded = load_classifier(classifier_ckpt, dev)
+            self.classify = lambda rgbs, insets: classify_arrays(loaded, rgbs, insets, dev)
+        if detector_ckpt:
+            from kvasir_ml.detection.predict import detect_arrays
+            from kvasir_ml.detection.yolo import load_yolo
+
+            model = load_yolo(detector_ckpt, trust=trust_detector)
+            self.detect = lambda rgbs, insets: detect_arrays(model, rgbs, device=device, insets=insets)
+
+    def __call__(self, image_paths: Sequence[str | Path]) -> list[dict[str, Any]]:
+        """One entry per image, in order; failed images carry ``"error"``."""
+        paths = [Path(p) for p in image_paths]
+        results: list[dict[str, Any]] = []
+        for start in range(0, len(paths), CHUNK_IMAGES):
+            results += _predict_chunk(paths[start:start + CHUNK_IMAGES], self.classify, self.detect)
+        return results
+
+
 def predict_images(
     image_paths: Sequence[str | Path],
     classifier_ckpt: str | Path | None = None,
@@ -39,10 +80,7 @@ def predict_images(
 
     Args:
         image_paths: image files.
-        classifier_ckpt: classifier checkpoint (always loaded with ``weights_only=True``).
-        detector_ckpt: detector checkpoint (checked by ``detection.safe_load`` first).
-        device: auto | cpu | cuda[:N].
-        trust_detector: skip the detector checkpoint's safety check (files you trust).
+        classifier_ckpt, detector_ckpt, device, trust_detector: as for ``Predictor``.
 
     Returns:
         One entry per image, in order; failed images carry ``"error"``.
@@ -50,25 +88,7 @@ def predict_images(
     Raises:
         CheckpointError / WeightsError: a checkpoint cannot be loaded (before any image).
     """
-    paths = [Path(p) for p in image_paths]
-    classify = detect = None
-    if classifier_ckpt:  # a bad checkpoint fails here, before any image
-        from kvasir_ml.device import resolve_device
-        from kvasir_ml.train.predict import classify_arrays, load_classifier
-
-        dev = resolve_device(device)
-        loaded = load_classifier(classifier_ckpt, dev)
-        classify = lambda rgbs, insets: classify_arrays(loaded, rgbs, insets, dev)  # noqa: E731
-    if detector_ckpt:
-        from kvasir_ml.detection.predict import detect_arrays
-        from kvasir_ml.detection.yolo import load_yolo
-
-        model = load_yolo(detector_ckpt, trust=trust_detector)
-        detect = lambda rgbs, insets: detect_arrays(model, rgbs, device=device, insets=insets)  # noqa: E731
-    results: list[dict[str, Any]] = []
-    for start in range(0, len(paths), CHUNK_IMAGES):
-        results += _predict_chunk(paths[start:start + CHUNK_IMAGES], classify, detect)
-    return results
+    return Predictor(classifier_ckpt, detector_ckpt, device, trust_detector)(image_paths)
 
 
 def _predict_chunk(paths: list[Path], classify: Callable | None, detect: Callable | None) -> list[dict[str, Any]]:

@@ -49,21 +49,42 @@ class BackendError(ValueError):
 
 def checkpoint_predict_fn(classifier: str | Path | None, detector: str | Path | None, device: str = "auto",
                           trust_detector: bool = False) -> PredictFn:
-    """``kvasir_ml.predict.predict_images`` bound to the checkpoints (models load per request:
-    ~0.2-0.5 s each on CPU, small next to the prediction itself and always the current files)."""
-    from kvasir_ml.predict import predict_images
+    """``kvasir_ml.predict.Predictor`` for the checkpoints, loaded once, here (a bad checkpoint
+    fails at start-up, not on an annotator's first task).
+
+    The backend serves the weights it loaded, under the version named from the files at
+    start-up. A checkpoint that changes on disk afterwards is reported (once per file) and
+    not picked up: restart the backend (a new ``model_version``) to serve it.
+    """
+    from kvasir_ml.predict import Predictor
 
     if not classifier and not detector:
         raise ValueError("the ML backend needs --classifier and/or --detector")
-    for path in (classifier, detector):
-        if path and not Path(path).is_file():
+    files = [Path(p) for p in (classifier, detector) if p]
+    for path in files:
+        if not path.is_file():
             raise FileNotFoundError(f"checkpoint {path} does not exist")
+    loaded_stat = {path: _stat(path) for path in files}
+    predictor = Predictor(classifier, detector, device, trust_detector)
+    reported: set[Path] = set()
 
     def predict(paths: Sequence[Path]) -> list[dict[str, Any]]:
-        return predict_images(paths, classifier_ckpt=classifier, detector_ckpt=detector, device=device,
-                              trust_detector=trust_detector)
+        for path, stat in loaded_stat.items():
+            if path not in reported and _stat(path) != stat:
+                reported.add(path)
+                log.warning("%s changed on disk since the backend started; still serving the weights loaded then "
+                            "(restart `kvasir-ml ls backend` to serve the new file under a new model_version)", path)
+        return predictor(paths)
 
     return predict
+
+
+def _stat(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
 
 
 @dataclass

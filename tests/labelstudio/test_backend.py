@@ -140,3 +140,31 @@ def test_cli_backend_refuses_missing_checkpoints(tmp_path, capsys):
     assert main(["ls", "backend", "--data-root", str(tmp_path), "--classifier", str(tmp_path / "none.pt")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert main(["ls", "backend", "--data-root", str(tmp_path)]) == 2
+
+
+def test_backend_loads_its_models_once_and_reports_a_checkpoint_changed_on_disk(loop_models, ls_data_root, tmp_path,
+                                                                                   monkeypatch, caplog):
+    import shutil
+
+    import kvasir_ml.train.predict as train_predict
+
+    canonical, classifier, detector = loop_models
+    ckpt = tmp_path / "best.pt"
+    shutil.copy(classifier, ckpt)
+    loads = []
+    real_load = train_predict.load_classifier
+    monkeypatch.setattr(train_predict, "load_classifier", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    predict = checkpoint_predict_fn(ckpt, None, "cpu")
+    assert len(loads) == 1  # at start-up: a bad checkpoint fails before any request
+    paths = [ls_data_root / img["file_name"] for img in load_canonical(canonical).images[:2]]
+    first = predict(paths)
+    assert predict(paths) == first and len(loads) == 1  # requests reuse the loaded model
+
+    ckpt.write_bytes(b"replaced by a retrained model")  # a new file at the same path
+    with caplog.at_level("WARNING", logger="kvasir_ml.labelstudio.backend"):
+        assert predict(paths) == first  # still the weights it loaded (and named its version after)
+        predict(paths)
+    changed = [r for r in caplog.records if "changed on disk" in r.getMessage()]
+    assert len(changed) == 1 and str(ckpt) in changed[0].getMessage()  # reported once
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        checkpoint_predict_fn(tmp_path / "missing.pt", None, "cpu")
