@@ -6,7 +6,9 @@ configs must be equal except in the keys listed in ``ALLOWED_DIFFERENCES`` (the 
 itself, the run name, where W&B logs, and the multi-label loss's own settings, which the
 single-label cross-entropy does not read). Two regularisers have no counterpart in the
 other task and are refused instead: label smoothing (cross-entropy only) and checkpoint
-selection on val macro AP (the multi-label task's own metric).
+selection on val macro AP (the multi-label task's own metric). The asymmetric loss is
+refused for the multi-label side: its scores are not calibrated probabilities, and the
+class metrics of a multi-label model come from decoding them (``models/losses.py``).
 """
 
 from __future__ import annotations
@@ -57,8 +59,8 @@ def check_controlled(planned: Sequence[Any]) -> dict[str, Any]:
 
     Raises:
         DesignError: a pair differs in a key outside ``ALLOWED_DIFFERENCES``, uses label
-            smoothing or selects checkpoints by val macro AP, or the variants use different
-            selection rules.
+            smoothing, the asymmetric loss or selects checkpoints by val macro AP, or the
+            variants use different selection rules.
     """
     runs = {(r.variant, r.seed): dump_config(r.config) for r in planned if r.kind == "classifier"}
     rules = {cfg["eval"]["select"] for cfg in runs.values()}
@@ -80,6 +82,10 @@ def check_controlled(planned: Sequence[Any]) -> dict[str, Any]:
         diffs = config_differences(multi, single)
         if diffs:
             problems.append(f"{variant} vs singlelabel seed {seed}: configs differ in {', '.join(diffs)}")
+        if multi["loss"]["name"] == "asl":
+            problems.append(f"{variant} seed {seed}: loss.name=asl gives scores that are not calibrated "
+                            "probabilities, so the label-set decoding behind the multi-label model's top-1, MCC "
+                            "and confusion matrices is biased; use bce (its pos_weight keeps outputs calibrated)")
         if single["loss"]["label_smoothing"] > 0:
             problems.append(f"singlelabel seed {seed}: loss.label_smoothing={single['loss']['label_smoothing']} "
                             "regularises only the single-label model; set it to 0")

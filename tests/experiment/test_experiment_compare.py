@@ -222,6 +222,7 @@ def test_tta_is_reported_apart_and_leaves_the_untouched_numbers_alone(experiment
 @pytest.mark.parametrize("override, message", [
     ("eval.select=val_macro_ap", "eval.select=val_macro_ap"),
     ("loss.label_smoothing=0.1", "label_smoothing"),
+    ("loss.name=asl", "loss.name=asl"),
 ])
 def test_an_uncontrolled_comparison_is_refused_before_training(tmp_path, capsys, override, message):
     args = [*CLI_ARGS, TINY_OVERRIDES.replace("]", f",{override}]")]
