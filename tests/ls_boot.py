@@ -20,11 +20,18 @@ class LabelStudioBoot:
 
     def __init__(self, config: Any):
         self.data_root = Path(tempfile.mkdtemp(prefix="kvasir-ls-root-"))
-        cache = getattr(config, "cache", None)  # absent with -p no:cacheprovider
-        self.template = cache.mkdir(f"labelstudio-template-{version('label-studio')}") / "db" if cache else None
+        self._cache = getattr(config, "cache", None)  # absent with -p no:cacheprovider
         self.server = None
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+
+    @property
+    def template(self) -> Path | None:
+        """A migrated database kept in pytest's cache per Label Studio version (later starts take
+        seconds); ``None`` without the cache plugin. Read only once Label Studio is known to exist."""
+        if self._cache is None:
+            return None
+        return self._cache.mkdir(f"labelstudio-template-{version('label-studio')}") / "db"
 
     def start(self) -> None:
         if self._thread is not None:

@@ -160,15 +160,20 @@ def weighted_metrics(weights: np.ndarray, run: RunScores, metrics: Sequence[str]
     return out
 
 
+def _mean(per_run: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {k: np.nanmean(np.stack([m[k] for m in per_run]), axis=0) for k in per_run[0]}
+
+
 def _seed_mean(weights: np.ndarray, runs: Sequence[RunScores], metrics: Sequence[str],
                label_subsets: dict[str, Sequence[int]] | None) -> dict[str, np.ndarray]:
-    per_run = [weighted_metrics(weights, r, metrics, label_subsets) for r in runs]
-    return {k: np.nanmean(np.stack([m[k] for m in per_run]), axis=0) for k in per_run[0]}
+    return _mean([weighted_metrics(weights, r, metrics, label_subsets) for r in runs])
 
 
 def paired_bootstrap(runs_a: Sequence[RunScores], runs_b: Sequence[RunScores], metrics: Sequence[str] = METRICS,
                      n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
-                     label_subsets: dict[str, Sequence[int]] | None = None) -> dict[str, dict[str, object]]:
+                     label_subsets: dict[str, Sequence[int]] | None = None,
+                     seeds_a: Sequence[int] | None = None,
+                     seeds_b: Sequence[int] | None = None) -> dict[str, dict[str, object]]:
     """Difference A - B of each metric with a 95% paired-bootstrap interval over test images.
 
     Args:
@@ -177,27 +182,33 @@ def paired_bootstrap(runs_a: Sequence[RunScores], runs_b: Sequence[RunScores], m
         n_resamples: bootstrap resamples (B).
         seed: resampling seed (the interval is reproducible).
         label_subsets: ``{name: label columns}``; adds ``macro_ap[<name>]``.
+        seeds_a, seeds_b: the training seed of each run (same order as the runs); with them,
+            ``per_seed`` pairs the runs of a seed both sides have.
 
     Returns:
         ``{metric: {"diff": mean over A's seeds - mean over B's seeds on the full test set,
         "ci95": [2.5th, 97.5th percentile of the resampled differences], "a": A's value,
-        "b": B's value, "n_valid": resamples where both were defined, "per_seed": [A's i-th run -
-        B's i-th run on the full test set, per i] (how far retraining moves the difference, which the
-        interval does not include; ``None`` when the sides have different numbers of runs)}}``;
-        ``None`` where undefined.
+        "b": B's value, "n_valid": resamples where both were defined, "per_seed": {seed: A's run
+        - B's run of that seed on the full test set} (how far retraining moves the difference,
+        which the interval does not include; ``{}`` without seeds)}}``; ``None`` where undefined.
 
     Raises:
-        ValueError: no runs on a side, or runs on different numbers of images.
+        ValueError: no runs on a side, runs on different numbers of images, or seeds that do
+            not match the runs.
     """
     if not runs_a or not runs_b:
         raise ValueError("paired_bootstrap: each side needs at least one run")
     n = runs_a[0].y_labels.shape[0]
     if any(r.y_labels.shape[0] != n for r in [*runs_a, *runs_b]):
         raise ValueError("paired_bootstrap: runs are on different numbers of test images")
+    if (seeds_a is None) != (seeds_b is None) or (seeds_a is not None and (
+            len(seeds_a) != len(runs_a) or len(seeds_b) != len(runs_b))):
+        raise ValueError("paired_bootstrap: give one seed per run on both sides, or none")
     full = np.ones((1, n), dtype=np.int32)
-    point_a = _seed_mean(full, runs_a, metrics, label_subsets)
-    point_b = _seed_mean(full, runs_b, metrics, label_subsets)
-    per_seed = _per_seed_differences(full, runs_a, runs_b, metrics, label_subsets)
+    full_a = [weighted_metrics(full, r, metrics, label_subsets) for r in runs_a]
+    full_b = [weighted_metrics(full, r, metrics, label_subsets) for r in runs_b]
+    point_a, point_b = _mean(full_a), _mean(full_b)
+    same_seed = [(i, list(seeds_b).index(s)) for i, s in enumerate(seeds_a or []) if s in (seeds_b or [])]
     counts = resample_counts(n, n_resamples, seed)
     diffs: dict[str, list[np.ndarray]] = {k: [] for k in point_a}
     for start in range(0, n_resamples, _CHUNK):
@@ -212,23 +223,15 @@ def paired_bootstrap(runs_a: Sequence[RunScores], runs_b: Sequence[RunScores], m
         d = d[np.isfinite(d)]
         va, vb = float(point_a[k][0]), float(point_b[k][0])
         ok = np.isfinite(va) and np.isfinite(vb)
+        per_seed = {str(seeds_a[i]): float(full_a[i][k][0] - full_b[j][k][0]) for i, j in same_seed}
         out[k] = {"diff": va - vb if ok else None,
                   "ci95": [float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5))] if d.size else None,
                   "a": va if np.isfinite(va) else None, "b": vb if np.isfinite(vb) else None,
-                  "n_valid": int(d.size), "per_seed": per_seed.get(k)}
+                  "n_valid": int(d.size),
+                  "per_seed": {s: (v if np.isfinite(v) else None) for s, v in per_seed.items()}}
     return out
 
 
-def _per_seed_differences(full: np.ndarray, runs_a: Sequence[RunScores], runs_b: Sequence[RunScores],
-                          metrics: Sequence[str], label_subsets: dict[str, Sequence[int]] | None
-                          ) -> dict[str, list[float | None]]:
-    """``{metric: [run i of A - run i of B on the full test set]}``; empty unless the sides pair up."""
-    if len(runs_a) != len(runs_b):
-        return {}
-    pairs = [(weighted_metrics(full, a, metrics, label_subsets), weighted_metrics(full, b, metrics, label_subsets))
-             for a, b in zip(runs_a, runs_b)]
-    out: dict[str, list[float | None]] = {}
-    for k in pairs[0][0]:
-        diffs = [float(a[k][0] - b[k][0]) for a, b in pairs]
-        out[k] = [d if np.isfinite(d) else None for d in diffs]
-    return out
+def seed_differences(result: dict[str, object] | None) -> list[float]:
+    """The defined per-seed differences of one ``paired_bootstrap`` metric result."""
+    return [v for v in ((result or {}).get("per_seed") or {}).values() if v is not None]

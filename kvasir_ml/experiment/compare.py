@@ -282,16 +282,17 @@ def paired_sections(records: Sequence[RunRecord], n_resamples: int = DEFAULT_RES
     plain: dict[str, list] = {}
     tta: dict[str, list] = {}
     selection: dict[str, set[str]] = {}
-    # In seed order, so the i-th runs of two variants share a seed (per-seed differences).
-    for rec in sorted(records, key=lambda r: (r.metrics.get("seed") is None, r.metrics.get("seed") or 0)):
+    for rec in records:
         if rec.metrics.get("kind", "classifier") != "classifier":
             continue
         name = variant_name(rec.metrics)
         selection.setdefault(name, set()).add(str((rec.metrics.get("selection") or {}).get("rule", "val_macro_ap")))
         if rec.predictions is not None:
-            plain.setdefault(name, []).append((rec.predictions, rec.metrics["test"]["thresholds"]))
+            plain.setdefault(name, []).append((rec.metrics.get("seed"), rec.predictions,
+                                               rec.metrics["test"]["thresholds"]))
         if rec.predictions_tta is not None and isinstance(rec.metrics.get("test_tta"), dict):
-            tta.setdefault(name, []).append((rec.predictions_tta, rec.metrics["test_tta"]["thresholds"]))
+            tta.setdefault(name, []).append((rec.metrics.get("seed"), rec.predictions_tta,
+                                             rec.metrics["test_tta"]["thresholds"]))
     variants = list(selection)
     pairs, ablation = task_pairs(variants), ablation_pairs(variants)
     same_rule = {f"{a}-vs-{b}": len(selection[a] | selection[b]) == 1 for a, b in [*pairs, *ablation]}

@@ -60,13 +60,13 @@ def _same_images(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
     return np.array_equal(a["y_labels"], b["y_labels"]) and np.array_equal(a["y_class"], b["y_class"])
 
 
-def pair_intervals(scores: dict[str, list[tuple[dict[str, np.ndarray], Sequence[float]]]],
+def pair_intervals(scores: dict[str, list[tuple[int | None, dict[str, np.ndarray], Sequence[float]]]],
                    pairs: Sequence[tuple[str, str]], n_resamples: int, seed: int,
                    label_subsets: dict[str, Sequence[str]] | None = None) -> dict[str, dict[str, Any]]:
     """``{"<a>-vs-<b>": {metric: {"diff", "ci95", "a", "b", "n_valid"}}}`` for each pair.
 
     Args:
-        scores: ``{variant: [(predictions npz dict, thresholds) per seed]}``.
+        scores: ``{variant: [(training seed, predictions npz dict, thresholds) per run]}``.
         pairs: ``(a, b)`` variant names; pairs with a variant lacking predictions are skipped.
         n_resamples, seed: bootstrap settings.
         label_subsets: ``{name: label names}``: adds ``macro_ap[<name>]``.
@@ -79,12 +79,15 @@ def pair_intervals(scores: dict[str, list[tuple[dict[str, np.ndarray], Sequence[
         if not scores.get(a) or not scores.get(b):
             log.info("no saved test predictions for %s or %s: no paired interval", a, b)
             continue
-        ref = scores[a][0][0]
-        if not all(_same_images(ref, pred) for pred, _ in [*scores[a], *scores[b]]):
+        ref = scores[a][0][1]
+        if not all(_same_images(ref, pred) for _, pred, _ in [*scores[a], *scores[b]]):
             raise ValueError(f"{a} vs {b}: the runs were scored on different test images; no paired comparison")
         names = [str(n) for n in ref["label_names"]]
         subsets = {k: [names.index(lbl) for lbl in v if lbl in names] for k, v in (label_subsets or {}).items()}
-        out[f"{a}-vs-{b}"] = paired_bootstrap([run_scores(p, t) for p, t in scores[a]],
-                                              [run_scores(p, t) for p, t in scores[b]], METRICS,
-                                              n_resamples, seed, subsets or None)
+        seeds_a, seeds_b = [s for s, _, _ in scores[a]], [s for s, _, _ in scores[b]]
+        known = None not in seeds_a + seeds_b and len(set(seeds_a)) == len(seeds_a) and len(set(seeds_b)) == len(seeds_b)
+        out[f"{a}-vs-{b}"] = paired_bootstrap([run_scores(p, t) for _, p, t in scores[a]],
+                                              [run_scores(p, t) for _, p, t in scores[b]], METRICS,
+                                              n_resamples, seed, subsets or None,
+                                              seeds_a if known else None, seeds_b if known else None)
     return out

@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 
 from kvasir_ml.config import TrackingConfig
 from kvasir_ml.evaluation import plots
+from kvasir_ml.evaluation.bootstrap import seed_differences
 from kvasir_ml.experiment.tables import METRIC_TITLES, classifier_table, detector_table, fmt, metrics_table
 from kvasir_ml.experiment.tables import md_table as _md_table
 from kvasir_ml.experiment.tables import section_lines
@@ -152,8 +153,8 @@ def _grouped_bars(groups: list[str], series: dict[str, list[dict[str, Any] | Non
     return _save_png(fig, path)
 
 
-def _seed_range(per_seed: list[float | None] | None) -> list[float | None]:
-    seeds = [d for d in (per_seed or []) if d is not None]
+def _seed_range(result: dict[str, Any]) -> list[float | None]:
+    seeds = seed_differences(result)
     return [min(seeds), max(seeds)] if seeds else [None, None]
 
 
@@ -174,7 +175,7 @@ def _paired_plot(comparison: dict[str, Any], path: Path) -> Path | None:
             lo, hi = res["ci95"]
             ax.errorbar(res["diff"], y, xerr=[[res["diff"] - lo], [hi - res["diff"]]], fmt="o", color=f"C{gi % 10}",
                         capsize=3, markersize=4)
-            seeds = [d for d in (res.get("per_seed") or []) if d is not None]
+            seeds = seed_differences(res)
             if len(seeds) > 1:  # retraining spread: seed i of each side
                 ax.plot(seeds, [y - 0.25] * len(seeds), "x", color=f"C{gi % 10}", markersize=4, alpha=0.7)
             ticks.append(y)
@@ -318,7 +319,7 @@ def log_comparison_run(comparison: dict[str, Any], tracking: TrackingConfig, out
             tracker.table("hard_pairs", ["variant", "a", "b", "a_as_b_mean", "b_as_a_mean", "rate_mean", "rate_std"],
                           pair_rows)
         paired_rows = [[section, pair, metric, res["diff"], *(res["ci95"] or [None, None]),
-                        *_seed_range(res.get("per_seed"))]
+                        *_seed_range(res)]
                        for section in ("paired", "inset_ablation", "paired_tta", "inset_ablation_tta")
                        for pair, results in (comparison.get(section) or {}).items()
                        for metric, res in results.items()]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from kvasir_ml.evaluation.bootstrap import seed_differences
+
 METRIC_TITLES = {"macro_ap": "macro AP", "micro_ap": "micro AP", "macro_f1": "macro F1",
                  "subset_accuracy": "subset acc.", "top1": "top-1", "mcc": "MCC",
                  "coco_ap": "COCO AP", "coco_ap50": "AP50", "coco_ap75": "AP75",
@@ -67,32 +69,38 @@ def classifier_table(comparison: dict[str, Any], names: Sequence[str] | None = N
     return md_table(["variant", "seeds", *(METRIC_TITLES.get(k, k) for k in keys)], rows)
 
 
+def _pairs_and_keys(comparison: dict[str, Any], sections: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
+    """The pairs of the ``comparison[section]``s and their metrics, the comparison's order first."""
+    pairs = {k: v for section in sections for k, v in (comparison.get(section) or {}).items()}
+    keys = list(dict.fromkeys(k for res in pairs.values() for k in res))
+    return pairs, [k for k in comparison["metrics"] if k in keys] + [k for k in keys if k not in comparison["metrics"]]
+
+
+def _pair_rows(comparison: dict[str, Any], sections: Sequence[str], first: str, cell) -> list[str]:
+    pairs, keys = _pairs_and_keys(comparison, sections)
+    rows = [[name.replace("-vs-", " − "), *(cell(res.get(k)) for k in keys)] for name, res in pairs.items()]
+    return md_table([first, *(METRIC_TITLES.get(k, k) for k in keys)], rows)
+
+
 def paired_table(comparison: dict[str, Any], *sections: str) -> list[str]:
     """Markdown lines: one row per pair of the ``comparison[section]``s, ``diff [95% CI]`` per metric."""
-    pairs = {k: v for section in sections for k, v in (comparison.get(section) or {}).items()}
-    if not pairs:
+    if not _pairs_and_keys(comparison, sections)[0]:
         return []
-    keys = list(dict.fromkeys(k for res in pairs.values() for k in res))
-    ordered = [k for k in comparison["metrics"] if k in keys] + [k for k in keys if k not in comparison["metrics"]]
-    rows = [[name.replace("-vs-", " − "), *(fmt_diff(res.get(k)) for k in ordered)] for name, res in pairs.items()]
-    return md_table(["difference", *(METRIC_TITLES.get(k, k) for k in ordered)], rows)
+    return _pair_rows(comparison, sections, "difference", fmt_diff)
 
 
 def seed_table(comparison: dict[str, Any], *sections: str) -> list[str]:
-    """Markdown lines: per pair and metric, the lowest and highest per-seed difference
-    (seed i of each side on the full test set); empty with fewer than two paired seeds."""
-    pairs = {k: v for section in sections for k, v in (comparison.get(section) or {}).items()}
-    if not any(len([d for d in (r.get("per_seed") or []) if d is not None]) >= 2
-               for res in pairs.values() for r in res.values()):
+    """Markdown lines: per pair and metric, the lowest and highest per-seed difference (the
+    runs of one seed on the full test set); empty unless some pair has two seeds in common."""
+    pairs, _ = _pairs_and_keys(comparison, sections)
+    if not any(len(seed_differences(r)) >= 2 for res in pairs.values() for r in res.values()):
         return []
-    keys = [k for k in comparison["metrics"] if any(k in res for res in pairs.values())]
 
     def cell(res: dict[str, Any] | None) -> str:
-        seeds = [d for d in ((res or {}).get("per_seed") or []) if d is not None]
+        seeds = seed_differences(res)
         return f"{min(seeds):+.3f} … {max(seeds):+.3f}" if seeds else "–"
 
-    rows = [[name.replace("-vs-", " − "), *(cell(res.get(k)) for k in keys)] for name, res in pairs.items()]
-    return md_table(["difference, per seed", *(METRIC_TITLES.get(k, k) for k in keys)], rows)
+    return _pair_rows(comparison, sections, "difference, per seed", cell)
 
 
 def detector_table(comparison: dict[str, Any]) -> list[str]:

@@ -81,17 +81,20 @@ def test_point_estimate_is_the_mean_over_seeds_of_the_full_test_metric():
     assert res["macro_ap"]["diff"] == pytest.approx(mean_a - b, abs=1e-12)
     with pytest.raises(ValueError, match="different numbers"):
         paired_bootstrap(runs_a, [_run(rng, y_labels[:10], y_class[:10], matrix, 1.0)], n_resamples=5)
-    assert res["macro_ap"]["per_seed"] is None  # 3 runs against 1: no seed pairs
+    assert res["macro_ap"]["per_seed"] == {}  # no seeds given: nothing to pair
 
 
-def test_per_seed_differences_are_the_full_test_differences_of_matching_runs_and_show_the_retraining_spread():
+def test_per_seed_differences_pair_runs_by_seed_and_show_the_retraining_spread():
     rng = np.random.default_rng(7)
     y_labels, y_class, matrix = _data(rng, n=120)
-    runs_a = [_run(rng, y_labels, y_class, matrix, skill=s) for s in (0.3, 2.0)]  # one bad seed, one good
-    runs_b = [_run(rng, y_labels, y_class, matrix, skill=1.0) for _ in range(2)]
-    res = paired_bootstrap(runs_a, runs_b, metrics=["macro_ap"], n_resamples=50)["macro_ap"]
+    runs_a = [_run(rng, y_labels, y_class, matrix, skill=s) for s in (0.3, 2.0, 1.5)]  # seeds 0, 1, 2
+    runs_b = [_run(rng, y_labels, y_class, matrix, skill=1.0) for _ in range(2)]  # seeds 1, 0 (no run of 2)
+    res = paired_bootstrap(runs_a, runs_b, metrics=["macro_ap"], n_resamples=50,
+                           seeds_a=[0, 1, 2], seeds_b=[1, 0])["macro_ap"]
     ap = lambda r: np.mean([average_precision_score(y_labels[:, c], r.label_scores[:, c]) for c in range(4)])  # noqa: E731
-    assert res["per_seed"] == pytest.approx([ap(a) - ap(b) for a, b in zip(runs_a, runs_b)], abs=1e-12)
-    lo, hi = min(res["per_seed"]), max(res["per_seed"])
-    assert lo < 0 < hi  # the seeds disagree in sign although the pooled difference is one number
-    assert res["diff"] == pytest.approx(np.mean(res["per_seed"]), abs=1e-12)  # same test set: means commute
+    assert set(res["per_seed"]) == {"0", "1"}  # seed 2 has no partner
+    assert res["per_seed"]["0"] == pytest.approx(ap(runs_a[0]) - ap(runs_b[1]), abs=1e-12)
+    assert res["per_seed"]["1"] == pytest.approx(ap(runs_a[1]) - ap(runs_b[0]), abs=1e-12)
+    assert res["per_seed"]["0"] < 0 < res["per_seed"]["1"]  # the seeds disagree in sign
+    with pytest.raises(ValueError, match="one seed per run"):
+        paired_bootstrap(runs_a, runs_b, n_resamples=5, seeds_a=[0, 1], seeds_b=[1, 0])

@@ -186,9 +186,10 @@ def test_paired_intervals_and_controlled_design(experiment):
             assert res["diff"] == pytest.approx(v[a]["test"][key]["mean"] - v[b]["test"][key]["mean"], abs=1e-9)
             lo, hi = res["ci95"]
             assert lo <= hi and res["n_valid"] > 0
-            # seed i against seed i: the runs' own test metrics (metrics.json), in seed order
-            assert res["per_seed"] == pytest.approx([x - y for x, y in zip(v[a]["test"][key]["values"],
-                                                                            v[b]["test"][key]["values"])], abs=1e-9)
+            # seed against seed: the runs' own test metrics (metrics.json)
+            want = {str(sd): x - y for sd, x, y in zip(v[a]["seeds"], v[a]["test"][key]["values"],
+                                                        v[b]["test"][key]["values"])}
+            assert v[a]["seeds"] == v[b]["seeds"] and res["per_seed"] == pytest.approx(want, abs=1e-9)
     for entry in v.values():
         assert entry["selection"] == ["last"]
         for m in (_metrics(d) for d in entry["run_dirs"]):
@@ -198,7 +199,7 @@ def test_paired_intervals_and_controlled_design(experiment):
     md = (experiment["out"] / "comparison.md").read_text()
     assert "## Inset ablation" in md and "multilabel-masked − singlelabel-masked" in md
     assert "Checkpoint selection" in md and "paired bootstrap over test images" in md
-    seeds = comparison["paired"][PAIR]["macro_ap"]["per_seed"]
+    seeds = list(comparison["paired"][PAIR]["macro_ap"]["per_seed"].values())
     row = next(line for line in md.splitlines() if line.startswith("| multilabel-masked − singlelabel-masked |")
                and "…" in line)
     assert row.split("|")[2].strip() == f"{min(seeds):+.3f} … {max(seeds):+.3f}"

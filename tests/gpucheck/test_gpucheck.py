@@ -35,7 +35,7 @@ def test_a_failing_step_keeps_the_other_steps_results(tmp_path, monkeypatch):
     assert saved["steps"]["env"]["ok"] is True and saved["steps"]["env"]["torch"]
     assert saved["steps"]["detector"]["ok"] is False
     assert saved["steps"]["detector"]["phases"]["detector"]["rc"] != 0
-    assert any("kavsir_bboxes.json" in line or "Error" in line for line in saved["steps"]["detector"]["log_tail"])
+    assert any("kavsir_bboxes.json" in line for line in saved["steps"]["detector"]["log_tail"])
     assert results["summary"]["ok"] == {"env": True, "detector": False}
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["detector.log", "env.log", "results.json"]
 
@@ -44,7 +44,7 @@ def test_a_step_is_killed_at_its_time_limit(tmp_path):
     clf = next(p for p in gpucheck.plan(True, None, 2) if p.step == "classifier")
     endless = Phase("classifier", {**clf.params, "epochs": 10_000, "stop_after": 9_999}, 0.1, 1)
     run = _run_phase(endless, tmp_path, tmp_path / "classifier.log", limit_s=3)
-    assert run["timed_out"] and run["rc"] != 0 and run["seconds"] < 30
+    assert run["timed_out"] and run["rc"] != 0
     assert "killed at the time limit" in (tmp_path / "classifier.log").read_text()
 
 

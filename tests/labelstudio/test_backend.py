@@ -95,9 +95,9 @@ def test_health_answers_within_label_studios_1_s_while_a_prediction_runs(ls_data
                               kwargs={"json": {"tasks": [_task(first, 1)]}, "timeout": 30})
     worker.start()
     assert started.wait(10)
-    t0 = time.monotonic()
+    # Label Studio gives /health 1 s; the prediction is still running when it answers
     assert httpx.get(f"{url}/health", timeout=1.0).status_code == 200
-    assert time.monotonic() - t0 < 1.0
+    assert worker.is_alive()
     worker.join()
 
 

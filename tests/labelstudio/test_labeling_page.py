@@ -11,10 +11,10 @@ from __future__ import annotations
 import importlib.util
 import shutil
 import sys
-from importlib.metadata import version
 from pathlib import Path
 
 import pytest
+from ls_boot import label_studio_boot
 
 pytestmark = [pytest.mark.slow, pytest.mark.labelstudio,
               pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed"),
@@ -29,8 +29,7 @@ def test_labeling_page_layout_hotkeys_and_required_inset(ls_server, request, tmp
         import screenshot_labeling
     finally:
         sys.path.remove(str(SCRIPTS))
-    cache = getattr(request.config, "cache", None)  # absent with -p no:cacheprovider
-    template = cache.mkdir(f"labelstudio-template-{version('label-studio')}") / "db" if cache else None
+    template = label_studio_boot(request.config).template
     result = screenshot_labeling.run(tmp_path / "page.png", 1600, 1000, shutil.which("chromium"), template)
     assert result["checks"] == {k: True for k in result["checks"]}, result
     assert result["lowest_control_px"] <= 1000 and result["png_kb"] < 300

@@ -10,11 +10,11 @@ import socket
 import subprocess
 import sys
 import time
-from importlib.metadata import version
 from pathlib import Path
 
 import httpx
 import pytest
+from ls_boot import label_studio_boot
 
 pytestmark = pytest.mark.labelstudio
 
@@ -43,8 +43,7 @@ def _port_open(port: int) -> bool:
 def test_serve_stops_the_process_group_on_signal_and_keeps_secrets_private(ls_server, request, tmp_path, signum):
     from kvasir_ml.labelstudio.server import free_port
 
-    cache = getattr(request.config, "cache", None)  # absent with -p no:cacheprovider
-    template = cache.mkdir(f"labelstudio-template-{version('label-studio')}") / "db" if cache else None
+    template = label_studio_boot(request.config).template
     data_dir, root = tmp_path / "ls data", tmp_path / "root"
     root.mkdir()
     if template is not None and template.is_dir():  # start in seconds instead of migrating
