@@ -18,15 +18,15 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, ValidationError
 from pydantic import ValidationInfo, field_validator
 
 from kvasir_ml.data.inset import INSET_STATES
+from kvasir_ml.geometry import BoxError, validate_xywh_px
 from kvasir_ml.io import UnsafePathError, safe_relative_path
 from kvasir_ml.taxonomy import Taxonomy, load_taxonomy
 
 MAX_LISTED = 20  # problems spelled out in the error message (all are in ``CanonicalError.problems``)
-BORDER_TOLERANCE_PX = 0.5  # as geometry.validate_xywh_px: rounding at the image border
 
 
 class CanonicalError(ValueError):
@@ -41,16 +41,8 @@ class CanonicalError(ValueError):
         super().__init__(message)
 
 
-def _number(value: Any) -> float:
-    """A JSON number, strictly: no strings ("10"), no booleans (true), nothing infinite or NaN."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError("Input should be a number")
-    if not math.isfinite(value):
-        raise ValueError("Input should be a finite number")
-    return value
-
-
-Number = Annotated[Any, AfterValidator(_number)]
+# A JSON number, strictly: no strings ("10"), no booleans (true), nothing infinite, NaN or beyond a float.
+Number = Annotated[StrictFloat, Field(allow_inf_nan=False)]
 Box = tuple[Number, Number, Number, Number]
 
 
@@ -151,13 +143,6 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _outside(start: float, length: float, side: int | None) -> bool:
-    """Whether ``[start, start + length]`` leaves ``[0, side]`` (unknown side: only the start counts)."""
-    if start < -BORDER_TOLERANCE_PX:
-        return True
-    return side is not None and start + length > side + BORDER_TOLERANCE_PX
-
-
 def _reference_problems(raw: dict[str, Any], taxonomy: Taxonomy, bad: set[tuple[str, int]]) -> list[str]:
     """Checks across entries: unique ids/names, known references, boxes inside their image.
 
@@ -197,12 +182,12 @@ def _reference_problems(raw: dict[str, Any], taxonomy: Taxonomy, bad: set[tuple[
         if ann["category_id"] not in cats and not bad_categories:
             out.append(f"{where}: category_id: unknown category id {ann['category_id']}")
         img = images.get(ann["image_id"]) or {}
-        x, y, w, h = ann["bbox"]
-        if w <= 0 or h <= 0:
-            out.append(f"{where}: bbox: {list(ann['bbox'])} has zero or negative width/height")
-        elif _outside(x, w, img.get("width")) or _outside(y, h, img.get("height")):
-            out.append(f"{where}: bbox: {list(ann['bbox'])} (x, y, w, h px) lies outside its "
-                       f"{img['width']}x{img['height']} image")
+        width, height = img.get("width"), img.get("height")
+        try:  # unknown image or image size: only the box's own sides can be checked
+            validate_xywh_px(ann["bbox"], width or math.inf, height or math.inf,
+                             tolerance_px=0.5 if width and height else math.inf)
+        except BoxError as exc:
+            out.append(f"{where}: bbox: {exc}")
     return out
 
 

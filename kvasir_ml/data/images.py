@@ -11,7 +11,9 @@ are refused from their header, before any decoding.
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
@@ -81,15 +83,33 @@ def load_rgb(path: str | Path, draft_size: tuple[int, int] | None = None) -> np.
         ImageError: missing, empty, truncated, corrupt or unsupported file.
     """
     path = _existing_file(path)
+    with _opened(path, "cannot decode image") as img:
+        if draft_size is not None and img.format == "JPEG":
+            img.draft("RGB", draft_size)
+        img.load()
+        if img.width == 0 or img.height == 0:
+            raise ImageError(path, f"image has zero size {img.width}x{img.height}")
+        return np.ascontiguousarray(_to_rgb(img, path))
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """``(width, height)`` from the header only, with the same errors as ``load_rgb``."""
+    path = _existing_file(path)
+    with _opened(path, "cannot read image header") as img:
+        return img.size
+
+
+@contextmanager
+def _opened(path: Path, failure: str) -> Iterator[Image.Image]:
+    """The opened image, its pixel count checked; every PIL failure (also inside the ``with``
+    body) becomes one ``ImageError`` naming the file (``failure``: what could not be done)."""
     try:
-        with _open(path) as img:
+        with warnings.catch_warnings():  # PIL only warns between 1x and 2x its limit: refused below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+        with img:
             _check_pixels(path, img.size)
-            if draft_size is not None and img.format == "JPEG":
-                img.draft("RGB", draft_size)
-            img.load()
-            if img.width == 0 or img.height == 0:
-                raise ImageError(path, f"image has zero size {img.width}x{img.height}")
-            return np.ascontiguousarray(_to_rgb(img, path))
+            yield img
     except ImageError:
         raise
     except UnidentifiedImageError:
@@ -98,14 +118,7 @@ def load_rgb(path: str | Path, draft_size: tuple[int, int] | None = None) -> np.
         raise ImageError(path, f"refused: decompression bomb ({exc})") from None
     except (OSError, SyntaxError, ValueError, MemoryError) as exc:
         # PIL raises OSError("image file is truncated ...") and friends.
-        raise ImageError(path, f"cannot decode image ({type(exc).__name__}: {exc})") from None
-
-
-def _open(path: Path) -> Image.Image:
-    # PIL only warns between 1x and 2x its limit; _check_pixels makes that an error instead.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        return Image.open(path)
+        raise ImageError(path, f"{failure} ({type(exc).__name__}: {exc})") from None
 
 
 def _check_pixels(path: Path, size: tuple[int, int]) -> None:
@@ -114,17 +127,3 @@ def _check_pixels(path: Path, size: tuple[int, int]) -> None:
         raise ImageError(path, f"refused: {width}x{height} = {width * height / 1e6:.0f} Mpx is more than "
                                f"{MAX_IMAGE_PIXELS / 1e6:.0f} Mpx (a decompression bomb, or not an endoscopy frame)")
 
-
-def image_size(path: str | Path) -> tuple[int, int]:
-    """``(width, height)`` from the header only, with the same errors as ``load_rgb``."""
-    path = _existing_file(path)
-    try:
-        with _open(path) as img:
-            _check_pixels(path, img.size)
-            return img.size
-    except UnidentifiedImageError:
-        raise ImageError(path, "not a recognised image format (corrupt or not an image)") from None
-    except Image.DecompressionBombError as exc:
-        raise ImageError(path, f"refused: decompression bomb ({exc})") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(path, f"cannot read image header ({exc})") from None

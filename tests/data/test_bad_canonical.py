@@ -30,12 +30,15 @@ BREAKAGES = [  # (section, index, field, value, what the message must say)
     ("images", 4, "file_name", "../../etc/passwd", "images[4] (id 5, '../../etc/passwd'): file_name: file_name "
                                                    "'../../etc/passwd' escapes the data root"),
     ("images", 5, "file_name", "/data/x.jpg", "images[5] (id 6, '/data/x.jpg'): file_name: file_name '/data/x.jpg' is absolute"),
-    ("annotations", 0, "bbox", [10, 10, -20, 20], "annotations[0] (id 1, image id 1): bbox: [10, 10, -20, 20] has zero or "
-                                                  "negative width/height"),
-    ("annotations", 1, "bbox", [90, 10, 20, 20], "annotations[1] (id 2, image id 2): bbox: [90, 10, 20, 20] (x, y, w, h px) "
-                                                 "lies outside its 100x80 image"),
-    ("annotations", 2, "bbox", ["10", 10, 20, 20], "annotations[2] (id 3, image id 3): bbox.0: Input should be a number"),
+    ("annotations", 0, "bbox", [10, 10, -20, 20], "annotations[0] (id 1, image id 1): bbox: box [10, 10, -20, 20] has "
+                                                  "zero or negative size"),
+    ("annotations", 1, "bbox", [90, 10, 20, 20], "annotations[1] (id 2, image id 2): bbox: box [90, 10, 20, 20] (x, y, w, "
+                                                 "h px) lies outside the 100x80 image"),
+    ("annotations", 2, "bbox", ["10", 10, 20, 20], "annotations[2] (id 3, image id 3): bbox.0: Input should be a valid number"),
     ("annotations", 3, "category_id", 7, "annotations[3] (id 4, image id 4): category_id: unknown category id 7"),
+    ("annotations", 4, "image_id", 99, "annotations[4] (id 5, image id 99): image_id: no image has id 99"),
+    ("annotations", 5, "bbox", [0, 0, 10**400, 1], "annotations[5] (id 6, image id 6): bbox.2: Input should be a "
+                                                   "valid number"),
 ]
 
 
@@ -43,6 +46,7 @@ def test_every_bad_entry_is_named_with_its_id_and_field(tmp_path):
     raw = _dataset()
     for section, i, field, value, _ in BREAKAGES:
         raw[section][i][field] = value
+    raw["annotations"][4]["bbox"] = [-5, 0, 3, 1]  # on an unknown image: its place cannot be judged
     path = tmp_path / "bad.coco.json"
     path.write_text(json.dumps(raw))
     with pytest.raises(CanonicalError) as exc:
