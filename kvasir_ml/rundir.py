@@ -29,7 +29,7 @@ class RunDirError(ValueError):
 
 
 def check_run_dir(run_dir: Path, resume: bool, checkpoint: Path, entries: Sequence[str],
-                  finished: bool = False) -> bool:
+                  finished: bool = False, keep: Sequence[str] = ()) -> bool:
     """Check a run folder before a run starts; returns whether to continue from ``checkpoint``.
 
     Args:
@@ -39,6 +39,7 @@ def check_run_dir(run_dir: Path, resume: bool, checkpoint: Path, entries: Sequen
         entries: names a run of this kind writes before its first checkpoint (what is set aside
             when a run that failed early is started again).
         finished: the run has already finished (a resume then rebuilds its report).
+        keep: entries a restart reuses instead of setting aside (content-addressed caches).
 
     Raises:
         RunDirError: ``run_dir`` is a file; it is not empty and we are not resuming; there is
@@ -64,7 +65,7 @@ def check_run_dir(run_dir: Path, resume: bool, checkpoint: Path, entries: Sequen
         raise RunDirError(f"cannot resume: {checkpoint} does not exist and {run_dir} holds files a run does not "
                           f"write ({', '.join(sorted(n for n in names if n not in entries)[:5])}); "
                           "is this a run folder?")
-    moved = set_aside(run_dir, tuple(entries))
+    moved = set_aside(run_dir, tuple(e for e in entries if e not in keep))
     log.warning("%s: no checkpoint yet (the run failed before its first epoch ended); starting it again, "
                 "the failed attempt's files are kept in %s", run_dir, moved)
     return False

@@ -43,3 +43,14 @@ def test_check_run_dir_new_resume_and_refusals(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(RunDirError, match="existing file"):
         check_run_dir(tmp_path / "file", False, ckpt, ())
+
+
+def test_a_restart_sets_aside_the_failed_attempt_but_keeps_the_cache(tmp_path):
+    run, ckpt = tmp_path / "run", tmp_path / "run" / "checkpoints" / "last.pt"
+    (run / "cache").mkdir(parents=True)
+    (run / "cache" / "abc.npy").write_bytes(b"decoded once")
+    (run / "config.yaml").write_text("name: x\n")
+    assert check_run_dir(run, True, ckpt, ("config.yaml", "cache"), keep=("cache",)) is False  # start again
+    attempts = [p for p in run.iterdir() if p.name.startswith("attempt-")]
+    assert len(attempts) == 1 and (attempts[0] / "config.yaml").is_file() and not (run / "config.yaml").exists()
+    assert (run / "cache" / "abc.npy").read_bytes() == b"decoded once"

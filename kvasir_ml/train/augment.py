@@ -72,11 +72,6 @@ class BatchAugment:
             x = _shift_hue(x, (u[:, 6] * 2 - 1) * c.hue)
         return x
 
-    def state(self) -> torch.Tensor:
-        return self.generator.get_state()
-
-    def load_state(self, state: torch.Tensor) -> None:
-        self.generator.set_state(state.cpu())
 
 
 def build_batch_augment(cfg: AugConfig, seed: int = 0) -> BatchAugment | None:

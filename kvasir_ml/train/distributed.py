@@ -120,8 +120,8 @@ def _leave() -> None:
 
 
 def rank0_first(make: Callable[[bool], Any], rank: int, world: int) -> Any:
-    """``make(may_write=True)`` on rank 0, then (after a barrier) ``make(may_write=False)``
-    on the others, which read what rank 0 wrote."""
-    result = make(True) if rank == 0 else None
-    barrier(world)
-    return make(False) if rank != 0 else result
+    """``make(may_write=True)`` on rank 0, then ``make(may_write=False)`` on the others, which
+    read what rank 0 wrote; an exception on rank 0 is raised on every rank (none waits forever)."""
+    made: list[Any] = []
+    on_rank0(lambda: made.append(make(True)), rank, world)
+    return made[0] if rank == 0 else make(False)

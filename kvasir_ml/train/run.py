@@ -4,7 +4,7 @@ Reproducibility: every epoch reseeds all RNGs (and the loader's generator) from
 ``(seed, epoch)``, so a run resumed from ``last.pt`` replays the remaining epochs exactly as
 an uninterrupted run would (CPU; on CUDA up to non-deterministic kernels unless
 ``runtime.deterministic``). The device-side augmentation's generator is reseeded the same
-way (per rank) and saved in checkpoints with the other RNG states. Multi-GPU: launch with
+way (per rank), so a resume replays it without saving its state. Multi-GPU: launch with
 ``torchrun``; ``WORLD_SIZE`` > 1 turns on DistributedDataParallel, ``runtime.batch_size`` is
 then per process, and only rank 0 evaluates and writes (see ``train.distributed``).
 """
@@ -61,7 +61,8 @@ _RUN_DIR_ENTRIES = ("config.yaml", "split.json", "checkpoints", "plots", "wandb"
 
 def _check_run_dir(run_dir: Path, resume: bool) -> bool:
     """``rundir.check_run_dir`` for a classifier run (resumes from ``checkpoints/last.pt``)."""
-    return check_run_dir(run_dir, resume, run_dir / "checkpoints" / "last.pt", _RUN_DIR_ENTRIES)
+    # the image cache is content-addressed and written atomically: a restart reuses it
+    return check_run_dir(run_dir, resume, run_dir / "checkpoints" / "last.pt", _RUN_DIR_ENTRIES, keep=("cache",))
 
 
 def _check_resume_config(cfg: ClassifierConfig, saved: dict[str, Any], run_dir: Path) -> None:
@@ -179,12 +180,12 @@ class _Trainer:
 
     def _setup_data(self) -> None:
         # Rank 0 synthesizes, splits and fills the cache; the others then read what it wrote.
-        if self.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            self.data = prepare_data(self.cfg, self.run_dir, may_write=True)
-        ddp.barrier(self.world)
-        if not self.is_main:
-            self.data = prepare_data(self.cfg, self.run_dir, may_write=False)
+        def prepare(may_write: bool):
+            if may_write:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+            return prepare_data(self.cfg, self.run_dir, may_write=may_write)
+
+        self.data = ddp.rank0_first(prepare, self.rank, self.world)
         self.train_loader, self.generator, self.eval_loaders = make_loaders(
             self.cfg, self.data, self.device, self.world, self.rank)
         self.augment = augment.build_batch_augment(self.cfg.aug)
@@ -239,15 +240,12 @@ class _Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state.get("scheduler"):
             self.scheduler.load_state_dict(state["scheduler"])
-        if self.augment is not None and "augment" in state["rng"]:
-            self.augment.load_state(state["rng"]["augment"])
         set_rng_state(state["rng"])
         self.start_epoch = int(state["epoch"])
         self.best_score = float(state.get("best_score", state.get("best_val_macro_ap", -float("inf"))))
         self.history, self.thresholds = list(state["history"]), list(state["thresholds"])
         self.best_epoch = int(state.get("best_epoch", 0))
-        if self.is_main:
-            recover_checkpoints(self.ckpt_dir, state)
+        ddp.on_rank0(lambda: recover_checkpoints(self.ckpt_dir, state), self.rank, self.world)
         log.info("resumed %s after epoch %d", self.run_dir, self.start_epoch)
 
     def checkpoint_state(self, epoch: int) -> dict[str, Any]:
@@ -256,7 +254,7 @@ class _Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
             "epoch": epoch,
-            "rng": {**rng_state(), **({"augment": self.augment.state()} if self.augment is not None else {})},
+            "rng": rng_state(),  # the augmentation generator needs none: it is reseeded every epoch
             "world_size": self.world,
             "config": dump_config(self.cfg),
             "label_names": self.data.label_names,
