@@ -7,7 +7,8 @@
 # + 84 s (the rest) = 153 s; uv 28 s for both, same versions of all 217 packages. uv is a
 # 10 MB wheel pip-installed into the venv (~3 s). It does not read pip's configuration, so the
 # machine's pip settings (extra indexes, find-links, constraints such as the torch cap) are
-# handed to it as flags. If uv cannot be installed or fails, pip does the job as before.
+# handed to it as its environment variables (not flags: an index URL may hold a token). If uv
+# cannot be installed or fails, pip does the job as before.
 # KVASIR_ML_INSTALLER=pip forces pip.
 set -euo pipefail
 VENV=${1:-.venv}
@@ -19,28 +20,29 @@ UV_VERSION=0.13.9
 PY="$VENV/bin/python"
 PIP=("$PY" -m pip install -q --disable-pip-version-check)
 
-# pip's effective index settings (config files and PIP_* variables) as uv flags.
-uv_flags() {
+# pip's effective index settings (config files and PIP_* variables) as uv's environment
+# variables, not flags: an index URL may carry a token, and a command line is public (ps).
+uv_env() {
   "$PY" -m pip config list 2>/dev/null | "$PY" -c '
 import shlex, sys
-flags = {"index-url": "--index-url", "extra-index-url": "--extra-index-url",
-         "find-links": "--find-links", "constraint": "--constraint"}
-seen = set()
+names = {"index-url": ("UV_INDEX_URL", " "), "extra-index-url": ("UV_EXTRA_INDEX_URL", " "),
+         "find-links": ("UV_FIND_LINKS", ","), "constraint": ("UV_CONSTRAINT", " ")}
+values = {}
 for line in sys.stdin:
     key, _, value = line.strip().partition("=")
     name = key.rsplit(".", 1)[-1]
-    if name in flags:
-        for v in shlex.split(value)[0].split() if value else []:
-            if (name, v) not in seen:
-                seen.add((name, v))
-                print(flags[name], v)
+    if name in names and value:
+        seen = values.setdefault(name, [])
+        seen += [v for v in shlex.split(value)[0].split() if v not in seen]
+for name, vs in values.items():
+    var, sep = names[name]
+    print(f"export {var}={shlex.quote(sep.join(vs))}")
 '
 }
 
 if [ "${KVASIR_ML_INSTALLER:-uv}" = uv ] && "${PIP[@]}" "uv==$UV_VERSION" 2>/dev/null; then
-  # shellcheck disable=SC2046
-  if "$VENV/bin/uv" pip install -q --python "$PY" --index-strategy unsafe-best-match $(uv_flags) \
-       "${TORCH[@]}" -e '.[dev]'; then
+  if (eval "$(uv_env)" && "$VENV/bin/uv" pip install -q --python "$PY" --index-strategy unsafe-best-match \
+       "${TORCH[@]}" -e '.[dev]'); then
     exit 0
   fi
   echo "setup: uv failed; installing with pip instead" >&2
