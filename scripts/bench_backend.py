@@ -1,8 +1,8 @@
 """Latency of the Label Studio ML backend's ``/predict``, over HTTP, as Label Studio calls it.
 
 Times one task (what opening a task costs an annotator) and a batch (the data manager's
-*Retrieve Predictions*), and, in the same process, a ``Predictor`` (the models the backend
-holds) on the same images: the difference is the HTTP + conversion overhead. The backend loads
+*Retrieve Predictions*), and, in the same process, the backend's own predictor (the models it
+holds) called directly on the same images: the difference is the HTTP + conversion overhead. The backend loads
 its checkpoints once, at start-up (``load_s``: what ``predict_images`` would pay per call).
 
     python scripts/bench_backend.py --classifier RUN/checkpoints/best.pt [--detector DET.pt] \\
@@ -55,9 +55,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from kvasir_ml.data.coco import load_canonical
     from kvasir_ml.data.synth import synthesize
+    from kvasir_ml.io import atomic_write_json
     from kvasir_ml.labelstudio.backend import Backend, checkpoint_predict_fn, make_backend_server
     from kvasir_ml.labelstudio.sync import model_version_for
-    from kvasir_ml.predict import Predictor
 
     work = Path(tempfile.mkdtemp(prefix="kvasir-bench-backend-"))
     canonical = synthesize(work / "root", n=args.n, seed=0, size_range_px=(560, 720))
@@ -87,8 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     batch = [timed(lambda: httpx.post(url, json={"tasks": [task(i) for i in range(args.batch)]},
                                       timeout=600).raise_for_status()) for _ in range(args.repeats)]
     paths = [root / names[i % len(names)] for i in range(args.batch)]
-    predictor = Predictor(classifier, detector, args.device)
-    direct = [timed(lambda: predictor(paths)) for _ in range(args.repeats)]
+    direct = [timed(lambda: predict_fn(paths)) for _ in range(args.repeats)]
     server.shutdown()
     result = {
         "classifier": str(classifier), "detector": str(detector), "device": args.device, "batch": args.batch,
@@ -102,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(result, indent=1))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
+        atomic_write_json(args.json, result)
     return 0
 
 

@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("WANDB_SILENT", "true")
     from kvasir_ml.experiment.control import run_controls
+    from kvasir_ml.io import atomic_write_json
 
     load_before = os.getloadavg()[0]
     result = run_controls(args.out, args.images, args.size, args.epochs, args.seeds, args.resamples, args.threads)
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         text = json.dumps(result)
         if args.json != "-":
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.json).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+            atomic_write_json(Path(args.json), result)
         print(text)
     return 0 if result["passed"] else 1
 

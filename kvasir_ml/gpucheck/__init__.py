@@ -78,17 +78,21 @@ def plan(dry_run: bool, kvasir_seg: str | None, cpu_count: int) -> list[Phase]:
             Phase("detector", det, 0.28, 40)]
 
 
-def shm_safe_workers(wanted: int, batch: int, size_px: int, shm: str = "/dev/shm") -> int:
-    """At most as many loader workers as /dev/shm holds batches for (workers x prefetch x batch
-    images of uint8 live there) with half of it to spare; containers often give it 64 MiB."""
+def shm_bytes_per_worker(batch: int, size_px: int) -> int:
+    """Shared memory one loader worker holds at most: its prefetched batches of uint8 images."""
     from kvasir_ml.train.prepare import PREFETCH_BATCHES
 
+    return PREFETCH_BATCHES * batch * 3 * size_px**2
+
+
+def shm_safe_workers(wanted: int, batch: int, size_px: int, shm: str = "/dev/shm") -> int:
+    """At most as many loader workers as /dev/shm holds batches for, with half of it to spare;
+    containers often give it 64 MiB."""
     try:
         st = os.statvfs(shm)
     except OSError:
         return wanted
-    per_worker = PREFETCH_BATCHES * batch * 3 * size_px**2
-    return max(0, min(wanted, int(0.5 * st.f_frsize * st.f_bavail // per_worker)))
+    return max(0, min(wanted, int(0.5 * st.f_frsize * st.f_bavail // shm_bytes_per_worker(batch, size_px))))
 
 
 def _run_phase(phase: Phase, work: Path, log_path: Path, limit_s: float) -> dict[str, Any]:

@@ -103,11 +103,12 @@ def check_wheels(wheels_dir: Path, host_packages: Path, not_shipped: Path, pytho
     env = {"python_version": python, "python_full_version": f"{python}.0", "sys_platform": "linux",
            "platform_system": "Linux", "platform_machine": "x86_64", "implementation_name": "cpython",
            "platform_python_implementation": "CPython", "os_name": "posix", "extra": ""}
-    wheels = {_norm(_wheel_metadata(w)[0]): w for w in sorted(wheels_dir.glob("*.whl"))}
+    metadata = {w: _wheel_metadata(w) for w in sorted(wheels_dir.glob("*.whl"))}  # each wheel opened once
+    wheels = {_norm(name): w for w, (name, _, _) in metadata.items()}
     host, skipped = _names(host_packages), _names(not_shipped)
     unmet = []
     for name, wheel in wheels.items():
-        for line in _wheel_metadata(wheel)[1]:
+        for line in metadata[wheel][1]:
             req = Requirement(line)
             if req.marker is not None and not req.marker.evaluate(env):
                 continue

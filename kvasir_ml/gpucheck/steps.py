@@ -97,8 +97,9 @@ def env_step(p: dict[str, Any], save: Save) -> None:
             info["nvidia_smi"] = out.stdout.strip().splitlines()
         except (OSError, subprocess.SubprocessError) as exc:
             info["nvidia_smi"] = f"failed: {exc}"
-    # What the bench's loader pins in shared memory at most: workers x prefetch x batch images.
-    shm_need = p["workers"] * 4 * p["batch"] * 3 * p["size_px"] ** 2
+    from kvasir_ml.gpucheck import shm_bytes_per_worker
+
+    shm_need = p["workers"] * shm_bytes_per_worker(p["batch"], p["size_px"])
     info["dev_shm_needed_gib_estimate"] = _gib(shm_need)
     save({**info, "ok": True})
 
@@ -128,17 +129,13 @@ def bench_train_step(p: dict[str, Any], save: Save) -> None:
     save({"ok": ok})
 
 
-def _no_phash(config_cls: Any) -> list[str]:
-    """Where the data config groups near-duplicates by perceptual hash (imagehash, which does
-    not travel to offline hosts), turn it off: a speed and pipeline check needs no such split."""
-    data_cls = config_cls.model_fields["data"].annotation
-    return ["data.near_duplicate_max_distance=null"] if "near_duplicate_max_distance" in data_cls.model_fields else []
+# No near-duplicate grouping by perceptual hash (imagehash does not travel to offline hosts):
+# a speed and pipeline check needs no such split.
+NO_PHASH = "data.near_duplicate_max_distance=null"
 
 
 def _classifier_overrides(p: dict[str, Any], canonical: Path) -> list[str]:
-    from kvasir_ml.train.config import ClassifierConfig
-
-    return [*_no_phash(ClassifierConfig), f"data.canonical={canonical}", f"data.cache_dir={Path(p['work']) / 'cache'}",
+    return [NO_PHASH, f"data.canonical={canonical}", f"data.cache_dir={Path(p['work']) / 'cache'}",
             f"data.image_size_px={p['size_px']}", "data.fractions=[0.8,0.1,0.1]", f"model.arch={p['arch']}",
             f"model.branch_size_px={p['branch_px']}", "model.weights=none", f"optim.epochs={p['epochs']}",
             "optim.warmup_epochs=0", "optim.lr_find=false", f"runtime.device={p['device']}",
@@ -188,7 +185,7 @@ def detector_step(p: dict[str, Any], save: Save) -> None:
     from kvasir_ml.detection.run import train_detector
 
     work = Path(p["work"])
-    overrides = [*_no_phash(DetectorConfig), f"model.arch={p['arch']}", f"train.imgsz={p['imgsz']}", f"train.batch={p['batch']}",
+    overrides = [NO_PHASH, f"model.arch={p['arch']}", f"train.imgsz={p['imgsz']}", f"train.batch={p['batch']}",
                  f"train.workers={p['workers']}", f"train.device={p['device']}", f"train.epochs={p['epochs']}",
                  f"train.cache={p['cache']}", "train.plots=false", "train.deterministic=false",
                  f"train.warmup_epochs={p['warmup_epochs']}", "data.inset_mode=detected",

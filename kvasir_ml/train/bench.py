@@ -217,8 +217,7 @@ def bench_config(size_px: int, batch: int, workers: int, n_images: int, device: 
         data["synthetic_n"] = n_images
     if root:
         data["root"] = root
-    if "near_duplicate_max_distance" in ClassifierConfig.model_fields["data"].annotation.model_fields:
-        data["near_duplicate_max_distance"] = None  # perceptual hashing is not what a benchmark measures
+    data["near_duplicate_max_distance"] = None  # perceptual hashing is not what a benchmark measures
     return ClassifierConfig.model_validate({
         "data": data, "model": {"arch": arch, "inset_mode": inset_mode},
         "runtime": {"device": device, "amp": bf16, "channels_last": channels_last, "workers": workers,
