@@ -16,7 +16,7 @@ import numpy as np
 from kvasir_ml.data.images import load_rgb
 from kvasir_ml.data.inset import mask_inset
 from kvasir_ml.detection.export import inset_mask_box
-from kvasir_ml.detection.yolo import load_yolo, ultralytics_device
+from kvasir_ml.detection.yolo import ultralytics_device
 from kvasir_ml.geometry import xyxy_px_to_xywh_px
 from kvasir_ml.io import atomic_write_json
 
@@ -49,21 +49,17 @@ def _frames(rgbs: Sequence[np.ndarray], inset_mode: str, insets: Sequence[Any] |
     return frames
 
 
-def run_detector(
-    model,
-    paths: Sequence[str | Path],
-    batch: int = 16,
-    insets: Sequence[Any] | None = None,
-    **options: Any,
-) -> list[list[Detection]]:
-    """Boxes for each image file with an already loaded ``YOLO`` model, decoded ``batch`` at a
-    time; ``options`` (device, conf, iou, max_det) as for ``detect_arrays``."""
-    paths = [Path(p) for p in paths]
+def run_detector(model, paths: Sequence[str | Path], batch: int = 16, **options: Any) -> list[list[Detection]]:
+    """Boxes for each image file with an already loaded ``YOLO`` model (``load_yolo``), decoded
+    ``batch`` at a time; ``options`` (device, conf, iou, max_det) as for ``detect_arrays``.
+
+    Raises:
+        ImageError: an image cannot be read.
+    """
     out: list[list[Detection]] = []
     for start in range(0, len(paths), batch):
         rgbs = [load_rgb(p) for p in paths[start:start + batch]]
-        out += detect_arrays(model, rgbs, batch=batch,
-                             insets=insets[start:start + batch] if insets is not None else None, **options)
+        out += detect_arrays(model, rgbs, batch=batch, **options)
     return out
 
 
@@ -77,7 +73,18 @@ def detect_arrays(
     batch: int = 16,
     insets: Sequence[Any] | None = None,
 ) -> list[list[Detection]]:
-    """Boxes for decoded frames (HxWx3 uint8 RGB), in their pixels; see ``detect_images``."""
+    """Boxes for decoded frames (HxWx3 uint8 RGB) with a model from ``load_yolo``.
+
+    Args:
+        device: ``auto`` | ``cpu`` | ``cuda[:N]``.
+        conf: confidence threshold; None = the one stored in the checkpoint.
+        iou, max_det: NMS IoU threshold and boxes kept per frame.
+        insets: ``InsetResult`` per frame if already measured (``predict_images``); None =
+            detected here when the model masks the inset.
+
+    Returns:
+        Per frame, ``{"class", "score", "xywh_px"}`` sorted by score, in the frame's pixels.
+    """
     meta = checkpoint_meta(model)
     names = meta["box_class_names"]
     conf = meta["predict_conf"] if conf is None else conf
@@ -102,48 +109,13 @@ def detect_arrays(
     return out
 
 
-def detect_images(
-    ckpt: str | Path,
-    paths: Sequence[str | Path],
-    device: str = "auto",
-    conf: float | None = None,
-    iou: float = 0.7,
-    max_det: int = 100,
-    insets: Sequence[Any] | None = None,
-    trust: bool = False,
-) -> list[list[Detection]]:
-    """Detect boxes in images.
-
-    Args:
-        ckpt: detector checkpoint (``RUN_DIR/checkpoints/best.pt``).
-        paths: image files (any format ``load_rgb`` reads).
-        device: ``auto`` | ``cpu`` | ``cuda[:N]``.
-        conf: confidence threshold; None = the one stored in the checkpoint (0.25 default).
-        iou: NMS IoU threshold.
-        max_det: boxes kept per image.
-        insets: ``InsetResult`` per image if already measured (``predict_images``), so the
-            inset is not detected again; None = detect here when the model masks it.
-        trust: load ``ckpt`` without the check that it cannot run code (``safe_load``).
-
-    Returns:
-        Per image, a list of ``{"class", "score", "xywh_px"}`` sorted by score (pixels of the
-        original image).
-
-    Raises:
-        WeightsError: the checkpoint does not exist or would run code when loaded.
-        ImageError: an image cannot be read.
-    """
-    model = load_yolo(ckpt, trust=trust)
-    return run_detector(model, paths, device=device, conf=conf, iou=iou, max_det=max_det, insets=insets)
-
-
 def to_coco_results(
     detections: Sequence[Sequence[Detection]], image_ids: Sequence[int], categories: Sequence[dict[str, Any]]
 ) -> list[dict[str, Any]]:
     """COCO results list (``image_id``, ``category_id``, ``bbox``, ``score``).
 
     Args:
-        detections: per image, as returned by ``detect_images``.
+        detections: per image, as returned by ``run_detector``.
         image_ids: the canonical file's image id for each entry of ``detections``.
         categories: the canonical file's categories (name -> id).
 

@@ -49,7 +49,8 @@ def score_split(
                 "ultralytics_map50_95": None, "per_class_ap": {}, "per_class_ap50": {}, "n_images": 0}
     gt = ds.subset(names)
     by_file = gt.image_by_file
-    model = load_yolo(ckpt)
+    # save_checkpoints wrote it in this run from a safely unpickled checkpoint: no second check
+    model = load_yolo(ckpt, trust=True)
     # The original frames: prediction masks them itself, exactly as `kvasir-ml predict` does.
     paths = [export.data_root / f for f in names]
     t0 = time.perf_counter()

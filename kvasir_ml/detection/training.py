@@ -117,8 +117,8 @@ def fit(cfg: DetectorConfig, export: YoloExport, run_dir: Path, tracker: Tracker
         # dataset (coco8, a download) instead; there is nothing left to train: re-score.
         log.warning("%s: training already finished; checkpoints and scores are rebuilt", last)
     else:
-        if resume:
-            model = load_yolo(last)
+        if resume:  # _training_finished just unpickled last.pt safely: no second check
+            model = load_yolo(last, trust=True)
         else:  # resolve_weights already checked the weights (trusted or safe): no second check
             model = load_yolo(resolve_weights(cfg.model.arch, cfg.model.weights, cfg.model.trust_weights), trust=True)
         recorder.register(model)

@@ -36,7 +36,7 @@ def frame_confidence(entry: Mapping[str, Any]) -> float | None:
 
     Args:
         entry: ``labels`` {label: score}, optional ``thresholds`` {label: threshold} (written
-            by ``classify_images``; missing ones count as 0.5), ``boxes`` [{score, ...}].
+            by ``train.predict.classify_arrays``; missing ones count as 0.5), ``boxes`` [{score, ...}].
 
     Returns:
         The minimum over label margins and box scores, or None when the entry has neither

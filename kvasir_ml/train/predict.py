@@ -16,15 +16,13 @@ import numpy as np
 import torch
 
 from kvasir_ml.data.cache import square_from_rgb
-from kvasir_ml.data.images import load_rgb
-from kvasir_ml.data.inset import InsetResult, detect_inset
+from kvasir_ml.data.inset import InsetResult
 from kvasir_ml.evaluation.classification import class_proba_to_label_scores, label_scores_to_class_proba
 from kvasir_ml.models.classifier import KvasirClassifier
 from kvasir_ml.taxonomy import load_taxonomy
 from kvasir_ml.train.checkpoint import load_checkpoint
 from kvasir_ml.train.config import ClassifierConfig
 from kvasir_ml.train.data import inset_inputs
-from kvasir_ml.device import resolve_device
 
 
 def load_classifier(ckpt: str | Path, device: torch.device) -> tuple[KvasirClassifier, ClassifierConfig, dict[str, Any]]:
@@ -42,43 +40,6 @@ def _class_label_matrix(cfg: ClassifierConfig, label_names: list[str]) -> np.nda
     taxonomy = load_taxonomy()
     full = taxonomy.class_label_matrix(cfg.data.class_source)
     return full[:, [taxonomy.label_index(n) for n in label_names]]
-
-
-def classify_images(ckpt: str | Path, paths: Sequence[str | Path], device: str = "auto",
-                    batch_size: int = 16, insets: Sequence[InsetResult] | None = None) -> list[dict[str, Any]]:
-    """Label scores, predicted labels and source class for each image.
-
-    Args:
-        ckpt: classifier checkpoint (``RUN_DIR/checkpoints/best.pt``).
-        paths: image files (unreadable ones raise ``ImageError``; ``predict_images``
-            filters them out first).
-        device: auto | cpu | cuda[:N].
-        batch_size: images per forward pass.
-        insets: ``InsetResult`` per image if already measured on the original frames
-            (``predict_images`` does); None = decode each original and detect here.
-
-    Returns:
-        One dict per image: ``labels`` {label: score} (every label of the checkpoint),
-        ``predicted_labels`` (score >= the val-tuned threshold), ``thresholds`` {label: the
-        val-tuned threshold} (so the margin to it can rank frames), ``source_class``
-        {name, score} (single-label model: its argmax; multi-label: the class whose label
-        set is most likely under the label scores).
-    """
-    dev = resolve_device(device)
-    return run_classifier(load_classifier(ckpt, dev), paths, dev, batch_size, insets)
-
-
-def run_classifier(loaded: tuple[KvasirClassifier, ClassifierConfig, dict[str, Any]], paths: Sequence[str | Path],
-                   device: torch.device, batch_size: int = 16,
-                   insets: Sequence[InsetResult] | None = None) -> list[dict[str, Any]]:
-    """``classify_images`` with a model already loaded by ``load_classifier`` (same outputs):
-    each file decoded once, its inset detected on the original frame unless given."""
-    results: list[dict[str, Any]] = []
-    for start in range(0, len(paths), batch_size):
-        rgbs = [load_rgb(p) for p in paths[start:start + batch_size]]
-        found = insets[start:start + batch_size] if insets is not None else [detect_inset(rgb) for rgb in rgbs]
-        results += classify_arrays(loaded, rgbs, found, device, batch_size)
-    return results
 
 
 @torch.no_grad()

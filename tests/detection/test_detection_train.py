@@ -128,12 +128,13 @@ def _fake_classifier_checkpoint(path: Path) -> Path:
                                   "class_names": classes, "thresholds": [0.5] * len(labels)})
 
 
-def test_detect_images_and_combined_predict_json(trained_run, synth_dir, tmp_path, guard):
-    from kvasir_ml.detection.predict import detect_images
+def test_run_detector_and_combined_predict_json(trained_run, synth_dir, tmp_path, guard):
+    from kvasir_ml.detection.predict import run_detector
+    from kvasir_ml.detection.yolo import load_yolo
 
     images = sorted((synth_dir / "images").glob("*.jpg"))[:3]
     best = trained_run / "checkpoints" / "best.pt"
-    boxes = detect_images(best, images, device="cpu", conf=0.0)
+    boxes = run_detector(load_yolo(best), images, device="cpu", conf=0.0)
     assert len(boxes) == 3 and any(boxes), "at conf=0 even an untrained detector emits boxes"
     for per_image, path in zip(boxes, images):
         assert all(set(det) == {"class", "score", "xywh_px"} for det in per_image)

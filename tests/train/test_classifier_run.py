@@ -94,11 +94,16 @@ def test_predict_from_checkpoint(ml_run, synth_dir):
         assert set(entry["predicted_labels"]) <= set(best["label_names"])
         assert entry["source_class"]["name"] in best["class_names"]
         assert entry["inset"]["state"] in ("green", "black", "none")
-    # predict_images hands its measured insets to the classifier; detecting them again there
-    # must give exactly the same scores
-    from kvasir_ml.train.predict import classify_images
+    # predict_images hands its measured insets to the classifier; the classifier called on its
+    # own decode and inset detection must give exactly the same scores
+    from kvasir_ml.data.images import load_rgb
+    from kvasir_ml.data.inset import detect_inset
+    from kvasir_ml.train.predict import classify_arrays, load_classifier
 
-    again = classify_images(ml_run / "checkpoints" / "best.pt", images, device="cpu")
+    rgbs = [load_rgb(p) for p in images]
+    cpu = torch.device("cpu")
+    again = classify_arrays(load_classifier(ml_run / "checkpoints" / "best.pt", cpu), rgbs,
+                            [detect_inset(rgb) for rgb in rgbs], cpu)
     assert [a["labels"] for a in again] == [entry["labels"] for entry in out]
 
 
