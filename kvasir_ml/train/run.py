@@ -59,16 +59,20 @@ _RUN_DIR_ENTRIES = ("config.yaml", "split.json", "checkpoints", "plots", "wandb"
                     "predictions_test.npz")
 
 
-def _check_run_dir(run_dir: Path, resume: bool) -> bool:
-    """``rundir.check_run_dir`` for a classifier run (resumes from ``checkpoints/last.pt``)."""
+def _check_run_dir(run_dir: Path, cfg: ClassifierConfig, resume: bool, world: int) -> bool:
+    """``rundir.check_run_dir`` for a classifier run (resumes from ``checkpoints/last.pt``); a
+    resume must match the checkpoint's config and number of processes. Checked before anything
+    is written, so a refused resume leaves the run folder as it was."""
+    last = run_dir / "checkpoints" / "last.pt"
     # the image cache is content-addressed and written atomically: a restart reuses it
-    return check_run_dir(run_dir, resume, run_dir / "checkpoints" / "last.pt", _RUN_DIR_ENTRIES, keep=("cache",))
-
-
-def _check_resume_config(cfg: ClassifierConfig, saved: dict[str, Any], run_dir: Path) -> None:
-    diffs = config_differences(dump_config(cfg), saved)
-    if diffs:
-        raise RunDirError(f"cannot resume {run_dir}: config differs from the checkpoint in {', '.join(diffs)}")
+    resume = check_run_dir(run_dir, resume, last, _RUN_DIR_ENTRIES, keep=("cache",))
+    if resume:
+        state = load_checkpoint(last, map_location="cpu")
+        diffs = config_differences(dump_config(cfg), state["config"])
+        if diffs:
+            raise RunDirError(f"cannot resume {run_dir}: config differs from the checkpoint in {', '.join(diffs)}")
+        _check_resume_world(int(state.get("world_size", 1)), world, cfg.runtime.batch_size, run_dir)
+    return resume
 
 
 def _check_resume_world(saved: int, now: int, batch_size: int, run_dir: Path) -> None:
@@ -233,9 +237,7 @@ class _Trainer:
         First finishes or undoes a checkpoint commit a kill interrupted (see
         ``_save_checkpoints``) and checks that ``best.pt`` holds the epoch ``last.pt`` names.
         """
-        state = load_checkpoint(self.ckpt_dir / "last.pt", map_location=self.device)
-        _check_resume_config(self.cfg, state["config"], self.run_dir)
-        _check_resume_world(int(state.get("world_size", 1)), self.world, self.cfg.runtime.batch_size, self.run_dir)
+        state = load_checkpoint(self.ckpt_dir / "last.pt", map_location=self.device)  # checked by _check_run_dir
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state.get("scheduler"):
@@ -412,7 +414,7 @@ def train_classifier(cfg: ClassifierConfig, out_dir: str | Path, resume: bool = 
     """
     run_dir = Path(out_dir)
     rank, world = ddp.join_process_group(resolve_device(cfg.runtime.device))
-    resume = ddp.on_rank0(lambda: _check_run_dir(run_dir, resume), rank, world)  # before any rank writes into it
+    resume = ddp.on_rank0(lambda: _check_run_dir(run_dir, cfg, resume, world), rank, world)  # before any write
     # Thread count and determinism are process-wide: put them back for the caller afterwards.
     saved = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
     trainer = None

@@ -219,3 +219,14 @@ run.train_classifier(load_classifier_config({str(ML_TINY)!r}, {overrides!r}), {s
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     resumed = json.loads((train_classifier(cfg, tmp_path / "killed", resume=True) / "metrics.json").read_text())
     assert resumed["best_epoch"] == full["best_epoch"] and resumed["test"] == full["test"]
+
+
+def test_a_resume_with_another_config_is_refused_before_anything_is_written(one_epoch, tmp_path):
+    run_dir = tmp_path / "run"
+    train_classifier(load_classifier_config(ML_TINY, one_epoch), run_dir)
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and "wandb" not in p.parts}
+    other = load_classifier_config(ML_TINY, [*one_epoch, "optim.weight_decay=0.5"])
+    with pytest.raises(RunDirError, match="config differs from the checkpoint in optim.weight_decay"):
+        train_classifier(other, run_dir, resume=True)
+    after = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and "wandb" not in p.parts}
+    assert after == before  # config.yaml, checkpoints and metrics untouched
