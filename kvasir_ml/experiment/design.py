@@ -16,10 +16,11 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from kvasir_ml.config import dump_config
+from kvasir_ml.rundir import config_differences as run_config_differences
 
-# Dotted config keys that may differ between the multi- and single-label run of a pair.
+# Dotted config keys (or whole sections) that may differ between the multi- and single-label run of a pair.
 ALLOWED_DIFFERENCES = ("name", "model.task", "loss.name", "loss.pos_weight", "loss.pos_weight_max",
-                       "loss.asl_gamma_neg", "loss.asl_gamma_pos", "loss.asl_clip", "tracking.*")
+                       "loss.asl_gamma_neg", "loss.asl_gamma_pos", "loss.asl_clip", "tracking")
 FAIR_SELECTION_RULES = ("last", "val_loss")
 
 
@@ -27,24 +28,10 @@ class DesignError(ValueError):
     """The planned runs would not make a controlled comparison; the message says what differs."""
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
-    return out
-
-
-def _allowed(key: str) -> bool:
-    return any(key == a or (a.endswith(".*") and key.startswith(a[:-1])) for a in ALLOWED_DIFFERENCES)
-
-
 def config_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
-    """Dotted keys whose values differ between two dumped configs, allowed ones left out."""
-    fa, fb = _flatten(a), _flatten(b)
-    return sorted(k for k in set(fa) | set(fb) if fa.get(k) != fb.get(k) and not _allowed(k))
+    """Dotted keys whose values differ between two dumped configs, allowed ones left out
+    (``rundir.config_differences``, the differ resumes use, with this module's allowance)."""
+    return run_config_differences(a, b, ALLOWED_DIFFERENCES)
 
 
 def check_controlled(planned: Sequence[Any]) -> dict[str, Any]:

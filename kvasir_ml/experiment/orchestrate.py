@@ -41,9 +41,6 @@ from kvasir_ml.rundir import config_differences
 
 log = logging.getLogger(__name__)
 
-# Keys that may differ between a finished run's saved config and the planned one: where and
-# how fast a run went, and where it logged, not what was trained.
-
 
 class ExperimentError(ValueError):
     """The experiment cannot go on (a stale run folder, a split mismatch); the message says which."""
@@ -180,11 +177,8 @@ def train_runs(planned: Sequence[PlannedRun], skip_finished: bool = True, progre
     bar = tqdm(planned, desc="experiment", unit="run", disable=not progress or rank != 0)
     for run in bar:
         bar.set_postfix_str(f"{run.variant} seed {run.seed}")
-        # Rank 0 decides from the files it wrote; every rank acts on the same decision.
-        skip, error = ddp.broadcast_from_rank0(_skip_finished(run, skip_finished) if rank == 0 else None, world)
-        if error:
-            raise ExperimentError(error)
-        if skip:
+        # Rank 0 decides from the files it wrote (an error is raised on every rank); all act on it.
+        if ddp.on_rank0(lambda: _skip_finished(run, skip_finished), rank, world):
             continue
         if run.kind == "detector":
             if rank == 0:  # ultralytics runs its own DDP; one process trains it here
@@ -197,16 +191,17 @@ def train_runs(planned: Sequence[PlannedRun], skip_finished: bool = True, progre
     return [run.run_dir for run in planned]
 
 
-def _skip_finished(run: PlannedRun, skip_finished: bool) -> tuple[bool, str | None]:
-    """(skip the run, error) — a finished run is reused when its config is this experiment's."""
+def _skip_finished(run: PlannedRun, skip_finished: bool) -> bool:
+    """Whether to skip the run: a finished run is reused when its config is this experiment's.
+
+    Raises:
+        ExperimentError: a finished run trained with another config.
+    """
     if not (skip_finished and (run.run_dir / "metrics.json").is_file()):
-        return False, None
-    try:
-        _check_finished(run)
-    except ExperimentError as exc:
-        return False, str(exc)
+        return False
+    _check_finished(run)
     log.info("%s: finished earlier, reused", run.run_dir)
-    return True, None
+    return True
 
 
 def report_records(records: Sequence[RunRecord], out_dir: str | Path, name: str, tracking: TrackingConfig,

@@ -32,29 +32,28 @@ def world_size_from_env() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def init_distributed(device: torch.device) -> tuple[int, int, torch.device, bool]:
+def init_distributed(device: torch.device) -> tuple[int, int, torch.device]:
     """Join torchrun's process group (if any).
 
     Args:
         device: the resolved device; under torchrun a CUDA device becomes ``cuda:LOCAL_RANK``.
 
     Returns:
-        ``(rank, world size, device, created)``; ``created`` says this call started the group
-        (it is left at exit). Without torchrun: ``(0, 1, device, False)``.
+        ``(rank, world size, device)``; the group is joined once per process and left at exit.
+        Without torchrun: ``(0, 1, device)``.
     """
     world = world_size_from_env()
     if world <= 1:
-        return 0, 1, device, False
+        return 0, 1, device
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
-    created = not dist.is_initialized()
-    if created:
+    if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=_TIMEOUT)
         # Kept for the process's lifetime: a group destroyed and created again in one process
         # fails to reconnect (gloo), and an experiment trains several runs in one process.
         atexit.register(_leave)
-    return dist.get_rank(), dist.get_world_size(), device, created
+    return dist.get_rank(), dist.get_world_size(), device
 
 
 def barrier(world: int) -> None:
@@ -92,11 +91,10 @@ def reduce_epoch_stats(stats: dict[str, Any], device: torch.device, world: int) 
 def join_process_group(device: torch.device | None = None) -> tuple[int, int]:
     """``(rank, world size)`` of this process. Under torchrun, joins the process group first
     if nobody has (NCCL for a CUDA ``device``, else gloo; default: CUDA when available)."""
-    if world_size_from_env() <= 1:
-        return 0, 1
-    if not dist.is_initialized():
-        init_distributed(device or torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-    return dist.get_rank(), dist.get_world_size()
+    from kvasir_ml.device import resolve_device
+
+    rank, world, _ = init_distributed(device or resolve_device("auto"))
+    return rank, world
 
 
 def on_rank0(fn: Callable[[], Any], rank: int, world: int) -> Any:

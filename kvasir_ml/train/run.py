@@ -167,7 +167,7 @@ class _Trainer:
         if rt.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = not rt.deterministic
-        self.rank, self.world, self.device, _ = ddp.init_distributed(resolve_device(rt.device))
+        self.rank, self.world, self.device = ddp.init_distributed(resolve_device(rt.device))
         self.is_main = self.rank == 0
         self.ckpt_dir = run_dir / "checkpoints"
         self._setup_data()
