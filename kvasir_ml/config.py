@@ -128,12 +128,17 @@ def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> dict:
     return out
 
 
+def sub_model(annotation: Any) -> type[BaseModel] | None:
+    """The config section a field's annotation names (a pydantic model), else None."""
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
 def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
     """The (sub-)model that holds the key at ``loc`` (None when ``loc`` leaves the models)."""
     for part in loc:
         field = model.model_fields.get(str(part))
-        sub = field.annotation if field is not None else None
-        if not (isinstance(sub, type) and issubclass(sub, BaseModel)):
+        sub = sub_model(field.annotation) if field is not None else None
+        if sub is None:
             return None
         model = sub
     return model

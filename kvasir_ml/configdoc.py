@@ -21,7 +21,7 @@ from typing import Any, Iterator, Literal
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from kvasir_ml.config import ConfigError, load_config, read_yaml_mapping
+from kvasir_ml.config import ConfigError, load_config, read_yaml_mapping, sub_model
 
 # Config kinds by file-name prefix -> "module:Model" (imported lazily: torch is heavy).
 CONFIG_KINDS = {
@@ -76,10 +76,6 @@ def kind_of(path: str | Path) -> str:
     return fits[0]
 
 
-def _sub_model(annotation: Any) -> type[BaseModel] | None:
-    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
-
-
 def type_name(annotation: Any) -> str:
     """A type as the YAML comments write it: ``int``, ``str | null``, ``raw | masked``, ``list[float]``."""
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
@@ -103,24 +99,23 @@ def _section_doc(info: Any, sub: type[BaseModel]) -> str:
     return info.description or (doc_lines[0] if doc_lines else "")
 
 
-def _bounds(info: Any) -> str:
+def _field_type(info: Any) -> str:
+    """A field's type as the docs write it, with its bounds: ``int, >= 1``."""
     marks = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
-    out = [f"{marks[name]} {getattr(m, name)}" for m in info.metadata for name in marks if hasattr(m, name)]
-    return ", ".join(out)
+    bounds = [f"{marks[name]} {getattr(m, name)}" for m in info.metadata for name in marks if hasattr(m, name)]
+    return ", ".join([type_name(info.annotation), *bounds])
 
 
 def field_docs(model: type[BaseModel], prefix: str = "") -> Iterator[FieldDoc]:
     """Every key of a config model (depth first, in declaration order)."""
     for name, info in model.model_fields.items():
         key = f"{prefix}{name}"
-        sub = _sub_model(info.annotation)
+        sub = sub_model(info.annotation)
         if sub is not None:
             yield FieldDoc(key, "section", _section_doc(info, sub), True)
             yield from field_docs(sub, f"{key}.")
             continue
-        kind = type_name(info.annotation)
-        bounds = _bounds(info)
-        yield FieldDoc(key, f"{kind}, {bounds}" if bounds else kind, info.description or "", False)
+        yield FieldDoc(key, _field_type(info), info.description or "", False)
 
 
 def _value_text(value: Any) -> str:
@@ -134,7 +129,7 @@ def _render(cfg: BaseModel, depth: int, overridden: frozenset[str], prefix: str)
     last = ""
     for name, info in type(cfg).model_fields.items():
         key, pad = f"{prefix}{name}", _INDENT * depth
-        sub = _sub_model(info.annotation)
+        sub = sub_model(info.annotation)
         if sub is not None:
             doc = _section_doc(info, sub)
             if depth == 0 and lines:
@@ -143,11 +138,10 @@ def _render(cfg: BaseModel, depth: int, overridden: frozenset[str], prefix: str)
             lines += _render(getattr(cfg, name), depth + 1, overridden, f"{key}.")
             last = name
             continue
-        if depth == 0 and lines and _sub_model(type(cfg).model_fields[last].annotation) is not None:
+        if depth == 0 and lines and sub_model(type(cfg).model_fields[last].annotation) is not None:
             lines.append("")  # a top-level key after a section: keep it visibly apart
         last = name
-        bounds = _bounds(info)
-        kind = type_name(info.annotation) + (f", {bounds}" if bounds else "")
+        kind = _field_type(info)
         mark = " [set]" if key in overridden else ""
         head = f"{pad}{name}: {_value_text(values[name])}"
         lines.append(f"{head.ljust(_COMMENT_COLUMN - 1)} # ({kind}){mark} {info.description or ''}".rstrip())

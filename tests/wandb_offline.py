@@ -10,8 +10,18 @@ import json
 from pathlib import Path
 from typing import Any, Iterator
 
-from kvasir_ml.tracking.offline import OfflineRunError, find_run_files, iter_records
+from kvasir_ml.tracking.offline import OfflineRunError, iter_records
 
+
+
+def find_run_files(path: str | Path) -> list[Path]:
+    """``.wandb`` files under ``path`` (a ``.wandb`` file, a run folder, a ``wandb/`` folder or
+    a folder above it), oldest first."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    files = sorted(path.rglob("run-*.wandb"), key=lambda p: (p.parent.name.split("-", 2)[-1], str(p)))
+    return [f for f in files if f.is_file()]
 
 def _key(item: Any) -> list[str]:
     return list(item.nested_key) if item.nested_key else [item.key]

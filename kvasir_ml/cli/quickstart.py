@@ -1,4 +1,4 @@
-"""``kvasir-ml quickstart --out DIR``: the main job on built-in synthetic data (CPU, offline, ~2.5 min)."""
+"""``kvasir-ml quickstart --out DIR``: the main job on built-in synthetic data (CPU, offline, ~2.5-3 min)."""
 
 from __future__ import annotations
 
@@ -25,9 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                     examples=["kvasir-ml quickstart --out runs/quickstart            # what `make demo` runs, ~3 min",
                               "kvasir-ml quickstart --out runs/qs-big --images 400 --epochs 10 --seeds 0 1 2",
                               "kvasir-ml quickstart --out runs/qs-fast --no-detector --tracking-mode disabled"],
-                    description="Synthesize a Kvasir-like dataset, train the multi-label model (inset branch) "
-                                "and the single-label baseline (inset masked) for each seed and a YOLO detector, "
-                                "score them on one held-out test split and write comparison.md/.json, plots "
+                    description="Synthesize a Kvasir-like dataset, train the multi-label model and the "
+                                "single-label baseline with the same input (inset masked), the multi-label model "
+                                "with the inset branch (an inset ablation), each for every seed, and a YOLO "
+                                "detector; score them on one held-out test split and write comparison.md/.json, plots "
                                 "and offline W&B runs. CPU only, nothing downloaded; re-running reuses the data "
                                 "and the finished runs.")
     p.add_argument("--out", default="runs/quickstart", metavar="DIR",

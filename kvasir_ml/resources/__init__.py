@@ -39,11 +39,6 @@ def configs_dir() -> Path:
     return _folder(CONFIGS_PACKAGE)
 
 
-def config_names() -> list[str]:
-    """File names of the shipped configs, sorted."""
-    return sorted(p.name for p in configs_dir().glob("*.yaml"))
-
-
 def find_config(path: str | Path) -> Path | None:
     """``path`` if it is a file; else the shipped config it names (``configs/<name>.yaml`` or ``<name>.yaml``).
 

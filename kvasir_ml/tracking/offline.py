@@ -28,16 +28,6 @@ class OfflineRunError(ValueError):
     """A path holds no readable W&B offline run; the message names the file and the problem."""
 
 
-def find_run_files(path: str | Path) -> list[Path]:
-    """``.wandb`` files under ``path`` (a ``.wandb`` file, a run folder, a ``wandb/`` folder or
-    a folder above it), oldest first."""
-    path = Path(path)
-    if path.is_file():
-        return [path]
-    files = sorted(path.rglob("run-*.wandb"), key=lambda p: (p.parent.name.split("-", 2)[-1], str(p)))
-    return [f for f in files if f.is_file()]
-
-
 def iter_records(wandb_file: str | Path) -> Iterator[Any]:
     """Yield the ``Record`` protobufs of a ``.wandb`` file in order.
 
