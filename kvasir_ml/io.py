@@ -216,12 +216,10 @@ def read_text_utf8(path: str | Path) -> str:
 
 
 def read_json(path: str | Path) -> Any:
-    """Read JSON, turning a parse error into a message that names the file and position."""
+    """Read JSON (as ``read_text_utf8``: a BOM is dropped), turning a parse error into a message
+    that names the file and position."""
     path = Path(path)
     try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
+        return json.loads(read_text_utf8(path))
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{path}: not UTF-8 text ({exc.reason})") from None

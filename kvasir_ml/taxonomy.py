@@ -116,7 +116,8 @@ class Taxonomy:
 
     def class_region(self, source: str, source_class: str) -> str:
         """``upper`` or ``lower`` GI when every label of the class lies there, else ``mixed``."""
-        regions = {label.region for label in self.labels if label.name in self.labels_for(source, source_class)}
+        wanted = set(self.labels_for(source, source_class))
+        regions = {label.region for label in self.labels if label.name in wanted}
         return regions.pop() if len(regions) == 1 else "mixed"
 
     def class_label_matrix(self, source: str) -> np.ndarray:

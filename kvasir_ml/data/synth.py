@@ -430,12 +430,13 @@ def _frame_labels(rng: np.random.Generator, taxonomy: Taxonomy, cls: str, cooccu
     return [name for name in taxonomy.label_names if name in labels]
 
 
-def render_frame(rng: np.random.Generator, cls: str, labels: list[str], size_px: tuple[int, int]) -> tuple[Image.Image, str, list[float] | None, list[tuple[str, list[float]]]]:
+def render_frame(rng: np.random.Generator, upper: bool, labels: list[str],
+                 size_px: tuple[int, int]) -> tuple[Image.Image, str, list[float] | None, list[tuple[str, list[float]]]]:
     """Draw one frame.
 
     Args:
         rng: the frame's own generator (the frame depends on nothing else).
-        cls: source class (decides upper vs lower GI).
+        upper: an upper-GI frame (the class's labels lie there: ``Taxonomy.class_region``).
         labels: labels to draw (each must have a signature in ``_FEATURES``).
         size_px: ``(width, height)``.
 
@@ -443,7 +444,6 @@ def render_frame(rng: np.random.Generator, cls: str, labels: list[str], size_px:
         ``(image, inset_state, inset_box_xywh_px, boxes)`` with boxes ``[(box_class, xywh_px)]``.
     """
     w, h = size_px
-    upper = load_taxonomy().class_region(SOURCE, cls) == "upper"  # from the labels' regions
     scene = _Scene(rng, w, h, upper)
     if "ulcerative-colitis" not in labels:
         scene.vessels()
@@ -534,12 +534,13 @@ def synthesize(
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     ds = CanonicalDataset.new(SOURCE, f"synthetic Kvasir-like frames (seed={seed}, n={n})", taxonomy)
     ds.info.update({"date_created": _FIXED_DATE, **params})
+    upper = {c: taxonomy.class_region(SOURCE, c) == "upper" for c in classes}  # from the labels' regions
     for i in range(n):
         rng = np.random.default_rng([int(seed), i])
         cls = classes[i % len(classes)]
         labels = _frame_labels(rng, taxonomy, cls, cooccurrence)
         size = _frame_size(rng, (lo, hi))
-        img, state, inset_box, boxes = render_frame(rng, cls, labels, size)
+        img, state, inset_box, boxes = render_frame(rng, upper[cls], labels, size)
         rel = f"images/synth-{seed}-{i:05d}.jpg"
         # No EXIF/timestamps: PIL's JPEG bytes depend only on the pixels and settings.
         img.save(out_dir / rel, format="JPEG", quality=JPEG_QUALITY)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -109,12 +110,17 @@ class IndexResult:
                 lines.append(f"    ... {len(items) - max_per_reason} more")
         return "\n".join(lines)
 
-    def raise_if_strict(self, strict: bool, source: str, root: str | Path) -> "IndexResult":
-        """Raise IndexingError when ``strict`` and any error or warning was recorded."""
-        bad = [p for p in self.problems if p.severity != "ignored"]
+    @classmethod
+    def finish(cls, ds: CanonicalDataset, problems: list[Problem], start_s: float, strict: bool, source: str,
+               root: str | Path) -> "IndexResult":
+        """What every indexer ends with: report identical images under two classes, time it, and
+        raise ``IndexingError`` when ``strict`` and any error or warning was recorded."""
+        report_conflicting_duplicates(ds, problems)
+        result = cls(ds, problems, time.perf_counter() - start_s)
+        bad = [p for p in problems if p.severity != "ignored"]
         if strict and bad:
             raise IndexingError(source, root, bad)
-        return self
+        return result
 
 
 @dataclass
@@ -246,20 +252,16 @@ def add_probed_image(
     )
 
 
-def report_conflicting_duplicates(ds: CanonicalDataset, problems: list[Problem]) -> int:
+def report_conflicting_duplicates(ds: CanonicalDataset, problems: list[Problem]) -> None:
     """Warn about byte-identical images indexed under different classes (conflicting labels).
 
     Every such image gets a warning naming its twins and their classes; all stay indexed
     (the split keeps identical content on one side; ``--strict`` fails on them).
-
-    Returns:
-        The number of images involved.
     """
     groups: dict[str, list[dict]] = {}
     for img in ds.images:
         if img.get("content_sha256"):
             groups.setdefault(img["content_sha256"], []).append(img)
-    n = 0
     for imgs in groups.values():
         if len({(img.get("source_class"), tuple(sorted(img["labels"]))) for img in imgs}) < 2:
             continue
@@ -269,8 +271,6 @@ def report_conflicting_duplicates(ds: CanonicalDataset, problems: list[Problem])
                 img["file_name"], f"identical bytes to {', '.join(twins[:3])}{' ...' if len(twins) > 3 else ''} "
                 f"but indexed as {img.get('source_class')!r} with labels {img['labels']}: one image, conflicting "
                 "labels (check which class is right)", "warning", kind="same image, different class"))
-            n += 1
-    return n
 
 
 def relative(path: Path, root: Path) -> str:

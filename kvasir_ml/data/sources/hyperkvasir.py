@@ -31,7 +31,6 @@ from kvasir_ml.data.sources.common import (
     is_image_file,
     probe_images,
     relative,
-    report_conflicting_duplicates,
 )
 from kvasir_ml.data.sources.kvasir_seg import attach_boxes, find_mask, list_images, read_box_json
 from kvasir_ml.io import read_text_utf8
@@ -212,6 +211,4 @@ def index_hyperkvasir(
     labeled_ids = _index_labeled(root, Path(labels_csv) if labels_csv else None, ds, taxonomy, workers, problems)
     if (root / "segmented-images").is_dir():
         _index_segmented(root, ds, labeled_ids, taxonomy, workers, problems)
-    report_conflicting_duplicates(ds, problems)
-    result = IndexResult(ds, problems, time.perf_counter() - start)
-    return result.raise_if_strict(strict, SOURCE, root)
+    return IndexResult.finish(ds, problems, start, strict, SOURCE, root)

@@ -23,7 +23,6 @@ from kvasir_ml.data.sources.common import (
     is_image_file,
     probe_images,
     relative,
-    report_conflicting_duplicates,
 )
 from kvasir_ml.geometry import xyxy_px_to_xywh_px
 from kvasir_ml.io import read_json
@@ -204,6 +203,4 @@ def index_kvasir_seg(
         stems = {p.stem for p in images}
         for key in sorted(set(entries) - stems):
             problems.append(Problem(f"{json_rel}#{key}", f"JSON entry has no image images/{key}.*; skipped", kind="JSON entry without image"))
-    report_conflicting_duplicates(ds, problems)
-    result = IndexResult(ds, problems, time.perf_counter() - start)
-    return result.raise_if_strict(strict, SOURCE, root)
+    return IndexResult.finish(ds, problems, start, strict, SOURCE, root)

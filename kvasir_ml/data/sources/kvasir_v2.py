@@ -19,7 +19,6 @@ from kvasir_ml.data.sources.common import (
     is_image_file,
     probe_images,
     relative,
-    report_conflicting_duplicates,
 )
 from kvasir_ml.taxonomy import Taxonomy, TaxonomyError, load_taxonomy
 
@@ -110,6 +109,4 @@ def index_kvasir_v2(
     ds = CanonicalDataset.new(source, taxonomy=taxonomy)
     for (path, cls), probe in zip(files, probes):
         add_probed_image(ds, problems, relative(path, root), probe, taxonomy.labels_for(source, cls), source, cls)
-    report_conflicting_duplicates(ds, problems)
-    result = IndexResult(ds, problems, time.perf_counter() - start)
-    return result.raise_if_strict(strict, source, root)
+    return IndexResult.finish(ds, problems, start, strict, source, root)
