@@ -191,7 +191,7 @@ def _group_tasks(tasks: Sequence[Any], data_root: Path | None, report: ConvertRe
             if not isinstance(task.get("data"), dict):
                 raise ConvertError("task has no 'data' object")
             key = image_key_from_task_data(task["data"])
-            if data_root is not None and not _is_file(resolve_in_root(data_root, key)):
+            if data_root is not None and not resolve_in_root(data_root, key).is_file():
                 raise ConvertError(f"image {key!r} not found under the data root {data_root}")
         except (ConvertError, OSError, RuntimeError) as exc:  # OSError: name too long; RuntimeError: symlink loop
             report.problems.append(Problem(tid, "unresolvable-image", str(exc)))
@@ -203,13 +203,6 @@ def _group_tasks(tasks: Sequence[Any], data_root: Path | None, report: ConvertRe
                                            "same image; their annotations are pooled", "warning", key))
         groups.setdefault(key, []).append(task)
     return groups
-
-
-def _is_file(path: Path) -> bool:
-    try:
-        return path.is_file()
-    except OSError:
-        return False
 
 
 def _image_size(key: str, base_entry: dict | None, data_root: Path | None, tid: Any,

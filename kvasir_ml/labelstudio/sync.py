@@ -325,12 +325,14 @@ def pull_project(
         seen = {t.get("id") for t in tasks}
         tasks += [t for t in export_snapshot(client, pid, {"skipped": "only"}) if t.get("id") not in seen]
     dataset, report = export_to_canonical(tasks, data_root=data_root, base=base, policy=policy, skipped=skipped)
-    all_tasks_list = client.list_tasks(pid)  # ids and data only: cheap even for large projects
-    if not all_tasks:
-        report.n_not_exported = max(0, len(all_tasks_list) - len(tasks))
-        report.n_tasks = len(tasks) + report.n_not_exported
-    if base is not None:
-        report.deleted = _base_images_without_task(base, all_tasks_list)
+    if not all_tasks or base is not None:
+        # every task's id and data (cheap even for large projects); an all-tasks export has them
+        listing = tasks if all_tasks else client.list_tasks(pid)
+        if not all_tasks:
+            report.n_not_exported = max(0, len(listing) - len(tasks))
+            report.n_tasks = len(tasks) + report.n_not_exported
+        if base is not None:
+            report.deleted = _base_images_without_task(base, listing)
     redo_view = mark_rejected(client, pid, report.rejected_task_ids)
     unchanged = base is not None and not any(v for k, v in report.changes.items() if k != "changed")
     if unchanged:
@@ -348,8 +350,9 @@ def _base_images_without_task(base: CanonicalDataset, tasks: list[dict[str, Any]
     """Base images that no task of the project shows (with the task id an earlier pull recorded)."""
     keys = set()
     for task in tasks:
+        data = task.get("data") if isinstance(task, dict) else None
         try:
-            keys.add(image_key_from_task_data(task["data"]))
+            keys.add(image_key_from_task_data(data if isinstance(data, dict) else {}))
         except ConvertError:
             continue
     return [{"file_name": img["file_name"], "task_id": (img.get("labelstudio") or {}).get("task_id")}
