@@ -136,10 +136,16 @@ def hiding_box_xywh_px(width_px: int, height_px: int, detected_box_xywh_px=None,
     return (x0, y0, x1 - x0, y1 - y0)
 
 
-def _box_slices(rgb: np.ndarray, box_xywh_px) -> tuple[slice, slice]:
-    if rgb.ndim < 2:
-        raise ValueError(f"expected an HxW(xC) image, got shape {rgb.shape}")
-    height, width = rgb.shape[:2]
+def box_slices(shape_hw: tuple[int, ...], box_xywh_px) -> tuple[slice, slice]:
+    """Rows and columns of an image of ``shape_hw`` that a pixel box covers, rounded outwards
+    and clipped to the image (the rounding ``mask_inset`` and ``crop_inset`` use).
+
+    Raises:
+        ValueError: a box without area or outside the image.
+    """
+    if len(shape_hw) < 2:
+        raise ValueError(f"expected an HxW(xC) image, got shape {tuple(shape_hw)}")
+    height, width = shape_hw[:2]
     x, y, w, h = (float(v) for v in box_xywh_px)
     if w <= 0 or h <= 0:
         raise ValueError(f"inset box {tuple(box_xywh_px)} has no area")
@@ -161,7 +167,7 @@ def mask_inset(rgb: np.ndarray, box_xywh_px) -> np.ndarray:
     Returns:
         A new array of the same shape and dtype.
     """
-    rows, cols = _box_slices(rgb, box_xywh_px)
+    rows, cols = box_slices(rgb.shape, box_xywh_px)
     out = rgb.copy()
     out[rows, cols] = 0
     return out
@@ -177,7 +183,7 @@ def crop_inset(rgb: np.ndarray, box_xywh_px) -> np.ndarray:
     Returns:
         ``(h, w, 3)`` array (a copy, safe to modify).
     """
-    rows, cols = _box_slices(rgb, box_xywh_px)
+    rows, cols = box_slices(rgb.shape, box_xywh_px)
     return rgb[rows, cols].copy()
 
 
@@ -385,7 +391,7 @@ def detect_inset(rgb: np.ndarray) -> InsetResult:
         raise ValueError(f"detect_inset expects an (H, W, 3) RGB array, got shape {rgb.shape}")
     height, width = rgb.shape[:2]
     step = _stride(height, width)
-    rows, cols = _box_slices(rgb, nominal_inset_box_xywh_px(width, height))
+    rows, cols = box_slices(rgb.shape, nominal_inset_box_xywh_px(width, height))
     nominal = rgb[rows, cols][::step, ::step]
     green_fraction = float(green_mask(nominal).mean())
     black_fraction = float(dark_mask(nominal).mean())

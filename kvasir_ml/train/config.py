@@ -14,10 +14,10 @@ from typing import Literal
 from pydantic import Field
 
 from kvasir_ml.config import DatasetConfig, StrictModel, TrackingConfig, load_config
-from kvasir_ml.models.config import InsetMode, LossConfig, ModelConfig, Task
+from kvasir_ml.models.config import LossConfig, ModelConfig
 
-__all__ = ["AugConfig", "ClassifierConfig", "DataConfig", "EvalConfig", "InsetMode", "LossConfig", "ModelConfig",
-           "OptimConfig", "RuntimeConfig", "Task", "load_classifier_config"]
+__all__ = ["AugConfig", "ClassifierConfig", "DataConfig", "EvalConfig", "OptimConfig", "RuntimeConfig",
+           "load_classifier_config"]  # the model and loss sections live in models.config
 
 
 class DataConfig(DatasetConfig):

@@ -29,8 +29,7 @@ from torch.utils.data import Dataset, get_worker_info
 from torchvision.transforms.v2 import functional as TF
 
 from kvasir_ml.data.coco import CanonicalDataset
-from kvasir_ml.data.inset import _box_slices, detect_inset, hiding_box_xywh_px  # the rounding mask_inset uses
-from kvasir_ml.models.classifier import INSET_STATES
+from kvasir_ml.data.inset import INSET_STATES, box_slices, detect_inset, hiding_box_xywh_px
 from kvasir_ml.taxonomy import Taxonomy, TaxonomyError
 
 log = logging.getLogger(__name__)
@@ -141,12 +140,12 @@ def scaled_inset_box(size: tuple[int, int], box: tuple | None, shape_hw: tuple[i
 def hide_slices(size: tuple[int, int], box: tuple | None, shape_hw: tuple[int, int]) -> tuple[slice, slice]:
     """Rows and columns of a resized image that ``masked``/``branch`` modes black out
     (``scaled_inset_box``, rounded outwards like ``mask_inset``)."""
-    return _box_slices(np.empty(shape_hw, dtype=bool), scaled_inset_box(size, box, shape_hw))
+    return box_slices(shape_hw, scaled_inset_box(size, box, shape_hw))
 
 
-def inset_crop(rgb: np.ndarray, size: tuple[int, int], box: tuple | None, branch_px: int) -> torch.Tensor:
-    """The (unmasked) hidden region of a resized image, resized to ``(3, branch_px, branch_px)`` uint8."""
-    rows, cols = hide_slices(size, box, rgb.shape[:2])
+def inset_crop(rgb: np.ndarray, rows: slice, cols: slice, branch_px: int) -> torch.Tensor:
+    """The (unmasked) hidden region (``hide_slices``) of a resized image, resized to
+    ``(3, branch_px, branch_px)`` uint8."""
     crop = torch.from_numpy(np.array(rgb[rows, cols], dtype=np.uint8, copy=True)).permute(2, 0, 1)
     return TF.resize(crop, [branch_px, branch_px], antialias=True)
 
@@ -177,11 +176,11 @@ def inset_inputs(rgb: np.ndarray, size: tuple[int, int], state: str | None, box:
     """
     image = np.array(rgb, dtype=np.uint8, copy=True)
     out: dict[str, torch.Tensor] = {}
-    if mode == "branch":
-        out["inset"] = inset_crop(rgb, size, box, branch_px)  # cropped before masking
-        out["inset_state"] = inset_onehot(state)
     if mode != "raw":
         rows, cols = hide_slices(size, box, rgb.shape[:2])
+        if mode == "branch":
+            out["inset"] = inset_crop(rgb, rows, cols, branch_px)  # cropped before masking
+            out["inset_state"] = inset_onehot(state)
         image[rows, cols] = 0
     return {"image": torch.from_numpy(image).permute(2, 0, 1).contiguous(), **out}
 
@@ -224,8 +223,8 @@ class ClassifierDataset(Dataset):
         self.insets: np.ndarray | None = None
         self.inset_states: np.ndarray | None = None
         if inset_mode == "branch":
-            self.insets = np.stack([inset_crop(pack[i], records.sizes[i], records.inset_boxes[i], branch_px).numpy()
-                                    for i in range(len(records))])
+            self.insets = np.stack([inset_crop(pack[i], slice(r0, r1), slice(c0, c1), branch_px).numpy()
+                                    for i, (r0, r1, c0, c1) in enumerate(self.hide)])
             self.inset_states = np.stack([inset_onehot(s).numpy() for s in records.inset_states])
 
     def _images(self) -> np.ndarray:

@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from kvasir_ml.evaluation.classification import label_scores_to_class_proba
+from kvasir_ml.models.config import LossConfig
 from kvasir_ml.models.losses import CalibratedPosWeightBCE, build_loss
-from kvasir_ml.train.config import LossConfig
 
 # labels: esophagitis, z-line; classes: esophagitis = {esophagitis, z-line}, normal-z-line = {z-line}
 MATRIX = np.array([[1, 0], [0, 1], [1, 1]], dtype=float)[[2, 1]]  # rows: esophagitis, normal-z-line

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from kvasir_ml.models.classifier import WeightsUnavailableError, build_model, preprocessing
+from kvasir_ml.models.config import LossConfig, ModelConfig
 from kvasir_ml.models.losses import AsymmetricLoss, build_loss, pos_weight_from_labels
-from kvasir_ml.train.config import LossConfig, ModelConfig
 
 
 def _batch(n: int = 2, size: int = 64, branch: int = 24) -> dict[str, torch.Tensor]:

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from kvasir_ml.models.classifier import build_model
+from kvasir_ml.models.config import LossConfig, ModelConfig
 from kvasir_ml.models.losses import build_loss
 from kvasir_ml.train.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from kvasir_ml.train.config import LossConfig, ModelConfig
 from kvasir_ml.train.loop import evaluate, lr_find, train_one_epoch
 from kvasir_ml.train.run import make_optimizer
 
