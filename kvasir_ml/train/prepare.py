@@ -108,11 +108,11 @@ def make_loaders(cfg: ClassifierConfig, data: RunData, device: torch.device, wor
     ``runtime.batch_size`` is per process. With ``world_size`` > 1 the train split is sharded
     by ``DistributedSampler`` (padded so every rank gets the same number of images, hence the
     same number of steps); the last partial batch of a shard is dropped unless the shard is
-    smaller than one batch (then it is the only batch). Eval loaders cover whole splits
-    (rank 0 evaluates).
+    smaller than one batch (then it is the only batch). Eval loaders cover whole splits and
+    exist on rank 0 only (it alone evaluates).
 
     Returns:
-        (train loader, its shuffling generator, {"val", "test"} eval loaders).
+        (train loader, its shuffling generator, {"val", "test"} eval loaders; empty on other ranks).
     """
     rt, mode, branch_px = cfg.runtime, cfg.model.inset_mode, cfg.model.branch_size_px
     pin = device.type == "cuda"
@@ -122,8 +122,8 @@ def make_loaders(cfg: ClassifierConfig, data: RunData, device: torch.device, wor
                         else RandomSampler(train_ds, generator=generator))
     shard = len(sampler)  # type: ignore[arg-type]
     train = batch_loader(train_ds, sampler, rt.batch_size, shard > rt.batch_size, rt.workers, pin)
-    evals = {}
-    for name in ("val", "test"):
+    evals: dict[str, DataLoader] = {}
+    for name in ("val", "test") if rank == 0 else ():  # only rank 0 evaluates
         ds = ClassifierDataset(data.records[name], data.packs[name], mode, branch_px)
         evals[name] = batch_loader(ds, SequentialSampler(ds), 2 * rt.batch_size, False, rt.workers, pin)
     return train, generator, evals
