@@ -21,6 +21,7 @@ detector runs train on rank 0 while the others wait.
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,11 +121,11 @@ def plan_classifier_runs(cfg: ExperimentConfig, data: ExperimentData, out_dir: P
 
     planned = []
     for task, modes in cfg.variants.items():
-        base_path = resolve_config_path(cfg.base_configs[task])
+        base = dump_config(load_classifier_config(resolve_config_path(cfg.base_configs[task]), cfg.overrides))
         for mode in modes:
             variant = f"{task}-{mode}"
             for seed in cfg.seeds:
-                raw = dump_config(load_classifier_config(base_path, cfg.overrides))
+                raw = copy.deepcopy(base)
                 raw["name"] = variant
                 raw["data"].update(_shared_fields(data), cache_dir=str(data.cache_dir))
                 raw["model"].update(task=task, inset_mode=mode)
