@@ -28,6 +28,8 @@ class Label:
     group: str
     region: str
     description: str = ""
+    hotkey: str = ""  # Label Studio key that ticks the label (box classes: shift + their label's)
+    hint: str = ""  # short text shown beside it on the labeling page
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,9 @@ def _parse(raw: dict, path: str) -> Taxonomy:
     names = [label.name for label in labels]
     if len(set(names)) != len(names):
         raise TaxonomyError(f"{path}: duplicate label names")
+    keys = [label.hotkey for label in labels if label.hotkey]  # optional; the labeling config needs them
+    if not all(len(k) == 1 and k.islower() for k in keys) or len(set(keys)) != len(keys):
+        raise TaxonomyError(f"{path}: label hotkeys must be distinct one-letter lower-case keys, got {keys}")
     boxes = tuple(BoxClass(**item) for item in raw["box_classes"])
     for box in boxes:
         if box.label not in names:

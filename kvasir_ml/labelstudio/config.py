@@ -35,28 +35,35 @@ INSET_NAME = "inset"  # <Choices name=...> inset state (single, required)
 # Fixed, readable colours for box classes (cycled); the order follows the taxonomy.
 _BOX_COLOURS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0")
 
-# Mnemonic hotkeys. Label Studio's own single keys on an image page are r (rectangle tool),
-# v (move), h (pan) and u (unselect region): none of them is used here. Box classes take
-# shift + the letter of their label, so "p" ticks the polyp label and "shift+p" draws a polyp box.
-LABEL_HOTKEYS = {
-    "z-line": "z", "pylorus": "y", "retroflex-stomach": "s", "cecum": "c", "ileum": "i", "retroflex-rectum": "x",
-    "esophagitis": "e", "barretts": "a", "polyp": "p", "ulcerative-colitis": "o", "hemorrhoids": "k",
-    "dyed": "d", "lifted": "l", "resection-margin": "m",
-    "bbps-0-1": "q", "bbps-2-3": "w", "impacted-stool": "f",
-}
-INSET_HOTKEYS = {"green": "g", "black": "b", "none": "n"}
-BOX_HOTKEYS = {"polyp": "shift+p", "resection-margin": "shift+m"}
+# Mnemonic hotkeys come from the taxonomy (each label's ``hotkey``; a box class takes shift +
+# its label's, so "p" ticks the polyp label and "shift+p" draws a polyp box; an inset state
+# its first letter). Label Studio's own single keys on an image page are r (rectangle tool),
+# v (move), h (pan) and u (unselect region): the taxonomy may not use them.
 RESERVED_HOTKEYS = frozenset({"r", "v", "h", "u"})  # Label Studio's image tools and region keys
 
-# Short hints shown beside each label (the taxonomy's long description is the hover hint).
-SHORT_HINTS = {
-    "z-line": "GE junction", "pylorus": "to duodenum", "retroflex-stomach": "shaft in view",
-    "cecum": "appendix, ICV", "ileum": "terminal", "retroflex-rectum": "shaft in view",
-    "esophagitis": "LA A-D", "barretts": "+ short segment", "polyp": "+ dyed/lifted",
-    "ulcerative-colitis": "any grade", "hemorrhoids": "retroflexed",
-    "dyed": "blue dye", "lifted": "injection lift", "resection-margin": "post-resection",
-    "bbps-0-1": "poor prep", "bbps-2-3": "adequate", "impacted-stool": "blocks view",
-}
+
+def hotkeys(taxonomy: Taxonomy) -> dict[str, dict[str, str]]:
+    """``{"labels": {label: key}, "boxes": {box class: key}, "inset": {state: key}}``.
+
+    Raises:
+        ValueError: a label without a hotkey, two controls sharing a key, or a key Label Studio
+            reserves.
+    """
+    missing = [label.name for label in taxonomy.labels if not label.hotkey]
+    if missing:
+        raise ValueError(f"{taxonomy.path}: labels {missing} have no hotkey; add one to each in the taxonomy")
+    labels = {label.name: label.hotkey for label in taxonomy.labels}
+    out = {"labels": labels,
+           "boxes": {box.name: f"shift+{labels[box.label]}" for box in taxonomy.box_classes},
+           "inset": {state: state[0] for state in taxonomy.inset_states}}
+    keys = [k for table in out.values() for k in table.values()]
+    clash = sorted({k for k in keys if keys.count(k) > 1 or k in RESERVED_HOTKEYS})
+    if clash:
+        raise ValueError(f"{taxonomy.path}: hotkeys {clash} are shared or reserved by Label Studio "
+                         f"({', '.join(sorted(RESERVED_HOTKEYS))}); change the labels' hotkey in the taxonomy")
+    return out
+
+
 GROUP_TITLES = {"landmark": "Landmarks", "finding": "Findings", "procedure": "Procedure", "quality": "Bowel prep / quality"}
 REGION_TITLES = {"upper": "upper GI", "lower": "lower GI"}
 
@@ -68,13 +75,7 @@ _PANEL_CSS = ".kv-panel .lsf-choice { line-height: 24px; } .kv-panel .lsf-choice
 _IMAGE_STYLE = "flex: 1 1 auto; min-width: 0"
 
 
-def _hotkey(table: dict[str, str], name: str) -> str:
-    if name not in table:
-        raise ValueError(f"no hotkey for {name!r}: add one to kvasir_ml/labelstudio/config.py (taxonomy changed?)")
-    return table[name]
-
-
-def _label_choices(taxonomy: Taxonomy) -> list[str]:
+def _label_choices(taxonomy: Taxonomy, keys: dict[str, str]) -> list[str]:
     """The labels' ``<Choice>`` lines in two columns, upper GI | lower GI, each grouped under
     one header per group (taxonomy order), so all labels fit beside the image unscrolled."""
     groups = list(dict.fromkeys(label.group for label in taxonomy.labels))
@@ -90,8 +91,8 @@ def _label_choices(taxonomy: Taxonomy) -> list[str]:
             lines.append(f"    <Header value={quoteattr(GROUP_TITLES.get(group, group))} size=\"5\" "
                          f"style=\"{_GROUP_STYLE}\"/>")
             for label in members:
-                html = f"{escape(label.name)} <small>{escape(SHORT_HINTS.get(label.name, ''))}</small>"
-                lines.append(f"    <Choice value={quoteattr(label.name)} hotkey={quoteattr(_hotkey(LABEL_HOTKEYS, label.name))} "
+                html = f"{escape(label.name)} <small>{escape(label.hint)}</small>"
+                lines.append(f"    <Choice value={quoteattr(label.name)} hotkey={quoteattr(keys[label.name])} "
                              f"html={quoteattr(html)} hint={quoteattr(label.description)}/>")
         lines.append("  </View>")
     lines.append("</View>")
@@ -108,9 +109,10 @@ def labeling_config_xml(taxonomy: Taxonomy | None = None) -> str:
         The XML text (deterministic: same taxonomy, same bytes).
 
     Raises:
-        ValueError: a label, box class or inset state has no hotkey here.
+        ValueError: hotkeys shared or reserved (``hotkeys``).
     """
     taxonomy = taxonomy or load_taxonomy()
+    keys = hotkeys(taxonomy)
     lines = [
         f"<!-- Generated from annotations/taxonomy.yaml (version {taxonomy.version}) by "
         "`kvasir-ml ls config`. Do not edit by hand. -->",
@@ -126,7 +128,7 @@ def labeling_config_xml(taxonomy: Taxonomy | None = None) -> str:
         'requiredMessage="Choose the inset state (g green, b black, n none) before submitting">',
     ]
     for state in taxonomy.inset_states:
-        key = _hotkey(INSET_HOTKEYS, state)
+        key = keys["inset"][state]
         lines.append(f"        <Choice value={quoteattr(state)} hotkey={quoteattr(key)} "
                      f"/>")
     lines += [
@@ -136,14 +138,14 @@ def labeling_config_xml(taxonomy: Taxonomy | None = None) -> str:
     ]
     for i, box in enumerate(taxonomy.box_classes):
         colour = _BOX_COLOURS[i % len(_BOX_COLOURS)]
-        key = _hotkey(BOX_HOTKEYS, box.name)
+        key = keys["boxes"][box.name]
         lines.append(f"        <Label value={quoteattr(box.name)} background={quoteattr(colour)} hotkey={quoteattr(key)} "
                      f"hint={quoteattr(box.description)}/>")
     lines += [
         "      </RectangleLabels>",
         '      <Header value="Image-level labels (all that apply)" size="5"/>',
         f'      <Choices name="{LABELS_NAME}" toName="{IMAGE_NAME}" choice="multiple">',
-        *["        " + line for line in _label_choices(taxonomy)],
+        *["        " + line for line in _label_choices(taxonomy, keys["labels"])],
         "      </Choices>",
         "    </View>",
         "  </View>",

@@ -3,11 +3,15 @@ page is built for annotators: required inset, unique mnemonic hotkeys, grouped l
 
 from __future__ import annotations
 
+import dataclasses
 import xml.etree.ElementTree as ET
+
+import pytest
 
 from kvasir_ml.labelstudio.config import (
     BOXES_NAME, DEFAULT_CONFIG_PATH, INSET_NAME, LABELS_NAME, RESERVED_HOTKEYS, labeling_config_xml,
 )
+from kvasir_ml.taxonomy import TaxonomyError, _parse
 from kvasir_ml.taxonomy import load_taxonomy
 
 
@@ -71,3 +75,22 @@ def test_cli_config_writes_file(tmp_path):
     out = tmp_path / "cfg.xml"
     assert main(["ls", "config", "--out", str(out)]) == 0
     assert out.read_text(encoding="utf-8") == labeling_config_xml()
+
+
+def test_hotkeys_and_hints_come_from_the_taxonomy_and_clashes_are_refused():
+    tax = load_taxonomy()
+    polyp = next(lab for lab in tax.labels if lab.name == "polyp")
+    root = ET.fromstring(labeling_config_xml(tax))
+    choice = next(el for el in root.iter("Choice") if el.get("value") == "polyp")
+    assert choice.get("hotkey") == polyp.hotkey and polyp.hint in choice.get("html")
+    # a key Label Studio uses itself ("r": rectangle tool) is refused, naming it
+    reserved = dataclasses.replace(tax, labels=tuple(dataclasses.replace(lab, hotkey="r") if lab is polyp else lab
+                                                     for lab in tax.labels))
+    with pytest.raises(ValueError, match=r"\['r'\] are shared or reserved"):
+        labeling_config_xml(reserved)
+    # two labels with one key never load
+    raw = {"version": 1, "inset_states": list(tax.inset_states), "box_classes": [], "sources": {},
+           "labels": [{"name": "a", "group": "finding", "region": "lower", "hotkey": "p"},
+                      {"name": "b", "group": "finding", "region": "lower", "hotkey": "p"}]}
+    with pytest.raises(TaxonomyError, match="distinct one-letter"):
+        _parse(raw, "t.yaml")

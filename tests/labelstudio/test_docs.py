@@ -7,7 +7,8 @@ from pathlib import Path
 from cli_docs import documented_commands, leaf_of
 
 from kvasir_ml.cli import build_parser
-from kvasir_ml.labelstudio.config import BOX_HOTKEYS, INSET_HOTKEYS, LABEL_HOTKEYS
+from kvasir_ml.labelstudio.config import hotkeys
+from kvasir_ml.taxonomy import load_taxonomy
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "labelstudio.md"
 
@@ -24,8 +25,9 @@ def test_the_guide_shows_every_step_of_the_round_trip():
 
 def test_hotkey_table_matches_the_config():
     text = DOC.read_text(encoding="utf-8")
-    for name, key in {**LABEL_HOTKEYS}.items():
+    keys = hotkeys(load_taxonomy())
+    for name, key in keys["labels"].items():
         assert f"| `{key}` | {name} |" in text, (name, key)
-    assert "`g` `b` `n`" in text and list(INSET_HOTKEYS.values()) == ["g", "b", "n"]
-    for key in BOX_HOTKEYS.values():
+    assert "`g` `b` `n`" in text and list(keys["inset"].values()) == ["g", "b", "n"]
+    for key in keys["boxes"].values():
         assert f"`{key}`" in text
