@@ -37,13 +37,16 @@ class Predictor:
         detector_ckpt: detector checkpoint (checked by ``detection.safe_load`` first).
         device: auto | cpu | cuda[:N].
         trust_detector: skip the detector checkpoint's safety check (files you trust).
+        detector_conf: boxes below this score are dropped; None = the checkpoint's ``predict_conf``.
+        max_boxes: boxes kept per frame, the highest scores first.
 
     Raises:
         CheckpointError / WeightsError: a checkpoint cannot be loaded (here, before any image).
     """
 
     def __init__(self, classifier_ckpt: str | Path | None = None, detector_ckpt: str | Path | None = None,
-                 device: str = "auto", trust_detector: bool = False):
+                 device: str = "auto", trust_detector: bool = False, detector_conf: float | None = None,
+                 max_boxes: int = 100):
         self.classify: Callable | None = None
         self.detect: Callable | None = None
         if classifier_ckpt:
@@ -58,7 +61,8 @@ class Predictor:
             from kvasir_ml.detection.yolo import load_yolo
 
             model = load_yolo(detector_ckpt, trust=trust_detector)
-            self.detect = lambda rgbs, insets: detect_arrays(model, rgbs, device=device, insets=insets)
+            self.detect = lambda rgbs, insets: detect_arrays(model, rgbs, device=device, insets=insets,
+                                                             conf=detector_conf, max_det=max_boxes)
 
     def __call__(self, image_paths: Sequence[str | Path]) -> list[dict[str, Any]]:
         """One entry per image, in order; failed images carry ``"error"``."""
@@ -75,12 +79,14 @@ def predict_images(
     detector_ckpt: str | Path | None = None,
     device: str = "auto",
     trust_detector: bool = False,
+    detector_conf: float | None = None,
+    max_boxes: int = 100,
 ) -> list[dict[str, Any]]:
     """Run the classifier and/or the detector on images and merge their outputs.
 
     Args:
         image_paths: image files.
-        classifier_ckpt, detector_ckpt, device, trust_detector: as for ``Predictor``.
+        classifier_ckpt, detector_ckpt, device, trust_detector, detector_conf, max_boxes: as for ``Predictor``.
 
     Returns:
         One entry per image, in order; failed images carry ``"error"``.
@@ -88,7 +94,7 @@ def predict_images(
     Raises:
         CheckpointError / WeightsError: a checkpoint cannot be loaded (before any image).
     """
-    return Predictor(classifier_ckpt, detector_ckpt, device, trust_detector)(image_paths)
+    return Predictor(classifier_ckpt, detector_ckpt, device, trust_detector, detector_conf, max_boxes)(image_paths)
 
 
 def _predict_chunk(paths: list[Path], classify: Callable | None, detect: Callable | None) -> list[dict[str, Any]]:

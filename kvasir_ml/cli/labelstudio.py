@@ -75,7 +75,8 @@ def _push(args: argparse.Namespace) -> int:
                               f"predictions-{sha256_file(args.predictions)[:8]}")
     elif args.classifier or args.detector:
         entries = predictions_from_checkpoints(dataset, data_root, args.classifier, args.detector, args.device,
-                                               trust_detector=args.trust_checkpoint)
+                                               trust_detector=args.trust_checkpoint, conf=args.conf,
+                                               max_boxes=args.max_boxes)
         version = version or model_version_for(args.classifier, args.detector)
     predictions, problems = (None, [])
     if entries is not None:
@@ -92,24 +93,56 @@ def _push(args: argparse.Namespace) -> int:
 
 
 def _backend(args: argparse.Namespace) -> int:
-    from kvasir_ml.labelstudio.backend import Backend, checkpoint_predict_fn, make_backend_server
-    from kvasir_ml.labelstudio.sync import model_version_for
+    from kvasir_ml.labelstudio.backend import Backend, make_backend_server
+    from kvasir_ml.labelstudio.serving import ModelWatcher
 
     data_root = Path(args.data_root).resolve()
     if not data_root.is_dir():
         raise FileNotFoundError(f"--data-root {data_root} is not a folder")
-    predict = checkpoint_predict_fn(args.classifier, args.detector, args.device, args.trust_checkpoint)
-    version = args.model_version or model_version_for(args.classifier, args.detector)
-    server = make_backend_server(Backend(data_root, predict, version), args.host, args.port)
+    load, current = _backend_models(args)
+    backend = Backend(data_root, load(current), current.model_version)
+    server = make_backend_server(backend, args.host, args.port)
+    watcher = ModelWatcher(backend, args.current_model, load).start() if args.current_model else None
     host, port = server.server_address[:2]
-    print(f"kvasir-ml ML backend {version} on http://{host}:{port} (data root {data_root})")
+    print(f"kvasir-ml ML backend {current.model_version} on http://{host}:{port} (data root {data_root})")
+    if watcher:
+        print(f"  serves the model named in {args.current_model}; `kvasir-ml loop --current-model "
+              f"{args.current_model}` switches it without a restart")
     print(f"  connect it: kvasir-ml ls connect --project NAME --backend-url http://{host}:{port}")
     print("Ctrl-C stops it", flush=True)
     try:
         server.serve_forever()
     finally:
+        if watcher:
+            watcher.stop()
         server.server_close()
     return 0
+
+
+def _backend_models(args: argparse.Namespace):
+    """The backend's model loader and the model to start with: --classifier/--detector (also made
+    current in --current-model when given), else the model the --current-model file names."""
+    from kvasir_ml.labelstudio.backend import checkpoint_predict_fn
+    from kvasir_ml.labelstudio.serving import CurrentModel, read_current_model, write_current_model
+    from kvasir_ml.labelstudio.sync import model_version_for
+
+    def load(current: CurrentModel):
+        return checkpoint_predict_fn(current.classifier, current.detector, args.device, args.trust_checkpoint,
+                                     conf=args.conf, max_boxes=args.max_boxes)
+
+    if args.classifier or args.detector:
+        current = CurrentModel(Path(args.classifier) if args.classifier else None,
+                               Path(args.detector) if args.detector else None,
+                               args.model_version or model_version_for(args.classifier, args.detector))
+        if args.current_model:
+            for path in (current.classifier, current.detector):
+                if path and not path.is_file():
+                    raise FileNotFoundError(f"checkpoint {path} does not exist")
+            write_current_model(args.current_model, current.classifier, current.detector, current.model_version)
+        return load, current
+    if not args.current_model:
+        raise ValueError("the ML backend needs --classifier and/or --detector, or --current-model FILE")
+    return load, read_current_model(args.current_model)
 
 
 def _connect(args: argparse.Namespace) -> int:
@@ -127,8 +160,12 @@ def _loop(args: argparse.Namespace) -> int:
 
     result = run_loop(_client(args), args.project, args.base, args.data_root, args.out, classifier=args.classifier,
                       detector=args.detector, classifier_overrides=args.classifier_set,
-                      detector_overrides=args.detector_set, policy=args.policy, device=args.device, force=args.force)
-    print("\n".join(result.pull_report.summary_lines()))
+                      detector_overrides=args.detector_set, policy=args.policy, device=args.device, force=args.force,
+                      resume=args.resume, conf=args.conf, max_boxes=args.max_boxes, current_model=args.current_model)
+    if result.resumed:
+        print(f"resumed {args.out}: done before: {', '.join(result.resumed)}")
+    if result.pull_report is not None:
+        print("\n".join(result.pull_report.summary_lines()))
     if result.stopped:
         print(f"stopped: {result.stopped}")
         return 0
@@ -137,6 +174,9 @@ def _loop(args: argparse.Namespace) -> int:
         print(f"fine-tuned {kind}: {run}")
     print("\n".join(result.push_report.summary_lines()))
     print(f"prelabeling model of the project: {result.prelabel_before} -> {result.model_version}")
+    for url, version in result.backends.items():
+        print(f"ML backend {url} serves {version}" + ("" if version == result.model_version else
+                                                      " (NOT the new model: start it with --current-model)"))
     print(f"wrote {Path(args.out) / 'loop.json'}")
     return 0
 
@@ -204,6 +244,29 @@ def _add_models(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--detector", metavar="CKPT", help=f"{what} detector checkpoint (RUN_DIR/checkpoints/best.pt)")
 
 
+def _add_prelabel_options(p: argparse.ArgumentParser) -> None:
+    from kvasir_ml.labelstudio.uncertainty import PRELABEL_CONF, PRELABEL_MAX_BOXES
+
+    p.add_argument("--conf", type=_conf, default=PRELABEL_CONF, metavar="SCORE",
+                   help="pre-annotation boxes below this detector score are not shown (0-1, or 'checkpoint' for "
+                        "the threshold stored in the detector checkpoint; docs/labelstudio.md has the measurement)")
+    p.add_argument("--max-boxes", type=count(1), default=PRELABEL_MAX_BOXES, metavar="N",
+                   help="pre-annotation boxes per frame, the highest scores first")
+
+
+def _conf(text: str) -> float | None:
+    if text == "checkpoint":
+        return None
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not a score between 0 and 1")
+    return value
+
+
+def _add_current_model(p: argparse.ArgumentParser, help: str) -> None:
+    p.add_argument("--current-model", metavar="FILE", help=help)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     _register_ls(sub)
     _register_loop(sub)
@@ -260,6 +323,7 @@ def _register_ls(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=count(1), default=1000, metavar="N", help="tasks per bulk import request")
     p.add_argument("--prelabel", action="store_true",
                    help="make these predictions the project's prelabeling model (they pre-fill drafts)")
+    _add_prelabel_options(p)
     add_trust_checkpoint(p)
     _add_server_options(p)
     p.set_defaults(func=_push)
@@ -278,6 +342,10 @@ def _register_ls(sub: argparse._SubParsersAction) -> None:
     add_device(p)
     p.add_argument("--model-version", metavar="NAME",
                    help="name of its predictions (default: derived from the checkpoints' hashes)")
+    _add_current_model(p, "current-model file: serve the model it names and switch (hot reload) whenever "
+                          "`kvasir-ml loop --current-model FILE` rewrites it; with --classifier/--detector those "
+                          "are written into it first")
+    _add_prelabel_options(p)
     add_trust_checkpoint(p)
     p.set_defaults(func=_backend)
 
@@ -340,6 +408,12 @@ def _register_loop(sub: argparse._SubParsersAction) -> None:
                    help="overrides of the previous detector run's config (e.g. train.epochs=10)")
     add_device(p, "where the new models predict")
     p.add_argument("--force", action="store_true", help="retrain even when no annotation changed")
+    p.add_argument("--resume", action="store_true",
+                   help="finish the turn in --out that stopped part-way (same arguments): finished steps are not "
+                        "run again")
+    _add_current_model(p, "current-model file of the ML backend (`ls backend --current-model FILE`): point it at "
+                          "the new models, and wait until the connected backends serve them")
+    _add_prelabel_options(p)
     from kvasir_ml.labelstudio.export import POLICIES
 
     _add_policy(p, POLICIES)

@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterable, Sequence
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from kvasir_ml.labelstudio.convert import ConvertError, image_key_from_task_data, prediction_from_combined, resolve_in_root
+from kvasir_ml.labelstudio.uncertainty import PRELABEL_CONF, PRELABEL_MAX_BOXES
 from kvasir_ml.taxonomy import Taxonomy, load_taxonomy
 
 log = logging.getLogger(__name__)
@@ -48,13 +49,15 @@ class BackendError(ValueError):
 
 
 def checkpoint_predict_fn(classifier: str | Path | None, detector: str | Path | None, device: str = "auto",
-                          trust_detector: bool = False) -> PredictFn:
+                          trust_detector: bool = False, conf: float | None = PRELABEL_CONF,
+                          max_boxes: int = PRELABEL_MAX_BOXES) -> PredictFn:
     """``kvasir_ml.predict.Predictor`` for the checkpoints, loaded once, here (a bad checkpoint
     fails at start-up, not on an annotator's first task).
 
     The backend serves the weights it loaded, under the version named from the files at
     start-up. A checkpoint that changes on disk afterwards is reported (once per file) and
-    not picked up: restart the backend (a new ``model_version``) to serve it.
+    not picked up: switch models through a current-model file (``serving``) instead.
+    ``conf`` / ``max_boxes``: the box threshold and per-frame cap (None = the checkpoint's).
     """
     from kvasir_ml.predict import Predictor
 
@@ -65,7 +68,7 @@ def checkpoint_predict_fn(classifier: str | Path | None, detector: str | Path | 
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint {path} does not exist")
     loaded_stat = {path: _stat(path) for path in files}
-    predictor = Predictor(classifier, detector, device, trust_detector)
+    predictor = Predictor(classifier, detector, device, trust_detector, conf, max_boxes)
     reported: set[Path] = set()
 
     def predict(paths: Sequence[Path]) -> list[dict[str, Any]]:
@@ -101,10 +104,16 @@ class Backend:
     predict_fn: PredictFn
     model_version: str
     taxonomy: Taxonomy = field(default_factory=load_taxonomy)
+    serving: dict[str, Any] = field(default_factory=dict)  # extra /health fields (serving.ModelWatcher)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def health(self) -> dict[str, Any]:
-        return {"status": "UP", "model_class": "kvasir-ml", "model_version": self.model_version}
+        return {"status": "UP", "model_class": "kvasir-ml", "model_version": self.model_version, **self.serving}
+
+    def swap(self, predict_fn: PredictFn, model_version: str) -> None:
+        """Serve another model: waits for a running prediction, so no answer mixes the two."""
+        with self._lock:
+            self.predict_fn, self.model_version = predict_fn, model_version
 
     def setup(self, body: dict[str, Any]) -> dict[str, Any]:
         # body carries the project creator's access token: never logged, never stored.
@@ -134,6 +143,7 @@ class Backend:
                 log.warning("task %s: %s", task.get("id") if isinstance(task, dict) else i, exc)
                 slots.append(None)
         with self._lock:  # one prediction at a time: the models use every core already
+            version = self.model_version  # read with the model: a swap cannot fall in between
             entries = self.predict_fn(paths) if paths else []
         results = []
         for task, slot in zip(tasks, slots):
@@ -141,11 +151,11 @@ class Backend:
             if slot is not None:
                 entry = entries[slot]
                 pred, problems = prediction_from_combined(entry, entry.get("width") or 1, entry.get("height") or 1,
-                                                          self.model_version, self.taxonomy, task.get("id"))
+                                                          version, self.taxonomy, task.get("id"))
                 for p in problems:
                     log.warning("%s", p)
-            results.append(pred or {"result": [], "score": None, "model_version": self.model_version})
-        return {"results": results, "model_version": self.model_version}
+            results.append(pred or {"result": [], "score": None, "model_version": version})
+        return {"results": results, "model_version": version}
 
     def webhook(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         action = body.get("action")

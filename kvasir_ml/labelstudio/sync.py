@@ -26,6 +26,8 @@ from kvasir_ml.labelstudio.convert import (
     ConvertError, Problem, image_key_from_task_data, prediction_from_combined, safe_relative_path, task_payload,
 )
 from kvasir_ml.labelstudio.export import ConvertReport, ExportError, export_to_canonical, tasks_from_export
+from kvasir_ml.labelstudio.queue import UNCERTAINTY_SAMPLING, set_uncertainty_sampling, update_task_fields
+from kvasir_ml.labelstudio.uncertainty import PRELABEL_CONF, PRELABEL_MAX_BOXES, frame_confidence, uncertainty_fields
 from kvasir_ml.labelstudio.versions import next_version_path, write_version
 from kvasir_ml.taxonomy import Taxonomy, load_taxonomy
 
@@ -41,11 +43,15 @@ class PushReport:
     n_predictions_created: int = 0
     n_predictions_existing: int = 0
     problems: list[Problem] = field(default_factory=list)
+    sampling_before: str | None = None  # set when the push switched the queue to uncertainty sampling
 
     def summary_lines(self, max_items: int = 20) -> list[str]:
         lines = [f"project {self.project_id}: {self.n_images} images; tasks created {self.n_tasks_created}, "
                  f"already there {self.n_tasks_existing}; predictions created {self.n_predictions_created}, "
                  f"already there {self.n_predictions_existing}; problems {len(self.problems)}"]
+        if self.sampling_before is not None:
+            lines.append(f"queue: Label All Tasks serves the least certain frame first (sampling "
+                         f"{self.sampling_before!r} -> 'Uncertainty sampling')")
         return lines + [f"  {p}" for p in self.problems[:max_items]]
 
 
@@ -176,16 +182,19 @@ def match_predictions(entries: Sequence[dict[str, Any]], data_root: Path, known:
 
 
 def predictions_from_checkpoints(dataset: CanonicalDataset, data_root: Path, classifier_ckpt=None, detector_ckpt=None,
-                                 device: str = "auto", trust_detector: bool = False) -> list[dict[str, Any]]:
+                                 device: str = "auto", trust_detector: bool = False, conf: float | None = PRELABEL_CONF,
+                                 max_boxes: int = PRELABEL_MAX_BOXES) -> list[dict[str, Any]]:
     """Run ``kvasir_ml.predict.predict_images`` on every image of the dataset.
 
-    ``trust_detector`` skips the check that the detector file cannot run code (files you trust).
+    ``trust_detector`` skips the check that the detector file cannot run code (files you trust);
+    ``conf`` / ``max_boxes``: the pre-annotation box threshold and per-frame cap (None = the
+    checkpoint's ``predict_conf``).
     """
     from kvasir_ml.predict import predict_images
 
     paths = [data_root / img["file_name"] for img in dataset.images]
     return predict_images(paths, classifier_ckpt=classifier_ckpt, detector_ckpt=detector_ckpt, device=device,
-                          trust_detector=trust_detector)
+                          trust_detector=trust_detector, detector_conf=conf, max_boxes=max_boxes)
 
 
 # ---- push -------------------------------------------------------------------------------------
@@ -203,6 +212,9 @@ def push_dataset(
         predictions: ``file_name -> combined prediction entry`` (see ``match_predictions``).
         model_version: required with predictions; existing predictions of this version are kept.
         batch_size: tasks per bulk import request.
+
+    Predictions with a score also put ``uncertainty.uncertainty_fields`` into their task's data
+    (readable: why the models are unsure) and switch the project to uncertainty sampling.
     """
     if predictions and not model_version:
         raise ValueError("pre-annotations need a model_version (it is how re-runs recognise them)")
@@ -214,7 +226,9 @@ def push_dataset(
     if dataset.images:
         check_image_served(client, data_root, safe_relative_path(dataset.images[0]["file_name"], "canonical file_name"))
     existing: dict[str, int] = {}
+    task_data: dict[int, dict[str, Any]] = {}
     for task in client.list_tasks(pid):
+        task_data[task["id"]] = task["data"]
         try:
             existing.setdefault(image_key_from_task_data(task["data"]), task["id"])
         except ConvertError as exc:
@@ -234,7 +248,7 @@ def push_dataset(
         report.problems.extend(problems)
         return pred
 
-    new_payloads, extra_preds = [], []
+    new_payloads, extra_preds, fields = [], [], {}
     for img in dataset.images:
         key = safe_relative_path(img["file_name"], "canonical file_name")
         if key in existing:
@@ -245,9 +259,12 @@ def push_dataset(
                     report.n_predictions_existing += 1
                 elif (pred := prediction_for(img, tid)) is not None:
                     extra_preds.append({"task": tid, **pred})
+                    fields[tid] = uncertainty_fields(predictions[key])
             continue
         pred = prediction_for(img, None) if predictions else None
         new_payloads.append(task_payload(key, [pred] if pred else []))
+        if pred:  # why the models are unsure, readable in the task list and on the labeling page
+            new_payloads[-1]["data"].update(uncertainty_fields(predictions[key]))
     for batch in _chunks(new_payloads, batch_size):
         resp = client.call(f"import {len(batch)} tasks into project {pid}", client.sdk.projects.import_tasks,
                            idempotent=False, id=pid, request=list(batch), return_task_ids=True)
@@ -257,6 +274,10 @@ def push_dataset(
         client.call(f"import {len(batch)} predictions into project {pid}", client.sdk.projects.import_predictions,
                     idempotent=False, id=pid, request=list(batch))
         report.n_predictions_created += len(batch)
+    update_task_fields(client, task_data, fields)
+    if predictions and any(frame_confidence(e) is not None for e in predictions.values()):
+        before = set_uncertainty_sampling(client, pid)
+        report.sampling_before = before if before != UNCERTAINTY_SAMPLING else None
     return report
 
 
@@ -406,7 +427,9 @@ def connect_backend(client: LSClient, project: str | int, url: str, title: str |
 
     Label Studio checks ``/health`` and calls ``/setup`` at once; from then on it asks the
     backend for predictions of tasks opened without one, and on the data manager's
-    *Retrieve predictions* action. Returns the ML backend's id.
+    *Retrieve predictions* action. The backend's predictions carry the frame's confidence as
+    their score, so the project is switched to uncertainty sampling (``queue``). Returns the
+    ML backend's id.
 
     Raises:
         LabelStudioError: no such project, or Label Studio cannot reach the backend.
@@ -416,6 +439,7 @@ def connect_backend(client: LSClient, project: str | int, url: str, title: str |
         raise LabelStudioError(f"no Label Studio project titled {project!r}")
     url = url.rstrip("/")
     existing = client.call(f"list ML backends of project {pid}", client.sdk.ml.list, project=pid)
+    set_uncertainty_sampling(client, pid)
     for ml in existing:
         if (ml.url or "").rstrip("/") == url:
             return int(ml.id)

@@ -7,8 +7,8 @@ the frames that help the model most in front of the annotators (uncertainty samp
 * Each image-level label contributes its **margin to its val-tuned threshold**, scaled to
   [0, 1] on its side of the threshold: ``(s - t) / (1 - t)`` above it, ``(t - s) / t`` below.
   0 = the score sits on the threshold (the decision could flip), 1 = score 0 or 1.
-* Each predicted box contributes its **detector confidence** (boxes below the detector's
-  stored ``predict_conf``, 0.25 by default, are not shown at all).
+* Each predicted box contributes its **detector confidence** (boxes below ``--conf``,
+  ``PRELABEL_CONF``, are not shown at all; at most ``--max-boxes`` per frame, the best first).
 * The frame takes the **minimum** over its labels and boxes: one undecided label or one weak
   box makes the whole frame worth a look.
 
@@ -22,6 +22,12 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 DEFAULT_THRESHOLD = 0.5  # for prediction files written before thresholds were recorded
+
+# Pre-annotation boxes (push, ML backend, loop): measured with scripts/bench_prelabel_conf.py
+# (docs/labelstudio.md, "Pre-annotation boxes"). The checkpoint's own predict_conf (0.25) shows
+# no box at all from an undertrained detector; 0.02 shows dozens per frame.
+PRELABEL_CONF = 0.1
+PRELABEL_MAX_BOXES = 5
 
 
 def label_margin(score: float, threshold: float) -> float:
@@ -46,3 +52,47 @@ def frame_confidence(entry: Mapping[str, Any]) -> float | None:
     parts = [label_margin(s, thresholds.get(name, DEFAULT_THRESHOLD)) for name, s in (entry.get("labels") or {}).items()]
     parts += [float(box["score"]) for box in entry.get("boxes") or [] if box.get("score") is not None]
     return round(min(parts), 6) if parts else None
+
+
+# ---- why a frame is uncertain: what annotators see --------------------------------------
+# Task data keys (shown as data-manager columns; the labeling page shows them above the image).
+CONFIDENCE_KEY = "model_confidence"
+FINDINGS_KEY = "model_findings"
+MAX_FINDINGS_SHOWN = 5  # the least certain decisions; the rest are far from their thresholds
+
+
+def finding_confidences(entry: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every decision behind ``frame_confidence``, least certain first.
+
+    Returns:
+        ``{"finding", "score", "threshold" (labels only), "confidence"}`` per label
+        (``finding`` = the label name) and per box (``finding`` = ``"<class> box"``); the
+        frame's confidence is the first item's ``confidence``.
+    """
+    thresholds = entry.get("thresholds") or {}
+    out = []
+    for name, score in (entry.get("labels") or {}).items():
+        t = float(thresholds.get(name, DEFAULT_THRESHOLD))
+        out.append({"finding": name, "score": float(score), "threshold": t, "confidence": label_margin(score, t)})
+    for box in entry.get("boxes") or []:
+        if box.get("score") is not None:
+            out.append({"finding": f"{box.get('class')} box", "score": float(box["score"]),
+                        "confidence": float(box["score"])})
+    return sorted(out, key=lambda f: f["confidence"])
+
+
+def uncertainty_fields(entry: Mapping[str, Any], max_shown: int = MAX_FINDINGS_SHOWN) -> dict[str, Any]:
+    """Task data fields that tell an annotator why the models are unsure of a frame.
+
+    ``model_confidence`` is the frame's confidence rounded to 3 decimals (0 = undecided);
+    ``model_findings`` names the least certain decisions, e.g.
+    ``"polyp 0.47 (threshold 0.50) · polyp box 0.31 · dyed 0.91 (threshold 0.40)"``.
+    Empty dict when the entry has nothing to rank.
+    """
+    parts = finding_confidences(entry)
+    if not parts:
+        return {}
+    shown = [f"{p['finding']} {p['score']:.2f}" + (f" (threshold {p['threshold']:.2f})" if "threshold" in p else "")
+             for p in parts[:max_shown]]
+    more = f" · +{len(parts) - max_shown} more certain" if len(parts) > max_shown else ""
+    return {CONFIDENCE_KEY: round(parts[0]["confidence"], 3), FINDINGS_KEY: " · ".join(shown) + more}
