@@ -61,6 +61,9 @@ class CanonicalImage(_Entry):
     inset: Literal[INSET_STATES] | None = None  # type: ignore[valid-type]
     inset_box: Box | None = None
     content_sha256: StrictStr | None = None
+    # Set by `kvasir-ml verify pull`: the labels and boxes are the annotators' verified answers;
+    # provenance inside (project, annotators, when, agreement, adjudication, previous labels).
+    verified: dict[str, Any] | None = None
 
     @field_validator("file_name")
     @classmethod
