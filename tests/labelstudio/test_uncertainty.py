@@ -37,3 +37,17 @@ def test_pushed_prediction_carries_the_frame_confidence():
     assert not problems
     assert pred["score"] == pytest.approx(0.1)  # cecum: (0.55 - 0.5) / 0.5
     assert pred["score"] == frame_confidence(entry)
+
+
+def test_task_fields_name_the_least_certain_findings_first():
+    from kvasir_ml.labelstudio.uncertainty import finding_confidences, uncertainty_fields
+
+    entry = {"labels": {"polyp": 0.47, "dyed": 0.91, "cecum": 0.01}, "thresholds": {"polyp": 0.5, "dyed": 0.4},
+             "boxes": [{"class": "polyp", "score": 0.31, "xywh_px": [1, 2, 3, 4]}]}
+    parts = finding_confidences(entry)
+    assert [p["finding"] for p in parts] == ["polyp", "polyp box", "dyed", "cecum"]
+    fields = uncertainty_fields(entry, max_shown=3)
+    assert fields["model_confidence"] == round(frame_confidence(entry), 3) == 0.06  # (0.5 - 0.47) / 0.5
+    assert fields["model_findings"] == ("polyp 0.47 (threshold 0.50) · polyp box 0.31 · dyed 0.91 (threshold 0.40)"
+                                        " · +1 more certain")
+    assert uncertainty_fields({"labels": {}, "boxes": []}) == {}
