@@ -57,6 +57,7 @@ def _push(args: argparse.Namespace) -> int:
     from kvasir_ml.labelstudio.sync import (
         match_predictions, model_version_for, predictions_from_checkpoints, push_dataset, set_prelabeling_model,
     )
+    from kvasir_ml.labelstudio.expert import expert_version_for
 
     if args.predictions and (args.classifier or args.detector):
         raise ValueError("give either --predictions (a file from `kvasir-ml predict`) or --classifier/--detector, "
@@ -82,13 +83,15 @@ def _push(args: argparse.Namespace) -> int:
     if entries is not None:
         predictions, problems = match_predictions(entries, data_root, {img["file_name"] for img in dataset.images})
     client = _client(args)
+    expert = None if args.no_expert_draft else expert_version_for(args.canonical)
     report = push_dataset(client, dataset, data_root, args.project, predictions=predictions,
-                          model_version=version, batch_size=args.batch_size)
+                          model_version=version, batch_size=args.batch_size, expert_version=expert)
     report.problems = problems + report.problems
     print("\n".join(report.summary_lines()))
-    if args.prelabel and version and entries is not None:
-        before = set_prelabeling_model(client, report.project_id, version)
-        print(f"prelabeling model of project {report.project_id}: {before} -> {version}")
+    prefill = version if args.prelabel and version and entries is not None else expert
+    if prefill:
+        before = set_prelabeling_model(client, report.project_id, prefill)
+        print(f"prelabeling model of project {report.project_id} (pre-fills drafts): {before} -> {prefill}")
     return 0
 
 
@@ -192,12 +195,15 @@ def _pull(args: argparse.Namespace) -> int:
 
     result = pull_project(_client(args), args.project, args.data_root, base_path=args.base, out_path=args.out,
                           policy=args.policy, skipped=args.skipped, save_export=args.save_export,
-                          all_tasks=args.all_tasks)
+                          all_tasks=args.all_tasks, expert_changes=args.expert_changes)
     if result.redo_view:
         print(f"rejected tasks are listed in the project's data-manager tab {result.redo_view!r}")
+    if result.review_path:
+        print(f"submissions that touch expert labels are listed in {result.review_path}")
     if result.path is None:
         print("\n".join(result.report.summary_lines()))
-        print(f"nothing changed since {args.base}: no new version written")
+        print(f"{result.same_as} already holds this pull's result (pulled from this base before): no new version "
+              "written" if result.same_as else f"nothing changed since {args.base}: no new version written")
         return 1 if args.strict and result.report.errors else 0
     return _print_report(result.report, result.path, result.report_path, args.strict)
 
@@ -211,7 +217,7 @@ def _convert(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.out}: write the converted file as a new version, not over the base file")
     base = load_canonical(args.base) if args.base else None
     dataset, report = export_to_canonical(load_export(args.export), data_root=args.data_root, base=base,
-                                          policy=args.policy, skipped=args.skipped)
+                                          policy=args.policy, skipped=args.skipped, expert_changes=args.expert_changes)
     path, report_path = write_version(dataset, report, args.out)
     return _print_report(report, path, report_path, args.strict)
 
@@ -223,6 +229,10 @@ def _add_conversion_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--skipped", choices=SKIPPED_POLICIES, default="keep",
                    help="images whose annotations were all skipped: keep their previous state, or drop them")
     p.add_argument("--strict", action="store_true", help="exit with status 1 when any task had an error")
+    p.add_argument("--expert-changes", choices=("review", "apply"), default="review",
+                   help="submissions that remove, move (IoU < 0.9) or relabel the base file's labels/boxes, or "
+                        "are an unedited model draft: review (default) keeps the base labels and lists the tasks; "
+                        "apply takes them (and lists them)")
 
 
 def _add_policy(p: argparse.ArgumentParser, policies) -> None:
@@ -322,7 +332,11 @@ def _register_ls(sub: argparse._SubParsersAction) -> None:
                    help="name of the pre-annotations (default: derived from the checkpoints' hashes)")
     p.add_argument("--batch-size", type=count(1), default=1000, metavar="N", help="tasks per bulk import request")
     p.add_argument("--prelabel", action="store_true",
-                   help="make these predictions the project's prelabeling model (they pre-fill drafts)")
+                   help="make the model's predictions the project's prelabeling model (they pre-fill drafts "
+                        "instead of the expert draft)")
+    p.add_argument("--no-expert-draft", action="store_true",
+                   help="do not push the canonical labels as each task's expert draft (by default they are, "
+                        "and pre-fill the drafts annotators edit; the model's predictions stay a separate tab)")
     _add_prelabel_options(p)
     add_trust_checkpoint(p)
     _add_server_options(p)

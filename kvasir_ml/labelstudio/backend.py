@@ -124,11 +124,12 @@ class Backend:
         return {"versions": [self.model_version]}
 
     def predict(self, body: dict[str, Any]) -> dict[str, Any]:
-        """One prediction per task, in order (an empty one where the image cannot be used)."""
+        """One prediction per task, in order. A task whose image cannot be used gets an empty one
+        with ``"error"`` saying why (also in the answer's ``"errors"`` and the log)."""
         tasks = body.get("tasks")
         if not isinstance(tasks, list):
             raise BackendError("'tasks' must be a list of Label Studio tasks")
-        paths, slots = [], []
+        paths, slots, reasons = [], [], {}
         for i, task in enumerate(tasks):
             try:
                 data = task.get("data") if isinstance(task, dict) else None
@@ -141,12 +142,13 @@ class Backend:
                 paths.append(path)
             except ConvertError as exc:
                 log.warning("task %s: %s", task.get("id") if isinstance(task, dict) else i, exc)
+                reasons[i] = f"task {task.get('id') if isinstance(task, dict) else i}: {exc}"
                 slots.append(None)
         with self._lock:  # one prediction at a time: the models use every core already
             version = self.model_version  # read with the model: a swap cannot fall in between
             entries = self.predict_fn(paths) if paths else []
         results = []
-        for task, slot in zip(tasks, slots):
+        for i, (task, slot) in enumerate(zip(tasks, slots)):
             pred = None
             if slot is not None:
                 entry = entries[slot]
@@ -154,8 +156,12 @@ class Backend:
                                                           version, self.taxonomy, task.get("id"))
                 for p in problems:
                     log.warning("%s", p)
-            results.append(pred or {"result": [], "score": None, "model_version": version})
-        return {"results": results, "model_version": version}
+                if pred is None and problems:
+                    reasons[i] = "; ".join(str(p) for p in problems)
+            empty = {"result": [], "score": None, "model_version": version}
+            results.append(pred or ({**empty, "error": reasons[i]} if i in reasons else empty))
+        answer = {"results": results, "model_version": version}
+        return {**answer, "errors": [reasons[i] for i in sorted(reasons)]} if reasons else answer
 
     def webhook(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         action = body.get("action")

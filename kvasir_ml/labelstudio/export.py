@@ -15,6 +15,9 @@ Rules (documented in docs/labelstudio.md):
   previous state; images not in the base file are left out.
 * A task whose chosen annotation has an error (see convert.py) keeps its previous state;
   the problem is reported and the rest of the export is still converted.
+* A chosen annotation that removes, moves or relabels the base file's (expert) labels, or that
+  is an unedited model draft, is flagged (``expert.py``): ``expert_changes="review"`` (default)
+  keeps the base entry and lists the task, ``"apply"`` takes it and lists it.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from kvasir_ml.io import read_json
 from kvasir_ml.labelstudio.convert import (
     ConvertError, Labeling, Problem, image_key_from_task_data, labeling_from_results, resolve_in_root, result_size,
 )
+from kvasir_ml.labelstudio.expert import EXPERT_POLICIES, ExpertFlag, flag_submission, labeling_of_image, model_labelings
 from kvasir_ml.labelstudio.versions import diff_canonical
 from kvasir_ml.taxonomy import Taxonomy, load_taxonomy
 
@@ -63,6 +67,9 @@ class ConvertReport:
     n_unlabeled: int = 0
     n_failed: int = 0
     n_not_exported: int = 0  # tasks without annotations left out of the export (pull default)
+    n_held_for_review: int = 0  # submissions that touch expert labels, not applied (expert_changes="review")
+    expert_changes: str = "review"
+    expert_review: list[ExpertFlag] = field(default_factory=list)  # flagged submissions (held or applied)
     skipped_task_ids: list[Any] = field(default_factory=list)  # only skipped (cancelled) annotations
     rejected_task_ids: list[Any] = field(default_factory=list)  # not applied because of errors: redo them
     deleted: list[dict[str, Any]] = field(default_factory=list)  # base images without a task (pull only)
@@ -75,9 +82,11 @@ class ConvertReport:
         return [p for p in self.problems if p.severity == "error"]
 
     def to_dict(self) -> dict[str, Any]:
-        counts = {k: getattr(self, k) for k in ("n_tasks", "n_applied", "n_skipped", "n_predictions_only", "n_unlabeled", "n_failed", "n_not_exported")}
+        counts = {k: getattr(self, k) for k in ("n_tasks", "n_applied", "n_skipped", "n_predictions_only", "n_unlabeled",
+                                                "n_failed", "n_not_exported", "n_held_for_review")}
         return {**counts, "skipped_task_ids": self.skipped_task_ids, "rejected_task_ids": self.rejected_task_ids,
-                "deleted": self.deleted,
+                "deleted": self.deleted, "expert_changes": self.expert_changes,
+                "expert_review": [f.to_dict() for f in self.expert_review],
                 "n_errors": len(self.errors), "n_warnings": len(self.problems) - len(self.errors),
                 "problems": [p.to_dict() for p in self.problems], "conflicts": [c.to_dict() for c in self.conflicts],
                 "changes": self.changes}
@@ -87,7 +96,8 @@ class ConvertReport:
         lines = [
             f"tasks {self.n_tasks}: applied {self.n_applied}, skipped {self.n_skipped}, predictions-only "
             f"{self.n_predictions_only}, unlabeled {self.n_unlabeled}, failed {self.n_failed}"
-            + (f", without annotations (not exported) {self.n_not_exported}" if self.n_not_exported else ""),
+            + (f", without annotations (not exported) {self.n_not_exported}" if self.n_not_exported else "")
+            + (f", held for expert review {self.n_held_for_review}" if self.n_held_for_review else ""),
             f"images +{c.get('images_added', 0)} -{c.get('images_removed', 0)} (changed {c.get('images_changed', 0)}); "
             f"labels +{c.get('labels_added', 0)} -{c.get('labels_removed', 0)}; boxes +{c.get('boxes_added', 0)} "
             f"-{c.get('boxes_removed', 0)}; inset changed {c.get('inset_changed', 0)}",
@@ -102,6 +112,14 @@ class ConvertReport:
                      for d in self.deleted[:max_items]]
             lines.append(f"images of the base file without a task (deleted in Label Studio, or never pushed) "
                          f"({len(self.deleted)}): {', '.join(shown)}" + (" ..." if len(self.deleted) > max_items else ""))
+        if self.expert_review:
+            held = self.expert_changes == "review"
+            lines.append(f"submissions that change expert labels or copy a model draft ({len(self.expert_review)}): "
+                         + ("expert labels kept (--expert-changes review); look at them, then pull with "
+                            "--expert-changes apply to take them" if held else "applied (--expert-changes apply)"))
+            lines += [f"  {f}" for f in self.expert_review[:max_items]]
+            if len(self.expert_review) > max_items:
+                lines.append(f"  ... {len(self.expert_review) - max_items} more in the review file")
         lines += [f"  conflict {k.file_name} (tasks {k.task_ids}): {'; '.join(k.differences)} -> {k.resolution}"
                   for k in self.conflicts[:max_items]]
         lines += [f"  {p}" for p in self.problems[:max_items]]
@@ -289,6 +307,7 @@ def export_to_canonical(
     policy: str = "latest",
     skipped: str = "keep",
     taxonomy: Taxonomy | None = None,
+    expert_changes: str = "review",
 ) -> tuple[CanonicalDataset, ConvertReport]:
     """Convert exported tasks into a new canonical dataset (``base`` is not modified).
 
@@ -297,21 +316,27 @@ def export_to_canonical(
         data_root: images' root; checks that each image exists inside it and reads sizes.
         base: the previous canonical file; images without usable annotations keep its state.
         policy: one of ``POLICIES``. skipped: one of ``SKIPPED_POLICIES``.
+        expert_changes: ``review`` keeps the base entry of a task whose submission removes, moves or
+            relabels its labels/boxes or is an unedited model draft; ``apply`` takes it (both list it).
 
     Returns:
         ``(dataset, report)``; ``report.changes`` compares with ``base``.
     """
-    if policy not in POLICIES or skipped not in SKIPPED_POLICIES:
-        raise ValueError(f"policy must be one of {POLICIES} and skipped one of {SKIPPED_POLICIES}")
+    if policy not in POLICIES or skipped not in SKIPPED_POLICIES or expert_changes not in EXPERT_POLICIES:
+        raise ValueError(f"policy must be one of {POLICIES}, skipped one of {SKIPPED_POLICIES} and "
+                         f"expert_changes one of {EXPERT_POLICIES}")
     taxonomy = taxonomy or load_taxonomy()
     root = Path(data_root).resolve() if data_root is not None else None
-    report = ConvertReport(n_tasks=len(tasks))
+    report = ConvertReport(n_tasks=len(tasks), expert_changes=expert_changes)
     base_by_file = {img["file_name"]: img for img in base.images} if base else {}
+    experts = _expert_labelings(base)
     applied: dict[str, tuple] = {}
     dropped: set[str] = set()
     for key, group in _group_tasks(tasks, root, report).items():
         size = _image_size(key, base_by_file.get(key), root, _task_id(group[0]), report)
         status, value = _convert_group(key, group, size, policy, taxonomy, report)
+        if status == "applied" and _held(key, group, value, experts.get(key), taxonomy, report):
+            continue
         if status == "applied":
             applied[key] = value
             report.n_applied += 1
@@ -329,6 +354,28 @@ def export_to_canonical(
     out = _build(base, applied, dropped, taxonomy, policy)
     report.changes = diff_canonical(base, out)
     return out, report
+
+
+def _expert_labelings(base: CanonicalDataset | None) -> dict[str, Labeling]:
+    if base is None:
+        return {}
+    names = {c["id"]: c["name"] for c in base.categories}
+    boxes = base.boxes_by_image()
+    return {img["file_name"]: labeling_of_image(img, [(names[b["category_id"]], b["bbox"]) for b in boxes.get(img["id"], [])])
+            for img in base.images}
+
+
+def _held(key, group, value, expert, taxonomy, report) -> bool:
+    """Flag the chosen annotation against the expert labels; True when it is held for review."""
+    labeling, ann, tid, size = value
+    flag = flag_submission(key, labeling, ann, tid, expert, model_labelings(group, size, taxonomy))
+    if flag is None:
+        return False
+    held = report.expert_changes == "review"
+    flag.action = "kept the expert labels" if held else "applied"
+    report.expert_review.append(flag)
+    report.n_held_for_review += int(held)
+    return held
 
 
 def _build(base, applied, dropped, taxonomy, policy) -> CanonicalDataset:

@@ -25,10 +25,11 @@ from kvasir_ml.labelstudio.config import labeling_config_xml
 from kvasir_ml.labelstudio.convert import (
     ConvertError, Problem, image_key_from_task_data, prediction_from_combined, safe_relative_path, task_payload,
 )
+from kvasir_ml.labelstudio.expert import ExpertPush, push_expert_drafts, review_path_for, write_review_file
 from kvasir_ml.labelstudio.export import ConvertReport, ExportError, export_to_canonical, tasks_from_export
 from kvasir_ml.labelstudio.queue import UNCERTAINTY_SAMPLING, set_uncertainty_sampling, update_task_fields
 from kvasir_ml.labelstudio.uncertainty import PRELABEL_CONF, PRELABEL_MAX_BOXES, frame_confidence, uncertainty_fields
-from kvasir_ml.labelstudio.versions import next_version_path, write_version
+from kvasir_ml.labelstudio.versions import find_same_version, next_version_path, pull_fingerprint, write_version
 from kvasir_ml.taxonomy import Taxonomy, load_taxonomy
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ class PushReport:
     n_predictions_existing: int = 0
     problems: list[Problem] = field(default_factory=list)
     sampling_before: str | None = None  # set when the push switched the queue to uncertainty sampling
+    expert: ExpertPush | None = None  # the expert drafts pushed (None: none asked for)
 
     def summary_lines(self, max_items: int = 20) -> list[str]:
         lines = [f"project {self.project_id}: {self.n_images} images; tasks created {self.n_tasks_created}, "
@@ -52,6 +54,8 @@ class PushReport:
         if self.sampling_before is not None:
             lines.append(f"queue: Label All Tasks serves the least certain frame first (sampling "
                          f"{self.sampling_before!r} -> 'Uncertainty sampling')")
+        if self.expert is not None:
+            lines.append(self.expert.summary_line())
         return lines + [f"  {p}" for p in self.problems[:max_items]]
 
 
@@ -64,6 +68,8 @@ class PullResult:
     report: ConvertReport
     export_path: Path | None = None
     redo_view: str | None = None  # title of the data-manager tab listing the rejected tasks
+    same_as: Path | None = None  # an existing version with this pull's content (pulled before): nothing written
+    review_path: Path | None = None  # the flagged submissions (expert.py), when there are any
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
@@ -201,7 +207,7 @@ def predictions_from_checkpoints(dataset: CanonicalDataset, data_root: Path, cla
 def push_dataset(
     client: LSClient, dataset: CanonicalDataset, data_root: str | Path, project: str | int,
     predictions: dict[str, dict[str, Any]] | None = None, model_version: str | None = None,
-    batch_size: int = 1000, taxonomy: Taxonomy | None = None,
+    batch_size: int = 1000, taxonomy: Taxonomy | None = None, expert_version: str | None = None,
 ) -> PushReport:
     """Create the tasks (and pre-annotations) that the project does not have yet.
 
@@ -212,6 +218,11 @@ def push_dataset(
         predictions: ``file_name -> combined prediction entry`` (see ``match_predictions``).
         model_version: required with predictions; existing predictions of this version are kept.
         batch_size: tasks per bulk import request.
+        expert_version: also give each task its expert draft (the canonical labels) under this
+            ``model_version`` (``expert.expert_version_for``; see ``expert.push_expert_drafts``).
+
+    A project this call creates is deleted again when the image check fails (a wrong data root
+    leaves nothing behind).
 
     Predictions with a score also put ``uncertainty.uncertainty_fields`` into their task's data
     (readable: why the models are unsure) and switch the project to uncertainty sampling.
@@ -220,11 +231,18 @@ def push_dataset(
         raise ValueError("pre-annotations need a model_version (it is how re-runs recognise them)")
     taxonomy = taxonomy or load_taxonomy()
     data_root = Path(data_root).resolve()
+    existed = find_project(client, project) is not None
     pid = ensure_project(client, project)
     report = PushReport(project_id=pid, n_images=len(dataset.images))
-    ensure_local_storage(client, pid, data_root, [img["file_name"] for img in dataset.images])
-    if dataset.images:
-        check_image_served(client, data_root, safe_relative_path(dataset.images[0]["file_name"], "canonical file_name"))
+    try:
+        ensure_local_storage(client, pid, data_root, [img["file_name"] for img in dataset.images])
+        if dataset.images:
+            check_image_served(client, data_root, safe_relative_path(dataset.images[0]["file_name"], "canonical file_name"))
+    except (LabelStudioError, ValueError):
+        if not existed:
+            client.call(f"delete project {pid} (created by this push, which stopped before any task)",
+                        client.sdk.projects.delete, id=pid)
+        raise
     existing: dict[str, int] = {}
     task_data: dict[int, dict[str, Any]] = {}
     for task in client.list_tasks(pid):
@@ -274,6 +292,8 @@ def push_dataset(
         client.call(f"import {len(batch)} predictions into project {pid}", client.sdk.projects.import_predictions,
                     idempotent=False, id=pid, request=list(batch))
         report.n_predictions_created += len(batch)
+    if expert_version:
+        report.expert = push_expert_drafts(client, pid, dataset, expert_version, predictions, taxonomy, batch_size)
     update_task_fields(client, task_data, fields)
     if predictions and any(frame_confidence(e) is not None for e in predictions.values()):
         before = set_uncertainty_sampling(client, pid)
@@ -289,23 +309,32 @@ def export_snapshot(client: LSClient, project_id: int, task_filter: dict[str, An
     Args:
         task_filter: Label Studio ``task_filter_options``, e.g. ``{"annotated": "only"}``.
 
-    Predictions are serialised as ids only: a pull needs to know that they exist, not their content.
+    Predictions are serialised with their content (the pull compares submissions with the model
+    drafts). The snapshot is deleted on the server once downloaded (they pile up otherwise).
     """
     sdk = client.sdk.projects.exports
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     extra = {"task_filter_options": task_filter} if task_filter else {}
     export = client.call(f"create an export of project {project_id}", sdk.create, idempotent=False, id=project_id,
-                         title=f"kvasir-ml pull {stamp}", serialization_options={"predictions": {"only_id": True}},
+                         title=f"kvasir-ml pull {stamp}", serialization_options={"predictions": {"only_id": False}},
                          **extra)
-    deadline = time.monotonic() + timeout_s
-    while str(export.status) not in ("completed", "failed"):
-        if time.monotonic() > deadline:
-            raise LabelStudioError(f"export {export.id} of project {project_id} not ready after {timeout_s:.0f} s")
-        time.sleep(poll_s)
-        export = client.call(f"poll export {export.id}", sdk.get, id=project_id, export_pk=export.id)
-    if str(export.status) == "failed":
-        raise LabelStudioError(f"Label Studio failed to build export {export.id} of project {project_id}")
-    raw = client.call(f"download export {export.id}", lambda: b"".join(sdk.download(id=project_id, export_pk=export.id, export_type="JSON")))
+    try:
+        deadline = time.monotonic() + timeout_s
+        while str(export.status) not in ("completed", "failed"):
+            if time.monotonic() > deadline:
+                raise LabelStudioError(f"export {export.id} of project {project_id} not ready after {timeout_s:.0f} s")
+            time.sleep(poll_s)
+            export = client.call(f"poll export {export.id}", sdk.get, id=project_id, export_pk=export.id)
+        if str(export.status) == "failed":
+            raise LabelStudioError(f"Label Studio failed to build export {export.id} of project {project_id}")
+        raw = client.call(f"download export {export.id}",
+                          lambda: b"".join(sdk.download(id=project_id, export_pk=export.id, export_type="JSON")))
+    finally:
+        try:
+            client.call(f"delete export {export.id} of project {project_id}", sdk.delete, id=project_id,
+                        export_pk=export.id)
+        except LabelStudioError as exc:  # a leftover snapshot is not worth failing the pull for
+            log.warning("%s", exc)
     try:
         return tasks_from_export(json.loads(raw), f"export {export.id} of project {project_id}")
     except json.JSONDecodeError as exc:
@@ -315,7 +344,7 @@ def export_snapshot(client: LSClient, project_id: int, task_filter: dict[str, An
 def pull_project(
     client: LSClient, project: str | int, data_root: str | Path | None, base_path: str | Path | None = None,
     out_path: str | Path | None = None, policy: str = "latest", skipped: str = "keep", save_export: bool = False,
-    all_tasks: bool = False,
+    all_tasks: bool = False, expert_changes: str = "review",
 ) -> PullResult:
     """Export the project and write its annotations as the next canonical version.
 
@@ -325,6 +354,12 @@ def pull_project(
         save_export: also keep the raw export beside the output (``<name>.ls-export.json``).
         all_tasks: export every task (counts predictions-only and unlabeled tasks apart);
             default: only tasks with annotations (the others are counted as not exported).
+        expert_changes: ``review`` keeps the base labels of tasks whose submission removes, moves
+            or relabels them, or is an unedited model draft; ``apply`` takes them. Either way they
+            are listed in the report and in ``expert.review_path_for(base_path)``.
+
+    A pull whose result equals a version already written from the same base writes nothing
+    (``same_as``).
     """
     pid = find_project(client, project)
     if pid is None:
@@ -345,7 +380,8 @@ def pull_project(
         tasks = export_snapshot(client, pid, {"annotated": "only"})
         seen = {t.get("id") for t in tasks}
         tasks += [t for t in export_snapshot(client, pid, {"skipped": "only"}) if t.get("id") not in seen]
-    dataset, report = export_to_canonical(tasks, data_root=data_root, base=base, policy=policy, skipped=skipped)
+    dataset, report = export_to_canonical(tasks, data_root=data_root, base=base, policy=policy, skipped=skipped,
+                                          expert_changes=expert_changes)
     if not all_tasks or base is not None:
         # every task's id and data (cheap even for large projects); an all-tasks export has them
         listing = tasks if all_tasks else client.list_tasks(pid)
@@ -356,15 +392,24 @@ def pull_project(
             report.deleted = _base_images_without_task(base, listing)
     redo_view = mark_rejected(client, pid, report.rejected_task_ids)
     unchanged = base is not None and not any(v for k, v in report.changes.items() if k != "changed")
-    if unchanged:
-        log.info("nothing changed since %s: no new version written", base_path)
-        return PullResult(path=None, report_path=None, report=report, redo_view=redo_view)
-    path, report_path = write_version(dataset, report, out_path)
+    fingerprint = pull_fingerprint(base_path, dataset)
+    same_as = None if unchanged else find_same_version(out_path, fingerprint)
+    review_path = None
+    if report.expert_review and base_path is not None:
+        review_path = write_review_file(review_path_for(base_path), report.expert_review, expert_changes, base_path,
+                                        None if unchanged else (same_as or out_path))
+    if unchanged or same_as is not None:
+        log.info("%s: no new version written", f"nothing changed since {base_path}" if unchanged else
+                 f"{same_as} already holds this pull's result")
+        return PullResult(path=None, report_path=None, report=report, redo_view=redo_view, same_as=same_as,
+                          review_path=review_path)
+    path, report_path = write_version(dataset, report, out_path, fingerprint)
     export_path = None
     if save_export:
         export_path = out_path.with_name(out_path.name.removesuffix(".json") + ".ls-export.json")
         atomic_write_json(export_path, tasks, keep_backup=True, indent=None)
-    return PullResult(path=path, report_path=report_path, report=report, export_path=export_path, redo_view=redo_view)
+    return PullResult(path=path, report_path=report_path, report=report, export_path=export_path, redo_view=redo_view,
+                      review_path=review_path)
 
 
 def _base_images_without_task(base: CanonicalDataset, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -410,16 +455,26 @@ def mark_rejected(client: LSClient, project_id: int, task_ids: Sequence[int]) ->
 
 # ---- models: version names, ML backend, the prelabeling model --------------------------------
 def model_version_for(classifier: str | Path | None = None, detector: str | Path | None = None) -> str:
-    """The ``model_version`` of predictions made by these checkpoints: their names and content
-    hashes, so the same files always give the same version (push, predict files and the ML
+    """The ``model_version`` of predictions made by these checkpoints: their run names (``_run_name``)
+    and content hashes, so the same files always give the same version (push, predict files and the ML
     backend agree, and re-pushing them is a no-op) and retrained files a new one."""
     from kvasir_ml.io import sha256_file
 
     paths = [Path(p) for p in (classifier, detector) if p]
     if not paths:
         raise ValueError("a model version needs at least one checkpoint")
-    stems = "+".join(p.stem for p in paths)
+    stems = "+".join(_run_name(p) for p in paths)
     return f"kvasir-ml-{stems}-{''.join(sha256_file(p)[:4] for p in paths)}"
+
+
+def _run_name(checkpoint: Path) -> str:
+    """``runs/ml-r50/checkpoints/best.pt`` -> ``ml-r50.best``; a loop turn's ``runs/loop-1/classifier/
+    checkpoints/best.pt`` -> ``loop-1.classifier.best``; a loose file -> its stem."""
+    if checkpoint.parent.name != "checkpoints" or not checkpoint.parent.parent.name:
+        return checkpoint.stem
+    run = checkpoint.parent.parent
+    prefix = f"{run.parent.name}." if run.name in ("classifier", "detector") and run.parent.name else ""
+    return f"{prefix}{run.name}.{checkpoint.stem}"
 
 
 def connect_backend(client: LSClient, project: str | int, url: str, title: str | None = None) -> int:

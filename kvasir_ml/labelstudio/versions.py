@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kvasir_ml.data.coco import CanonicalDataset
-from kvasir_ml.io import atomic_write_json
+from kvasir_ml.io import atomic_write_json, read_json, sha256_file, sha256_json
 
 if TYPE_CHECKING:
     from kvasir_ml.labelstudio.export import ConvertReport
@@ -81,8 +81,44 @@ def next_version_path(path: str | Path) -> Path:
     return path.with_name(f"{stem}.v{highest + 1}.coco.json")
 
 
-def write_version(dataset: CanonicalDataset, report: ConvertReport, out_path: str | Path) -> tuple[Path, Path]:
+def _report_path(out_path: Path) -> Path:
+    return out_path.with_name(out_path.name.removesuffix(".json") + ".report.json")
+
+
+def pull_fingerprint(base_path: str | Path | None, dataset: CanonicalDataset) -> dict[str, str | None]:
+    """What identifies a pull's result: the base file's bytes and the new version's content
+    (images, boxes, categories; not the timestamps in ``info``)."""
+    base = Path(base_path) if base_path is not None else None
+    return {"base_sha256": sha256_file(base) if base is not None and base.is_file() else None,
+            "content_sha256": sha256_json({"images": dataset.images, "annotations": dataset.annotations,
+                                           "categories": dataset.categories})}
+
+
+def find_same_version(out_path: str | Path, fingerprint: dict[str, Any]) -> Path | None:
+    """An existing version beside ``out_path`` (same stem) written by a pull with this fingerprint
+    (read from its ``.report.json``), so pulling twice from one base writes one version."""
+    out_path = Path(out_path)
+    m = _VERSION_RE.match(out_path.name)
+    stem = m.group("stem") if m else out_path.name.removesuffix(".json")
+    candidates = {out_path, *out_path.parent.glob(f"{glob.escape(stem)}.v*.coco.json")}
+    for path in sorted(candidates, key=lambda p: p.name, reverse=True):
+        report = _report_path(path)
+        if not (path.is_file() and report.is_file()):
+            continue
+        try:
+            if read_json(report).get("fingerprint") == fingerprint:
+                return path
+        except (ValueError, AttributeError):  # unreadable or foreign report: not the same pull
+            continue
+    return None
+
+
+def write_version(dataset: CanonicalDataset, report: ConvertReport, out_path: str | Path,
+                  fingerprint: dict[str, Any] | None = None) -> tuple[Path, Path]:
     """Write the canonical file and ``<name>.report.json`` beside it (atomic; backups kept).
+
+    Args:
+        fingerprint: ``pull_fingerprint`` of this pull, kept in the report (``find_same_version``).
 
     Returns:
         ``(canonical path, report path)``.
@@ -90,6 +126,7 @@ def write_version(dataset: CanonicalDataset, report: ConvertReport, out_path: st
     out_path = Path(out_path)
     dataset.info["labelstudio"]["written_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     dataset.save(out_path, keep_backup=True)
-    report_path = out_path.with_name(out_path.name.removesuffix(".json") + ".report.json")
-    atomic_write_json(report_path, report.to_dict(), keep_backup=True)
+    report_path = _report_path(out_path)
+    atomic_write_json(report_path, {**report.to_dict(), **({"fingerprint": fingerprint} if fingerprint else {})},
+                      keep_backup=True)
     return out_path, report_path

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 
 import pytest
 from PIL import Image
 
 from kvasir_ml.data.coco import CanonicalDataset, load_canonical
 from kvasir_ml.labelstudio.convert import choices_result, image_url
-from kvasir_ml.labelstudio.export import ExportError, export_to_canonical, load_export
+from kvasir_ml.labelstudio.export import ExportError, load_export
+from kvasir_ml.labelstudio.export import export_to_canonical as _export_to_canonical
 from kvasir_ml.labelstudio.versions import next_version_path
+
+# These tests check the conversion itself, so submissions replace the base labels (the expert-label
+# guard, default "review", is tested in test_expert.py and test_expert_review.py).
+export_to_canonical = partial(_export_to_canonical, expert_changes="apply")
 
 W, H = 200, 100
 
@@ -185,7 +191,8 @@ def test_cli_convert_offline(root, base, capsys):
     export.write_text(json.dumps([task(1, "imgs/0.jpg", ann(1, [labels("polyp"), rect()])),
                                   task(2, "imgs/1.jpg", ann(2, [rect(rotation=10)]))]))
     out = root / "new.coco.json"
-    rc = main(["ls", "convert", str(export), "--out", str(out), "--data-root", str(root), "--base", str(root / "base.coco.json")])
+    rc = main(["ls", "convert", str(export), "--out", str(out), "--data-root", str(root), "--base", str(root / "base.coco.json"),
+               "--expert-changes", "apply"])
     assert rc == 0
     text = capsys.readouterr().out
     assert "task 2" in text and "rotated" in text

@@ -37,7 +37,7 @@ def test_pull_lists_skipped_rejected_and_deleted_tasks_and_skips_unchanged_versi
     sdk.annotations.create(id=tid[bad], result=[_rotated_box_without_id(ds.images[2]), choices_result("inset", ["green"])])
     sdk.tasks.delete(id=tid[deleted])
 
-    first = pull_project(ls_client, pid, ls_data_root, base_path=base)
+    first = pull_project(ls_client, pid, ls_data_root, base_path=base, expert_changes="apply")
     rep = first.report
     assert first.path is not None and first.path.name == "pullreport.v2.coco.json"
     assert rep.skipped_task_ids == [tid[skipped]] and rep.rejected_task_ids == [tid[bad]]
@@ -50,11 +50,11 @@ def test_pull_lists_skipped_rejected_and_deleted_tasks_and_skips_unchanged_versi
     assert first.redo_view == REDO_VIEW_TITLE and _view_task_ids(ls_client, pid) == [tid[bad]]
 
     # Nothing changed since v2: no v3.
-    again = pull_project(ls_client, pid, ls_data_root, base_path=first.path)
+    again = pull_project(ls_client, pid, ls_data_root, base_path=first.path, expert_changes="apply")
     assert again.path is None and not (ls_data_root / "pullreport.v3.coco.json").exists()
 
     # The annotator redoes the rejected frame: v3, and the tab is gone.
     sdk.annotations.create(id=tid[bad], result=[choices_result("labels", ["polyp"]), choices_result("inset", ["green"])])
-    fixed = pull_project(ls_client, pid, ls_data_root, base_path=first.path)
+    fixed = pull_project(ls_client, pid, ls_data_root, base_path=first.path, expert_changes="apply")
     assert fixed.path is not None and fixed.path.name == "pullreport.v3.coco.json"
     assert fixed.report.rejected_task_ids == [] and fixed.redo_view is None and _view_task_ids(ls_client, pid) is None
