@@ -319,6 +319,8 @@ def evaluate_classifier(
     label_names: Sequence[str],
     class_names: Sequence[str],
     thresholds: Any | None = None,
+    class_proba: Any | None = None,
+    class_proba_from: str = "given",
 ) -> dict[str, Any]:
     """Score one classifier on both the multi-label and the single-label task.
 
@@ -337,6 +339,9 @@ def evaluate_classifier(
             test data must pass them. ``None`` tunes them on the data given (fine for the
             val split itself) and records ``thresholds_tuned_on: "eval-data"``, which
             makes test F1/subset accuracy optimistic.
+        class_proba: (N, K) a multi-label model's class distribution from a decoder fitted
+            on val (``evaluation.decoder``); ``None`` decodes with the label-set likelihood.
+        class_proba_from: recorded as ``class_proba_from`` when ``class_proba`` is given.
 
     Returns:
         One JSON-able dict with every key of ``multilabel_metrics`` and
@@ -354,8 +359,11 @@ def evaluate_classifier(
     y_class = _class_indices("evaluate_classifier y_class", y_class, n_images)
     if task == "multilabel":
         label_scores = _check_2d("evaluate_classifier outputs", outputs, n_cols=len(label_names), n_rows=n_images)
-        class_proba = label_scores_to_class_proba(label_scores, matrix)
-        sources = {"label_scores_from": "model", "class_proba_from": "label-set-likelihood"}
+        if class_proba is None:
+            class_proba, class_proba_from = label_scores_to_class_proba(label_scores, matrix), "label-set-likelihood"
+        class_proba = _check_2d("evaluate_classifier class_proba", class_proba, n_cols=len(class_names),
+                                n_rows=n_images)
+        sources = {"label_scores_from": "model", "class_proba_from": class_proba_from}
     elif task == "singlelabel":
         class_proba = _check_2d("evaluate_classifier outputs", outputs, n_cols=len(class_names), n_rows=n_images)
         label_scores = class_proba_to_label_scores(class_proba, matrix)

@@ -1,4 +1,4 @@
-"""Error-analysis plots (PNG): confusion matrix, PR curves, PR overlays, top losses.
+"""Error-analysis plots (PNG): confusion matrix, PR curves, PR overlays, top losses, reliability.
 
 Figures are built with ``matplotlib.figure.Figure`` and the Agg canvas directly, never
 through pyplot: no global figure registry to leak (nothing to close), no display or
@@ -279,3 +279,44 @@ def top_loss_titles(y_true: Any, y_score: Any, task: str, indices: Sequence[int]
         wrapped = (textwrap.fill(line, TITLE_WIDTH_CHARS, break_on_hyphens=False) for line in text.splitlines())
         titles.append("\n".join(wrapped))
     return titles
+
+
+def plot_reliability(panels: dict[str, dict[str, tuple[Any, Any]]], path_png: str | Path, title: str = "",
+                     n_bins: int = 15) -> Path:
+    """Reliability diagrams: observed frequency against mean score per equal-width bin.
+
+    Args:
+        panels: {panel title: {"before": (y, p), "after": (y, p)}}: 0/1 outcomes and scores
+            (any shape, flattened) before and after calibration; one panel each.
+        path_png: output file.
+        title: figure title.
+        n_bins: equal-width bins on [0, 1] (the ECE's bins).
+
+    Returns:
+        The PNG path.
+    """
+    from kvasir_ml.evaluation.calibration import ece, reliability_bins
+
+    fig = Figure(figsize=(4.2 * max(1, len(panels)), 4.4))
+    axes = fig.subplots(1, max(1, len(panels)), squeeze=False)[0]
+    for ax, (name, curves) in zip(axes, panels.items()):
+        ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--", label="perfect")
+        for (which, (y, p)), colour in zip(curves.items(), ("tab:red", "tab:blue")):
+            bins = reliability_bins(y, p, n_bins)
+            pts = [(c, f) for c, f in zip(bins["mean_score"], bins["frequency"]) if c is not None]
+            e = ece(y, p, n_bins)
+            label = f"{which} (ECE {e:.3f})" if e is not None else f"{which} (no data)"
+            if pts:
+                xs, ys = zip(*pts)
+                ax.plot(xs, ys, marker="o", ms=3, color=colour, label=label)
+            else:
+                ax.plot([], [], color=colour, label=label)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("mean score in bin")
+        ax.set_ylabel("observed frequency")
+        ax.set_title(name, fontsize=9)
+        ax.legend(fontsize=7, loc="upper left")
+    fig.suptitle(f"{title} ({n_bins} equal-width bins)" if title else f"{n_bins} equal-width bins", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path_png)

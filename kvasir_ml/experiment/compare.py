@@ -31,7 +31,7 @@ FORMAT_VERSION = 2
 # The comparison table (every classifier is scored on both tasks, so every run has them all).
 CLASSIFIER_METRICS = ("macro_ap", "micro_ap", "macro_f1", "subset_accuracy", "top1", "mcc")
 # Also aggregated and kept in comparison.json, not in the headline table.
-EXTRA_CLASSIFIER_METRICS = ("hamming_loss", "singlelabel_macro_f1", "macro_ap_source_labels")
+EXTRA_CLASSIFIER_METRICS = ("hamming_loss", "singlelabel_macro_f1", "macro_ap_source_labels", "ece")
 DETECTOR_METRICS = ("coco_ap", "coco_ap50", "coco_ap75", "ultralytics_map50", "ultralytics_map50_95")
 PREDICTIONS_FILE = "predictions_test.npz"
 PREDICTIONS_TTA_FILE = "predictions_test_tta.npz"

@@ -95,6 +95,13 @@ def train_one_epoch(model: nn.Module, loader: Iterable, loss_fn: nn.Module, opti
     }
 
 
+def probabilities(logits: torch.Tensor, task: str) -> torch.Tensor:
+    """Sigmoid (multilabel) or softmax (singlelabel) on the CPU in float64: float32 rounds a
+    sigmoid above ~0.99999994 to 1.0, and post-hoc calibration needs the logit back."""
+    z = logits.detach().cpu().double()
+    return torch.sigmoid(z) if task == "multilabel" else torch.softmax(z, dim=1)
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable, device: torch.device, task: str,
              loss_fn: nn.Module | None = None, amp: bool = True, channels_last: bool = False,
@@ -115,8 +122,7 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device, task: str
             logits = model(**inputs).float()
         if loss_fn is not None:
             loss_sum += float(loss_fn(logits, targets(batch, task, device))) * logits.shape[0]
-        probs = torch.sigmoid(logits) if task == "multilabel" else torch.softmax(logits, dim=1)
-        outs.append(probs.cpu())
+        outs.append(probabilities(logits, task))
         n += logits.shape[0]
     wall = time.perf_counter() - start
     outputs = torch.cat(outs).double().numpy() if outs else np.zeros((0, 0))

@@ -1,8 +1,10 @@
 """Classify image files with a trained checkpoint (the classifier half of ``kvasir-ml predict``).
 
 The checkpoint carries everything: the resolved config (architecture, inset mode, image
-size), label and class names and the thresholds tuned on validation. Each image goes
-through the training path: decode (once), detect the inset on the original frame, make the
+size), label and class names, and what was fitted on validation: the temperature
+calibration, the class decoder (multi-label model) and the thresholds
+(``evaluation.posthoc``); scores here are the calibrated ones, as in the run's metrics.
+Each image goes through the training path: decode (once), detect the inset on the original frame, make the
 square input as the image cache does, mask/crop the inset, then the model (which
 normalises itself).
 """
@@ -17,22 +19,25 @@ import torch
 
 from kvasir_ml.data.cache import square_from_rgb
 from kvasir_ml.data.inset import InsetResult
-from kvasir_ml.evaluation.classification import class_proba_to_label_scores, label_scores_to_class_proba
+from kvasir_ml.evaluation import posthoc
 from kvasir_ml.models.classifier import KvasirClassifier
 from kvasir_ml.taxonomy import load_taxonomy
 from kvasir_ml.train.checkpoint import load_checkpoint
 from kvasir_ml.train.config import ClassifierConfig
 from kvasir_ml.train.data import inset_inputs
+from kvasir_ml.train.loop import probabilities
 
 
 def load_classifier(ckpt: str | Path, device: torch.device) -> tuple[KvasirClassifier, ClassifierConfig, dict[str, Any]]:
-    """Model (eval mode, on ``device``), its config and the checkpoint dict."""
+    """Model (eval mode, on ``device``), its config and the checkpoint dict, to which
+    ``"posthoc"`` is added: the ``PostHoc`` (calibration, decoder, thresholds) it carries."""
     state = load_checkpoint(ckpt, map_location="cpu")
     cfg = ClassifierConfig.model_validate(state["config"])
     m = cfg.model
     n_out = len(state["label_names"]) if m.task == "multilabel" else len(state["class_names"])
     model = KvasirClassifier(m.arch, n_out, m.inset_mode, m.branch_features, m.dropout)
     model.load_state_dict(state["model"])
+    state["posthoc"] = posthoc.from_checkpoint(state, m.task, n_out, where=str(ckpt))
     return model.to(device).eval(), cfg, state
 
 
@@ -53,23 +58,19 @@ def classify_arrays(loaded: tuple[KvasirClassifier, ClassifierConfig, dict[str, 
     """
     model, cfg, state = loaded
     label_names, class_names = list(state["label_names"]), list(state["class_names"])
-    thresholds = np.asarray(state["thresholds"], dtype=np.float64)
     matrix = _class_label_matrix(cfg, label_names)
+    post = state["posthoc"]
+    thresholds = post.thresholds
     results: list[dict[str, Any]] = []
     for start in range(0, len(rgbs), batch_size):
         items = []
         for rgb, inset in zip(rgbs[start:start + batch_size], insets[start:start + batch_size]):
             small = square_from_rgb(rgb, cfg.data.image_size_px)
-            items.append(inset_inputs(small, (rgb.shape[1], rgb.shape[0]), inset.state, inset.box_xywh_px,
+            items.append(inset_inputs(small, (rgb.shape[1], rgb.shape[0]), inset.state,
                                       cfg.model.inset_mode, cfg.model.branch_size_px))
         batch = {k: torch.stack([it[k] for it in items]).to(device) for k in items[0]}
-        logits = model(**batch).float()
-        if cfg.model.task == "multilabel":
-            scores = torch.sigmoid(logits).double().cpu().numpy()
-            proba = label_scores_to_class_proba(scores, matrix)
-        else:
-            proba = torch.softmax(logits, dim=1).double().cpu().numpy()
-            scores = class_proba_to_label_scores(proba, matrix)
+        scores, proba = post.scores(probabilities(model(**batch).float(), cfg.model.task).numpy(), matrix,
+                                    label_names)
         for s, p in zip(scores, proba):
             k = int(p.argmax())
             results.append({

@@ -24,6 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from kvasir_ml.config import dump_config, save_config
 from kvasir_ml.device import resolve_device
+from kvasir_ml.evaluation import posthoc
 from kvasir_ml.io import atomic_write_json, orphaned_temp_files
 from kvasir_ml.models.classifier import build_model
 from kvasir_ml.rundir import RunDirError, check_run_dir, config_differences
@@ -172,7 +173,9 @@ class _Trainer:
         self.ckpt_dir = run_dir / "checkpoints"
         self._setup_data()
         self._setup_model(resume)
-        self.start_epoch, self.best_score, self.history, self.thresholds = 0, -float("inf"), [], None
+        self.start_epoch, self.best_score, self.history = 0, -float("inf"), []
+        # thresholds, calibration and decoder fitted on val at the last epoch (PostHoc.to_state)
+        self.posthoc_state: dict[str, Any] = {"thresholds": None, "calibration": None, "decoder": None}
         self.best_epoch = 0  # the epoch best.pt holds (0: none yet)
         self.run_name = f"{cfg.name}-{run_dir.name}"
         self.tracker = NullTracker()
@@ -245,7 +248,8 @@ class _Trainer:
         set_rng_state(state["rng"])
         self.start_epoch = int(state["epoch"])
         self.best_score = float(state.get("best_score", state.get("best_val_macro_ap", -float("inf"))))
-        self.history, self.thresholds = list(state["history"]), list(state["thresholds"])
+        self.history = list(state["history"])
+        self.posthoc_state = {k: state.get(k) for k in self.posthoc_state}
         self.best_epoch = int(state.get("best_epoch", 0))
         ddp.on_rank0(lambda: recover_checkpoints(self.ckpt_dir, state), self.rank, self.world)
         log.info("resumed %s after epoch %d", self.run_dir, self.start_epoch)
@@ -261,7 +265,7 @@ class _Trainer:
             "config": dump_config(self.cfg),
             "label_names": self.data.label_names,
             "class_names": self.data.class_names,
-            "thresholds": self.thresholds,
+            **self.posthoc_state,  # thresholds, calibration, decoder
             "split_sha256": self.data.split.sha256,
             "dataset": self.data.dataset_name,
             "versions": library_versions(),
@@ -297,8 +301,9 @@ class _Trainer:
         entry: dict[str, Any] = {"epoch": epoch + 1, **stats}
         if self.is_main:
             val = self.evaluate_split("val")
-            self.thresholds = report.tune_on_val(cfg.model.task, val["outputs"], self.data)
-            metrics = report.score(cfg.model.task, val["outputs"], "val", self.data, self.thresholds)
+            post = report.tune_on_val(cfg.model.task, val["outputs"], self.data)
+            self.posthoc_state = post.to_state()
+            metrics = report.score(cfg.model.task, val["outputs"], "val", self.data, post)
             entry.update({"val_loss": val["loss"], **report.scalars(metrics, "val_")})
         return entry
 
@@ -362,36 +367,53 @@ class _Trainer:
             os.replace(pending, self.ckpt_dir / "best.pt")
 
     def final_report(self) -> dict[str, Any]:
-        """Best checkpoint on val (for the record) and test (the report); plots; metrics.json."""
+        """Best checkpoint on val (for the record) and test (the report); plots; metrics.json.
+
+        Scores are calibrated and decoded with what best.pt carries (fitted on val at its
+        epoch); the TTA rows get their own calibration, decoder and thresholds, fitted on
+        the TTA outputs of val (the 8-view mean is a different score from one view's).
+        """
         best = load_checkpoint(self.ckpt_dir / "best.pt", map_location=self.device)
         self.model.load_state_dict(best["model"])
-        task, thresholds = self.cfg.model.task, list(best["thresholds"])
-        val = report.score(task, self.evaluate_split("val")["outputs"], "val", self.data, thresholds)
+        task = self.cfg.model.task
+        n_out = len(self.data.label_names) if task == "multilabel" else len(self.data.class_names)
+        post = posthoc.from_checkpoint(best, task, n_out, where=str(self.ckpt_dir / "best.pt"))
+        val = report.score(task, self.evaluate_split("val")["outputs"], "val", self.data, post)
         test_out = self.evaluate_split("test")["outputs"]
-        test = report.score(task, test_out, "test", self.data, thresholds)
-        report.save_predictions(self.run_dir / "predictions_test.npz", task, test_out, self.data)
+        test = report.score(task, test_out, "test", self.data, post)
+        report.save_predictions(self.run_dir / "predictions_test.npz", task, test_out, self.data, post)
         m = self.cfg.model
         plot_paths = report.write_plots(task, test_out, test, self.data, m.inset_mode, m.branch_size_px,
-                                        self.run_dir / "plots")
+                                        self.run_dir / "plots", post)
         metrics = {
             "kind": "classifier", "task": task, "model": m.arch, "inset_mode": m.inset_mode,
             "seed": self.cfg.runtime.seed, "dataset": self.data.dataset_name, "split_sha256": self.data.split.sha256,
             "device": str(self.device), "best_epoch": int(best["epoch"]),
             "n_images": {k: len(r) for k, r in self.data.records.items()},
+            "ground_truth": self.data.ground_truth,  # folder or verified labels on test, and on how many images
             "label_names": self.data.label_names, "class_names": self.data.class_names,
-            "thresholds_tuned_on": "val", "selection": report.selection_record(self.cfg.eval.select, best),
+            "thresholds_tuned_on": "val", "calibrated_on": "val",
+            "selection": report.selection_record(self.cfg.eval.select, best),
             "history": self.history, "val": val, "test": test,
         }
-        if self.cfg.eval.tta:  # its own key: the untouched "test" numbers stay what the model alone gives
-            tta_out = self._tta_outputs("test")
-            metrics["test_tta"] = {**report.score(task, tta_out, "test", self.data, thresholds), "tta": TTA_NAME}
-            report.save_predictions(self.run_dir / "predictions_test_tta.npz", task, tta_out, self.data)
+        if self.cfg.eval.tta:  # its own keys: the untouched "test" numbers stay what the model alone gives
+            metrics.update(self._tta_report(task))
         if self.lr_find_result is not None:
             metrics["lr_find"] = self.lr_find_result
         atomic_write_json(self.run_dir / "metrics.json", metrics)
         report.log_final(self.tracker, task, test_out, test, self.data, plot_paths, self.run_dir,
-                         self.cfg.tracking, self.run_name)
+                         self.cfg.tracking, self.run_name, post)
         return metrics
+
+    def _tta_report(self, task: str) -> dict[str, Any]:
+        """``val_tta`` and ``test_tta``: TTA outputs scored with calibration, decoder and
+        thresholds fitted on the TTA outputs of val (``posthoc_fitted_on: "val-tta"``)."""
+        val_out, test_out = self._tta_outputs("val"), self._tta_outputs("test")
+        post = report.tune_on_val(task, val_out, self.data)
+        tag = {"tta": TTA_NAME, "posthoc_fitted_on": "val-tta"}
+        report.save_predictions(self.run_dir / "predictions_test_tta.npz", task, test_out, self.data, post)
+        return {"val_tta": {**report.score(task, val_out, "val", self.data, post), **tag},
+                "test_tta": {**report.score(task, test_out, "test", self.data, post), **tag}}
 
 
 def train_classifier(cfg: ClassifierConfig, out_dir: str | Path, resume: bool = False,

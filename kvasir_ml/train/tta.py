@@ -4,8 +4,10 @@ Endoscopy frames have no "up", and training augments with flips and any-angle ro
 the four 90-degree rotations of the main image, each with and without a horizontal flip,
 are views the model should score alike. Averaging their probabilities (not their logits:
 the mean of calibrated probabilities stays a probability) is the TTA the report shows as
-its own row; it never replaces the untouched numbers. The inset crop of the branch model
-is not turned: the panel's drawing has a fixed orientation (as in training).
+its own row; it never replaces the untouched numbers. Its calibration, class decoder and
+thresholds are fitted on the TTA outputs of val, not reused from the single view. The
+inset crop of the branch model is not turned: the panel's drawing has a fixed orientation
+(as in training).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from kvasir_ml.train.loop import _autocast, model_inputs
+from kvasir_ml.train.loop import _autocast, model_inputs, probabilities
 
 TTA_NAME = "dihedral-8 (rot90 x {0,1,2,3} x hflip {no,yes}), mean of probabilities"
 
@@ -49,7 +51,7 @@ def evaluate_tta(model: nn.Module, loader: Iterable, device: torch.device, task:
                 view = view.contiguous(memory_format=torch.channels_last)
             with _autocast(device, amp):
                 logits = model(**{**inputs, "image": view}).float()
-            probs = torch.sigmoid(logits) if task == "multilabel" else torch.softmax(logits, dim=1)
+            probs = probabilities(logits, task)
             total = probs if total is None else total + probs
-        outs.append((total / 8.0).cpu())
+        outs.append(total / 8.0)
     return torch.cat(outs).double().numpy() if outs else np.zeros((0, 0))

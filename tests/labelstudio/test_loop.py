@@ -37,7 +37,10 @@ def test_loop_fine_tunes_pushes_and_moves_the_prelabeling_model(ls_client, ls_se
         ls_client.sdk.annotations.create(id=tasks[img["file_name"]], result=[
             choices_result("labels", ["ileum", "bbps-2-3"]), choices_result("inset", ["none"])])
 
+    # expert_changes="apply": the two corrections replace the frames' labels (the default holds such
+    # submissions for review and keeps the base labels, test_expert_review.py)
     turn = run_loop(ls_client, "loop", canonical, ls_data_root, tmp_path / "turn1", classifier=classifier,
+                    expert_changes="apply",
                     detector=detector, classifier_overrides=tiny_fine_tune["classifier"], detector_overrides=tiny_fine_tune["detector"],
                     device="cpu")
     assert turn.stopped is None and turn.canonical.name == "loop.v2.coco.json"

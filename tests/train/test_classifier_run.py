@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from sklearn.metrics import f1_score
 
 from kvasir_ml.cli import main as cli_main
+from kvasir_ml.evaluation.calibration import ece_summary
 from kvasir_ml.train.checkpoint import load_checkpoint
 from kvasir_ml.train.config import load_classifier_config
 from kvasir_ml.train.run import RunDirError, train_classifier
@@ -52,10 +54,10 @@ def test_cli_run_writes_metrics_with_required_keys(ml_run):
         assert key in metrics["test"], key
         assert key in metrics["val"], key
     assert metrics["test"]["label_scores_from"] == "model"
-    assert metrics["test"]["class_proba_from"] == "label-set-likelihood"  # cross-evaluation
+    assert metrics["test"]["class_proba_from"] == "decoder-fitted-on-val"  # cross-evaluation
     assert {"epoch", "train_loss", "val_macro_ap", "img_s", "data_time_s", "step_time_s"} <= set(metrics["history"][0])
     for name in ("config.yaml", "split.json", "checkpoints/best.pt", "checkpoints/last.pt",
-                 "plots/confusion.png", "plots/pr_curves.png", "plots/top_losses.png"):
+                 "plots/confusion.png", "plots/pr_curves.png", "plots/top_losses.png", "plots/reliability.png"):
         assert (ml_run / name).is_file(), name
 
 
@@ -76,6 +78,21 @@ def test_thresholds_tuned_on_val_are_in_checkpoint(ml_run):
     assert metrics["thresholds_tuned_on"] == "val"
     assert best["split_sha256"] == metrics["split_sha256"] == json.loads((ml_run / "split.json").read_text())["sha256"]
     assert "optimizer" not in best
+    # calibration and decoder fitted on val travel with the thresholds
+    assert len(best["calibration"]["temperatures"]) == len(best["label_names"])
+    assert best["decoder"]["class_names"] == best["class_names"]
+    test = metrics["test"]
+    assert test["ece"] == test["calibration"]["after"]["macro_ece"] and test["ece_uncalibrated"] is not None
+    assert test["top1_ceiling_multilabel"] == 1.0  # no two Kvasir v2 classes share a label set
+    # the saved predictions are the calibrated, decoded scores the metrics were computed from
+    with np.load(ml_run / "predictions_test.npz") as npz:
+        y, scores, proba, y_class = npz["y_labels"], npz["label_scores"], npz["class_proba"], npz["y_class"]
+    assert ece_summary(y, scores, best["label_names"])["macro_ece"] == pytest.approx(test["ece"])
+    scored = y.sum(axis=0) > 0
+    pred = scores >= np.asarray(test["thresholds"])
+    assert f1_score(y[:, scored], pred[:, scored], average="macro", zero_division=0) == pytest.approx(test["macro_f1"])
+    keep = y_class >= 0
+    assert float(np.mean(proba[keep].argmax(1) == y_class[keep])) == pytest.approx(test["top1"])
     last = load_checkpoint(ml_run / "checkpoints" / "last.pt")
     assert {"optimizer", "scheduler", "rng", "versions", "epoch"} <= set(last)
     assert last["epoch"] == 3

@@ -12,7 +12,9 @@ from torch import nn
 
 from kvasir_ml.train.checkpoint import load_checkpoint
 from kvasir_ml.train.config import load_classifier_config
-from kvasir_ml.train.report import SELECTION_RULES, selection_score
+from kvasir_ml.train.predict import load_classifier
+from kvasir_ml.train.prepare import make_loaders, prepare_data
+from kvasir_ml.train.report import SELECTION_RULES, selection_score, tune_on_val
 from kvasir_ml.train.run import train_classifier
 from kvasir_ml.train.tta import dihedral_views, evaluate_tta
 
@@ -78,7 +80,18 @@ def test_val_loss_selection_and_tta_in_a_real_run(synth_dir, tmp_path):
     best = load_checkpoint(run / "checkpoints" / "best.pt")
     assert best["epoch"] == want and best["select"] == "val_loss"
     assert best["best_score"] == pytest.approx(-min(h["val_loss"] for h in metrics["history"]))
-    assert metrics["test_tta"]["thresholds"] == metrics["test"]["thresholds"]  # val-tuned, shared
     with np.load(run / "predictions_test_tta.npz") as tta, np.load(run / "predictions_test.npz") as plain:
         assert list(tta["file_names"]) == list(plain["file_names"])
         assert not np.allclose(tta["label_scores"], plain["label_scores"])
+    # the TTA rows' thresholds (and calibration) come from the TTA outputs of VAL, not the single view's
+    assert metrics["test_tta"]["posthoc_fitted_on"] == "val-tta"
+    assert metrics["test_tta"]["thresholds"] == metrics["val_tta"]["thresholds"]
+    cfg, cpu = load_classifier_config(ML_TINY, overrides), torch.device("cpu")
+    data = prepare_data(cfg, run, may_write=False)
+    model, _, _ = load_classifier(run / "checkpoints" / "best.pt", cpu)
+    val_tta = evaluate_tta(model, make_loaders(cfg, data, cpu)[2]["val"], cpu, "multilabel", cfg.runtime.amp,
+                           cfg.runtime.channels_last)
+    post = tune_on_val("multilabel", val_tta, data)
+    assert metrics["test_tta"]["thresholds"] == pytest.approx(post.thresholds.tolist())
+    assert metrics["test_tta"]["calibration"]["calibration"]["temperatures"] == pytest.approx(
+        post.calibration.temperatures.tolist())
