@@ -259,6 +259,12 @@ def class_proba_to_label_scores(proba: Any, class_label_matrix: Any) -> np.ndarr
 def label_scores_to_class_proba(label_scores: Any, class_label_matrix: Any) -> np.ndarray:
     """Turn a multi-label model's label scores into a distribution over source classes.
 
+    The FALLBACK decoding (checkpoints without a fitted decoder, and the calibration's
+    "before" reference): trained runs decode with ``evaluation.decoder.ClassDecoder``,
+    fitted on val, because this likelihood is biased on mixed frames even with perfectly
+    calibrated scores (it counts each label on which two classes differ as independent
+    evidence: a 70/30 two-class frame decodes as 0.927/0.073).
+
     Each class is scored by the log-likelihood of its exact label set under independent
     Bernoullis with the model's label probabilities: sum over labels of ``log p`` if the
     label is in the set, else ``log(1 - p)``; then a softmax over classes (a uniform class

@@ -45,8 +45,12 @@ class LossConfig(StrictModel):
 
     name: Literal["bce", "asl"] = Field("bce", description="multi-label loss: bce | asl (asymmetric loss); "
                                                            "single-label always uses cross-entropy")
-    pos_weight: bool = Field(False, description="BCE pos_weight = negatives/positives per label on train (clipped "
-                                                "to pos_weight_max), applied so the outputs stay calibrated")
+    pos_weight: bool = Field(False, description="BCE pos_weight w = negatives/positives per label on train (clipped "
+                                                "to pos_weight_max), with log(w) inside the loss: the optimum stays "
+                                                "plain BCE's and the gradient is plain BCE's times one factor (up to "
+                                                "w on low scores) for positives and negatives alike, so it only "
+                                                "rescales steps (a learning-rate-like knob for rare labels); "
+                                                "calibration comes from temperature scaling fitted on val")
     pos_weight_max: float = Field(10.0, gt=0, description="upper clip of pos_weight")
     asl_gamma_neg: float = Field(4.0, ge=0, description="ASL focusing exponent for negatives")
     asl_gamma_pos: float = Field(0.0, ge=0, description="ASL focusing exponent for positives")

@@ -1,18 +1,23 @@
 """Losses: BCE (optional pos_weight) or asymmetric loss for multi-label, cross-entropy for single-label.
 
-Why ``CalibratedPosWeightBCE`` and not ``nn.BCEWithLogitsLoss(pos_weight=w)``: the expected
-BCE with ``pos_weight`` w is minimised at ``sigmoid(z) = w q / (w q + 1 - q)`` where q is
-the true probability, i.e. at ``z = logit(q) + log(w)``. The model's scores would then
-carry a hidden per-label prior of ``log(w)``: harmless for per-label AP (a monotone shift)
-and for thresholds tuned on val, but it biases everything that compares labels with each
-other — micro AP, and above all the label-set likelihood that turns label scores into a
-class distribution (``evaluation.classification.label_scores_to_class_proba``): with the
-Kvasir v2 weights a calibrated 50/50 esophagitis vs normal-z-line frame decoded as ~0.87.
-Adding ``log(w)`` inside the loss moves that offset out of the model: the loss sees the
-same numbers (training is the plain pos-weighted BCE with the head's bias shifted by
-``log(w)``, the only difference being what weight decay pulls that bias towards), while
-the model's own output is ``logit(q)``, a calibrated probability at the optimum.
+What ``pos_weight`` does (``CalibratedPosWeightBCE``), said plainly: it does NOT rebalance
+positives against negatives and does NOT make the scores calibrated. The loss is
+``BCEWithLogits(z + log w, y, pos_weight=w)``; its gradient with respect to the logit z is
+plain BCE's gradient times ``w (1 + e^z) / (1 + w e^z)`` — one factor, the same for a
+positive and a negative at the same z (``tests/models/test_pos_weight.py``). So the
+minimiser is plain BCE's (``sigmoid(z) = P(y = 1 | x)``) and pos_weight only rescales the
+steps: by up to w where the model scores the label low (most frames of a rare label,
+positives and negatives alike), by ~1 where it scores it high. It is a per-label,
+learning-rate-like knob for rare labels, nothing more. (Torch's own pos-weighted BCE, by
+contrast, would move the optimum to ``z = logit(q) + log(w)``: a hidden per-label prior
+that biased the class decoding; that is why the ``log(w)`` offset sits inside the loss.)
+
+Calibration comes from elsewhere: once a net overfits, every variant's scores are
+over-confident (ECE ~0.1), so scores are calibrated after training by temperature scaling
+fitted on validation (``evaluation.calibration``), and classes are decoded by a decoder
+fitted on validation (``evaluation.decoder``).
 """
+
 
 from __future__ import annotations
 
@@ -59,12 +64,13 @@ def pos_weight_from_labels(y_labels: np.ndarray, max_weight: float) -> torch.Ten
 
 
 class CalibratedPosWeightBCE(nn.Module):
-    """BCE with per-label ``pos_weight`` whose optimum leaves the model's logits calibrated.
+    """BCE with per-label ``pos_weight`` whose minimiser is plain BCE's.
 
-    ``loss(z, y) = BCEWithLogits(z + log(pos_weight), y, pos_weight)`` (mean over elements):
-    positives weigh ``pos_weight`` times more in the gradient, as with plain pos-weighted
-    BCE, but the minimiser is ``sigmoid(z) = P(y = 1 | x)`` rather than an inflated score
-    (see the module docstring).
+    ``loss(z, y) = BCEWithLogits(z + log(pos_weight), y, pos_weight)`` (mean over elements).
+    Its gradient is plain BCE's times ``w (1 + e^z) / (1 + w e^z)`` for positives and
+    negatives alike, so it changes step sizes (up to ``w`` on low-scored elements), not
+    the optimum: ``sigmoid(z) = P(y = 1 | x)``, and no prior that would bias the class
+    decoding (see the module docstring). Calibration is post-hoc (``evaluation.calibration``).
     """
 
     def __init__(self, pos_weight: torch.Tensor):

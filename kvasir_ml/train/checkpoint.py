@@ -5,8 +5,12 @@ checkpoint from anywhere can be opened without executing code. Contents::
 
     {"format": 1, "model", "optimizer", "scheduler", "epoch" (completed epochs),
      "rng": {...}, "config" (resolved, JSON-able), "label_names", "class_names",
-     "thresholds" (list[float], tuned on val), "split_sha256", "versions",
-     "select", "best_score", "history"}
+     "thresholds" (list[float], tuned on the calibrated val scores), "calibration" (temperatures),
+     "decoder" (multi-label: the class decoder's coef/intercept/class order; else None),
+     "split_sha256", "versions", "select", "best_score", "history"}
+
+``calibration`` and ``decoder`` are ``evaluation.posthoc.PostHoc.to_state()``: plain lists and
+numbers, fitted on val at the checkpoint's epoch.
 
 ``last.pt`` holds all of it (for ``--resume``); ``best.pt`` (the epoch chosen by the
 ``eval.select`` rule, ``best_score`` its score, higher is better; used by
