@@ -96,6 +96,12 @@ class EvalConfig(StrictModel):
         description="also score test with test-time augmentation (mean of the probabilities over the 8 flips "
                     "and 90-degree rotations of the main image; the inset crop is not turned); reported apart "
                     "as metrics.json 'test_tta', never mixed into 'test'")
+    ground_truth: Literal["folder", "verified"] = Field(
+        "folder",
+        description="what test is scored against: 'folder' = every test image with its canonical labels (for "
+                    "Kvasir v2 / HyperKvasir the class folder's label set); 'verified' = only the test images a "
+                    "verification pull marked verified, with their verified labels (kvasir-ml verify pull; train "
+                    "on the version it writes, with the same split file). metrics.json 'ground_truth' records it")
 
 
 class ClassifierConfig(StrictModel):

@@ -11,7 +11,7 @@ run's result.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, Rando
 
 from kvasir_ml.data.coco import load_canonical
 from kvasir_ml.data.resolve import dataset_name, resolve_dataset, resolve_split
+from kvasir_ml.data.verified import folder_view, select_test_images, verified_class_indices
 from kvasir_ml.taxonomy import load_taxonomy
 from kvasir_ml.train.config import ClassifierConfig
 from kvasir_ml.train.data import (
@@ -50,6 +51,8 @@ class RunData:
     records: dict[str, Records]
     cache: Any  # kvasir_ml.data.cache.ImageCache
     packs: dict[str, Path]  # split -> its (N, S, S, 3) uint8 pack (ImageCache.pack)
+    ground_truth: dict[str, Any] = field(default_factory=dict)  # data.verified.select_test_images' record
+    file_names: dict[str, list[str]] = field(default_factory=dict)  # split -> its images in record order
 
 
 def prepare_data(cfg: ClassifierConfig, run_dir: Path, may_write: bool = True) -> RunData:
@@ -61,17 +64,25 @@ def prepare_data(cfg: ClassifierConfig, run_dir: Path, may_write: bool = True) -
     taxonomy = load_taxonomy()
     canonical, root = resolve_dataset(cfg.data, run_dir, may_write)
     ds = load_canonical(canonical)
-    split = resolve_split(ds, cfg.data, run_dir, may_write)
-    label_names = active_label_names(ds, taxonomy)
+    folder = folder_view(ds)  # verified images with their folder labels: train, val and folder-mode test
+    split = resolve_split(folder, cfg.data, run_dir, may_write)
+    label_names = active_label_names(folder, taxonomy)
     class_names = list(taxonomy.source(cfg.data.class_source).classes)
     active = [taxonomy.label_index(n) for n in label_names]
     matrix = taxonomy.class_label_matrix(cfg.data.class_source)[:, active]
-    records = {}
+    records, file_names = {}, {}
     for name in SPLITS:
         files = list(split.splits.get(name, []))
         if not files:
             raise ValueError(f"{canonical}: the {name} split is empty; use more images or other fractions")
-        records[name] = build_records(ds, files, root, label_names, cfg.data.class_source, taxonomy)
+        source = folder
+        if name == "test":  # folder labels, or only the verified images with their verified labels
+            files, ground_truth = select_test_images(ds, files, cfg.eval.ground_truth, str(canonical))
+            source = ds if ground_truth["kind"] == "verified" else folder
+        records[name] = build_records(source, files, root, label_names, cfg.data.class_source, taxonomy)
+        file_names[name] = files
+        if source is not folder:  # the single-label target follows the verified labels too
+            records[name].y_class = verified_class_indices(ds, files, cfg.data.class_source, taxonomy)
     from kvasir_ml.data.cache import ImageCache
 
     cache = ImageCache(Path(cfg.data.cache_dir) if cfg.data.cache_dir else run_dir / "cache", cfg.data.image_size_px)
@@ -86,7 +97,8 @@ def prepare_data(cfg: ClassifierConfig, run_dir: Path, may_write: bool = True) -
                     n_no_class, cfg.data.class_source)
     packs = {split_name: cache.pack(r.paths) for split_name, r in records.items()}
     name = dataset_name(cfg.data, ds, canonical)
-    return RunData(name, canonical, split, label_names, class_names, matrix, records, cache, packs)
+    return RunData(name, canonical, split, label_names, class_names, matrix, records, cache, packs, ground_truth,
+                   file_names)
 
 
 def batch_loader(dataset: ClassifierDataset, sampler: Sampler, batch_size: int, drop_last: bool, workers: int,

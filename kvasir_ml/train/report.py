@@ -181,7 +181,7 @@ def save_predictions(path: Path, task: str, outputs: np.ndarray, data: RunData, 
     from kvasir_ml.io import atomic_write
 
     rec = data.records[split]
-    file_names = [str(f) for f in data.split.splits[split]]
+    file_names = [str(f) for f in data.file_names[split]]  # test: the scored images only (eval.ground_truth)
     if len(file_names) != len(rec):
         raise ValueError(f"{split}: {len(rec)} records but {len(file_names)} file names in the split")
     scores, proba = calibrated(task, outputs, data, post)
