@@ -24,6 +24,7 @@ import yaml
 
 from kvasir_ml.evaluation.bootstrap import DEFAULT_RESAMPLES
 from kvasir_ml.experiment.config import DEFAULT_HARD_PAIRS
+from kvasir_ml.experiment.ground_truth import ground_truth_summary
 
 log = logging.getLogger(__name__)
 
@@ -354,6 +355,7 @@ def compare_runs(records: Sequence[RunRecord],
         "datasets": sorted({str(r.metrics.get("dataset")) for r in records if r.metrics.get("dataset")}),
         "split_sha256": splits,
         "same_split": len(splits) <= 1,
+        "ground_truth": ground_truth_summary([r.metrics for r in records]),  # folder or verified labels on test
         "hard_pairs": [list(p) for p in hard_pairs],
         "label_names": label_names,
         "class_names": class_names,

@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from kvasir_ml.config import TrackingConfig
 from kvasir_ml.evaluation import plots
 from kvasir_ml.evaluation.bootstrap import seed_differences
+from kvasir_ml.experiment.ground_truth import ground_truth_sentence
 from kvasir_ml.experiment.tables import METRIC_TITLES, classifier_table, detector_table, fmt, metrics_table
 from kvasir_ml.experiment.tables import md_table as _md_table
 from kvasir_ml.experiment.tables import section_lines
@@ -101,6 +102,7 @@ def markdown(comparison: dict[str, Any], out_dir: Path, plot_paths: dict[str, Pa
              f" (sha256 {', '.join(f'`{s[:12]}`' for s in splits) or 'unknown'}), dataset "
              f"{', '.join(comparison['datasets']) or 'unknown'}, seeds {seeds}. "
              "Mean ± std over seeds (std: sample standard deviation, ddof=1; one seed shows the mean alone).", "",
+             *([s, ""] if (s := ground_truth_sentence(comparison.get("ground_truth"))) else []),
              "Every classifier is scored on both tasks with the same code: multi-label metrics (macro/micro AP, "
              "macro F1 at per-label thresholds tuned on val, subset accuracy) on label scores (single-label "
              "models: class probabilities mapped through the taxonomy), single-label metrics (top-1, MCC) on "
