@@ -164,6 +164,7 @@ def _loop(args: argparse.Namespace) -> int:
     result = run_loop(_client(args), args.project, args.base, args.data_root, args.out, classifier=args.classifier,
                       detector=args.detector, classifier_overrides=args.classifier_set,
                       detector_overrides=args.detector_set, policy=args.policy, device=args.device, force=args.force,
+                      expert_changes=args.expert_changes,
                       resume=args.resume, conf=args.conf, max_boxes=args.max_boxes, current_model=args.current_model)
     if result.resumed:
         print(f"resumed {args.out}: done before: {', '.join(result.resumed)}")
@@ -422,6 +423,9 @@ def _register_loop(sub: argparse._SubParsersAction) -> None:
                    help="overrides of the previous detector run's config (e.g. train.epochs=10)")
     add_device(p, "where the new models predict")
     p.add_argument("--force", action="store_true", help="retrain even when no annotation changed")
+    p.add_argument("--expert-changes", choices=("review", "apply"), default="review",
+                   help="as for `ls pull`: review (default) keeps the base labels of tasks whose submission removes, "
+                        "moves or relabels them (listed in the report); apply takes them")
     p.add_argument("--resume", action="store_true",
                    help="finish the turn in --out that stopped part-way (same arguments): finished steps are not "
                         "run again")

@@ -183,7 +183,7 @@ def run_loop(
     classifier_overrides: Sequence[str] = (), detector_overrides: Sequence[str] = (),
     policy: str = "latest", device: str = "auto", force: bool = False, resume: bool = False,
     conf: float | None = PRELABEL_CONF, max_boxes: int = PRELABEL_MAX_BOXES,
-    current_model: str | Path | None = None, backend_wait_s: float = 60.0,
+    current_model: str | Path | None = None, backend_wait_s: float = 60.0, expert_changes: str = "review",
 ) -> LoopResult:
     """One turn of the loop (see the module doc).
 
@@ -199,6 +199,8 @@ def run_loop(
         conf, max_boxes: pre-annotation box threshold and per-frame cap.
         current_model: a current-model file (``serving``) to point at the new models; the ML
             backends connected to the project that watch it are waited for (``backend_wait_s``).
+        expert_changes: the pull's guard for the base file's labels (``expert.py``): ``review``
+            keeps them where a submission removes, moves or relabels them; ``apply`` takes it.
 
     Returns:
         The turn's result; ``stopped`` is set (and nothing trained) when the annotations
@@ -218,10 +220,12 @@ def run_loop(
         result.canonical = Path(state["canonical"])
     else:
         _save(out_dir, state, result)  # from here on, a turn that fails can be resumed
-        pulled = pull_project(client, project, data_root, base_path=base, policy=policy)
+        pulled = pull_project(client, project, data_root, base_path=base, policy=policy, expert_changes=expert_changes)
         result.pull_report = pulled.report
         if pulled.path is None and not force:
-            result.stopped = f"no annotation changed since {base}: nothing to retrain on"
+            held = pulled.report.n_held_for_review
+            result.stopped = f"no annotation changed since {base}: nothing to retrain on" + (
+                f" ({held} submission(s) that change expert labels held for review: {pulled.review_path})" if held else "")
             state["stopped"] = result.stopped
             _save(out_dir, state, result, "pull")
             return result
