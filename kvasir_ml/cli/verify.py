@@ -98,7 +98,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="images to sample, spread evenly over the source classes (or label sets)")
     p.add_argument("--include-val", action="store_true", help="sample from the val split too")
     p.add_argument("--annotators", type=count(2), default=2, metavar="N", help="independent annotations per task")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed (same seed and files: same sample)")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="sampling seed (same seed and files: same sample)")
     p.add_argument("--data-root", metavar="DIR", help="image root = the server's document root (default: the "
                                                       "canonical file's folder)")
     _add_server_options(p)
