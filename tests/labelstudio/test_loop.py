@@ -81,3 +81,98 @@ def test_loop_fine_tunes_pushes_and_moves_the_prelabeling_model(ls_client, ls_se
     assert main(["ls", "push", str(turn.canonical), "--project", "loop", "--data-root", str(ls_data_root),
                  "--predictions", str(preds_file), "--classifier", str(turn.classifier)]) == 2
     assert "not both" in capsys.readouterr().err
+
+
+def test_a_turn_that_failed_at_push_resumes_and_the_backend_switches_to_the_new_model(
+        ls_client, ls_data_root, loop_models, tiny_fine_tune, tmp_path, monkeypatch):
+    import threading
+
+    import httpx
+
+    import kvasir_ml.labelstudio.loop as loop_mod
+    from kvasir_ml.labelstudio.backend import Backend, checkpoint_predict_fn, make_backend_server
+    from kvasir_ml.labelstudio.client import LabelStudioError
+    from kvasir_ml.labelstudio.serving import ModelWatcher, read_current_model, write_current_model
+    from kvasir_ml.labelstudio.sync import connect_backend
+    from kvasir_ml.rundir import RunDirError
+
+    canonical, _, detector = loop_models
+    ds = load_canonical(canonical)
+    base = ls_data_root / "loopresume.coco.json"  # its own versions: loopresume.vN.coco.json
+    ds.save(base, keep_backup=False)
+    v1 = model_version_for(None, detector)
+    preds, _ = match_predictions(predictions_from_checkpoints(ds, ls_data_root, None, detector, "cpu"), ls_data_root,
+                                 {img["file_name"] for img in ds.images})
+    pid = push_dataset(ls_client, ds, ls_data_root, "loop resume", predictions=preds, model_version=v1).project_id
+    set_prelabeling_model(ls_client, pid, v1)
+
+    # The ML backend serves the model named in a current-model file, and is connected to the project.
+    current = write_current_model(tmp_path / "current-model.json", None, detector, v1)
+
+    def load(model):
+        return checkpoint_predict_fn(model.classifier, model.detector, "cpu")
+
+    backend = Backend(ls_data_root, load(read_current_model(current)), v1)
+    server = make_backend_server(backend, "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    watcher = ModelWatcher(backend, current, load, poll_s=0.2).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        ml_id = connect_backend(ls_client, pid, url)
+        tasks = {image_key_from_task_data(t["data"]): t["id"] for t in ls_client.list_tasks(pid)}
+        ls_client.sdk.annotations.create(id=tasks[ds.images[0]["file_name"]], result=[
+            choices_result("labels", ["ileum"]), choices_result("inset", ["none"])])
+
+        real_push, calls = loop_mod.push_dataset, []
+
+        def push_fails_once(*args, **kwargs):  # the server goes away during the push, once
+            calls.append(1)
+            if len(calls) == 1:
+                raise LabelStudioError("Label Studio at ...: import 24 tasks failed after 4 attempt(s): cannot connect")
+            return real_push(*args, **kwargs)
+
+        monkeypatch.setattr(loop_mod, "push_dataset", push_fails_once)
+        out = tmp_path / "turn"
+        kwargs = dict(detector=detector, detector_overrides=tiny_fine_tune["detector"], device="cpu",
+                      current_model=current, backend_wait_s=60, expert_changes="apply")  # "ileum" replaces labels
+        with pytest.raises(LabelStudioError, match="cannot connect"):
+            run_loop(ls_client, "loop resume", base, ls_data_root, out, **kwargs)
+        state = json.loads((out / "loop.json").read_text())
+        assert state["steps_done"] == ["pull", "detector"] and state["canonical"].endswith("loopresume.v2.coco.json")
+        assert backend.model_version == v1  # nothing switched before the predictions were pushed
+
+        with pytest.raises(RunDirError, match="--resume"):
+            run_loop(ls_client, "loop resume", base, ls_data_root, out, **kwargs)
+        with pytest.raises(RunDirError, match="detector_overrides"):
+            run_loop(ls_client, "loop resume", base, ls_data_root, out, resume=True,
+                     **{**kwargs, "detector_overrides": ["train.epochs=3"]})
+        new_ckpt = out / "detector" / "checkpoints" / "best.pt"
+        trained_at = new_ckpt.stat().st_mtime_ns
+
+        turn = run_loop(ls_client, "loop resume", base, ls_data_root, out, resume=True, **kwargs)
+        assert turn.resumed == ["pull", "detector"]
+        assert not (ls_data_root / "loopresume.v3.coco.json").exists()  # no second pull, no second version
+        assert turn.detector == new_ckpt and new_ckpt.stat().st_mtime_ns == trained_at  # not trained again
+        v2 = turn.model_version
+        assert v2 == model_version_for(None, new_ckpt) != v1
+        assert turn.push_report.n_predictions_created == len(ds.images) and _project_version(ls_client, pid) == v2
+        # The backend now serves the new model, without a restart, under its version.
+        assert turn.backends == {url: v2} and backend.model_version == v2
+        assert httpx.get(f"{url}/health").json()["model_version"] == v2
+        assert json.loads((out / "loop.json").read_text())["steps_done"][-1] == "current_model"
+
+        # Label Studio asks the backend for a task lacking the new version's prediction: it gets the new model's.
+        tid = tasks[ds.images[3]["file_name"]]
+        for pred in ls_client.sdk.predictions.list(task=tid):
+            if pred.model_version == v2:
+                ls_client.sdk.predictions.delete(id=pred.id)
+        ls_client.sdk.actions.create(id="retrieve_tasks_predictions", project=pid,
+                                     selected_items={"all": False, "included": [tid]})
+        stored = [p for p in ls_client.sdk.predictions.list(task=tid) if p.model_version == v2]
+        assert len(stored) == 1 and ls_client.sdk.ml.get(id=ml_id).model_version == v2
+        want = load(read_current_model(current))([ls_data_root / ds.images[3]["file_name"]])[0]
+        assert len([r for r in stored[0].result if r["type"] == "rectanglelabels"]) == len(want["boxes"])
+    finally:
+        watcher.stop()
+        server.shutdown()
+        server.server_close()
