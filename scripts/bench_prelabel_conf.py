@@ -8,7 +8,7 @@ test frames once at conf 0.001, and sweeps ``--conf`` x ``--max-boxes`` as push/
         [--json benchmarks/results/bench_prelabel_conf_cpu.json]
 
 Last line: one JSON object {"detectors": {"<epochs>ep-<px>px": {"rows": [...], "true_boxes_per_frame"}},
-"chosen": {"conf", "max_boxes"}}.
+"defaults": {"conf", "max_boxes"}} (the defaults push, backend and loop use now).
 """
 
 from __future__ import annotations
@@ -61,7 +61,10 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="kvasir-bench-prelabel-"))
     canonical = synthesize(work / "root", n=args.n, seed=0)
-    out: dict = {"n_synthetic": args.n, "imgsz": args.imgsz, "detectors": {}}
+    from kvasir_ml.labelstudio.uncertainty import PRELABEL_CONF, PRELABEL_MAX_BOXES
+
+    out: dict = {"n_synthetic": args.n, "imgsz": args.imgsz, "detectors": {},
+                 "defaults": {"conf": PRELABEL_CONF, "max_boxes": PRELABEL_MAX_BOXES}}
     for epochs in args.epochs:
         run = work / f"det{epochs}"
         t0 = time.perf_counter()
