@@ -50,7 +50,10 @@ def _pull(args: argparse.Namespace) -> int:
                                adjudication=adjudication if use_adjudication else None,
                                iou_threshold=args.iou, min_annotators=args.min_annotators)
     print("\n".join(result.summary_lines()))
-    print(f"wrote {result.path} (report {result.report_path}); the base file is unchanged")
+    if result.reused:
+        print(f"no new answers since {result.path} (same base, same verified content): nothing written")
+    else:
+        print(f"wrote {result.path} (report {result.report_path}); the base file is unchanged")
     if args.adjudicate and result.report["open"]:
         data_root = Path(args.data_root or Path(args.base).parent)
         pid, n_new = create_adjudication_project(client, result.report["open"], data_root, adjudication)

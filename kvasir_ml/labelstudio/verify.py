@@ -20,7 +20,6 @@ labels as a new canonical version.
 
 from __future__ import annotations
 
-import logging
 import random
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -35,8 +34,6 @@ from kvasir_ml.labelstudio.config import (
 )
 from kvasir_ml.labelstudio.convert import ConvertError, image_key_from_task_data, image_url, safe_relative_path
 from kvasir_ml.taxonomy import Taxonomy, load_taxonomy
-
-log = logging.getLogger(__name__)
 
 QUESTION_PREFIX = "has-"  # <Choices name="has-<label>">: one yes/no question per taxonomy label
 YES, NO = "yes", "no"

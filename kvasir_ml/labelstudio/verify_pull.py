@@ -17,7 +17,6 @@ next version (never the base itself) in which
 from __future__ import annotations
 
 import copy
-import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,24 +24,22 @@ from typing import Any, Sequence
 
 from kvasir_ml.data.coco import CanonicalDataset, load_canonical
 from kvasir_ml.evaluation.agreement import DEFAULT_IOU, box_agreement, label_agreement
-from kvasir_ml.io import atomic_write_json, sha256_file
+from kvasir_ml.io import atomic_write_json, read_json, sha256_file
 from kvasir_ml.labelstudio.client import LabelStudioError, LSClient
 from kvasir_ml.labelstudio.convert import image_url
 from kvasir_ml.labelstudio.verify import (
     IMAGE_NAME, MIN_ANNOTATORS, OPEN_KEY, ensure_labeling_project, import_missing_tasks, verification_config_xml,
 )
 from kvasir_ml.labelstudio.verify_answers import Answer, Resolution, collect_answers, resolve_image
-from kvasir_ml.labelstudio.versions import next_version_path
+from kvasir_ml.labelstudio.versions import find_same_version, next_version_path, pull_fingerprint
 from kvasir_ml.taxonomy import Taxonomy, load_taxonomy
-
-log = logging.getLogger(__name__)
-
 
 @dataclass
 class VerifyResult:
     path: Path
     report_path: Path
     report: dict[str, Any]
+    reused: bool = False  # an earlier pull from the same base gave the same version: nothing written
 
     def summary_lines(self, max_items: int = 20) -> list[str]:
         r = self.report
@@ -155,8 +152,13 @@ def pull_verification(client: LSClient, project: str | int, base_path: str | Pat
     resolutions = [resolve_image(f, a, taxonomy, adjudicated.get(f), iou_threshold) for f, a in sorted(enough.items())]
     agreement = agreement_report(answers, taxonomy, iou_threshold)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    provenance = {"project_id": pid, "adjudication_project_id": adj_pid, "pulled_at": stamp}
+    provenance = {"project_id": pid, "adjudication_project_id": adj_pid}  # no time: same answers, same content
     dataset = build_verified_version(base, resolutions, taxonomy, provenance, _users(client))
+    fingerprint = pull_fingerprint(base_path, dataset)
+    same = find_same_version(out_path, fingerprint)
+    if same is not None:  # pulling again without new answers writes no duplicate version
+        report_path = same.with_name(same.name.removesuffix(".json") + ".report.json")
+        return VerifyResult(same, report_path, read_json(report_path), reused=True)
     report = {
         "base": str(base_path), "base_sha256": sha256_file(base_path), "project_id": pid,
         "adjudication_project_id": adj_pid, "pulled_at": stamp, "iou_threshold": iou_threshold,
@@ -166,7 +168,7 @@ def pull_verification(client: LSClient, project: str | int, base_path: str | Pat
         "open": [{"file_name": r.file_name, "labels": r.open_labels, "boxes": r.open_boxes}
                  for r in resolutions if r.is_open],
         "too_few_annotators": sorted(f for f, a in answers.items() if len(a) < min_annotators),
-        "agreement": agreement, "problems": [p.to_dict() for p in problems],
+        "agreement": agreement, "problems": [p.to_dict() for p in problems], "fingerprint": fingerprint,
     }
     dataset.info["verification"] = {k: report[k] for k in ("base", "base_sha256", "project_id",
                                                            "adjudication_project_id", "pulled_at", "n_verified",

@@ -14,6 +14,7 @@ import uuid
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
+from kvasir_ml.cli import main as cli_main
 from kvasir_ml.data.coco import load_canonical
 from kvasir_ml.data.splits import Split
 from kvasir_ml.io import sha256_file
@@ -37,7 +38,7 @@ def _answers(rng: random.Random) -> dict[str, bool]:
     return {label: rng.random() < 0.35 for label in TAX.label_names}
 
 
-def test_verification_create_pull_adjudicate(ls_client, ls_data_root, tiny_dataset):
+def test_verification_create_pull_adjudicate(ls_client, ls_server, ls_data_root, tiny_dataset, monkeypatch, capsys):
     ds = tiny_dataset(ls_data_root, "verify", n=8)
     base = ls_data_root / "verify.coco.json"
     names = [img["file_name"] for img in ds.images]
@@ -132,3 +133,12 @@ def test_verification_create_pull_adjudicate(ls_client, ls_data_root, tiny_datas
     assert img0["verified"]["disagreed"] == ["polyp"] and img0["verified"]["adjudication_project_id"] == adj_pid
     assert img2["verified"]["adjudicated"] == ["box:polyp"]
     assert [b["bbox"] for b in v3.boxes_by_image()[img2["id"]]] == [pytest.approx(box_b, abs=0.02)]
+
+    # the CLI, with no new answers: the same version again, nothing written, no duplicate task
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", ls_server.token)
+    capsys.readouterr()
+    assert cli_main(["verify", "pull", "--project", title, "--base", str(base), "--adjudicate", "--url", ls_server.url,
+                     "--data-root", str(ls_data_root)]) == 0
+    out = capsys.readouterr().out
+    assert "nothing written" in out and "0 new task(s)" in out and "cohen_kappa" in out
+    assert not base.with_name("verify.v4.coco.json").exists()
