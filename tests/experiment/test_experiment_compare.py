@@ -113,6 +113,11 @@ def test_wandb_summary_rebuilds_the_metrics(experiment):
         assert rebuilt["test"][key] == pytest.approx(saved["test"][key])
     for label, pc in saved["test"]["per_class"].items():
         assert rebuilt["test"]["per_class"][label]["ap"] == pc["ap"]
+    # calibration reaches W&B: ECE before/after, the per-label table and the reliability diagram
+    assert rebuilt["test"]["ece"] == pytest.approx(saved["test"]["ece"])
+    assert rebuilt["test"]["ece_uncalibrated"] == pytest.approx(saved["test"]["ece_uncalibrated"])
+    assert offline["tables"]["test/calibration"]["columns"] == ["label", "ece_before", "ece_after", "temperature"]
+    assert any("reliability" in key for key in offline["summary"])
 
 
 def test_rerun_reuses_finished_runs_and_rejects_another_config(experiment, capsys):
