@@ -63,12 +63,20 @@ def verified_class_indices(ds: CanonicalDataset, file_names: Sequence[str], clas
 
 
 def folder_view(ds: CanonicalDataset) -> CanonicalDataset:
-    """``ds`` with every verified image's labels put back to what it had before verification
-    (``verified.previous_labels``): training, validation and folder-mode scoring then see the
-    same labels as on the base file, so the switch changes only what test is scored against.
-    The dataset itself when nothing is verified."""
-    if not any(img.get("verified") for img in ds.images):
+    """``ds`` with every verified image put back to what it had before verification
+    (``verified.previous_labels`` and ``previous_boxes``): training, validation and folder-mode
+    scoring then see the same labels and boxes as on the base file, so the switch changes only
+    what test is scored against. The dataset itself when nothing is verified."""
+    verified = {img["id"]: img["verified"] for img in ds.images if img.get("verified")}
+    if not verified:
         return ds
-    images = [{**img, "labels": list(img["verified"].get("previous_labels", img["labels"]))} if img.get("verified")
-              else img for img in ds.images]
-    return CanonicalDataset(info=ds.info, categories=ds.categories, images=images, annotations=ds.annotations)
+    images = [{**img, "labels": list(verified[img["id"]].get("previous_labels", img["labels"]))}
+              if img["id"] in verified else img for img in ds.images]
+    out = CanonicalDataset(info=ds.info, categories=ds.categories, images=images,
+                           annotations=sorted((a for a in ds.annotations if a["image_id"] not in verified),
+                                              key=lambda a: a["id"]))
+    for image_id, record in verified.items():
+        previous = record.get("previous_boxes")
+        for box in previous if isinstance(previous, list) else []:
+            out.add_box(image_id, box["category"], box["bbox"])
+    return out

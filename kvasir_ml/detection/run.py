@@ -28,6 +28,7 @@ from typing import Any
 from kvasir_ml.config import dump_config, load_config, save_config
 from kvasir_ml.data.coco import CanonicalDataset, load_canonical
 from kvasir_ml.data.resolve import dataset_name, resolve_dataset, resolve_split
+from kvasir_ml.data.verified import folder_view
 from kvasir_ml.detection.config import DetectorConfig
 from kvasir_ml.detection.export import YoloExport, export_yolo
 from kvasir_ml.detection.training import fit, history_from_results
@@ -120,7 +121,9 @@ def train_detector(cfg: DetectorConfig, out_dir: str | Path, resume: bool = Fals
 def _run(cfg, run_dir: Path, ds, root: Path, dataset: str, tracker: Tracker, resume: bool) -> Path:
     from kvasir_ml.detection.scoring import score_split
 
-    ds = _sample(ds, cfg.data.max_images, cfg.data.split_seed)
+    # Boxes as they were before any verification: the detector is scored on folder/expert boxes
+    # (eval.ground_truth=verified is the classifier's switch; metrics say "folder").
+    ds = folder_view(_sample(ds, cfg.data.max_images, cfg.data.split_seed))
     split = resolve_split(ds, cfg.data, run_dir)
     export = _export(ds, split.splits, root, run_dir, cfg, resume)
     tracker.artifact(run_dir / "split.json", name=f"{cfg.name}-split", type="dataset",
@@ -132,6 +135,8 @@ def _run(cfg, run_dir: Path, ds, root: Path, dataset: str, tracker: Tracker, res
         "inset_mode": cfg.data.inset_mode, "seed": cfg.train.seed, "dataset": dataset,
         "split_sha256": split.sha256, "device": timing["device"], "imgsz": cfg.train.imgsz,
         "n_images": {k: len(v) for k, v in export.file_names.items()}, "n_boxes": export.n_boxes,
+        "ground_truth": {"kind": "folder", "n_test_images": len(export.file_names.get("test", [])),
+                         "n_test_left_out": 0},
         "history": history_from_results(run_dir / "ultralytics" / "results.csv", timing["epochs"]),
     }
     for name in ("val", "test"):

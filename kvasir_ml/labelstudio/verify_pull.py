@@ -94,6 +94,7 @@ def build_verified_version(base: CanonicalDataset, resolutions: Sequence[Resolut
     done = {r.file_name: r for r in resolutions if not r.is_open}
     by_file = ds.image_by_file
     base_boxes = base.boxes_by_image()
+    names = {c["id"]: c["name"] for c in base.categories}
     for res in done.values():
         img = by_file[res.file_name]
         img["verified"] = {
@@ -106,7 +107,8 @@ def build_verified_version(base: CanonicalDataset, resolutions: Sequence[Resolut
             "disagreed": [lab for lab in taxonomy.label_names
                           if len({a.labels.get(lab) for a in res.answers if lab in a.labels}) > 1],
             "adjudicated": list(res.adjudicated), "previous_labels": list(img["labels"]),
-            "previous_boxes": len(base_boxes.get(img["id"], [])),
+            "previous_boxes": [{"category": names[a["category_id"]], "bbox": list(a["bbox"])}
+                               for a in base_boxes.get(img["id"], [])],
         }
         img["labels"] = [lab for lab in taxonomy.label_names if res.labels.get(lab)]
     verified_ids = {by_file[f]["id"] for f in done}

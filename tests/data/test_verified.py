@@ -42,7 +42,10 @@ def verified_setup(synth_dir, tmp_path_factory):
     split = make_splits(base, seed=0, fractions=(0.6, 0.2, 0.2))
     split_path = out / "split.json"
     split.save(split_path)
-    test = split.splits["test"][:3]
+    boxed = {base.image_by_id[a["image_id"]]["file_name"] for a in base.annotations}
+    ordered = split.splits["test"]
+    chosen = {next(f for f in ordered if f in boxed), *[f for f in ordered if f not in boxed][:2]}
+    test = [f for f in ordered if f in chosen]  # one had boxes: the verification (no box drawn) drops them
     wanted = {test[0]: list(TAX.labels_for("kvasir-v2", "normal-cecum")),  # a class: normal-cecum
               test[1]: ["polyp", "ulcerative-colitis"],  # no class has this set
               test[2]: list(TAX.labels_for("kvasir-v2", "esophagitis"))}
@@ -68,7 +71,11 @@ def test_verified_version_keeps_provenance_and_folder_view(verified_setup):
         assert entry["verified"]["annotated_at"] == "2026-12-02T10:00:00Z"
     unverified = [img for img in version.images if img["file_name"] not in wanted]
     assert all("verified" not in img and img["labels"] == base_by_file[img["file_name"]]["labels"] for img in unverified)
-    assert [img["labels"] for img in folder_view(version).images] == [img["labels"] for img in base.images]
+    folder = folder_view(version)
+    assert [img["labels"] for img in folder.images] == [img["labels"] for img in base.images]
+    def boxes(ds):
+        return sorted((ds.image_by_id[a["image_id"]]["file_name"], a["category_id"], tuple(a["bbox"])) for a in ds.annotations)
+    assert boxes(folder) == boxes(base) and len(boxes(version)) < len(boxes(base))
 
 
 def test_verified_mode_without_verified_images_names_the_file(verified_setup):
