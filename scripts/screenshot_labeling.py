@@ -223,7 +223,9 @@ def run(out: Path, width: int, height: int, chromium: str, template_dir: Path | 
         "submit_without_inset_refused": n_saved == 0 and refused_text,
     }
     lowest = max((r[3] for r in before["controls"]), default=0)
+    image = before["image"] or [0, 0, 0, 0]
     return {"out": str(out), "window_px": [w, h], "n_controls": before["n_controls"],
+            "image_px": [round(image[2] - image[0]), round(image[3] - image[1])],
             "lowest_control_px": round(lowest), "checked_before": before["checked"],
             "checked_after_keys": after["checked"], "checks": checks, "ok": all(checks.values()),
             "png_kb": round(out.stat().st_size / 1024, 1)}

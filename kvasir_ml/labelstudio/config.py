@@ -71,7 +71,15 @@ _PANEL_STYLE = "flex: 0 0 430px; padding-left: 12px"
 _SUBHEADER_STYLE = "margin: 4px 0 0 0"
 _GROUP_STYLE = "margin: 6px 0 0 0; font-size: 13px; color: #666; text-transform: uppercase"
 # Tighter rows than Label Studio's default (40 px line height), scoped to our panel.
-_PANEL_CSS = ".kv-panel .lsf-choice { line-height: 24px; } .kv-panel .lsf-choice small { color: #777; }"
+_PANEL_CSS = (".kv-panel .lsf-choice { line-height: 24px; } .kv-panel .lsf-choice small { color: #777; }"
+              # A window up to 1500 px wide (1366x768 laptops) leaves the image ~300 px beside a 430 px
+              # panel and Label Studio's own task list and side panel: the panel narrows to 300 px (the
+              # hints go; the full description stays on hover) so the image takes the width it frees.
+              " @media (max-width: 1500px) { .kv-panel { flex-basis: 300px !important; padding-left: 6px !important; }"
+              " .kv-panel .lsf-choice small { display: none; }"
+              " .kv-panel .lsf-choice { line-height: 20px; } .kv-panel .lsf-choice label span { font-size: 13px; }"
+              " .kv-panel h4 { margin: 6px 0 2px 0 !important; }"
+              " .kv-panel h4:not([style*=uppercase]) { font-size: 15px !important; line-height: 1.3 !important; } }")
 _IMAGE_STYLE = "flex: 1 1 auto; min-width: 0"
 
 

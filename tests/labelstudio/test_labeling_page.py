@@ -1,6 +1,7 @@
 """The labeling page in a real browser: headless Chromium against a real Label Studio.
 
-Runs ``scripts/screenshot_labeling.py``: image and every control inside a 1600x1000 window,
+Runs ``scripts/screenshot_labeling.py``: image and every control inside a 1600x1000 window
+(and at 1366x768 an image at least 400 px wide),
 the prediction pre-fills the page, the mnemonic hotkeys work, and Submit without an inset
 state is refused. Slow (a second server and a browser); skipped without Debian's ``chromium``
 or ``websocket-client``, so the default suite never depends on a browser.
@@ -33,3 +34,8 @@ def test_labeling_page_layout_hotkeys_and_required_inset(ls_server, request, tmp
     result = screenshot_labeling.run(tmp_path / "page.png", 1600, 1000, shutil.which("chromium"), template)
     assert result["checks"] == {k: True for k in result["checks"]}, result
     assert result["lowest_control_px"] <= 1000 and result["png_kb"] < 300
+
+    # A 1366x768 laptop: the panel narrows (hints hidden) so the image takes the width it frees
+    # (it was 295 px beside the 430 px panel, Label Studio's task list and its side panel).
+    small = screenshot_labeling.run(tmp_path / "small.png", 1366, 768, shutil.which("chromium"), template)
+    assert small["image_px"][0] >= 400 and small["checks"]["page_does_not_scroll"], small
