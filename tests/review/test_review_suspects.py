@@ -6,6 +6,8 @@ cleanlab's ranking must put the corrupted images and boxes first.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -103,3 +105,35 @@ def test_folds_partition_the_images_and_keep_duplicates_together():
 def test_runs_that_miss_images_are_refused(tmp_path):
     with pytest.raises(OofError, match="no metrics.json"):
         collect_oof(_dataset(12), [tmp_path])
+
+
+def _fake_classifier_run(folder, file_names, label_names, scores):
+    """The two files a finished classifier run leaves that --runs reads (metrics.json's kind and
+    predictions_test.npz as train.report.save_predictions writes it)."""
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps({"kind": "classifier"}))
+    np.savez_compressed(folder / "predictions_test.npz", file_names=np.array(file_names),
+                        label_names=np.array(label_names), label_scores=scores)
+    return str(folder)
+
+
+def test_cli_ranks_runs_that_cover_every_image_and_refuses_gaps(tmp_path, capsys):
+    from kvasir_ml.cli import main
+
+    clean = _dataset(24)
+    oof = _clean_oof(clean, np.random.default_rng(1))
+    noisy, swaps = inject_label_swaps(clean, 0.1, seed=4, pairs=[CLASSES[:2], CLASSES[2:4]])
+    canonical = tmp_path / "noisy.coco.json"
+    noisy.save(canonical, keep_backup=False)
+    half = len(oof.file_names) // 2
+    runs = [_fake_classifier_run(tmp_path / f"fold{i}", oof.file_names[sl], oof.label_names, oof.label_scores[sl])
+            for i, sl in enumerate((slice(0, half), slice(half, None)))]
+    out = tmp_path / "suspects.json"
+    assert main(["review", "suspects", str(canonical), "--out", str(out), "--runs", *runs]) == 0
+    written = json.loads(out.read_text())
+    assert len(written) == 24 and all(REQUIRED <= set(s) for s in written)
+    assert [s["score"] for s in written] == sorted((s["score"] for s in written), reverse=True)
+    assert {s["file_name"] for s in written[:len(swaps)]} == {r["file_name"] for r in swaps}
+    assert "most likely error first" in capsys.readouterr().out
+    assert main(["review", "suspects", str(canonical), "--out", str(tmp_path / "x.json"), "--runs", runs[0]]) == 2
+    assert "12 images are in no classifier run's test split" in capsys.readouterr().err
