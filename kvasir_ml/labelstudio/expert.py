@@ -27,7 +27,10 @@ from typing import Any, Sequence
 from kvasir_ml.geometry import iou_xywh_px
 from kvasir_ml.io import atomic_write_json, sha256_file
 from kvasir_ml.labelstudio.config import INSET_NAME, LABELS_NAME
-from kvasir_ml.labelstudio.convert import Labeling, box_to_result, choices_result, labeling_from_results
+from kvasir_ml.labelstudio.convert import (
+    ConvertError, Labeling, box_to_result, choices_result, image_key_from_task_data, labeling_from_results,
+    prediction_from_combined,
+)
 from kvasir_ml.taxonomy import Taxonomy
 
 EXPERT_PREFIX = "canonical:"
@@ -223,8 +226,6 @@ def push_expert_drafts(client: Any, project_id: int, dataset: Any, version: str,
             confidence becomes the draft's score (an existing draft's score is updated when a
             new model is pushed), and their results the draft of an image without expert labels.
     """
-    from kvasir_ml.labelstudio.convert import image_key_from_task_data, prediction_from_combined, ConvertError
-
     report = ExpertPush(version)
     task_ids: dict[str, int] = {}
     for task in client.list_tasks(project_id):

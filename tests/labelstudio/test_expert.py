@@ -66,3 +66,25 @@ def test_backend_answers_an_unusable_task_with_its_reason(tmp_path):
     assert first["result"] == [] and "task 7" in first["error"] and "does not exist" in first["error"]
     assert "task 8" in second["error"] and "not a local-files URL" in second["error"]
     assert answer["errors"] == [first["error"], second["error"]]
+
+
+def test_an_unedited_model_draft_on_an_unlabelled_image_is_held_by_default_and_taken_with_apply():
+    from kvasir_ml.data.coco import CanonicalDataset
+    from kvasir_ml.labelstudio.convert import box_to_result, choices_result
+    from kvasir_ml.labelstudio.export import export_to_canonical
+
+    base = CanonicalDataset.new("t")
+    base.add_image("a/new.jpg", 100, 80, [], "t", None)
+    base.add_image("a/other.jpg", 100, 80, [], "t", None)
+    model = [box_to_result("polyp", (5, 5, 30, 20), 100, 80), choices_result("labels", ["polyp"]),
+             choices_result("inset", ["black"])]
+    edited = [box_to_result("polyp", (9, 5, 30, 20), 100, 80), *model[1:]]
+    tasks = [{"id": 1, "data": {"file_name": "a/new.jpg"}, "annotations": [{"id": 11, "result": model}],
+              "predictions": [{"model_version": "m-1", "result": model}]},
+             {"id": 2, "data": {"file_name": "a/other.jpg"}, "annotations": [{"id": 12, "result": edited}],
+              "predictions": [{"model_version": "m-1", "result": model}]}]
+    held, report = export_to_canonical(tasks, base=base)
+    assert [(f.task_id, f.kind) for f in report.expert_review] == [(1, "model-draft")]
+    assert held.image_by_file["a/new.jpg"]["labels"] == [] and held.image_by_file["a/other.jpg"]["labels"] == ["polyp"]
+    taken, report = export_to_canonical(tasks, base=base, expert_changes="apply")
+    assert taken.image_by_file["a/new.jpg"]["labels"] == ["polyp"] and report.expert_review[0].action == "applied"
