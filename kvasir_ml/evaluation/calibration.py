@@ -10,6 +10,11 @@ outputs by minimising the log loss:
 * single-label model: one temperature for the softmax, ``softmax(z / T)``, fitted on the
   val images that have a source class.
 
+Targets are smoothed as in Platt (1999): a positive counts as ``(n+ + 1) / (n+ + 2)``, a
+negative as ``1 / (n- + 2)`` (softmax: the true class ``1 - 1 / (n + 2)``, the rest spread
+evenly). Without it a label that val separates perfectly (small val splits, easy labels)
+drives ``T`` to its lower bound and the test scores to 0/1; with it the fit stays finite.
+
 Dividing by a positive constant is monotone per label, so per-label AP (and macro AP) are
 unchanged; thresholds must be re-tuned on the CALIBRATED val scores (``evaluation.posthoc``)
 so decisions stay the same kind of F1-optimal cut. The models hand over probabilities
@@ -64,10 +69,12 @@ def _binary_nll(z: np.ndarray, y: np.ndarray, log_t: float) -> float:
     return float(np.mean(np.logaddexp(0.0, s) - y * s))
 
 
-def _softmax_nll(z: np.ndarray, y: np.ndarray, log_t: float) -> float:
+def _softmax_nll(z: np.ndarray, soft: np.ndarray, log_t: float) -> float:
+    """Cross-entropy of ``softmax(z / T)`` against (N, K) soft targets."""
     s = z / np.exp(log_t)
     m = s.max(axis=1)
-    return float(np.mean(m + np.log(np.exp(s - m[:, None]).sum(axis=1)) - s[np.arange(len(y)), y]))
+    log_norm = m + np.log(np.exp(s - m[:, None]).sum(axis=1))
+    return float(np.mean(log_norm - (soft * s).sum(axis=1)))
 
 
 @dataclass
@@ -119,14 +126,19 @@ def fit_calibration(task: str, outputs: Any, y_labels: Any = None, y_class: Any 
         y = np.asarray(y_labels, dtype=np.float64)
         temps = np.ones(z.shape[1])
         for c in range(z.shape[1]):
-            if 0 < y[:, c].sum() < len(y):
-                temps[c] = _fit_log_t(lambda lt: _binary_nll(z[:, c], y[:, c], lt))
+            n_pos = y[:, c].sum()
+            if 0 < n_pos < len(y):
+                soft = np.where(y[:, c] > 0, (n_pos + 1) / (n_pos + 2), 1 / (len(y) - n_pos + 2))
+                temps[c] = _fit_log_t(lambda lt: _binary_nll(z[:, c], soft, lt))
         return Calibration(task, temps, n_images=len(y))
     y_idx = np.asarray(y_class).reshape(-1).astype(np.int64)
     keep = y_idx >= 0
     if not keep.any():
         return Calibration.identity(task, z.shape[1])
-    t = _fit_log_t(lambda lt: _softmax_nll(z[keep], y_idx[keep], lt))
+    eps = 1.0 / (int(keep.sum()) + 2)
+    soft = np.full((int(keep.sum()), z.shape[1]), eps / max(1, z.shape[1] - 1))
+    soft[np.arange(len(soft)), y_idx[keep]] = 1.0 - eps
+    t = _fit_log_t(lambda lt: _softmax_nll(z[keep], soft, lt))
     return Calibration(task, np.array([t]), n_images=int(keep.sum()))
 
 

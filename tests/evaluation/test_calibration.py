@@ -106,3 +106,13 @@ def test_old_checkpoint_falls_back_with_a_warning(caplog):
     x = np.array([[0.3, 0.9]])
     assert np.allclose(post.scores(x, np.eye(2), ["a", "b"])[0], x)
     assert Calibration.identity("singlelabel", 5).temperatures.shape == (1,)
+
+
+def test_a_perfectly_separated_label_gets_a_finite_temperature():
+    """Platt's target smoothing: without it the NLL keeps falling as T -> 0 on separable val."""
+    z = np.concatenate([np.linspace(-4, -0.5, 20), np.linspace(0.5, 4, 20)])
+    y = (z > 0).astype(int)[:, None]
+    cal = fit_calibration("multilabel", _sigmoid(z)[:, None], y_labels=y)
+    assert 0.1 < cal.temperatures[0] < 1.0  # sharper, but not at the 0.05 bound
+    p = cal.apply(_sigmoid(z)[:, None])
+    assert p.max() < 1 - 1e-4 and p.min() > 1e-4
