@@ -25,7 +25,7 @@ EXPECTED_COMMANDS = {
 # Flags whose metavar may differ between commands (a file here, a folder there), and flags
 # whose default is the command's own (required here, optional there, or a per-command size).
 METAVAR_VARIANTS = {"--out": {"FILE", "DIR"}}
-OWN_DEFAULTS = {"--out", "--data-root", "--config", "--images", "--port"}
+OWN_DEFAULTS = {"--out", "--data-root", "--config", "--images", "--port", "--top"}  # --top: how many depends on the command
 
 
 @pytest.fixture(scope="module")

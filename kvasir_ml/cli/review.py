@@ -29,7 +29,7 @@ def _suspects(args: argparse.Namespace) -> int:
         det = [o[len(DETECTOR_PREFIX):] for o in args.overrides if o.startswith(DETECTOR_PREFIX)]
         cls = [o for o in args.overrides if not o.startswith(DETECTOR_PREFIX)]
         work = Path(args.work) if args.work else out.with_name(out.name.removesuffix(".json") + ".oof")
-        oof = run_kfold(canonical, work, k=args.folds, root=args.root, classifier_config=args.config,
+        oof = run_kfold(canonical, work, k=args.n_folds, root=args.root, classifier_config=args.config,
                         classifier_overrides=cls, detector_config=None if args.no_boxes else args.detector_config,
                         detector_overrides=det, seed=args.seed)
         print(f"out-of-fold runs in {work}")
@@ -60,13 +60,29 @@ def _push(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Intermixed(argparse.ArgumentParser):
+    """Positionals on both sides of the options (``CANONICAL --out F ... key=value``): plain
+    argparse binds every positional at the first run of them, leaving later overrides unmatched."""
+
+    _inside = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._inside:
+            return super().parse_known_args(args, namespace)
+        self._inside = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._inside = False
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     from kvasir_ml.cli.labelstudio import _add_server_options
 
     group = add_group(sub, "review", dest="kind", help="find likely label errors and review them in Label Studio")
     p = add_command(group, "suspects", help="rank likely label errors from out-of-fold predictions (cleanlab)",
                     examples=[
-                        "kvasir-ml review suspects data/synth/annotations.coco.json --out suspects.json --folds 4",
+                        "kvasir-ml review suspects data/synth/annotations.coco.json --out suspects.json --n-folds 4",
                         "kvasir-ml review suspects data/synth/annotations.coco.json --out suspects.json \\",
                         "    optim.epochs=8 detector.train.epochs=15       # longer fold runs",
                         "kvasir-ml review suspects data/synth/annotations.coco.json --out suspects.json \\",
@@ -76,10 +92,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                                 "image labels (cleanlab multi-label) and boxes (cleanlab object detection: missing, "
                                 "spurious, badly placed, wrong class). Writes a JSON list sorted by score, most "
                                 "likely error first: {file_name, kind, score, given, suggested, flagged}.")
+    p.__class__ = _Intermixed
     p.add_argument("canonical", metavar="FILE", help="canonical annotation file whose labels are checked")
     p.add_argument("--out", required=True, metavar="FILE", help="suspects JSON to write (an old one is backed up)")
     p.add_argument("--root", metavar="DIR", help="image folder (default: the canonical file's folder)")
-    p.add_argument("--folds", type=count(2), default=5, metavar="N", help="k of the k-fold training")
+    p.add_argument("--n-folds", type=count(2), default=5, metavar="N",
+                   help="k of the k-fold training (named apart from `data split --folds FILE`, a fold file)")
     p.add_argument("--config", default="classifier_multilabel_tiny.yaml", metavar="CONFIG",
                    help="classifier config of the fold runs")
     p.add_argument("--detector-config", default="detector_tiny.yaml", metavar="CONFIG",
@@ -91,7 +109,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="finished classifier/detector run folders whose test splits cover every image, "
                         "instead of k-fold training")
     p.add_argument("--seed", type=int, default=0, metavar="N", help="fold assignment seed")
-    p.add_argument("--show", type=count(0), default=10, metavar="N", help="print the top N suspects")
+    p.add_argument("--show", type=count(0), default=5, metavar="N", help="print the top N suspects")
     add_overrides(p, help="classifier config overrides (optim.epochs=8); prefix detector. for the detector's "
                           "(detector.train.epochs=15)")
     p.set_defaults(func=_suspects)
