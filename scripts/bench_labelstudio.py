@@ -90,14 +90,15 @@ def bench_one(client: LSClient, root: Path, n: int, n_annotate: int, all_tasks: 
     n_ann = annotate_sample(client, rep.project_id, n_annotate)
     annotate_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    pulled = pull_project(client, rep.project_id, root, base_path=base)
+    # The sample replaces labels and boxes: "apply" takes them (the default would hold them for review).
+    pulled = pull_project(client, rep.project_id, root, base_path=base, expert_changes="apply")
     pull_s = time.perf_counter() - t0
     assert pulled.report.n_applied == n_ann and not pulled.report.errors, pulled.report.summary_lines()
     extra = {}
     if all_tasks:
         # The full snapshot (every task with its predictions), as a first pull of a new project would.
         t0 = time.perf_counter()
-        full = pull_project(client, rep.project_id, root, base_path=base, all_tasks=True)
+        full = pull_project(client, rep.project_id, root, base_path=base, all_tasks=True, expert_changes="apply")
         extra["pull_all_s"] = round(time.perf_counter() - t0, 3)
         assert full.report.n_applied == n_ann and not full.report.errors, full.report.summary_lines()
     return {"n_tasks": n, "push_s": round(push_s, 3), "pull_s": round(pull_s, 3), **extra, "repush_s": round(repush_s, 3),
