@@ -17,7 +17,7 @@ from collections import Counter
 from pathlib import Path
 
 from kvasir_ml.data.images import load_rgb
-from kvasir_ml.data.inset import INSET_STATES, detect_inset
+from kvasir_ml.data.inset import INSET_STATES, detect_inset, hiding_box_xywh_px
 
 REPO = Path(__file__).resolve().parents[1]
 UPPER_GI = ("esophagitis", "normal-pylorus", "normal-z-line")
@@ -66,19 +66,26 @@ def measure_v2(root: Path) -> dict:
 def measure_seg(root: Path) -> dict:
     paths = sorted(root.glob("*.jpg"))
     states: dict[str, str] = {}
+    outside: Counter = Counter()  # detected boxes reaching outside the models' hidden region
     detect_s, decode_s = 0.0, 0.0
     for path in paths:
         t0 = time.perf_counter()
         rgb = load_rgb(path)
         t1 = time.perf_counter()
-        states[path.stem] = detect_inset(rgb).state
+        found = detect_inset(rgb)
         detect_s += time.perf_counter() - t1
         decode_s += t1 - t0
+        states[path.stem] = found.state
+        if found.box_xywh_px is not None:
+            hx, hy, hw, _ = hiding_box_xywh_px(rgb.shape[1], rgb.shape[0])
+            x, y, w, _ = found.box_xywh_px
+            outside[found.state] += int(y < hy - 1 or x + w > hx + hw + 1)
     sample = random.Random(SEG_SAMPLE_SEED).sample(sorted(states), SEG_SAMPLE_N)
     pairs = [(SEG_HAND_CORRECTIONS.get(k, states[k]), states[k]) for k in sample]
     return {
         "n": len(paths),
         "counts": dict(Counter(states.values())),
+        "outside_hidden_region": {s: outside[s] for s in ("green", "black")},
         "sample_n": len(sample),
         "sample_correct": sum(r == p for r, p in pairs),
         "sample_confusion": confusion(pairs),
@@ -101,6 +108,7 @@ def main() -> None:
     print(f"kvasir-v2-samples: {v2['correct']}/{v2['n']} match hand labels; upper-GI called green: {v2['upper_gi_called_green']}")
     print(f"  confusion (reference -> predicted): {v2['confusion']}")
     print(f"kvasir-seg: {seg['n']} images, counts {seg['counts']}")
+    print(f"  detected boxes reaching outside the hidden region: {seg['outside_hidden_region']}")
     print(f"  hand-checked sample: {seg['sample_correct']}/{seg['sample_n']}; confusion {seg['sample_confusion']}")
     print(f"  detect_inset: {seg['detect_images_per_s']:.0f} images/s (decode alone: {seg['decode_images_per_s']:.0f} images/s)")
     print(f"  green: {', '.join(seg['green'])}")

@@ -8,7 +8,9 @@ Three states occur in the Kvasir family:
 
 The panel says nothing about the mucosa, yet it correlates with the class (lower vs upper
 GI), so a model can learn it as a shortcut. ``detect_inset`` finds it, ``mask_inset`` blacks
-it out, ``crop_inset`` cuts it out (for an inset branch).
+out a box, ``crop_inset`` cuts one out (for an inset branch). The models hide one region fixed
+by the frame size, ``hiding_box_xywh_px``, on every frame: a mask that followed the detected
+panel would itself tell the state.
 
 How the black state is told apart from the ordinary black frame border: endoscopy frames
 have an octagonal/rounded black mask, so the bottom-left corner is often dark anyway. The
@@ -33,9 +35,11 @@ INSET_STATES = ("green", "black", "none")
 PANEL_RGB = (0, 191, 149)  # the ScopeGuide panel colour
 
 # Where the panel lives, as fractions of (width, height). Measured on the real images
-# (docs/inset.md): the 24 green panels span x 0.05-0.34, y 0.67-0.96 (medians); Kvasir-SEG's
-# 561 black rectangles run from the left edge to x 0.33 (0.24-0.39) and from y 0.68
-# (0.59-0.73) to the bottom edge. The nominal box covers both at their medians.
+# (docs/inset.md): the 24 green panels span x 0.05-0.34, y 0.67-0.96 (medians; all 24 lie
+# inside the nominal box plus the hiding margin); Kvasir-SEG's 561 black rectangles run from
+# the left edge to x 0.33 (0.24-0.39) and from y 0.68 (0.59-0.73) to the bottom edge (5th/50th/
+# 95th percentiles). The nominal box covers both at their medians; it is also the region the
+# models hide (``hiding_box_xywh_px``), the same on every frame of a size.
 NOMINAL_X0, NOMINAL_X1 = 0.0, 0.36
 NOMINAL_Y0, NOMINAL_Y1 = 0.62, 1.0
 
@@ -103,36 +107,36 @@ def nominal_inset_box_xywh_px(width_px: int, height_px: int) -> tuple[float, flo
 
 
 # Margin added around the hidden region, as a fraction of the larger image side: resizing
-# smears the panel's teal into its neighbours, and a detected box can miss the panel's rim.
+# smears the panel's teal into its neighbours.
 HIDE_MARGIN_FRAC = 0.02
 
 
-def hiding_box_xywh_px(width_px: int, height_px: int, detected_box_xywh_px=None,
+def hiding_box_xywh_px(width_px: int, height_px: int, *,
                        margin_frac: float = HIDE_MARGIN_FRAC) -> tuple[float, float, float, float]:
     """The region hidden from the main image in the models' ``masked``/``branch`` modes.
 
-    The union of the nominal region and the detected box (if any), grown by a margin and
-    clipped to the image. Using the union on every image keeps the hidden region the same
-    shape whatever the inset state (the detected panels lie inside the nominal region in
-    practice), so neither the mask nor a fringe of panel colour can tell the state.
+    The nominal region grown by a margin and clipped to the image: a function of the frame
+    size only, never of the detected inset. An earlier version united the nominal region with
+    the detected box, assuming detected boxes lie inside it; Kvasir-SEG's blacked-out
+    rectangles do not (they are drawn at varying sizes on frames cropped at varying sizes: top
+    edge at 41-86 % of the height, right edge at 8-51 % of the width), so 71 of 561 "black"
+    frames got a taller or wider mask than any "none" frame of the same size, and the mask's
+    shape told the state. Now every frame of a given size hides the same pixels whatever its
+    state. The price is measured in docs/inset.md: parts of some black rectangles stay visible
+    above or right of the region.
 
     Args:
         width_px: image width.
         height_px: image height.
-        detected_box_xywh_px: the detected (or recorded) inset box, or None.
         margin_frac: margin as a fraction of the larger side.
 
     Returns:
         ``(x, y, w, h)`` in pixels, inside the image.
     """
     x0, y0, w, h = nominal_inset_box_xywh_px(width_px, height_px)
-    x1, y1 = x0 + w, y0 + h
-    if detected_box_xywh_px is not None:
-        dx, dy, dw, dh = (float(v) for v in detected_box_xywh_px)
-        x0, y0, x1, y1 = min(x0, dx), min(y0, dy), max(x1, dx + dw), max(y1, dy + dh)
     margin = margin_frac * max(width_px, height_px)
+    x1, y1 = min(float(width_px), x0 + w + margin), min(float(height_px), y0 + h + margin)
     x0, y0 = max(0.0, x0 - margin), max(0.0, y0 - margin)
-    x1, y1 = min(float(width_px), x1 + margin), min(float(height_px), y1 + margin)
     return (x0, y0, x1 - x0, y1 - y0)
 
 

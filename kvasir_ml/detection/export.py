@@ -94,9 +94,9 @@ def _class_ids(ds: CanonicalDataset, taxonomy: Taxonomy) -> dict[int, int]:
 def inset_mask_box(entry: dict, rgb, inset_mode: str = "masked") -> tuple[float, float, float, float] | None:
     """The region to black out, or None to leave the frame as it is.
 
-    ``masked``: ``hiding_box_xywh_px`` — the nominal region united with the recorded/detected
-    box, plus a margin, on every frame (the mask itself carries no signal; the models use the
-    same region). ``detected``: only a recorded/detected
+    ``masked``: ``hiding_box_xywh_px`` — the nominal region plus a margin, set by the frame
+    size alone, on every frame (the mask itself carries no signal; the models use the same
+    region). ``detected``: only a recorded/detected
     inset; frames without one are untouched (the nominal region is large and would hide
     parts of polyps: 21 of 48 sampled Kvasir-SEG frames have a box reaching into it).
     """
@@ -104,12 +104,12 @@ def inset_mask_box(entry: dict, rgb, inset_mode: str = "masked") -> tuple[float,
 
     if inset_mode == "raw":
         return None
+    if inset_mode == "masked":
+        return hiding_box_xywh_px(rgb.shape[1], rgb.shape[0])
     if entry.get("inset") is not None:  # measured by the indexer
         box = entry.get("inset_box")
     else:
         box = detect_inset(rgb).box_xywh_px
-    if inset_mode == "masked":
-        return hiding_box_xywh_px(rgb.shape[1], rgb.shape[0], box)
     if box is None:
         return None
     # detected: the panel only, with the same margin as the models' hidden region

@@ -3,10 +3,11 @@
 Order of operations per image (the same in training, evaluation and ``predict``):
 
 1. the cached square image (``ImageCache``: decoded once, resized to ``image_size_px``);
-2. the inset box (canonical ``inset_box`` at original resolution, else the nominal region)
-   scaled to the cache resolution;
-3. ``masked``/``branch``: the region is blacked out on EVERY image, so the mask itself
-   carries no signal; ``branch`` also crops it (before masking) for the inset branch;
+2. the hidden region (``data.inset.hiding_box_xywh_px``: set by the original frame size
+   alone, never by the detected inset) scaled to the cache resolution;
+3. ``masked``/``branch``: the region is blacked out on EVERY image, the same pixels whatever
+   the inset state, so the mask itself carries no signal; ``branch`` also crops it (before
+   masking) for the inset branch;
 4. only then geometric + colour augmentation of the main image (the crop is not rotated:
    the panel's drawing has a fixed orientation) — on whole batches on the device
    (``kvasir_ml.train.augment``), after the loader has delivered the masked batch.
@@ -127,20 +128,20 @@ def fill_missing_insets(records: Records, cache: Any) -> int:
     return n
 
 
-def scaled_inset_box(size: tuple[int, int], box: tuple | None, shape_hw: tuple[int, int]) -> tuple[float, ...]:
-    """The hidden inset region (``hiding_box_xywh_px``: nominal ∪ detected, plus a margin)
-    in the coordinates of a resized image."""
+def scaled_inset_box(size: tuple[int, int], shape_hw: tuple[int, int]) -> tuple[float, ...]:
+    """The hidden inset region (``hiding_box_xywh_px``: the nominal region plus a margin, set
+    by the frame size alone, never by the detected inset) in the coordinates of a resized image."""
     width, height = size
-    box = hiding_box_xywh_px(width, height, box)
+    box = hiding_box_xywh_px(width, height)
     sx, sy = shape_hw[1] / width, shape_hw[0] / height
     x, y, w, h = box
     return (x * sx, y * sy, max(w * sx, 1.0), max(h * sy, 1.0))
 
 
-def hide_slices(size: tuple[int, int], box: tuple | None, shape_hw: tuple[int, int]) -> tuple[slice, slice]:
+def hide_slices(size: tuple[int, int], shape_hw: tuple[int, int]) -> tuple[slice, slice]:
     """Rows and columns of a resized image that ``masked``/``branch`` modes black out
     (``scaled_inset_box``, rounded outwards like ``mask_inset``)."""
-    return box_slices(shape_hw, scaled_inset_box(size, box, shape_hw))
+    return box_slices(shape_hw, scaled_inset_box(size, shape_hw))
 
 
 def inset_crop(rgb: np.ndarray, rows: slice, cols: slice, branch_px: int) -> torch.Tensor:
@@ -157,16 +158,15 @@ def inset_onehot(state: str | None) -> torch.Tensor:
     return onehot
 
 
-def inset_inputs(rgb: np.ndarray, size: tuple[int, int], state: str | None, box: tuple | None,
+def inset_inputs(rgb: np.ndarray, size: tuple[int, int], state: str | None,
                  mode: str, branch_px: int) -> dict[str, torch.Tensor]:
     """Model inputs of one resized image before augmentation (``predict``; the reference the
     batched ``ClassifierDataset`` is tested against).
 
     Args:
         rgb: (S, S, 3) uint8 resized image.
-        size: original (width, height) px, the frame ``box`` refers to.
-        state: inset state (green | black | none).
-        box: inset box at original resolution, or None (nominal region is used).
+        size: original (width, height) px: it alone sets the hidden region.
+        state: inset state (green | black | none), the branch's one-hot input.
         mode: raw | masked | branch.
         branch_px: side of the inset crop (branch mode).
 
@@ -177,7 +177,7 @@ def inset_inputs(rgb: np.ndarray, size: tuple[int, int], state: str | None, box:
     image = np.array(rgb, dtype=np.uint8, copy=True)
     out: dict[str, torch.Tensor] = {}
     if mode != "raw":
-        rows, cols = hide_slices(size, box, rgb.shape[:2])
+        rows, cols = hide_slices(size, rgb.shape[:2])
         if mode == "branch":
             out["inset"] = inset_crop(rgb, rows, cols, branch_px)  # cropped before masking
             out["inset_state"] = inset_onehot(state)
@@ -218,7 +218,7 @@ class ClassifierDataset(Dataset):
         shape_hw = pack.shape[1:3]
         self.hide: np.ndarray | None = None
         if inset_mode != "raw":
-            rects = [hide_slices(records.sizes[i], records.inset_boxes[i], shape_hw) for i in range(len(records))]
+            rects = [hide_slices(records.sizes[i], shape_hw) for i in range(len(records))]
             self.hide = np.array([(r.start, r.stop, c.start, c.stop) for r, c in rects], dtype=np.int64)
         self.insets: np.ndarray | None = None
         self.inset_states: np.ndarray | None = None

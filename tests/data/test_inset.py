@@ -170,20 +170,15 @@ def test_kvasir_seg_counts(shared_data):
     assert counts["black"] <= 600  # ~430 frames have no rectangle (hand-checked sample)
 
 
-def test_hiding_box_covers_nominal_and_detected_regions_with_a_margin():
+def test_hiding_box_is_the_nominal_region_with_a_margin():
     from kvasir_ml.data.inset import hiding_box_xywh_px, nominal_inset_box_xywh_px
 
     w, h = 600, 500
     nx, ny, nw, nh = nominal_inset_box_xywh_px(w, h)
-    # nothing detected: the nominal region grown by the margin, clipped to the image
-    x, y, bw, bh = hiding_box_xywh_px(w, h, None, margin_frac=0.02)
+    # the nominal region grown by the margin, clipped to the image
+    x, y, bw, bh = hiding_box_xywh_px(w, h, margin_frac=0.02)
     assert x == 0.0 and y == pytest.approx(ny - 12) and x + bw == pytest.approx(nx + nw + 12) and y + bh == h
-    # a detected panel reaching past the nominal region widens the hidden region
-    x, y, bw, bh = hiding_box_xywh_px(w, h, (10, 250, 250, 200), margin_frac=0.0)
-    assert (x, y) == (0.0, 250.0) and x + bw == 260.0 and y + bh == h
-    # a panel inside the nominal region leaves the same region as no panel (same mask shape)
-    inside = (nx + 5, ny + 5, nw / 2, nh / 2)
-    assert hiding_box_xywh_px(w, h, inside) == hiding_box_xywh_px(w, h, None)
+    assert hiding_box_xywh_px(w, h, margin_frac=0.0) == (nx, ny, nw, nh)
 
 
 def test_masking_a_resized_green_panel_leaves_no_teal_fringe():
@@ -197,6 +192,7 @@ def test_masking_a_resized_green_panel_leaves_no_teal_fringe():
     box = detect_inset(rgb).box_xywh_px
     small = np.asarray(Image.fromarray(rgb).resize((64, 64), Image.BILINEAR))
     sx, sy = 64 / 600, 64 / 500
-    x, y, w, h = hiding_box_xywh_px(600, 500, box)
+    assert box is not None
+    x, y, w, h = hiding_box_xywh_px(600, 500)
     masked = mask_inset(small, (x * sx, y * sy, w * sx, h * sy))
     assert not green_mask(masked).any()

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from kvasir_ml.config import ConfigError
-from kvasir_ml.data.inset import hiding_box_xywh_px, nominal_inset_box_xywh_px
+from kvasir_ml.data.inset import hiding_box_xywh_px
 from kvasir_ml.taxonomy import load_taxonomy
 from kvasir_ml.train.config import AugConfig, load_classifier_config
 from kvasir_ml.train.augment import BatchAugment, build_batch_augment
@@ -40,22 +40,23 @@ def test_inset_is_scaled_to_cache_resolution_and_masked_on_every_image():
     rgb = np.full((64, 64, 3), 200, dtype=np.uint8)
     size = (640, 480)  # original frame
     box = (0.0, 320.0, 200.0, 160.0)  # bottom-left, original px
-    # the hidden region (nominal ∪ detected, plus a margin) scaled to the 64 px cache image
-    hx, hy, hw, hh = hiding_box_xywh_px(*size, box)
-    assert scaled_inset_box(size, box, (64, 64)) == pytest.approx((hx / 10, hy * 64 / 480, hw / 10, hh * 64 / 480))
+    # the hidden region (the nominal region plus a margin: frame size only) scaled to the 64 px cache image
+    hx, hy, hw, hh = hiding_box_xywh_px(*size)
+    assert scaled_inset_box(size, (64, 64)) == pytest.approx((hx / 10, hy * 64 / 480, hw / 10, hh * 64 / 480))
     assert hx == 0.0 and hy <= 320.0 and hx + hw >= 200.0 and hy + hh == 480.0  # covers the panel
-    out = inset_inputs(rgb, size, "green", box, "branch", 16)
+    out = inset_inputs(rgb, size, "green", "branch", 16)
     img = out["image"]
     assert img.shape == (3, 64, 64) and img.dtype == torch.uint8
     assert int(img[:, 50, 5].sum()) == 0 and int(img[:, 5, 50].sum()) == 600
     assert out["inset"].shape == (3, 16, 16) and int(out["inset"].min()) == 200  # cropped before masking
     assert out["inset_state"].tolist() == [1.0, 0.0, 0.0]
-    # No detected box: the nominal region is masked anyway, so the mask carries no signal.
-    none = inset_inputs(rgb, size, "none", None, "masked", 16)["image"]
-    x, y, w, h = scaled_inset_box(size, nominal_inset_box_xywh_px(*size), (64, 64))
+    # Every state hides the same region, so the mask carries no signal.
+    none = inset_inputs(rgb, size, "none", "masked", 16)["image"]
+    assert torch.equal(none, inset_inputs(rgb, size, "black", "masked", 16)["image"])
+    x, y, w, h = scaled_inset_box(size, (64, 64))
     assert int(none[:, int(y + h / 2), int(x + w / 2)].sum()) == 0
-    assert set(inset_inputs(rgb, size, "none", None, "raw", 16)) == {"image"}
-    assert int(inset_inputs(rgb, size, "green", box, "raw", 16)["image"].min()) == 200
+    assert set(inset_inputs(rgb, size, "none", "raw", 16)) == {"image"}
+    assert int(inset_inputs(rgb, size, "green", "raw", 16)["image"].min()) == 200
 
 
 def test_batch_augment_is_per_image_seeded_and_keeps_shape():
@@ -131,7 +132,7 @@ def test_batched_dataset_equals_per_image_reference(tiny_data, mode):
     idx = [5, 0, 3, 3, len(rec) - 1]
     batch = ds[idx]
     for row, i in enumerate(idx):
-        ref = inset_inputs(data.cache.get(rec.paths[i]), rec.sizes[i], rec.inset_states[i], rec.inset_boxes[i], mode, 16)
+        ref = inset_inputs(data.cache.get(rec.paths[i]), rec.sizes[i], rec.inset_states[i], mode, 16)
         assert set(ref) <= set(batch)
         for key, value in ref.items():
             assert torch.equal(batch[key][row], value), (key, i)
@@ -172,7 +173,7 @@ def test_inset_is_masked_before_the_geometric_augmentation(tiny_data):
 def scaled_inset_slices(rec, i, size_px):
     from kvasir_ml.train.data import hide_slices
 
-    return hide_slices(rec.sizes[i], rec.inset_boxes[i], (size_px, size_px))
+    return hide_slices(rec.sizes[i], (size_px, size_px))
 
 
 def test_loader_with_workers_gives_the_same_batches(tiny_data):
