@@ -30,8 +30,9 @@ from torch.utils.data import Dataset, get_worker_info
 from torchvision.transforms.v2 import functional as TF
 
 from kvasir_ml.data.coco import CanonicalDataset
+from kvasir_ml.data.class_source import single_label_class
 from kvasir_ml.data.inset import INSET_STATES, box_slices, detect_inset, hiding_box_xywh_px
-from kvasir_ml.taxonomy import Taxonomy, TaxonomyError
+from kvasir_ml.taxonomy import Taxonomy
 
 log = logging.getLogger(__name__)
 
@@ -58,24 +59,10 @@ def active_label_names(ds: CanonicalDataset, taxonomy: Taxonomy) -> list[str]:
 
 
 def class_index(img: dict[str, Any], class_source: str, taxonomy: Taxonomy) -> int:
-    """Index of the image's class among ``taxonomy.source(class_source).classes``, or -1.
-
-    A class of the same name counts (Kvasir-SEG's and the synthetic source's ``polyps``);
-    otherwise the class whose label set equals the image's source-class label set
-    (HyperKvasir ``cecum`` -> ``normal-cecum``).
-    """
-    classes = taxonomy.source(class_source).classes
-    source, source_class = img.get("source"), img.get("source_class")
-    if not source_class:
-        return -1
-    if source_class in classes:
-        return classes.index(source_class)
-    try:
-        wanted = set(taxonomy.labels_for(source, source_class))
-    except TaxonomyError:  # unknown source/class: the image simply has no single-label target
-        return -1
-    matches = [i for i, c in enumerate(classes) if set(taxonomy.labels_for(class_source, c)) == wanted]
-    return matches[0] if len(matches) == 1 else -1
+    """Index of the image's class among ``taxonomy.source(class_source).classes``, or -1
+    (``data.class_source.single_label_class``: the class of the same name, else the one with
+    the same label set, e.g. HyperKvasir ``cecum`` -> ``normal-cecum``)."""
+    return single_label_class(taxonomy, img.get("source"), img.get("source_class"), class_source)
 
 
 def build_records(ds: CanonicalDataset, file_names: list[str], root: Path, label_names: list[str],

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, RandomSampler, Sampler, SequentialSampler
 
+from kvasir_ml.data.class_source import check_class_source
 from kvasir_ml.data.coco import load_canonical
 from kvasir_ml.data.resolve import dataset_name, resolve_dataset, resolve_split
 from kvasir_ml.data.verified import folder_view, select_test_images, verified_class_indices
@@ -59,11 +60,13 @@ def prepare_data(cfg: ClassifierConfig, run_dir: Path, may_write: bool = True) -
     """Build split records, the image cache (warmed) and one pack per split for a run.
 
     Raises:
-        ValueError: missing canonical file, a split naming unknown images, an empty split.
+        ValueError: missing canonical file, a split naming unknown images, an empty split,
+            a ``class_source`` that drops classes of the file (``ClassSourceError``).
     """
     taxonomy = load_taxonomy()
     canonical, root = resolve_dataset(cfg.data, run_dir, may_write)
     ds = load_canonical(canonical)
+    check_class_source(ds, cfg.data.class_source, taxonomy, str(canonical))  # before anything is written
     folder = folder_view(ds)  # verified images with their folder labels: train, val and folder-mode test
     split = resolve_split(folder, cfg.data, run_dir, may_write)
     label_names = active_label_names(folder, taxonomy)
