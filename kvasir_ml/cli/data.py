@@ -37,17 +37,20 @@ def _stats(args: argparse.Namespace) -> int:
 def _split(args: argparse.Namespace) -> int:
     from kvasir_ml.data.coco import load_canonical
     from kvasir_ml.data.near_duplicates import near_duplicate_groups
+    from kvasir_ml.data.split_audit import audit_given_split, format_straddling
     from kvasir_ml.data.splits import kvasirseg_hyperkvasir_groups, make_splits, split_from_hyperkvasir_folds
 
     ds = load_canonical(args.file)
-    if args.folds:
+    groups = kvasirseg_hyperkvasir_groups(ds, args.uuid_map) if args.uuid_map else None
+    root = Path(args.root) if args.root else Path(args.file).parent  # for the perceptual hashes
+    if args.folds:  # the official folds as they are; copies across them are reported, not moved
         split = split_from_hyperkvasir_folds(ds, args.folds, args.val_fold, args.test_fold,
                                              unlisted="train" if args.unlisted_train else "error")
+        max_bits = args.near_duplicate_max_distance if args.near_duplicate_max_distance >= 0 else None
+        print(format_straddling(audit_given_split(ds, split, root, max_bits, groups)))
     else:
-        groups = kvasirseg_hyperkvasir_groups(ds, args.uuid_map) if args.uuid_map else None
         near = None
         if args.near_duplicate_max_distance >= 0:
-            root = Path(args.root) if args.root else Path(args.file).parent
             near = near_duplicate_groups([img["file_name"] for img in ds.images], root,
                                          args.near_duplicate_max_distance)
             print(f"near-duplicates: {near.info['n_groups']} groups of {near.info['n_images_grouped']} images kept "
@@ -55,6 +58,9 @@ def _split(args: argparse.Namespace) -> int:
         split = make_splits(ds, args.seed, tuple(args.fractions), groups=groups, near_duplicates=near)
     split.save(args.out)
     print(f"wrote {args.out}  sha256 {split.sha256}")
+    for name in (n for n in split.splits if not split.splits[n]):
+        print(f"warning: the {name} split is empty" + (" (no --test-fold)" if args.folds and name == "test" else "")
+              + "; training refuses an empty split")
     counts = split.label_counts(ds)
     labels = sorted({label for c in counts.values() for label in c})
     width = max([len(x) for x in labels] + [5])
@@ -125,7 +131,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "kvasir-ml data split data/kvasir-seg.coco.json --out data/kvasir-seg.split.json --seed 0",
         "kvasir-ml data split data/combined.coco.json --out data/combined.split.json \\",
         "    --uuid-map ../shared/data/hyperkvasir/kvasirseg_to_hyperkvasir_uuid.csv",
-        "kvasir-ml data split data/hyperkvasir.coco.json --out split.json --folds 2_fold_split.csv --val-fold 1"],
+        "kvasir-ml data split data/hyperkvasir.coco.json --out split.json --folds 5_fold_split.csv --val-fold 3 "
+        "--test-fold 4"],
         description="Deterministic train/val/test split: stratified over labels, source class and box "
                     "classes, grouped by image content so duplicates never straddle splits. The file "
                     "records its sha256; give it to training as data.split_file=FILE.")
@@ -142,7 +149,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="keep images whose perceptual hashes differ in <= BITS of 64 together (measured on "
                         "Kvasir-SEG: docs/near_duplicates.md); -1: exact duplicates only")
     q.add_argument("--folds", metavar="FILE",
-                   help="use a HyperKvasir official fold file (2_fold_split.csv / 5_fold_split.csv) as-is")
+                   help="use a HyperKvasir official fold file (2_fold_split.csv / 5_fold_split.csv) as-is; "
+                        "copies that straddle its folds (exact, near-duplicate, --uuid-map twins) are reported "
+                        "and recorded in the split file, not moved")
     q.add_argument("--val-fold", type=int, default=1, metavar="N", help="with --folds: fold used as val")
     q.add_argument("--test-fold", type=int, default=None, metavar="N",
                    help="with --folds: fold used as test (default: none)")

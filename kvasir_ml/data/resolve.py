@@ -5,6 +5,8 @@ synthetic dataset is generated once into ``<dir>/data`` and reused (resume). The
 frozen in ``<dir>/split.json`` wins (a resumed run, an experiment's later calls); else the
 configured ``split_file`` is used, else a new stratified split is made; either is then
 saved to ``<dir>/split.json``, so the folder always holds the split it was trained on.
+A configured ``split_file`` is used as it is; the copies it lets straddle splits (exact,
+near-duplicate, twins) are reported and recorded in ``info.straddling`` (``split_audit``).
 """
 
 from __future__ import annotations
@@ -65,6 +67,8 @@ def resolve_split(ds: CanonicalDataset, cfg: DatasetConfig, work_dir: Path, may_
 
     A new split groups exact duplicates, near-duplicates by perceptual hash
     (``cfg.near_duplicate_max_distance``) and Kvasir-SEG/HyperKvasir twins (``cfg.twin_map``).
+    A given ``split_file`` is not changed: the same groups are computed and those that straddle
+    its splits are logged (count and names) and recorded in its ``info["straddling"]``.
 
     Args:
         ds: the dataset (after any subsetting the caller does) the split must cover.
@@ -90,6 +94,8 @@ def resolve_split(ds: CanonicalDataset, cfg: DatasetConfig, work_dir: Path, may_
             raise DatasetError(f"{saved} (frozen by an earlier call) differs from data.split_file "
                                f"{cfg.split_file}; use a new folder")
         return split
+    if given is not None:
+        _audit_given(given, ds, cfg, work_dir, root)
     split = given or _new_split(ds, cfg, work_dir, root)
     if may_write:
         split.save(saved)
@@ -111,6 +117,16 @@ def _new_split(ds: CanonicalDataset, cfg: DatasetConfig, work_dir: Path, root: P
     if cfg.twin_map:
         split.info["twin_map"] = Path(cfg.twin_map).name
     return split
+
+
+def _audit_given(split: Split, ds: CanonicalDataset, cfg: DatasetConfig, work_dir: Path, root: Path | None) -> None:
+    from kvasir_ml.data.split_audit import audit_given_split, report_straddling
+    from kvasir_ml.data.splits import kvasirseg_hyperkvasir_groups
+
+    twins = kvasirseg_hyperkvasir_groups(ds, cfg.twin_map) if cfg.twin_map else None
+    if cfg.near_duplicate_max_distance is not None and root is None:
+        root = resolve_dataset(cfg, work_dir, may_write=False)[1]
+    report_straddling(audit_given_split(ds, split, root, cfg.near_duplicate_max_distance, twins))
 
 
 def _load_given_split(path: str, ds: CanonicalDataset) -> Split:

@@ -114,7 +114,7 @@ def canonical_sha256(ds: CanonicalDataset) -> str:
 
 
 # ---- grouping -------------------------------------------------------------------------
-def _group_images(ds: CanonicalDataset, groups: Sequence[dict[str, str]]) -> list[list[int]]:
+def group_images(ds: CanonicalDataset, groups: Sequence[dict[str, str]]) -> list[list[int]]:
     """Indices of ``ds.images`` merged by content hash and the keys of every ``groups`` map (union-find)."""
     parent = list(range(len(ds.images)))
 
@@ -230,7 +230,7 @@ def make_splits(
     if not ds.images:
         raise SplitError("cannot split an empty dataset")
     taxonomy = taxonomy or load_taxonomy()
-    members = _group_images(ds, [g for g in (groups, near_duplicates and near_duplicates.groups) if g])
+    members = group_images(ds, [g for g in (groups, near_duplicates and near_duplicates.groups) if g])
     image_matrix, columns = _stratification_matrix(ds, taxonomy, use_source_class)
     group_matrix = np.stack([image_matrix[idx].any(0) for idx in members])
     sizes = np.array([len(idx) for idx in members])
