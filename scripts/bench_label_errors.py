@@ -38,10 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kvasir-seg", type=Path, metavar="DIR", help="real Kvasir-SEG folder: box noise only")
     parser.add_argument("--out", type=Path, default=Path("runs/bench_label_errors"), help="data and fold runs go here")
-    parser.add_argument("--images", type=int, default=None, help="frames (synthetic default 240, Kvasir-SEG 150)")
-    parser.add_argument("--folds", type=int, default=3, help="k of the k-fold training")
-    parser.add_argument("--epochs", type=int, default=12, help="classifier epochs per fold")
-    parser.add_argument("--detector-epochs", type=int, default=12, help="detector epochs per fold")
+    parser.add_argument("--images", type=int, default=None, help="frames (synthetic default 480, Kvasir-SEG 150)")
+    parser.add_argument("--folds", type=int, default=2, help="k of the k-fold training")
+    parser.add_argument("--epochs", type=int, default=16, help="classifier epochs per fold")
+    parser.add_argument("--size", type=int, default=96, help="classifier input side in px")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads of the classifier runs")
+    parser.add_argument("--detector-epochs", type=int, default=20, help="detector epochs per fold")
+    parser.add_argument("--detector-size", type=int, default=128, help="detector train/predict size in px (x32)")
     parser.add_argument("--seed", type=int, default=0, help="data, noise and fold seed")
     parser.add_argument("--json", nargs="?", const="-", metavar="OUT.json",
                         help="print the result as JSON on the last line (and write it to OUT.json if given)")
@@ -50,17 +53,20 @@ def main(argv: list[str] | None = None) -> int:
     from kvasir_ml.io import atomic_write_json
     from kvasir_ml.review.bench import bench_kvasir_seg, bench_synthetic
 
-    cls = ["tracking.mode=disabled", f"optim.epochs={args.epochs}"]
-    det = ["tracking.mode=disabled", f"train.epochs={args.detector_epochs}"]
+    cls = ["tracking.mode=disabled", f"optim.epochs={args.epochs}", f"data.image_size_px={args.size}",
+           f"runtime.threads={args.threads}"]
+    det = ["tracking.mode=disabled", f"train.epochs={args.detector_epochs}", f"train.imgsz={args.detector_size}"]
     load_before, t0, c0 = os.getloadavg()[0], time.perf_counter(), _cpu_s()
     if args.kvasir_seg:
         result = bench_kvasir_seg(args.kvasir_seg, args.out, n_images=args.images or 150, k=args.folds,
                                   seed=args.seed, detector_overrides=det)
     else:
-        result = bench_synthetic(args.out, n_images=args.images or 240, k=args.folds, seed=args.seed,
+        result = bench_synthetic(args.out, n_images=args.images or 480, k=args.folds, seed=args.seed,
                                  classifier_overrides=cls, detector_overrides=det)
     result.update(wall_s=round(time.perf_counter() - t0, 1), cpu_s=round(_cpu_s() - c0, 1),
-                  classifier_epochs=None if args.kvasir_seg else args.epochs, detector_epochs=args.detector_epochs)
+                  detector_epochs=args.detector_epochs, detector_size_px=args.detector_size)
+    if not args.kvasir_seg:
+        result.update(classifier_epochs=args.epochs, classifier_size_px=args.size, classifier_threads=args.threads)
     result["machine"] = {"python": platform.python_version(), "cpu": platform.processor() or platform.machine(),
                          "cpu_count": os.cpu_count(), "load_avg_1min_before": round(load_before, 2),
                          "load_avg_1min_after": round(os.getloadavg()[0], 2)}

@@ -81,11 +81,25 @@ def _evaluate(canonical: Path, root: Path, work: Path, k: int, label_noise, box_
     t0 = time.perf_counter()
     oof = run_kfold(canonical, work, k=k, root=root, **kfold)
     suspects = rank_suspects(load_canonical(canonical), oof)
-    out: dict[str, Any] = {"kfold_s": round(time.perf_counter() - t0, 1), "n_suspects": len(suspects)}
+    out: dict[str, Any] = {"kfold_s": round(time.perf_counter() - t0, 1), "n_suspects": len(suspects),
+                           "fold_models": _fold_quality(oof.runs)}
     if label_noise is not None:
         out["labels"] = score_label_ranking(suspects, label_noise)
     if box_noise is not None:
         out["boxes"] = score_box_ranking(suspects, box_noise)
+    return out
+
+
+def _fold_quality(runs: Sequence[str]) -> dict[str, list[float | None]]:
+    """How good the fold models were, on their (noisy) test folds: the ranking is only as good."""
+    from kvasir_ml.io import read_json
+
+    out: dict[str, list[float | None]] = {}
+    for run in runs:
+        m = read_json(Path(run) / "metrics.json")
+        key, value = (("classifier_test_macro_ap", m["test"].get("macro_ap")) if m["kind"] == "classifier"
+                      else ("detector_test_coco_ap50", m["test"].get("coco_ap50")))
+        out.setdefault(key, []).append(round(value, 4) if value is not None else None)
     return out
 
 
