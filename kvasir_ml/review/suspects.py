@@ -124,8 +124,9 @@ def box_suspects(ds: CanonicalDataset, file_names: Sequence[str], detections: di
         detections: out-of-fold boxes per image.
         class_names: the detector's box classes.
         high_probability_threshold, low_probability_threshold: cleanlab's thresholds for
-            a prediction to count as evidence of a missing/swapped box (default 0.95) and
-            for supporting a drawn box's placement (default 0.5); None = cleanlab's defaults.
+            a prediction to count as evidence of a missing/swapped box and for supporting a
+            drawn box's placement; None = ``typical_hit_score`` (and at most 0.5 for the low
+            one), or cleanlab's defaults (0.95, 0.5) when the detector finds no drawn box.
 
     Returns:
         Suspects (unsorted): one per drawn box (placement, spurious or class, whichever
@@ -135,6 +136,13 @@ def box_suspects(ds: CanonicalDataset, file_names: Sequence[str], detections: di
     from cleanlab.object_detection import rank as od_rank
 
     labels, preds, given_rows, pred_rows = _cleanlab_inputs(ds, file_names, detections, class_names)
+    typical = typical_hit_score(given_rows, pred_rows)
+    if high_probability_threshold is None and typical is not None:
+        high_probability_threshold = typical
+    if low_probability_threshold is None and typical is not None:
+        low_probability_threshold = min(0.5, typical)
+    log.info("box suspects: cleanlab thresholds high %s, low %s (typical score of a found box %s)",
+             high_probability_threshold, low_probability_threshold, typical)
     hi = {} if high_probability_threshold is None else {"high_probability_threshold": high_probability_threshold}
     lo = {} if low_probability_threshold is None else {"low_probability_threshold": low_probability_threshold}
     overlooked = od_rank.compute_overlooked_box_scores(labels=labels, predictions=preds, **hi)
@@ -164,6 +172,26 @@ def box_suspects(ds: CanonicalDataset, file_names: Sequence[str], detections: di
                             "given": None, "suggested": _box(d["class"], d["xywh_px"], d["score"]),
                             "flagged": bool(flagged[i])})
     return out
+
+
+def typical_hit_score(given_rows: Sequence[Sequence[tuple[str, Sequence[float]]]],
+                      pred_rows: Sequence[Sequence[Detection]]) -> float | None:
+    """The median score of the detector's best same-class prediction on each drawn box it finds
+    (IoU >= 0.5), clipped to [0.05, 0.95]; None when it finds none.
+
+    cleanlab counts a prediction as evidence of a missing or swapped box only above its high
+    probability threshold (default 0.95), which a small detector trained on a few hundred frames
+    rarely reaches: its found boxes score ~0.3-0.7. Taking the threshold from the boxes the
+    detector does find (no knowledge of which labels are wrong) adapts it to the model.
+    """
+    found = []
+    for given, preds in zip(given_rows, pred_rows):
+        for cls, box in given:
+            best = max((d["score"] for d in preds if d["class"] == cls and iou_xywh_px(box, d["xywh_px"]) >= 0.5),
+                       default=None)
+            if best is not None:
+                found.append(best)
+    return round(float(np.clip(np.median(found), 0.05, 0.95)), 4) if found else None
 
 
 def spurious_score(box: Sequence[float], cls: str, detections: Sequence[Detection]) -> float:
