@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from kvasir_ml.config import load_config
 from kvasir_ml.data.coco import CanonicalDataset, load_canonical
 from kvasir_ml.data.splits import Split, canonical_sha256, load_split
 from kvasir_ml.io import read_json
@@ -103,7 +104,6 @@ def classifier_test_scores(run_dir: Path) -> tuple[list[str], list[str], np.ndar
 
 def detector_test_boxes(run_dir: Path) -> dict[str, list[Detection]]:
     """``file_name -> boxes`` of a detector run's test split (every test image, boxes or not)."""
-    from kvasir_ml.config import load_config
     from kvasir_ml.detection.config import DetectorConfig
     from kvasir_ml.detection.run import load_dataset
 
@@ -174,10 +174,18 @@ def collect_oof(ds: CanonicalDataset, run_dirs: Sequence[str | Path]) -> OofPred
 
 
 # ---- k-fold training ------------------------------------------------------------------------
-def _finished_for(run_dir: Path, split: Split) -> bool:
-    """A run folder that already finished on this very fold (a re-run reuses it)."""
-    metrics = run_dir / "metrics.json"
-    return metrics.is_file() and read_json(metrics).get("split_sha256") == split.sha256
+def _finished_for(run_dir: Path, split: Split, cfg: Any) -> bool:
+    """A run folder that already finished on this very fold with this config (a re-run reuses
+    it; runtime keys such as threads or device may differ). Another finished run there is
+    refused by the training itself (a non-empty run folder)."""
+    from kvasir_ml.config import dump_config
+    from kvasir_ml.rundir import config_differences
+
+    metrics, saved = run_dir / "metrics.json", run_dir / "config.yaml"
+    if not (metrics.is_file() and saved.is_file()) or read_json(metrics).get("split_sha256") != split.sha256:
+        return False
+    loaded = load_config(type(cfg), saved)
+    return not config_differences(dump_config(cfg), dump_config(loaded))
 
 
 def _config_path(name: str | Path) -> Path:
@@ -210,7 +218,6 @@ def run_kfold(canonical: str | Path, work_dir: str | Path, k: int = 5, root: str
     Returns:
         The out-of-fold predictions of every image.
     """
-    from kvasir_ml.config import load_config
     from kvasir_ml.detection.config import DetectorConfig
     from kvasir_ml.detection.run import train_detector
     from kvasir_ml.train.config import load_classifier_config
@@ -229,14 +236,14 @@ def run_kfold(canonical: str | Path, work_dir: str | Path, k: int = 5, root: str
         fold_data = data + [f"data.split_file={split_path.resolve()}"]
         if classifier_config is not None:
             run = work / "classifier" / f"fold{i}"
-            if not _finished_for(run, split):
-                cfg = load_classifier_config(_config_path(classifier_config), [*fold_data, *classifier_overrides])
+            cfg = load_classifier_config(_config_path(classifier_config), [*fold_data, *classifier_overrides])
+            if not _finished_for(run, split, cfg):
                 train_classifier(cfg, run)
             runs.append(run)
         if detector_config is not None and ds.annotations:
             run = work / "detector" / f"fold{i}"
-            if not _finished_for(run, split):
-                cfg = load_config(DetectorConfig, _config_path(detector_config), [*fold_data, *detector_overrides])
+            cfg = load_config(DetectorConfig, _config_path(detector_config), [*fold_data, *detector_overrides])
+            if not _finished_for(run, split, cfg):
                 train_detector(cfg, run)
             runs.append(run)
         log.info("fold %d/%d done", i + 1, k)
