@@ -5,8 +5,11 @@ nothing about how much the numbers would move on another test set of the same si
 paired bootstrap answers that: resample the test IMAGES with replacement, score both
 models on the same resample (each model's seeds scored and averaged), take the
 difference, repeat. The 2.5 and 97.5 percentiles of the differences are the 95% interval
-(percentile method). Pairing matters: both models see the same hard images in a resample,
-so the interval is much narrower than one built from two independent intervals.
+over test images (``ci95_images``, percentile method). Pairing matters: both models see
+the same hard images in a resample, so the interval is much narrower than one built from
+two independent intervals. It holds the trained models fixed, so it cannot see retraining:
+the headline interval and the ``*`` (``ci95``, ``star``, ``verdict``) add the seed-to-seed
+variance (``evaluation.verdict``).
 
 A resample is a vector of counts (how often each image was drawn), so every metric is
 computed as a weighted metric with those counts as weights, vectorised over resamples.
@@ -23,6 +26,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+
+from kvasir_ml.evaluation.verdict import DEFAULT_EFFECT, MIN_SEEDS_FOR_VERDICT, TOO_FEW_SEEDS, seed_aware
 
 # Metrics the bootstrap knows (the comparison table's, plus macro AP over label subsets).
 METRICS = ("macro_ap", "micro_ap", "macro_f1", "subset_accuracy", "top1", "mcc")
@@ -173,7 +178,8 @@ def paired_bootstrap(runs_a: Sequence[RunScores], runs_b: Sequence[RunScores], m
                      n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
                      label_subsets: dict[str, Sequence[int]] | None = None,
                      seeds_a: Sequence[int] | None = None,
-                     seeds_b: Sequence[int] | None = None) -> dict[str, dict[str, object]]:
+                     seeds_b: Sequence[int] | None = None, effect: float = DEFAULT_EFFECT,
+                     min_seeds: int = MIN_SEEDS_FOR_VERDICT) -> dict[str, dict[str, object]]:
     """Difference A - B of each metric with a 95% paired-bootstrap interval over test images.
 
     Args:
@@ -184,10 +190,14 @@ def paired_bootstrap(runs_a: Sequence[RunScores], runs_b: Sequence[RunScores], m
         label_subsets: ``{name: label columns}``; adds ``macro_ap[<name>]``.
         seeds_a, seeds_b: the training seed of each run (same order as the runs); with them,
             ``per_seed`` pairs the runs of a seed both sides have.
+        effect, min_seeds: the seed-aware verdict's settings (``evaluation.verdict.seed_aware``).
 
     Returns:
         ``{metric: {"diff": mean over A's seeds - mean over B's seeds on the full test set,
-        "ci95": [2.5th, 97.5th percentile of the resampled differences], "a": A's value,
+        "ci95": the SEED-AWARE 95% interval (retraining and test images; None with < 2 seeds a
+        side), "ci95_images": [2.5th, 97.5th percentile of the resampled differences] (test
+        images only, models fixed), "star", "verdict", "seeds_needed", "n_seeds", "seed_sd",
+        "image_sd", "se", "df", "effect" (``seed_aware``), "a": A's value,
         "b": B's value, "n_valid": resamples where both were defined, "per_seed": {seed: A's run
         - B's run of that seed on the full test set} (how far retraining moves the difference,
         which the interval does not include; ``{}`` without seeds)}}``; ``None`` where undefined.
@@ -224,11 +234,18 @@ def paired_bootstrap(runs_a: Sequence[RunScores], runs_b: Sequence[RunScores], m
         va, vb = float(point_a[k][0]), float(point_b[k][0])
         ok = np.isfinite(va) and np.isfinite(vb)
         per_seed = {str(seeds_a[i]): float(full_a[i][k][0] - full_b[j][k][0]) for i, j in same_seed}
+        runs_va = [float(m[k][0]) for m in full_a if np.isfinite(m[k][0])]
+        runs_vb = [float(m[k][0]) for m in full_b if np.isfinite(m[k][0])]
+        verdict = seed_aware(runs_va, runs_vb, d, effect, min_seeds)
         out[k] = {"diff": va - vb if ok else None,
-                  "ci95": [float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5))] if d.size else None,
+                  "ci95": verdict.pop("ci95") if ok else None,
+                  "ci95_images": [float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5))] if d.size else None,
                   "a": va if np.isfinite(va) else None, "b": vb if np.isfinite(vb) else None,
                   "n_valid": int(d.size),
-                  "per_seed": {s: (v if np.isfinite(v) else None) for s, v in per_seed.items()}}
+                  "per_seed": {s: (v if np.isfinite(v) else None) for s, v in per_seed.items()},
+                  **{key: val for key, val in verdict.items() if key != "diff"}}
+        if not ok:
+            out[k].update(star=False, verdict=TOO_FEW_SEEDS)
     return out
 
 

@@ -53,6 +53,7 @@ class RunRecord:
     predictions: dict[str, np.ndarray] | None = None
     group: str | None = None  # the run's W&B group (tracking.group)
     predictions_tta: dict[str, np.ndarray] | None = None  # the same with test-time augmentation
+    config: dict[str, Any] | None = None  # the run's resolved config (config.yaml / the W&B run config)
 
 
 def load_run(run_dir: str | Path) -> RunRecord:
@@ -69,11 +70,11 @@ def load_run(run_dir: str | Path) -> RunRecord:
     if not isinstance(metrics.get("test"), dict):
         raise CompareError(f"{path}: has no 'test' metrics")
     predictions, predictions_tta = _load_npz(run_dir / PREDICTIONS_FILE), _load_npz(run_dir / PREDICTIONS_TTA_FILE)
-    group = None
+    group, config = None, None
     if (run_dir / "config.yaml").is_file():
         config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
         group = (config.get("tracking") or {}).get("group")
-    return RunRecord(str(run_dir), metrics, predictions, group, predictions_tta)
+    return RunRecord(str(run_dir), metrics, predictions, group, predictions_tta, config)
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray] | None:
@@ -143,7 +144,8 @@ def load_wandb_run(path: str, timeout_s: int = 30) -> RunRecord:
                 tables["test/per_class"] = json.loads(Path(local).read_text(encoding="utf-8"))
             except Exception as exc:  # a missing table only costs the per-class columns
                 log.warning("%s: could not read the per-class table (%s)", path, exc)
-    return RunRecord(path, metrics_from_wandb(summary, dict(run.config), tables), group=run.group)
+    return RunRecord(path, metrics_from_wandb(summary, dict(run.config), tables), group=run.group,
+                     config=dict(run.config) or None)
 
 
 def load_runs(refs: Sequence[str | Path]) -> list[RunRecord]:
@@ -278,7 +280,7 @@ def paired_sections(records: Sequence[RunRecord], n_resamples: int = DEFAULT_RES
         TTA predictions; empty without them) and ``paired_bootstrap`` (method, resamples, seed,
         and per pair whether both sides used the same checkpoint selection rule).
     """
-    from kvasir_ml.experiment.paired import BOOTSTRAP_NOTE, ablation_pairs, pair_intervals, task_pairs
+    from kvasir_ml.experiment.paired import BOOTSTRAP_NOTE, aa_control, ablation_pairs, pair_intervals, task_pairs
 
     plain: dict[str, list] = {}
     tta: dict[str, list] = {}
@@ -305,6 +307,7 @@ def paired_sections(records: Sequence[RunRecord], n_resamples: int = DEFAULT_RES
         "inset_ablation": pair_intervals(plain, ablation, n_resamples, seed, label_subsets),
         "paired_tta": pair_intervals(tta, pairs, n_resamples, seed, label_subsets),
         "inset_ablation_tta": pair_intervals(tta, ablation, n_resamples, seed, label_subsets),
+        "aa_control": aa_control(plain, label_subsets, seed=seed) if n_resamples else None,
         "paired_bootstrap": {"method": BOOTSTRAP_NOTE, "unit": "test image", "n_resamples": n_resamples,
                              "seed": seed, "label_subsets": {k: list(v) for k, v in (label_subsets or {}).items()},
                              "same_selection_rule": same_rule},
@@ -313,7 +316,8 @@ def paired_sections(records: Sequence[RunRecord], n_resamples: int = DEFAULT_RES
 
 def compare_runs(records: Sequence[RunRecord],
                  hard_pairs: Sequence[tuple[str, str]] = DEFAULT_HARD_PAIRS, n_resamples: int = DEFAULT_RESAMPLES,
-                 bootstrap_seed: int = 0, label_subsets: dict[str, Sequence[str]] | None = None) -> dict[str, Any]:
+                 bootstrap_seed: int = 0, label_subsets: dict[str, Sequence[str]] | None = None,
+                 design: dict[str, Any] | None = None) -> dict[str, Any]:
     """Group runs into variants, aggregate their test metrics over seeds, add paired intervals.
 
     Args:
@@ -322,6 +326,8 @@ def compare_runs(records: Sequence[RunRecord],
         n_resamples: paired-bootstrap resamples (0: no paired intervals).
         bootstrap_seed: resampling seed.
         label_subsets: ``{name: labels}``: the paired sections add ``macro_ap[<name>]``.
+        design: what ``design.check_controlled`` found before training (an experiment); None =
+            check the runs' own configs (``design.design_of_runs``: runs gathered by hand).
 
     Returns:
         The comparison dict (written as ``comparison.json``): ``format_version``,
@@ -333,7 +339,9 @@ def compare_runs(records: Sequence[RunRecord],
         over seeds), hard_pairs: {"a vs b": {...}}, selection: [rules], test_tta (when the
         runs scored TTA)}} in the order the variants first appear in ``records``; plus the
         ``paired_sections`` keys (``paired``: ``{"<multi>-vs-<single>": {metric: {"diff",
-        "ci95": [lo, hi], ...}}}``, ``inset_ablation``, their ``_tta`` twins, ``paired_bootstrap``).
+        "ci95": [lo, hi], "star", "verdict", ...}}}``, ``inset_ablation``, their ``_tta`` twins,
+        ``aa_control``, ``paired_bootstrap``) and ``design`` (``{"controlled", "differences", ...}``;
+        an uncontrolled design leaves the multi- vs single-label pairs without a ``*``).
 
     Raises:
         CompareError: no runs, or one variant with the same seed twice.
@@ -372,7 +380,28 @@ def compare_runs(records: Sequence[RunRecord],
         log.warning("the runs were trained on %d different splits: the comparison is not like for like", len(splits))
     elif n_resamples > 0:
         comparison.update(paired_sections(records, n_resamples, bootstrap_seed, label_subsets))
+    comparison["design"] = design if design is not None else records_design(records)
+    if not comparison["design"].get("controlled"):
+        withhold_verdicts(comparison, ("paired", "paired_tta"))
     return comparison
+
+
+def records_design(records: Sequence[RunRecord]) -> dict[str, Any]:
+    """``design.design_of_runs`` of the classifier runs (their configs as saved with them)."""
+    from kvasir_ml.experiment.design import design_of_runs
+
+    return design_of_runs([(variant_name(r.metrics), r.metrics.get("seed"), r.config, r.source) for r in records
+                           if r.metrics.get("kind", "classifier") == "classifier"])
+
+
+def withhold_verdicts(comparison: dict[str, Any], sections: Sequence[str]) -> None:
+    """In place: no ``*`` and the verdict "uncontrolled design" in the given paired sections."""
+    from kvasir_ml.evaluation.verdict import UNCONTROLLED
+
+    for section in sections:
+        for pair in (comparison.get(section) or {}).values():
+            for res in pair.values():
+                res.update(star=False, verdict=UNCONTROLLED)
 
 
 def pooled_predictions(records: Sequence[RunRecord]) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[str]]:

@@ -34,6 +34,48 @@ def config_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     return run_config_differences(a, b, ALLOWED_DIFFERENCES)
 
 
+def _problems(runs: dict[tuple[str, Any], dict[str, Any]]) -> tuple[list[str], list[str], set[str]]:
+    """(pairs, problems, selection rules) of dumped classifier configs keyed by (variant, seed).
+
+    The multi-label run of a seed is checked against the single-label run of the same seed
+    and inset mode; without one (runs gathered by hand), against every single-label run of
+    that mode, the training seed then left out of the check.
+    """
+    rules = {((cfg.get("eval") or {}).get("select")) for cfg in runs.values()}
+    rules.discard(None)
+    problems = []
+    if len(rules) > 1:
+        problems.append(f"the variants select checkpoints by different rules {sorted(rules)}")
+    unfair = sorted(rules - set(FAIR_SELECTION_RULES))
+    if unfair:
+        problems.append(f"eval.select={unfair[0]} picks each model by a task's own metric; use one of "
+                        f"{list(FAIR_SELECTION_RULES)}")
+    pairs = []
+    for (variant, seed), multi in runs.items():
+        if not variant.startswith("multilabel-"):
+            continue
+        mode = variant.split("-", 1)[1]
+        same_seed = runs.get((f"singlelabel-{mode}", seed))
+        partners = [(seed, same_seed)] if same_seed is not None else \
+            [(s, cfg) for (v, s), cfg in runs.items() if v == f"singlelabel-{mode}"]
+        for other_seed, single in partners:
+            pairs.append(f"{variant}-vs-singlelabel-{mode}")
+            free = ALLOWED_DIFFERENCES if other_seed == seed else (*ALLOWED_DIFFERENCES, "runtime.seed")
+            diffs = run_config_differences(multi, single, free)
+            if diffs:
+                problems.append(f"{variant} seed {seed} vs singlelabel-{mode} seed {other_seed}: configs differ in "
+                                f"{', '.join(diffs)}")
+            if (single.get("loss") or {}).get("label_smoothing", 0) > 0:
+                problems.append(f"singlelabel seed {other_seed}: loss.label_smoothing="
+                                f"{single['loss']['label_smoothing']} regularises only the single-label model; "
+                                "set it to 0")
+        if (multi.get("loss") or {}).get("name") == "asl":
+            problems.append(f"{variant} seed {seed}: loss.name=asl gives scores that are not calibrated "
+                            "probabilities, so the label-set decoding behind the multi-label model's top-1, MCC "
+                            "and confusion matrices is biased; use bce")
+    return sorted(set(pairs)), list(dict.fromkeys(problems)), rules
+
+
 def check_controlled(planned: Sequence[Any]) -> dict[str, Any]:
     """Check every (multilabel-<mode>, singlelabel-<mode>) pair of planned classifier runs.
 
@@ -50,33 +92,31 @@ def check_controlled(planned: Sequence[Any]) -> dict[str, Any]:
             variants use different selection rules.
     """
     runs = {(r.variant, r.seed): dump_config(r.config) for r in planned if r.kind == "classifier"}
-    rules = {cfg["eval"]["select"] for cfg in runs.values()}
-    problems = []
-    if len(rules) > 1:
-        problems.append(f"the variants select checkpoints by different rules {sorted(rules)}")
-    unfair = sorted(rules - set(FAIR_SELECTION_RULES))
-    if unfair:
-        problems.append(f"eval.select={unfair[0]} picks each model by a task's own metric; use one of "
-                        f"{list(FAIR_SELECTION_RULES)}")
-    pairs = []
-    for (variant, seed), multi in runs.items():
-        if not variant.startswith("multilabel-"):
-            continue
-        single = runs.get(("singlelabel-" + variant.split("-", 1)[1], seed))
-        if single is None:
-            continue
-        pairs.append(f"{variant}-vs-singlelabel-{variant.split('-', 1)[1]}")
-        diffs = config_differences(multi, single)
-        if diffs:
-            problems.append(f"{variant} vs singlelabel seed {seed}: configs differ in {', '.join(diffs)}")
-        if multi["loss"]["name"] == "asl":
-            problems.append(f"{variant} seed {seed}: loss.name=asl gives scores that are not calibrated "
-                            "probabilities, so the label-set decoding behind the multi-label model's top-1, MCC "
-                            "and confusion matrices is biased; use bce (its pos_weight keeps outputs calibrated)")
-        if single["loss"]["label_smoothing"] > 0:
-            problems.append(f"singlelabel seed {seed}: loss.label_smoothing={single['loss']['label_smoothing']} "
-                            "regularises only the single-label model; set it to 0")
+    pairs, problems, rules = _problems(runs)
     if problems:
-        raise DesignError("not a controlled comparison: " + "; ".join(dict.fromkeys(problems)))
-    return {"controlled": True, "pairs": sorted(set(pairs)), "allowed_differences": list(ALLOWED_DIFFERENCES),
+        raise DesignError("not a controlled comparison: " + "; ".join(problems))
+    return {"controlled": True, "pairs": pairs, "allowed_differences": list(ALLOWED_DIFFERENCES),
             "selection": sorted(rules)[0] if rules else None}
+
+
+def design_of_runs(runs: Sequence[tuple[str, Any, dict[str, Any] | None, str]]) -> dict[str, Any]:
+    """The same check on finished runs gathered by hand (``kvasir-ml runs compare``); never raises.
+
+    Args:
+        runs: ``(variant, seed, dumped config or None, source)`` per classifier run.
+
+    Returns:
+        ``{"controlled": bool, "pairs", "differences": [what is not like for like], "allowed_differences",
+        "selection"}``; ``controlled`` is False when a pair's configs differ, a rule above is broken,
+        or a paired run's config is unknown (no config.yaml, or a W&B run without one).
+    """
+    task_variants = {v for v, _, _, _ in runs}
+    paired_modes = {v.split("-", 1)[1] for v in task_variants if v.startswith("multilabel-")
+                    and "singlelabel-" + v.split("-", 1)[1] in task_variants}
+    missing = [f"{src}: no config to check the design with" for v, _, cfg, src in runs
+               if cfg is None and v.split("-", 1)[-1] in paired_modes]
+    known = {(v, s): cfg for v, s, cfg, _ in runs if cfg is not None}
+    pairs, problems, rules = _problems(known)
+    differences = [*missing, *problems]
+    return {"controlled": not differences, "pairs": pairs, "differences": differences,
+            "allowed_differences": list(ALLOWED_DIFFERENCES), "selection": sorted(rules)[0] if len(rules) == 1 else None}

@@ -220,15 +220,14 @@ def report_records(records: Sequence[RunRecord], out_dir: str | Path, name: str,
         hard_pairs: source-class pairs for the confusion section.
         title: the Markdown title.
         n_resamples, bootstrap_seed, label_subsets: paired-bootstrap settings (``compare_runs``).
-        design: what ``design.check_controlled`` found (recorded as ``comparison["design"]``).
+        design: what ``design.check_controlled`` found (recorded as ``comparison["design"]``); None =
+            check the runs' own configs (runs gathered by hand).
 
     Returns:
         ``{"comparison": dict, "paths": {key: Path}, "wandb_dir": Path | None}``.
     """
     out_dir = Path(out_dir)
-    comparison = compare_runs(records, hard_pairs, n_resamples, bootstrap_seed, label_subsets)
-    if design is not None:
-        comparison["design"] = design
+    comparison = compare_runs(records, hard_pairs, n_resamples, bootstrap_seed, label_subsets, design)
     comparison["experiment"] = name
     comparison["group"] = tracking.group
     curves, labels = pooled_predictions(records)

@@ -20,13 +20,19 @@ from typing import Any, Sequence
 import numpy as np
 
 from kvasir_ml.evaluation.bootstrap import METRICS, RunScores, paired_bootstrap
+from kvasir_ml.evaluation.verdict import MIN_SEEDS_FOR_VERDICT, half_splits
 
 log = logging.getLogger(__name__)
 
-BOOTSTRAP_NOTE = ("paired bootstrap over test images: each resample draws the test images with replacement, "
-                  "scores every seed of both variants on it and averages over seeds, then takes the difference "
-                  "(first - second); ci95 = 2.5th and 97.5th percentiles of those differences; diff = difference "
-                  "of the seed means on the full test set")
+BOOTSTRAP_NOTE = ("seed-aware interval: diff = difference (first - second) of the seed means on the full test "
+                  "set; ci95 = diff -/+ t(0.975, df) * se with se^2 = seed variance of each side / its seeds "
+                  "(retraining) + variance of a paired bootstrap over test images (each resample draws the test "
+                  "images with replacement, scores every seed of both variants on it, averages over seeds and "
+                  "takes the difference), df by Welch-Satterthwaite; ci95_images = 2.5th and 97.5th percentiles "
+                  "of the bootstrap differences alone (models fixed); * = ci95 excludes 0 with at least "
+                  f"{MIN_SEEDS_FOR_VERDICT} seeds a side")
+AA_MAX_SPLITS = 10  # half-splits of one variant's seeds per A/A control (each unordered split once)
+AA_RESAMPLES = 500  # bootstrap resamples per A/A comparison (the A/A only counts stars)
 
 
 def task_pairs(variants: Sequence[str]) -> list[tuple[str, str]]:
@@ -90,4 +96,58 @@ def pair_intervals(scores: dict[str, list[tuple[int | None, dict[str, np.ndarray
                                               [run_scores(p, t) for _, p, t in scores[b]], METRICS,
                                               n_resamples, seed, subsets or None,
                                               seeds_a if known else None, seeds_b if known else None)
+    return out
+
+
+def aa_control(scores: dict[str, list[tuple[int | None, dict[str, np.ndarray], Sequence[float]]]],
+               label_subsets: dict[str, Sequence[str]] | None = None, n_resamples: int = AA_RESAMPLES,
+               seed: int = 0, max_splits: int = AA_MAX_SPLITS,
+               min_seeds: int = MIN_SEEDS_FOR_VERDICT) -> dict[str, Any]:
+    """The A/A control: each variant against ITSELF, one half of its seeds against the other half.
+
+    Nothing differs between the halves but the training seed, so every ``*`` is a false one;
+    the share of starred cells (pair x metric) estimates the comparison's false-``*`` rate.
+    A variant takes part when it has at least ``2 * min_seeds`` runs (each half needs a verdict).
+
+    Args:
+        scores: as ``pair_intervals`` (``{variant: [(seed, predictions, thresholds)]}``).
+        label_subsets: as ``pair_intervals``.
+        n_resamples, seed: bootstrap settings of each A/A comparison.
+        max_splits: half-splits per variant.
+        min_seeds: seeds a side for a verdict.
+
+    Returns:
+        ``{"cells", "starred", "rate" (None without cells), "seeds_per_side", "variants": {variant:
+        {"splits", "cells", "starred", "starred_cells": ["<metric> seeds [..] vs [..]"]}}, "note"}``.
+    """
+    out: dict[str, Any] = {"cells": 0, "starred": 0, "rate": None, "seeds_per_side": None, "variants": {}}
+    for variant, runs in scores.items():
+        if len(runs) < 2 * min_seeds:
+            continue
+        names = [str(n) for n in runs[0][1]["label_names"]]
+        subsets = {k: [names.index(lbl) for lbl in v if lbl in names] for k, v in (label_subsets or {}).items()}
+        entry: dict[str, Any] = {"splits": 0, "cells": 0, "starred": 0, "starred_cells": []}
+        for first, second in half_splits(len(runs), max_splits):
+            side_a, side_b = [runs[i] for i in first], [runs[i] for i in second]
+            res = paired_bootstrap([run_scores(p, t) for _, p, t in side_a], [run_scores(p, t) for _, p, t in side_b],
+                                   METRICS, n_resamples, seed, subsets or None, min_seeds=min_seeds)
+            entry["splits"] += 1
+            for metric, r in res.items():
+                if r.get("ci95") is None:
+                    continue
+                entry["cells"] += 1
+                if r.get("star"):
+                    entry["starred"] += 1
+                    entry["starred_cells"].append(f"{metric} seeds {[s for s, _, _ in side_a]} vs "
+                                                  f"{[s for s, _, _ in side_b]}")
+        out["variants"][variant] = entry
+        out["cells"] += entry["cells"]
+        out["starred"] += entry["starred"]
+        out["seeds_per_side"] = len(runs) // 2 if out["seeds_per_side"] is None else min(out["seeds_per_side"],
+                                                                                          len(runs) // 2)
+    out["rate"] = out["starred"] / out["cells"] if out["cells"] else None
+    out["note"] = ("A/A control: each variant's seeds split into two halves, half against half with the same "
+                   "machinery; every * is false. " + (f"{out['starred']} of {out['cells']} cells starred."
+                                                      if out["cells"] else
+                                                      f"Not measured: needs >= {2 * min_seeds} seeds of one variant."))
     return out

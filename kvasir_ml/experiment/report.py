@@ -79,17 +79,22 @@ def _design_lines(comparison: dict[str, Any]) -> list[str]:
             f"`{r}` = {SELECTION_RULES.get(r, '?')}" for r in distinct)
             + ("." if len(distinct) == 1 else f" (differs between variants: {rules}; NOT like for like)."))
     design = comparison.get("design") or {}
-    if design.get("controlled"):
+    if design.get("controlled") and design.get("pairs", True):
         lines.append("- **Controlled**: in each multi- vs single-label pair the resolved run configs are equal "
                      "(data, split, image size, architecture, inset mode, optimiser, schedule, epochs, "
                      "augmentation, dropout, weight decay, seeds, selection rule) except "
                      f"{', '.join(f'`{k}`' for k in design.get('allowed_differences', []))}.")
+    elif design.get("controlled") is False:
+        lines.append("- **UNCONTROLLED**: the multi- vs single-label runs differ in more than the task, so a "
+                     "difference cannot be put down to the task and no `*` is given: "
+                     + "; ".join(design.get("differences") or ["unknown"]) + ".")
     boot = comparison.get("paired_bootstrap")
     if boot:
         lines.append(f"- **Uncertainty**: ± is the std over training seeds (how much retraining moves a number); "
-                     f"the paired intervals come from a {boot['method']} ({boot['n_resamples']} resamples, "
-                     f"seed {boot['seed']}). They say how much the difference would move on another test set "
-                     "of this size from the same distribution, not on another dataset.")
+                     f"the intervals: {boot['method']} ({boot['n_resamples']} resamples, seed {boot['seed']}). "
+                     "They say how much the difference would move with other training runs and another test "
+                     "set of this size from the same distribution, not on another dataset; see "
+                     "docs/statistics.md.")
     return [*lines, ""]
 
 
@@ -176,7 +181,7 @@ def _paired_plot(comparison: dict[str, Any], path: Path) -> Path | None:
         for _, metric, res in (r for r in rows if r[0] == group):
             lo, hi = res["ci95"]
             ax.errorbar(res["diff"], y, xerr=[[res["diff"] - lo], [hi - res["diff"]]], fmt="o", color=f"C{gi % 10}",
-                        capsize=3, markersize=4)
+                        capsize=3, markersize=4, mfc=f"C{gi % 10}" if res.get("star") else "white")
             seeds = seed_differences(res)
             if len(seeds) > 1:  # retraining spread: seed i of each side
                 ax.plot(seeds, [y - 0.25] * len(seeds), "x", color=f"C{gi % 10}", markersize=4, alpha=0.7)
@@ -186,10 +191,10 @@ def _paired_plot(comparison: dict[str, Any], path: Path) -> Path | None:
         y -= 0.6
     ax.axvline(0.0, color="black", linewidth=0.8)
     ax.set_yticks(ticks, labels, fontsize=7)
-    ax.set_xlabel("difference (first − second): o with its 95% paired-bootstrap interval over test images; "
+    ax.set_xlabel("difference (first − second): o with its seed-aware 95% interval (filled: a verdict `*`); "
                   "x per seed", fontsize=8)
     ax.grid(axis="x", alpha=0.3)
-    ax.set_title("paired differences (seeds pooled)")
+    ax.set_title("paired differences (seed-aware intervals)")
     return _save_png(fig, path)
 
 
@@ -269,6 +274,11 @@ def _flat_summary(comparison: dict[str, Any]) -> dict[str, Any]:
             for stat in ("mean", "std"):
                 if agg.get(stat) is not None:
                     out[f"{v['name']}/{k}_{stat}"] = agg[stat]
+    aa = comparison.get("aa_control") or {}
+    if aa.get("cells"):
+        out.update({"aa_control/cells": aa["cells"], "aa_control/starred": aa["starred"], "aa_control/rate": aa["rate"]})
+    if comparison.get("design"):
+        out["design/controlled"] = bool(comparison["design"].get("controlled"))
     return out
 
 
@@ -321,13 +331,16 @@ def log_comparison_run(comparison: dict[str, Any], tracking: TrackingConfig, out
             tracker.table("hard_pairs", ["variant", "a", "b", "a_as_b_mean", "b_as_a_mean", "rate_mean", "rate_std"],
                           pair_rows)
         paired_rows = [[section, pair, metric, res["diff"], *(res["ci95"] or [None, None]),
-                        *_seed_range(res)]
+                        *(res.get("ci95_images") or [None, None]), *_seed_range(res),
+                        "/".join(str(n) for n in res.get("n_seeds") or []), res.get("seeds_needed"),
+                        bool(res.get("star")), res.get("verdict")]
                        for section in ("paired", "inset_ablation", "paired_tta", "inset_ablation_tta")
                        for pair, results in (comparison.get(section) or {}).items()
                        for metric, res in results.items()]
         if paired_rows:
             tracker.table("paired", ["section", "pair", "metric", "diff", "ci95_low", "ci95_high",
-                                     "per_seed_min", "per_seed_max"], paired_rows)
+                                     "ci95_images_low", "ci95_images_high", "per_seed_min", "per_seed_max",
+                                     "seeds", "seeds_needed", "star", "verdict"], paired_rows)
         tracker.summary(_flat_summary(comparison))
         for key, path in paths.items():
             if Path(path).suffix == ".png":

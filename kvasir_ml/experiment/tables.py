@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from kvasir_ml.evaluation.bootstrap import seed_differences
+from kvasir_ml.evaluation.verdict import TOO_FEW_SEEDS
 
 METRIC_TITLES = {"macro_ap": "macro AP", "micro_ap": "micro AP", "macro_f1": "macro F1",
                  "subset_accuracy": "subset acc.", "top1": "top-1", "mcc": "MCC",
@@ -26,15 +27,52 @@ def fmt(agg: dict[str, Any] | None, digits: int = 3) -> str:
 
 
 def fmt_diff(res: dict[str, Any] | None, digits: int = 3) -> str:
-    """``+d [lo, hi]`` of a paired result; ``*`` marks an interval that excludes zero."""
+    """``+d [lo, hi]`` of a paired result (the seed-aware interval); ``*`` marks a verdict (the
+    interval excludes zero with enough seeds), ``†`` too few seeds for a verdict."""
     if not res or res.get("diff") is None:
         return "–"
     text = f"{res['diff']:+.{digits}f}"
+    mark = "*" if res.get("star") else ("†" if res.get("verdict") == TOO_FEW_SEEDS else "")
     ci = res.get("ci95")
     if not ci:
-        return text
-    star = "*" if ci[0] > 0 or ci[1] < 0 else ""
-    return f"{text} [{ci[0]:+.{digits}f}, {ci[1]:+.{digits}f}]{star}"
+        return text + mark
+    return f"{text} [{ci[0]:+.{digits}f}, {ci[1]:+.{digits}f}]{mark}"
+
+
+def verdict_table(comparison: dict[str, Any], *sections: str) -> list[str]:
+    """Markdown lines: per pair and metric, the effect, its seed-aware interval, the seeds per side,
+    the seeds per side needed to detect the stated effect at 80 % power, and the verdict."""
+    pairs, keys = _pairs_and_keys(comparison, sections)
+    rows = []
+    for name, res in pairs.items():
+        for k in keys:
+            r = res.get(k)
+            if not r or r.get("diff") is None:
+                continue
+            ci = r.get("ci95")
+            needed = r.get("seeds_needed")
+            rows.append([name.replace("-vs-", " − "), METRIC_TITLES.get(k, k), f"{r['diff']:+.3f}",
+                         f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "–",
+                         "/".join(str(n) for n in r.get("n_seeds") or []) or "?",
+                         ("> 1000" if needed is None and ci else str(needed) if needed else "–"),
+                         str(r.get("verdict", "")) + (" *" if r.get("star") else "")])
+    if not rows:
+        return []
+    effect = next((r.get("effect") for res in pairs.values() for r in res.values() if r and r.get("effect")), None)
+    return md_table(["pair", "metric", "effect", "95% CI", "seeds", f"seeds needed (±{effect})" if effect else
+                     "seeds needed", "verdict"], rows)
+
+
+def aa_line(comparison: dict[str, Any]) -> list[str]:
+    """One line: the A/A control's false-``*`` rate (or why it was not measured)."""
+    aa = comparison.get("aa_control")
+    if not aa:
+        return []
+    if not aa.get("cells"):
+        return [f"A/A control: {aa.get('note', 'not measured')}", ""]
+    return [f"A/A control (each variant's seeds split in halves of {aa['seeds_per_side']}, half against half; "
+            f"every `*` there is false): **{aa['starred']} of {aa['cells']} cells starred "
+            f"({aa['rate']:.1%})**; a trustworthy `*` needs this at or below 5 %.", ""]
 
 
 def variants_of(comparison: dict[str, Any], kind: str) -> list[dict[str, Any]]:
@@ -121,8 +159,11 @@ def _sections(comparison: dict[str, Any]) -> list[tuple[str, list[str], tuple[st
     rest = [v["name"] for v in variants_of(comparison, "classifier") if v["name"] not in shown]
     out = []
     if controlled:
-        out.append(("Multi-label vs single-label, controlled (same inset mode, budget and selection rule)",
-                    classifier_table(comparison, controlled), ("paired",)))
+        design = comparison.get("design") or {}
+        title = ("Multi-label vs single-label, controlled (same inset mode, budget and selection rule)"
+                 if design.get("controlled", True) else
+                 "Multi-label vs single-label, UNCONTROLLED (the runs differ in more than the task; no verdict)")
+        out.append((title, classifier_table(comparison, controlled), ("paired",)))
     if ablation:
         out.append(("Inset ablation (what the inset adds within one task; not a multi- vs single-label result)",
                     classifier_table(comparison, ablation, chance=False), ("inset_ablation",)))
@@ -143,14 +184,15 @@ def section_lines(comparison: dict[str, Any], level: str = "##") -> list[str]:
         lines += [f"{level} {title}", "", *table, ""]
         paired = paired_table(comparison, *sections)
         if paired:
-            lines += ["Paired difference (first − second) with its 95% bootstrap interval over test images "
-                      "(seeds pooled); `*`: the interval excludes 0.", "", *paired, ""]
+            lines += ["Difference (first − second) with its seed-aware 95% interval (retraining and test "
+                      "images); `*`: the interval excludes 0 with enough seeds a side; `†`: too few seeds "
+                      "for a verdict.", "", *paired, "", *verdict_table(comparison, *sections), ""]
         seeds = seed_table(comparison, *sections)
         if seeds:
             lines += ["The same difference per seed (seed i of each side, full test set), lowest … highest: how "
-                      "far retraining moves it, which the interval above does not include. Where this range "
-                      "is wide, another seed can remove or add a `*`.", "", *seeds, ""]
-    return lines
+                      "far retraining moves it (the seed-aware interval above includes this spread).", "",
+                      *seeds, ""]
+    return lines + aa_line(comparison)
 
 
 def metrics_table(comparison: dict[str, Any]) -> str:

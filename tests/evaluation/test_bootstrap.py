@@ -60,11 +60,16 @@ def test_a_model_against_itself_has_zero_diff_and_a_better_one_a_positive_interv
     strong = [_run(rng, y_labels, y_class, matrix, skill=2.5) for _ in range(2)]
     same = paired_bootstrap(weak, weak, n_resamples=300, seed=0)
     for key, res in same.items():
-        assert res["diff"] == pytest.approx(0.0, abs=1e-12) and res["ci95"] == pytest.approx([0.0, 0.0], abs=1e-12)
+        assert res["diff"] == pytest.approx(0.0, abs=1e-12)
+        assert res["ci95_images"] == pytest.approx([0.0, 0.0], abs=1e-12) and not res["star"]
     better = paired_bootstrap(strong, weak, n_resamples=300, seed=0)
     for key in ("macro_ap", "micro_ap", "macro_f1", "top1", "mcc"):
-        lo, hi = better[key]["ci95"]
+        lo, hi = better[key]["ci95_images"]
         assert 0 < lo <= better[key]["diff"] <= hi, key
+        # two seeds a side: the seed-aware interval is wider than the image-only one, and no verdict
+        slo, shi = better[key]["ci95"]
+        assert shi - slo >= hi - lo and not better[key]["star"]
+        assert better[key]["verdict"] == "too few seeds for a verdict"
     # reproducible: the same seed gives the same interval
     assert paired_bootstrap(strong, weak, n_resamples=300, seed=0)["macro_ap"] == better["macro_ap"]
 

@@ -26,7 +26,7 @@ def _script():
 def test_control_script_runs_both_controls_and_prints_json_last(tmp_path, capsys):
     out_json = tmp_path / "result.json"
     rc = _script().main(["--out", str(tmp_path / "controls"), "--images", "48", "--size", "32", "--epochs", "1",
-                         "--seeds", "0", "--resamples", "50", "--json", str(out_json)])
+                         "--seeds", "0", "1", "--resamples", "50", "--json", str(out_json)])
     last = capsys.readouterr().out.strip().splitlines()[-1]
     result = json.loads(last)
     assert result == json.loads(out_json.read_text())
@@ -35,9 +35,12 @@ def test_control_script_runs_both_controls_and_prints_json_last(tmp_path, capsys
         r = result[kind]
         assert len(r["ci95"]) == 2 and r["ci95"][0] <= r["ci95"][1]
         assert abs(r["diff"] - (r["multilabel"] - r["singlelabel"])) < 1e-12
-    assert result["positive"]["passed"] == (result["positive"]["ci95"][0] > 0)
-    lo, hi = result["negative"]["ci95"]
-    assert result["negative"]["holds_zero"] == (lo <= 0 <= hi)
+        # two seeds a side: an interval, but never a verdict
+        assert r["verdict"] == "too few seeds for a verdict" and not r["star"] and r["n_seeds"] == [2, 2]
+    assert not result["positive"]["passed"] and not result["passed"]
+    assert result["negative"]["single_macro_ap"] == result["negative"]["singlelabel"]
+    assert result["negative"]["off_ceiling"] == (result["negative"]["single_macro_ap"] <= 0.95)
+    assert result["aa"]["cells"] == 0 and not result["aa"]["passed"]  # 2 seeds: no halves of 3
     assert result["labels"] == ["polyp", "dyed", "ulcerative-colitis"]
     # the two datasets differ as designed: independent extras vs label sets that are a function of the class
     for kind, mode in (("positive", "independent"), ("negative", "none")):

@@ -73,7 +73,10 @@ def check_quickstart_folder(out: Path, n_seeds: int) -> dict:
     assert list(comparison["inset_ablation"]) == ["multilabel-branch-vs-multilabel-masked"]
     for key in CLASSIFIER_METRICS:
         res = comparison["paired"]["multilabel-masked-vs-singlelabel-masked"][key]
-        assert res["diff"] is not None and len(res["ci95"]) == 2
+        assert res["diff"] is not None and len(res["ci95_images"]) == 2
+        # with fewer than 3 seeds a side there is never a verdict (and with 1, no seed-aware interval)
+        assert res["verdict"] == "too few seeds for a verdict" and not res["star"]
+        assert (res["ci95"] is None) == (n_seeds < 2)
     assert variants["detector-raw"]["n_seeds"] == 1
     assert all(0.0 <= variants["detector-raw"]["test"][k]["mean"] <= 1.0 for k in DETECTOR_METRICS)
     runs = sorted(out.rglob("run-*.wandb"))
