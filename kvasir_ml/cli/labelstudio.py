@@ -134,13 +134,13 @@ def _backend_models(args: argparse.Namespace):
                                      conf=args.conf, max_boxes=args.max_boxes)
 
     if args.classifier or args.detector:
+        for given in (args.classifier, args.detector):
+            if given and not Path(given).is_file():
+                raise FileNotFoundError(f"checkpoint {given} does not exist")
         current = CurrentModel(Path(args.classifier) if args.classifier else None,
                                Path(args.detector) if args.detector else None,
                                args.model_version or model_version_for(args.classifier, args.detector))
         if args.current_model:
-            for path in (current.classifier, current.detector):
-                if path and not path.is_file():
-                    raise FileNotFoundError(f"checkpoint {path} does not exist")
             write_current_model(args.current_model, current.classifier, current.detector, current.model_version)
         return load, current
     if not args.current_model:

@@ -54,7 +54,7 @@ def _hard_pair_lines(comparison: dict[str, Any]) -> list[str]:
     return ["## Hard pairs (single-label task, test confusion)", "", *note,
             "Errors between the classes the Kvasir article found hardest to tell apart, from each "
             "variant's single-label confusion matrix (multi-label models: classes from the "
-            "label-set likelihood). a→b: images of class a predicted as b, per run (mean ± std); "
+            "class decoder fitted on val). a→b: images of class a predicted as b, per run (mean ± std); "
             "rate: both errors over both supports; matrix: rows true a, b; columns predicted a, b; "
             "summed over seeds.", "",
             *_md_table(["variant", "a / b", "a→b", "b→a", "rate", "matrix"], rows), ""]
@@ -111,8 +111,8 @@ def markdown(comparison: dict[str, Any], out_dir: Path, plot_paths: dict[str, Pa
              "Every classifier is scored on both tasks with the same code: multi-label metrics (macro/micro AP, "
              "macro F1 at per-label thresholds tuned on val, subset accuracy) on label scores (single-label "
              "models: class probabilities mapped through the taxonomy), single-label metrics (top-1, MCC) on "
-             "class probabilities (multi-label models: the label-set likelihood over the source classes, "
-             "from calibrated label probabilities).", "",
+             "class probabilities (multi-label models: a multinomial logistic-regression decoder from the "
+             "temperature-calibrated label logits to the source class, fitted on val; see docs/calibration.md).", "",
              *_design_lines(comparison), *section_lines(comparison),
              *(["*chance*: a model without skill on this test split (AP = label prevalence, top-1 = majority "
                 "class share, MCC = 0).", ""] if comparison.get("chance") else []),
