@@ -41,7 +41,8 @@ class Predictor:
         max_boxes: boxes kept per frame, the highest scores first.
 
     Raises:
-        CheckpointError / WeightsError: a checkpoint cannot be loaded (here, before any image).
+        CheckpointError / WeightsError: a checkpoint cannot be loaded (here, before any image);
+            a detector given as a model YAML (untrained) is refused.
     """
 
     def __init__(self, classifier_ckpt: str | Path | None = None, detector_ckpt: str | Path | None = None,
@@ -58,8 +59,12 @@ class Predictor:
             self.classify = lambda rgbs, insets: classify_arrays(loaded, rgbs, insets, dev)
         if detector_ckpt:
             from kvasir_ml.detection.predict import detect_arrays
-            from kvasir_ml.detection.yolo import load_yolo
+            from kvasir_ml.detection.yolo import WeightsError, load_yolo
 
+            if str(detector_ckpt).endswith((".yaml", ".yml")):  # an architecture, no trained weights
+                raise WeightsError(f"detector {detector_ckpt} is a model description (YAML), not a trained "
+                                   "detector: its boxes would be random; give a trained checkpoint "
+                                   "(RUN_DIR/checkpoints/best.pt)")
             model = load_yolo(detector_ckpt, trust=trust_detector)
             self.detect = lambda rgbs, insets: detect_arrays(model, rgbs, device=device, insets=insets,
                                                              conf=detector_conf, max_det=max_boxes)

@@ -31,7 +31,7 @@ from kvasir_ml.data.resolve import dataset_name, resolve_dataset, resolve_split
 from kvasir_ml.data.verified import folder_view
 from kvasir_ml.detection.config import DetectorConfig
 from kvasir_ml.detection.export import YoloExport, export_yolo
-from kvasir_ml.detection.training import fit, history_from_results
+from kvasir_ml.detection.training import check_resume_checkpoint, fit, history_from_results
 from kvasir_ml.detection.yolo import resolve_weights
 from kvasir_ml.io import atomic_write_json
 from kvasir_ml.rundir import RunDirError, check_run_dir, config_differences
@@ -103,8 +103,11 @@ def train_detector(cfg: DetectorConfig, out_dir: str | Path, resume: bool = Fals
         RunDirError, ConfigError, ExportError, WeightsError: bad input, naming the problem.
     """
     run_dir = Path(out_dir)
-    # a missing or unsafe weights file fails before any work
+    # a missing or unsafe weights file (or model YAML, or last.pt to resume) fails before any work
     resolve_weights(cfg.model.arch, cfg.model.weights, cfg.model.trust_weights)
+    last = run_dir / "ultralytics" / "weights" / "last.pt"
+    if resume and last.is_file():
+        check_resume_checkpoint(last)
     resume = _prepare_run_dir(run_dir, resume)
     if not resume:
         save_config(cfg, run_dir / "config.yaml")

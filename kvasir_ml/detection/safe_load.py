@@ -21,6 +21,11 @@ same harmless steps. Every checkpoint ultralytics writes (so every detector this
 trains) passes; ``trust=True`` (``--trust-checkpoint``, ``model.trust_weights``) skips the
 check for other files the user vouches for.
 
+The model description a checkpoint carries (``model.yaml``: ultralytics rebuilds the model
+from it when training from the weights or resuming, and ``eval()``s its ``activation``) is
+checked too, by ``model_yaml.check_model_description``; a resume's ``train_args`` by
+``check_resume_args``.
+
 Why not a sha256 manifest of the checkpoints this project trained: whoever hands you a
 checkpoint can hand you its manifest too, so a manifest beside the file proves nothing,
 while the check above holds for any file, wherever it came from.
@@ -179,18 +184,51 @@ def load_detector_checkpoint(path: str | Path) -> dict[str, Any]:
         model = ckpt.get("ema")  # ultralytics' mid-training last.pt keeps the model as the EMA
     if not isinstance(model, torch.nn.Module):
         raise UnsafeCheckpointError(f"detector checkpoint {path} is not an ultralytics checkpoint (no model inside)")
+    _check_descriptions(ckpt, path)
     return ckpt
 
 
+def _check_descriptions(ckpt: dict[str, Any], path: Path) -> None:
+    """The model YAML each model of the checkpoint carries: ultralytics builds a new model from
+    it (``parse_model``, which evaluates its strings) when training from the weights or resuming,
+    and copies it into every checkpoint it writes."""
+    from kvasir_ml.detection.model_yaml import check_model_description
+
+    for key in ("model", "ema"):
+        model = ckpt.get(key)
+        if model is not None and hasattr(model, "yaml"):
+            check_model_description(model.yaml, f"{path} ({key}.yaml)")
+
+
+def check_resume_args(ckpt: dict[str, Any], path: Path) -> None:
+    """The training arguments an ultralytics resume takes from ``last.pt`` (``train_args``).
+
+    A resume restores them wholesale, and ``distill_model`` names a teacher ``.pt`` that
+    ultralytics then opens unrestricted (code). This project never trains with a teacher, so
+    a checkpoint naming one is refused. (Where a resume writes is not taken from the file:
+    ``training.fit`` passes ``save_dir``.)
+
+    Raises:
+        UnsafeCheckpointError: naming the file and the argument.
+    """
+    args = ckpt.get("train_args") or {}
+    args = args if isinstance(args, dict) else vars(args)
+    if args.get("distill_model"):
+        raise UnsafeCheckpointError(f"detector checkpoint {path} is refused: train_args.distill_model "
+                                    f"{str(args['distill_model'])[:120]!r} would be loaded unchecked on resume "
+                                    "(this project never trains with a teacher)")
+
+
 def check_detector_checkpoint(path: str | Path, trust: bool = False) -> None:
-    """Refuse a detector checkpoint that could run code when ultralytics opens it.
+    """Refuse a detector checkpoint that could run code when ultralytics opens it, or whose
+    model YAML holds strings ultralytics would evaluate (``model_yaml``).
 
     Args:
         path: the ``.pt`` file.
         trust: skip the check (the user vouches for the file).
 
     Raises:
-        WeightsError / UnsafeCheckpointError: see ``load_detector_checkpoint``.
+        WeightsError / UnsafeCheckpointError / UnsafeModelDescriptionError: see ``load_detector_checkpoint``.
     """
     if not trust:
         load_detector_checkpoint(path)

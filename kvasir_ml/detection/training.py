@@ -17,7 +17,7 @@ from typing import Any
 from kvasir_ml.config import dump_config
 from kvasir_ml.detection.config import DetectorConfig
 from kvasir_ml.detection.export import YoloExport
-from kvasir_ml.detection.safe_load import load_detector_checkpoint
+from kvasir_ml.detection.safe_load import check_resume_args, load_detector_checkpoint
 from kvasir_ml.detection.yolo import (
     load_yolo,
     no_platform_key,
@@ -123,8 +123,10 @@ def fit(cfg: DetectorConfig, export: YoloExport, run_dir: Path, tracker: Tracker
             model = load_yolo(resolve_weights(cfg.model.arch, cfg.model.weights, cfg.model.trust_weights), trust=True)
         recorder.register(model)
         kwargs = train_kwargs(cfg, export.data_yaml, run_dir, device)
-        if resume:  # ultralytics takes the saved args from last.pt; data is named so it never defaults
-            kwargs = {"resume": str(last), "data": kwargs["data"], "device": kwargs["device"]}
+        if resume:  # ultralytics takes the saved args from last.pt; data is named so it never defaults,
+            # save_dir so it writes into this run folder, wherever the file says (a handed-over folder)
+            kwargs = {"resume": str(last), "data": kwargs["data"], "device": kwargs["device"],
+                      "save_dir": str(last.parent.parent.resolve())}
         log.info("training %s on %s (%s)", cfg.model.weights or cfg.model.arch, device, export.data_yaml)
         with no_platform_key():
             model.train(**kwargs)
@@ -138,8 +140,16 @@ def _training_finished(last: Path) -> bool:
     """ultralytics strips finished checkpoints: no optimizer state, ``epoch == -1``."""
     if not last.is_file():
         raise FileNotFoundError(f"{last}: nothing to resume from")
-    ckpt = load_detector_checkpoint(last)
+    ckpt = check_resume_checkpoint(last)
     return ckpt.get("optimizer") is None or int(ckpt.get("epoch", -1)) < 0
+
+
+def check_resume_checkpoint(last: Path) -> dict[str, Any]:
+    """``last.pt`` of a run to resume, loaded safely: no code in the pickle, none in its model
+    YAML (``model_yaml``), no training argument that loads another file (``check_resume_args``)."""
+    ckpt = load_detector_checkpoint(last)
+    check_resume_args(ckpt, last)
+    return ckpt
 
 
 def save_checkpoints(run_dir: Path, cfg: DetectorConfig, export: YoloExport) -> None:

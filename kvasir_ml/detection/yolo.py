@@ -156,9 +156,14 @@ def resolve_weights(arch: str, weights: str | None, trust: bool = False) -> str:
     Raises:
         WeightsError: ``weights`` is given but is not an existing file. Hub names such as
             ``yolo11n.pt`` are refused rather than downloaded. safe_load.UnsafeCheckpointError:
-            the file would run code when ultralytics opens it.
+            the file would run code when ultralytics opens it. model_yaml.UnsafeModelDescriptionError:
+            the model YAML (``arch``, or the one inside the checkpoint) holds strings ultralytics
+            would evaluate.
     """
     if weights is None:
+        from kvasir_ml.detection.model_yaml import check_model_yaml_file
+
+        check_model_yaml_file(arch)  # parse_model evaluates strings of it: checked even when weights are trusted
         return arch
     path = Path(weights).expanduser()
     if not path.is_file():
@@ -204,14 +209,19 @@ def load_yolo(weights_or_yaml: str | Path, trust: bool = False):
     Raises:
         WeightsError: missing file. safe_load.UnsafeCheckpointError: the checkpoint would
             run code (or needs classes outside the allow-list) when ultralytics opens it.
+            model_yaml.UnsafeModelDescriptionError: the model YAML (the file, or the one a
+            checkpoint carries) holds strings ultralytics would evaluate.
     """
     ensure_ultralytics()
     from ultralytics import YOLO
 
+    from kvasir_ml.detection.model_yaml import check_model_yaml_file
     from kvasir_ml.detection.safe_load import check_detector_checkpoint
 
     target = str(weights_or_yaml)
-    if not target.endswith((".yaml", ".yml")):
+    if target.endswith((".yaml", ".yml")):
+        check_model_yaml_file(target)  # parse_model would eval() its strings (activation, modules, args)
+    else:
         if not Path(target).is_file():
             raise WeightsError(f"detector checkpoint {target!r} does not exist")
         check_detector_checkpoint(target, trust=trust)  # ultralytics unpickles with weights_only=False
