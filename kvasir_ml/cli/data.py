@@ -14,7 +14,10 @@ def _index(args: argparse.Namespace) -> int:
     from kvasir_ml.data.sources import INDEXERS
 
     indexer = INDEXERS[args.source]
+    from kvasir_ml.data.image_root import remember_image_root
+
     result = indexer(args.root, workers=args.workers, strict=args.strict)
+    remember_image_root(result.dataset.info, args.root, args.out)  # data split/train/eval need no --root
     backup = result.dataset.save(args.out)
     print(result.report(max_per_reason=args.show))
     print(f"wrote {args.out}" + (f" (previous version kept as {backup})" if backup else ""))
@@ -42,7 +45,9 @@ def _split(args: argparse.Namespace) -> int:
 
     ds = load_canonical(args.file)
     groups = kvasirseg_hyperkvasir_groups(ds, args.uuid_map) if args.uuid_map else None
-    root = Path(args.root) if args.root else Path(args.file).parent  # for the perceptual hashes
+    from kvasir_ml.data.image_root import image_root
+
+    root = image_root(args.file, args.root, ds.info)  # for the perceptual hashes
     if args.folds:  # the official folds as they are; copies across them are reported, not moved
         split = split_from_hyperkvasir_folds(ds, args.folds, args.val_fold, args.test_fold,
                                              unlisted="train" if args.unlisted_train else "error")
@@ -107,8 +112,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "kvasir-ml data index kvasir-v2 ROOT --out data/kvasir-v2.coco.json --strict"],
         description="Index a dataset folder into a canonical COCO file. Every file skipped or converted "
                     "(corrupt, grayscale, unknown class folder, box outside the image, ...) is reported.")
-    q.add_argument("source", choices=["kvasir-v2", "hyperkvasir", "kvasir-seg"], metavar="SOURCE",
-                   help="dataset layout: kvasir-v2, hyperkvasir or kvasir-seg (README: where to get each "
+    q.add_argument("source", choices=["kvasir-v2", "hyperkvasir", "kvasir-seg", "cvc-clinicdb"], metavar="SOURCE",
+                   help="dataset layout: kvasir-v2, hyperkvasir, kvasir-seg or cvc-clinicdb (boxes from its masks; "
+                        "README: where to get each "
                         "dataset and how it is laid out)")
     q.add_argument("root", metavar="ROOT", help="dataset folder (file_name entries are relative to it)")
     q.add_argument("--out", required=True, metavar="FILE",

@@ -63,7 +63,9 @@ def _push(args: argparse.Namespace) -> int:
         raise ValueError("give either --predictions (a file from `kvasir-ml predict`) or --classifier/--detector, "
                          "not both: the same model would be pushed twice under two versions")
     dataset = load_canonical(args.canonical)
-    data_root = Path(args.data_root or Path(args.canonical).parent)
+    from kvasir_ml.data.image_root import image_root
+
+    data_root = image_root(args.canonical, args.data_root)
     entries, version = None, args.model_version
     if args.predictions:
         entries = read_json(args.predictions)

@@ -51,7 +51,9 @@ def _push(args: argparse.Namespace) -> int:
     suspects = read_json(args.suspects)
     if not isinstance(suspects, list):
         raise ValueError(f"{args.suspects}: expected a list of suspects (kvasir-ml review suspects --out)")
-    root = Path(args.data_root) if args.data_root else Path(args.canonical).parent
+    from kvasir_ml.data.image_root import image_root
+
+    root = image_root(args.canonical, args.data_root)
     pushed = push_review(_client(args), suspects, args.canonical, root, args.project, args.top, args.min_score)
     print("\n".join(pushed.push_lines))
     print(f"review project {pushed.project_id}: {len(pushed.file_names)} images, given labels as the draft "

@@ -28,7 +28,9 @@ def _create(args: argparse.Namespace) -> int:
     images = sample_from_split(dataset, load_split(args.split), args.n, splits, args.seed)
     if not images:
         raise ValueError(f"{args.split}: the {'/'.join(splits)} split(s) hold no images to verify")
-    data_root = Path(args.data_root or Path(args.canonical).parent)
+    from kvasir_ml.data.image_root import image_root
+
+    data_root = image_root(args.canonical, args.data_root)
     report = create_verification_project(_client(args), images, data_root, args.project, args.annotators,
                                          description=f"kvasir-ml verification of {Path(args.canonical).name} "
                                                      f"({'/'.join(splits)} of {Path(args.split).name}, seed {args.seed})")
@@ -55,7 +57,9 @@ def _pull(args: argparse.Namespace) -> int:
     else:
         print(f"wrote {result.path} (report {result.report_path}); the base file is unchanged")
     if args.adjudicate and result.report["open"]:
-        data_root = Path(args.data_root or Path(args.base).parent)
+        from kvasir_ml.data.image_root import image_root
+
+        data_root = image_root(args.base, args.data_root)
         pid, n_new = create_adjudication_project(client, result.report["open"], data_root, adjudication)
         print(f"adjudication project {adjudication!r} ({pid}): {n_new} new task(s); once adjudicated, run this "
               "pull again with --adjudicate")

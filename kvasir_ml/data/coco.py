@@ -217,6 +217,7 @@ def merge_canonical(parts: list[tuple[str, CanonicalDataset]], description: str 
             entry["image_id"] = old_to_new[ann["image_id"]]
             merged.annotations.append(entry)
     merged.info = dict(parts[0][1].info)
+    merged.info.pop("image_root", None)  # the parts' roots: the merge's root is their common folder
     merged.info.update(source="+".join(sources), description=description or f"merged: {', '.join(sources)}")
     validate_canonical(merged.to_dict(), "merged dataset")  # catches file_name collisions
     return merged

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from kvasir_ml.config import DatasetConfig
 from kvasir_ml.data.coco import CanonicalDataset
+from kvasir_ml.data.image_root import image_root
 from kvasir_ml.data.splits import Split, load_split, make_splits
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ def resolve_dataset(cfg: DatasetConfig, work_dir: Path, may_write: bool = True) 
         canonical = Path(cfg.canonical)
         if not canonical.is_file():
             raise DatasetError(f"data.canonical: {canonical} does not exist")
-        return canonical, Path(cfg.root) if cfg.root else canonical.parent
+        return canonical, image_root(canonical, cfg.root)
     out = work_dir / "data"
     canonical = out / "annotations.coco.json"
     if may_write and not canonical.is_file():  # a resumed run reuses its data

@@ -159,6 +159,7 @@ def export_yolo(
     link_mode: str = "symlink",
     inset_mode: str = "raw",
     taxonomy: Taxonomy | None = None,
+    required: tuple[str, ...] = ("train", "val"),
 ) -> YoloExport:
     """Write an ultralytics dataset for a canonical file and a split.
 
@@ -171,6 +172,8 @@ def export_yolo(
         inset_mode: ``raw``; ``masked`` (masked copies, inset region blacked out on every image);
             ``detected`` (masked copies only where an inset is recorded or detected).
         taxonomy: box classes and their order; default the project taxonomy.
+        required: splits that must not be empty (training needs train and val; scoring a
+            checkpoint, ``kvasir-ml eval``, needs only the split it scores).
 
     Returns:
         YoloExport with the ``data.yaml`` path and per-split file lists.
@@ -185,9 +188,9 @@ def export_yolo(
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise ExportError(f"{out}: export folder exists and is not empty; refusing to overwrite")
-    for required in ("train", "val"):
-        if not splits.get(required):
-            raise ExportError(f"split {required!r} is empty; ultralytics needs train and val images")
+    for name in required:
+        if not splits.get(name):
+            raise ExportError(f"split {name!r} is empty; ultralytics needs {' and '.join(required)} images")
     class_ids = _class_ids(ds, taxonomy)
     by_file, by_image = ds.image_by_file, ds.boxes_by_image()
     root = Path(data_root)

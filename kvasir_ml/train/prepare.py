@@ -71,26 +71,56 @@ def prepare_data(cfg: ClassifierConfig, run_dir: Path, may_write: bool = True) -
     split = resolve_split(folder, cfg.data, run_dir, may_write)
     label_names = active_label_names(folder, taxonomy)
     class_names = list(taxonomy.source(cfg.data.class_source).classes)
-    active = [taxonomy.label_index(n) for n in label_names]
-    matrix = taxonomy.class_label_matrix(cfg.data.class_source)[:, active]
-    records, file_names = {}, {}
     for name in SPLITS:
-        files = list(split.splits.get(name, []))
-        if not files:
+        if not split.splits.get(name):
             raise ValueError(f"{canonical}: the {name} split is empty; use more images or other fractions")
-        source = folder
-        if name == "test":  # folder labels, or only the verified images with their verified labels
-            files, ground_truth = select_test_images(ds, files, cfg.eval.ground_truth, str(canonical))
+    records, file_names, ground_truth = split_records(cfg, ds, folder, {n: split.splits[n] for n in SPLITS}, root,
+                                                      label_names, str(canonical))
+    cache, packs = cache_and_pack(cfg, records, Path(cfg.data.cache_dir) if cfg.data.cache_dir else run_dir / "cache")
+    name = dataset_name(cfg.data, ds, canonical)
+    return RunData(name, canonical, split, label_names, class_names, class_label_matrix(cfg, label_names), records,
+                   cache, packs, ground_truth, file_names)
+
+
+def class_label_matrix(cfg: ClassifierConfig, label_names: list[str]) -> np.ndarray:
+    """(n_classes, n_labels): the label set of each class of ``data.class_source``, over ``label_names``."""
+    taxonomy = load_taxonomy()
+    active = [taxonomy.label_index(n) for n in label_names]
+    return taxonomy.class_label_matrix(cfg.data.class_source)[:, active]
+
+
+def split_records(cfg: ClassifierConfig, ds: Any, folder: Any, files_by_split: dict[str, list[str]], root: Path,
+                  label_names: list[str], origin: str,
+                  scored: tuple[str, ...] = ("test",)) -> tuple[dict[str, Records], dict[str, list[str]], dict]:
+    """Records of each split in ``files_by_split`` (training and ``kvasir-ml eval`` alike).
+
+    Splits named in ``scored`` follow ``eval.ground_truth``: folder labels, or only the
+    verified images with their verified labels (``data.verified.select_test_images``); the
+    others use the folder labels of ``folder`` (``data.verified.folder_view(ds)``).
+
+    Returns:
+        ``(records, file names in record order, ground-truth record of the scored split)``.
+    """
+    taxonomy = load_taxonomy()
+    records, file_names, ground_truth = {}, {}, {}
+    for name, split_files in files_by_split.items():
+        files, source = list(split_files), folder
+        if name in scored:
+            files, ground_truth = select_test_images(ds, files, cfg.eval.ground_truth, origin)
             source = ds if ground_truth["kind"] == "verified" else folder
         records[name] = build_records(source, files, root, label_names, cfg.data.class_source, taxonomy)
         file_names[name] = files
         if source is not folder:  # the single-label target follows the verified labels too
             records[name].y_class = verified_class_indices(ds, files, cfg.data.class_source, taxonomy)
+    return records, file_names, ground_truth
+
+
+def cache_and_pack(cfg: ClassifierConfig, records: dict[str, Records], cache_dir: Path) -> tuple[Any, dict[str, Path]]:
+    """Decode every image once into the cache, measure unmeasured insets, pack each split."""
     from kvasir_ml.data.cache import ImageCache
 
-    cache = ImageCache(Path(cfg.data.cache_dir) if cfg.data.cache_dir else run_dir / "cache", cfg.data.image_size_px)
-    all_paths = [p for r in records.values() for p in r.paths]
-    cache.warm(all_paths)
+    cache = ImageCache(cache_dir, cfg.data.image_size_px)
+    cache.warm([p for r in records.values() for p in r.paths])
     n_measured = sum(fill_missing_insets(r, cache) for r in records.values())
     if n_measured:
         log.info("inset state measured on %d images the canonical file left unmeasured", n_measured)
@@ -98,10 +128,7 @@ def prepare_data(cfg: ClassifierConfig, run_dir: Path, may_write: bool = True) -
     if n_no_class:
         log.warning("%d images have no %s class: single-label training and metrics skip them",
                     n_no_class, cfg.data.class_source)
-    packs = {split_name: cache.pack(r.paths) for split_name, r in records.items()}
-    name = dataset_name(cfg.data, ds, canonical)
-    return RunData(name, canonical, split, label_names, class_names, matrix, records, cache, packs, ground_truth,
-                   file_names)
+    return cache, {split_name: cache.pack(r.paths) for split_name, r in records.items()}
 
 
 def batch_loader(dataset: ClassifierDataset, sampler: Sampler, batch_size: int, drop_last: bool, workers: int,

@@ -153,6 +153,38 @@ def test_run_detector_and_combined_predict_json(trained_run, synth_dir, tmp_path
     assert guard == []
 
 
+def test_eval_reproduces_the_runs_test_metrics(trained_run, tmp_path, guard):
+    """`kvasir-ml eval` on the run's own split: its test block again (inference speed aside)."""
+    run = json.loads((trained_run / "metrics.json").read_text())
+    out = tmp_path / "eval"
+    assert cli_main(["eval", str(trained_run / "checkpoints" / "best.pt"), "--out", str(out)]) == 0
+    ev = json.loads((out / "metrics.json").read_text())
+    timing = "inference_img_s"
+    assert {k: v for k, v in ev["test"].items() if k != timing} == {k: v for k, v in run["test"].items() if k != timing}
+    for key in ("kind", "task", "model", "inset_mode", "split_sha256", "imgsz", "dataset"):
+        assert ev[key] == run[key], key
+    assert ev["n_boxes"] == {"test": run["n_boxes"]["test"]} and ev["evaluated"]["own_data"] is True
+    ours = json.loads((out / "predictions" / "test.coco_results.json").read_text())
+    assert ours == json.loads((trained_run / "predictions" / "test.coco_results.json").read_text())
+    assert guard == []
+
+
+@pytest.mark.realdata
+def test_eval_scores_cvc_clinicdb_boxes_from_masks(trained_run, shared_data, tmp_path, guard):
+    """Cross-dataset: CVC-ClinicDB indexed (boxes from its masks), every frame scored."""
+    cvc = tmp_path / "cvc.coco.json"
+    assert cli_main(["data", "index", "cvc-clinicdb", str(shared_data / "cvc-clinicdb-sample"), "--out", str(cvc),
+                     "--workers", "0"]) == 0
+    out = tmp_path / "eval"
+    assert cli_main(["eval", str(trained_run / "checkpoints" / "best.pt"), "--out", str(out), "--data", str(cvc)]) == 0
+    ev = json.loads((out / "metrics.json").read_text())
+    assert ev["dataset"] == "cvc-clinicdb" and ev["evaluated"]["subset"] == "all"
+    assert ev["n_images"] == {"all": 20} and ev["n_boxes"]["all"] >= 20  # one polyp (or more) per frame
+    for key in ("coco_ap", "coco_ap50", "ultralytics_map50"):
+        assert 0.0 <= ev["all"][key] <= 1.0, key
+    assert ev["all"]["per_class_ap"]["resection-margin"] is None  # CVC-ClinicDB has polyps only
+
+
 def test_network_guard_is_not_vacuous(no_network):
     import requests
 

@@ -144,6 +144,30 @@ def test_predict_decodes_each_image_once_and_sees_the_training_pixels(ml_run, sy
         np.testing.assert_array_equal(cache.get(path), square_from_rgb(load_rgb(path), 64))
 
 
+def test_eval_reproduces_the_runs_metrics_and_scores_other_data(ml_run, synth_dir, tmp_path):
+    """`kvasir-ml eval` on the run's own split gives its test and val blocks number for number;
+    with --data it scores every image of another file under "all"."""
+    run = json.loads((ml_run / "metrics.json").read_text())
+    best = str(ml_run / "checkpoints" / "best.pt")
+    assert cli_main(["eval", best, "--out", str(tmp_path / "test")]) == 0
+    ev = json.loads((tmp_path / "test" / "metrics.json").read_text())
+    assert ev["test"] == run["test"] and "val" not in ev
+    for key in ("kind", "task", "model", "inset_mode", "split_sha256", "best_epoch", "label_names", "ground_truth",
+                "selection", "history"):
+        assert ev[key] == run[key], key
+    ours, theirs = np.load(tmp_path / "test" / "predictions_test.npz"), np.load(ml_run / "predictions_test.npz")
+    for key in theirs.files:
+        np.testing.assert_array_equal(ours[key], theirs[key])
+    assert cli_main(["eval", best, "--out", str(tmp_path / "val"), "--subset", "val"]) == 0
+    assert json.loads((tmp_path / "val" / "metrics.json").read_text())["val"] == run["val"]
+    other = tmp_path / "all"
+    assert cli_main(["eval", best, "--out", str(other), "--data", str(synth_dir / "annotations.coco.json")]) == 0
+    ev = json.loads((other / "metrics.json").read_text())
+    assert ev["evaluated"]["subset"] == "all" and ev["n_images"] == {"all": 64} and ev["split_sha256"] is None
+    assert set(REQUIRED_TEST_KEYS) <= set(ev["all"])
+    assert cli_main(["eval", best, "--out", str(other)]) == 2  # a used --out is refused, not overwritten
+
+
 def test_existing_run_dir_is_refused(ml_run):
     cfg = load_classifier_config(ML_TINY, ["tracking.mode=disabled"])
     with pytest.raises(RunDirError, match="not empty"):

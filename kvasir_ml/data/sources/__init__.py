@@ -5,6 +5,7 @@ Each indexer returns an ``IndexResult(dataset, problems)``; nothing is dropped s
 """
 
 from kvasir_ml.data.sources.common import ImageProbe, IndexingError, IndexResult, Problem, probe_image, probe_images
+from kvasir_ml.data.sources.cvc_clinicdb import index_cvc_clinicdb
 from kvasir_ml.data.sources.hyperkvasir import index_hyperkvasir
 from kvasir_ml.data.sources.kvasir_seg import index_kvasir_seg
 from kvasir_ml.data.sources.kvasir_v2 import index_kvasir_v2
@@ -15,6 +16,7 @@ INDEXERS = {
     "kvasir-v2": index_kvasir_v2,
     "hyperkvasir": index_hyperkvasir,
     "kvasir-seg": index_kvasir_seg,
+    "cvc-clinicdb": index_cvc_clinicdb,
 }
 
 __all__ = [
@@ -24,6 +26,7 @@ __all__ = [
     "IndexingError",
     "Problem",
     "boxes_from_mask",
+    "index_cvc_clinicdb",
     "index_hyperkvasir",
     "index_kvasir_seg",
     "index_kvasir_v2",
