@@ -63,6 +63,12 @@ class DatasetConfig(StrictModel):
         description="a new split keeps images whose perceptual hashes differ in at most this many of 64 bits in "
                     "one split (re-encoded / re-cropped copies of a frame; measured on Kvasir-SEG, see "
                     "docs/near_duplicates.md); null = group exact duplicates only")
+    near_duplicate_max_group: int | None = Field(
+        None, ge=2,
+        description="a near-duplicate group with more images (ties chain consecutive video frames) is cut at its "
+                    "weakest links (largest hash distances) until every piece fits; the cut links are recorded in "
+                    "split.json with the splits they landed in (those pairs may straddle); null = never cut "
+                    "(groups over 0.5 % of the images are reported)")
     twin_map: str | None = Field(
         None,
         description="kvasirseg_to_hyperkvasir_uuid.csv: a new split keeps each Kvasir-SEG image and its "

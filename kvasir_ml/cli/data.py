@@ -39,7 +39,7 @@ def _stats(args: argparse.Namespace) -> int:
 
 def _split(args: argparse.Namespace) -> int:
     from kvasir_ml.data.coco import load_canonical
-    from kvasir_ml.data.near_duplicates import near_duplicate_groups
+    from kvasir_ml.data.near_duplicates import format_near_duplicates, near_duplicate_groups
     from kvasir_ml.data.split_audit import audit_given_split, format_straddling
     from kvasir_ml.data.splits import kvasirseg_hyperkvasir_groups, make_splits, split_from_hyperkvasir_folds
 
@@ -57,9 +57,9 @@ def _split(args: argparse.Namespace) -> int:
         near = None
         if args.near_duplicate_max_distance >= 0:
             near = near_duplicate_groups([img["file_name"] for img in ds.images], root,
-                                         args.near_duplicate_max_distance)
-            print(f"near-duplicates: {near.info['n_groups']} groups of {near.info['n_images_grouped']} images kept "
-                  f"together (perceptual hash, <= {args.near_duplicate_max_distance} bits)")
+                                         args.near_duplicate_max_distance, max_group_images=args.max_group,
+                                         cache_dir=args.hash_cache or Path(args.out).parent, progress=True)
+            print(format_near_duplicates(near.info))
         split = make_splits(ds, args.seed, tuple(args.fractions), groups=groups, near_duplicates=near)
     split.save(args.out)
     print(f"wrote {args.out}  sha256 {split.sha256}")
@@ -154,6 +154,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--near-duplicate-max-distance", type=int, default=DEFAULT_NEAR_DUP_BITS, metavar="BITS",
                    help="keep images whose perceptual hashes differ in <= BITS of 64 together (measured on "
                         "Kvasir-SEG: docs/near_duplicates.md); -1: exact duplicates only")
+    q.add_argument("--max-group", type=count(2), default=None, metavar="N",
+                   help="cut near-duplicate groups of more than N images (chained video frames) at their weakest "
+                        "links; the cut links and the splits they landed in are recorded (default: never cut)")
+    q.add_argument("--hash-cache", metavar="DIR",
+                   help="folder of the perceptual-hash cache (by file content; a re-split reuses it); "
+                        "default: the --out file's folder")
     q.add_argument("--folds", metavar="FILE",
                    help="use a HyperKvasir official fold file (2_fold_split.csv / 5_fold_split.csv) as-is; "
                         "copies that straddle its folds (exact, near-duplicate, --uuid-map twins) are reported "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from kvasir_ml.cli.common import add_command, add_trust_checkpoint
+from kvasir_ml.cli.common import add_command, add_device, add_trust_checkpoint
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -47,7 +47,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--subset", choices=("test", "val", "all"), default=None,
                    help="what to score: a split's test or val images, or all images (default: test with a split, "
                         "all without)")
-    p.add_argument("--device", metavar="DEVICE", default=None,
-                   help="auto, cpu, cuda or cuda:N (default: the run's own device setting)")
+    add_device(p, "where the model runs (a run trained on another device may differ in the last digits)")
     add_trust_checkpoint(p)
     p.set_defaults(func=_eval)

@@ -95,7 +95,18 @@ def _recorded_near_duplicates(split: Split, data_sha: str, max_distance: int) ->
     if not (isinstance(recorded, dict) and recorded.get("max_distance") == max_distance
             and isinstance(recorded.get("groups"), list) and split.canonical_sha256 == data_sha):
         return None
-    return NearDuplicates({f: f"phash:{c[0]}" for c in recorded["groups"] for f in c}, recorded)
+    # Groups a cap cut apart are joined again through their cut links: the audit reports
+    # near-duplicates across splits whether or not a cap allowed them.
+    parent = {f: c[0] for c in recorded["groups"] for f in c}
+
+    def find(f: str) -> str:
+        while parent.setdefault(f, f) != f:
+            f = parent[f]
+        return f
+
+    for a, b, _ in recorded.get("cut_links") or []:
+        parent[find(a)] = find(b)
+    return NearDuplicates({f: f"phash:{find(f)}" for f in list(parent)}, recorded)
 
 
 def format_straddling(record: dict[str, Any], shown: int = NAMES_SHOWN) -> str:

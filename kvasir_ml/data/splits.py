@@ -250,10 +250,22 @@ def make_splits(
         "stratified_on": columns,
         "groups_moved_for_coverage": moved,
         "n_images_with_group_keys": len(groups or {}),
-        "near_duplicates": near_duplicates.info if near_duplicates is not None else None,
+        "near_duplicates": _with_cut_links_placed(near_duplicates, splits),
     }
     return Split(seed, "iterative-stratification-grouped", tuple(float(v) for v in r), canonical_sha256(ds),
                  {k: sorted(v) for k, v in splits.items()}, info)
+
+
+def _with_cut_links_placed(near: NearDuplicates | None, splits: dict[str, list[str]]) -> dict[str, Any] | None:
+    """``near.info`` plus ``cut_links_across_splits``: the links a group cap cut
+    (``near_duplicates.max_group_images``) whose two images this split put on different sides:
+    near-duplicates that now straddle, named so nobody mistakes the split for leak-free."""
+    if near is None:
+        return None
+    where = {f: name for name, files in splits.items() for f in files}
+    across = [[a, b, d, where.get(a), where.get(b)] for a, b, d in near.info.get("cut_links", [])
+              if where.get(a) != where.get(b)]
+    return {**near.info, "cut_links_across_splits": across} if "cut_links" in near.info else near.info
 
 
 def kvasirseg_hyperkvasir_groups(ds: CanonicalDataset, csv_path: str | Path) -> dict[str, str]:
