@@ -14,12 +14,17 @@ from __future__ import annotations
 import copy
 import difflib
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from kvasir_ml.io import DuplicateKeyError, loads_yaml, read_yaml
+
 T = TypeVar("T", bound=BaseModel)
+# numpy's RandomState (splits, bootstrap, synthetic data) takes seeds in [0, 2**32 - 1] only.
+MAX_SEED = 2**32 - 1
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 
 
 class ConfigError(ValueError):
@@ -27,9 +32,10 @@ class ConfigError(ValueError):
 
 
 class StrictModel(BaseModel):
-    """Base for every config section: unknown keys raise, assignments are validated."""
+    """Base for every config section: unknown keys raise, assignments are validated, and a float
+    must be finite (``lr: .inf`` would otherwise train into NaN an epoch later)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(), allow_inf_nan=False)
 
 
 class DatasetConfig(StrictModel):
@@ -47,11 +53,11 @@ class DatasetConfig(StrictModel):
     split_file: str | None = Field(
         None, description="a saved split.json to reuse (fair comparisons: the same file for every model); null = "
                           "make one from split_seed and fractions into <run>/split.json")
-    split_seed: int = Field(0, description="seed of a new split (same seed and file: same split)")
+    split_seed: Seed = Field(0, description="seed of a new split (same seed and file: same split)")
     fractions: tuple[float, float, float] = Field((0.7, 0.15, 0.15),
                                                   description="train/val/test fractions of a new split")
     synthetic_n: int = Field(200, ge=16, description="images to synthesize when canonical is null/synthetic")
-    synthetic_seed: int = Field(0, description="seed of the synthetic data (same seed: byte-identical images)")
+    synthetic_seed: Seed = Field(0, description="seed of the synthetic data (same seed: byte-identical images)")
     synthetic_cooccurrence: Literal["default", "independent", "none"] = Field(
         "default",
         description="label sets of the synthetic data: 'default' = each class's labels plus a few class-specific "
@@ -111,8 +117,10 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if not key:
         raise ConfigError(f"override {item!r} has an empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as exc:
+        value = loads_yaml(raw, f"override {item!r}") if raw.strip() else None
+    except DuplicateKeyError as exc:
+        raise ConfigError(str(exc)) from None
+    except ValueError as exc:
         raise ConfigError(f"override {item!r}: value is not valid YAML ({exc})") from None
     return key.split("."), value
 
@@ -179,15 +187,14 @@ def read_yaml_mapping(path: str | Path) -> dict:
     """A YAML file's top-level mapping.
 
     Raises:
-        ConfigError: missing file, invalid YAML or not a mapping (naming the file).
+        ConfigError: missing file, invalid YAML, a key given twice or not a mapping (naming the file).
     """
     try:
-        with open(path, encoding="utf-8") as fh:
-            raw = yaml.safe_load(fh) or {}
+        raw = read_yaml(path) or {}
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config {path} is not valid YAML: {exc}") from None
+    except ValueError as exc:  # invalid YAML, a duplicate key, not UTF-8: the message names the file
+        raise ConfigError(f"config {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config {path} must be a mapping at the top level")
     return raw

@@ -4,6 +4,9 @@ A user's annotation files and checkpoints are never overwritten in place: writer
 through ``atomic_write_*`` which writes a temporary file in the same folder and renames it
 over the target, and ``backup_existing`` keeps the previous version next to it. A full disk
 surfaces as ``DiskFullError`` ("no space left on <folder>") with the target untouched.
+Every JSON and YAML the project reads goes through ``loads_json``/``read_json`` and
+``loads_yaml``/``read_yaml``: a key given twice is a ``DuplicateKeyError``, never a silent
+"the last one wins".
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable
+
+import yaml
 
 TEMP_SUFFIX = ".tmp"  # atomic_write's temporary files: .<name>.<random>.tmp beside the target
 # errno values that mean "the disk (or the user's quota) is full".
@@ -215,11 +220,86 @@ def read_text_utf8(path: str | Path) -> str:
                          "save it as UTF-8") from None
 
 
-def read_json(path: str | Path) -> Any:
-    """Read JSON (as ``read_text_utf8``: a BOM is dropped), turning a parse error into a message
-    that names the file and position."""
-    path = Path(path)
+class DuplicateKeyError(ValueError):
+    """A JSON object or YAML mapping names the same key twice (the parsers keep only the last)."""
+
+
+def _json_object_no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise DuplicateKeyError(f"duplicate key {key!r} in one object (a JSON reader keeps only the last; "
+                                    "merge or rename the entries)")
+        out[key] = value
+    return out
+
+
+def loads_json(text: str, source: str) -> Any:
+    """Parse JSON text strictly: a duplicate key in any object is an error, not a silent overwrite.
+
+    Args:
+        text: the JSON document.
+        source: what it is (a file name, "export 3 of project 7"), named in every error.
+
+    Raises:
+        ValueError: malformed JSON (with line and column) or ``DuplicateKeyError``, naming ``source``.
+    """
     try:
-        return json.loads(read_text_utf8(path))
+        return json.loads(text, object_pairs_hook=_json_object_no_duplicates)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+        raise ValueError(f"{source}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    except DuplicateKeyError as exc:
+        raise DuplicateKeyError(f"{source}: {exc}") from None
+
+
+def read_json(path: str | Path) -> Any:
+    """Read JSON (as ``read_text_utf8``: a BOM is dropped) with ``loads_json``: a parse error or
+    a duplicate key becomes a message that names the file (and the position or the key)."""
+    path = Path(path)
+    return loads_json(read_text_utf8(path), str(path))
+
+
+class StrictSafeLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a mapping naming the same key twice.
+
+    PyYAML keeps the last of two equal keys, so a config with ``optim:`` twice silently loses
+    the first section. Keys brought in by a merge (``<<: *base``) may still be overridden.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, yaml.Node] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node)
+                except TypeError:  # an unhashable key: SafeLoader raises its own error below
+                    continue
+                if first is not key_node:
+                    raise DuplicateKeyError(
+                        f"line {key_node.start_mark.line + 1}: duplicate key {key!r} (first on line "
+                        f"{first.start_mark.line + 1}); YAML keeps only the last, so the first would be silently "
+                        "lost: merge the two or remove one")
+        return super().construct_mapping(node, deep=deep)
+
+
+def loads_yaml(text: str, source: str) -> Any:
+    """Parse YAML text with ``StrictSafeLoader`` (no Python objects, no duplicate keys).
+
+    Raises:
+        ValueError: invalid YAML or a duplicate key, naming ``source`` and the line.
+    """
+    try:
+        return yaml.load(text, Loader=StrictSafeLoader)  # noqa: S506 — a SafeLoader subclass
+    except DuplicateKeyError as exc:
+        raise DuplicateKeyError(f"{source}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{source} is not valid YAML: {exc}") from None
+
+
+def read_yaml(path: str | Path) -> Any:
+    """A YAML file's content via ``loads_yaml`` (UTF-8, BOM dropped); errors name the file."""
+    path = Path(path)
+    return loads_yaml(read_text_utf8(path), str(path))

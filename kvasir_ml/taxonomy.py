@@ -11,8 +11,8 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import yaml
 
+from kvasir_ml.io import read_yaml
 from kvasir_ml.resources import annotation_file
 
 DEFAULT_TAXONOMY_PATH = annotation_file("taxonomy.yaml")
@@ -189,6 +189,8 @@ def load_taxonomy(path: str | Path | None = None) -> Taxonomy:
         path: taxonomy YAML; defaults to the shipped ``annotations/taxonomy.yaml``.
     """
     path = Path(path) if path else DEFAULT_TAXONOMY_PATH
-    with open(path, encoding="utf-8") as fh:
-        raw = yaml.safe_load(fh)
+    try:
+        raw = read_yaml(path)
+    except ValueError as exc:  # invalid YAML or a key given twice: the message names the file and line
+        raise TaxonomyError(str(exc)) from None
     return _parse(raw, str(path))

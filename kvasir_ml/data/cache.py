@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -31,6 +30,7 @@ import numpy as np
 from PIL import Image
 
 from kvasir_ml.data.images import load_rgb
+from kvasir_ml.data.pool import worker_pool
 from kvasir_ml.io import atomic_write, sha256_file
 
 
@@ -196,7 +196,7 @@ class ImageCache:
             for p in todo:
                 self.get(p)
             return len(todo)
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with worker_pool(workers) as pool:  # workers die with this process
             list(pool.map(_warm_one, [(str(self.cache_dir), self.size_px, p) for p in todo], chunksize=8))
         return len(todo)
 

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from kvasir_ml.config import MAX_SEED
 from kvasir_ml.data.coco import CanonicalDataset
 from kvasir_ml.data.near_duplicates import NearDuplicates
 from kvasir_ml.io import atomic_write_json, read_json, read_text_utf8, sha256_json
@@ -222,6 +224,7 @@ def make_splits(
     Returns:
         Split with sorted file names per split.
     """
+    check_seed(seed, "split seed")
     from iterstrat.ml_stratifiers import IterativeStratification
 
     r = np.asarray(fractions, dtype=float)
@@ -254,6 +257,16 @@ def make_splits(
     }
     return Split(seed, "iterative-stratification-grouped", tuple(float(v) for v in r), canonical_sha256(ds),
                  {k: sorted(v) for k, v in splits.items()}, info)
+
+
+def check_seed(seed: Any, what: str) -> None:
+    """Refuse a seed numpy's RandomState cannot take (not an integer in [0, 2**32 - 1]).
+
+    Raises:
+        SplitError: naming ``what`` and the value.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) <= MAX_SEED:
+        raise SplitError(f"{what} {seed!r} is not an integer from 0 to {MAX_SEED} (2**32 - 1)")
 
 
 def _with_cut_links_placed(near: NearDuplicates | None, splits: dict[str, list[str]]) -> dict[str, Any] | None:
@@ -294,6 +307,52 @@ def kvasirseg_hyperkvasir_groups(ds: CanonicalDataset, csv_path: str | Path) -> 
     }
 
 
+_FOLD_COUNT_IN_NAME = re.compile(r"^(\d+)_fold")
+
+
+def read_fold_file(csv_path: str | Path) -> dict[str, tuple[str, int]]:
+    """``{file name: (class name, fold)}`` from a ``file-name;class-name;split-index`` file.
+
+    An image listed twice, or a fold outside the file's folds, would silently decide where an
+    image goes (the last row wins; an unknown fold lands in train): both are refused.
+
+    Raises:
+        SplitError: naming the file, the line(s) and the problem.
+    """
+    folds: dict[str, tuple[str, int]] = {}
+    first_line: dict[str, int] = {}
+    twice: list[str] = []
+    with io.StringIO(read_text_utf8(csv_path), newline="") as fh:  # errors name the file
+        reader = csv.reader(fh, delimiter=";")
+        header = next(reader, None)
+        if header != ["file-name", "class-name", "split-index"]:
+            raise SplitError(f"{csv_path}: expected header file-name;class-name;split-index, got {header}")
+        for line, row in enumerate(reader, start=2):
+            if len(row) != 3 or not row[2].strip().isdigit():
+                raise SplitError(f"{csv_path}:{line}: expected file-name;class-name;split-index, got {row}")
+            name = row[0].strip()
+            if name in folds:
+                twice.append(f"{name!r} on lines {first_line[name]} (fold {folds[name][1]}) and {line} "
+                             f"(fold {int(row[2])})")
+                continue
+            first_line[name] = line
+            folds[name] = (row[1].strip(), int(row[2]))
+    if twice:
+        raise SplitError(f"{csv_path}: {len(twice)} image(s) listed more than once (an image belongs to one fold): "
+                         + "; ".join(twice[:5]) + (" ..." if len(twice) > 5 else ""))
+    named = _FOLD_COUNT_IN_NAME.match(Path(csv_path).name)
+    present = {fold for _, fold in folds.values()}
+    n_folds = int(named.group(1)) if named else next(k for k in range(len(present) + 1) if k not in present)
+    stray = [(name, fold) for name, (_, fold) in folds.items() if fold >= n_folds]
+    if stray:
+        why = (f"the file name says {n_folds} folds, 0..{n_folds - 1}" if named
+               else f"folds run from 0 without a gap; fold {n_folds} is empty")
+        raise SplitError(f"{csv_path}: {len(stray)} image(s) in a fold outside the file's folds ({why}), e.g. "
+                         + ", ".join(f"{name!r} (line {first_line[name]}: fold {fold})" for name, fold in stray[:5])
+                         + "; unknown folds would otherwise go to train silently")
+    return folds
+
+
 def split_from_hyperkvasir_folds(
     ds: CanonicalDataset,
     csv_path: str | Path,
@@ -314,21 +373,23 @@ def split_from_hyperkvasir_folds(
 
     Returns:
         Split; ``info`` records the fold file, folds and any class disagreements.
+
+    Raises:
+        SplitError: a malformed row, an image listed twice, a fold outside the file's folds
+            (``<K>_fold_split.csv`` has folds 0..K-1; otherwise they must run 0..max without a
+            gap), or a val/test fold the file does not have — each naming the file and line.
     """
     if unlisted not in ("error", "train"):
         raise SplitError(f"unlisted must be 'error' or 'train', got {unlisted!r}")
     taxonomy = taxonomy or load_taxonomy()
     src = taxonomy.source("hyperkvasir")
-    folds: dict[str, tuple[str, int]] = {}
-    with io.StringIO(read_text_utf8(csv_path), newline="") as fh:  # errors name the file
-        reader = csv.reader(fh, delimiter=";")
-        header = next(reader, None)
-        if header != ["file-name", "class-name", "split-index"]:
-            raise SplitError(f"{csv_path}: expected header file-name;class-name;split-index, got {header}")
-        for line, row in enumerate(reader, start=2):
-            if len(row) != 3 or not row[2].strip().isdigit():
-                raise SplitError(f"{csv_path}:{line}: expected file-name;class-name;split-index, got {row}")
-            folds[row[0].strip()] = (row[1].strip(), int(row[2]))
+    folds = read_fold_file(csv_path)
+    fold_ids = sorted({fold for _, fold in folds.values()})
+    for name, fold in (("val", val_fold), ("test", test_fold)):
+        if fold is not None and fold not in fold_ids:
+            raise SplitError(f"{csv_path}: the {name} fold {fold} is not in the file (its folds: {fold_ids})")
+    if test_fold is not None and test_fold == val_fold:
+        raise SplitError(f"{csv_path}: the val and test fold are both {val_fold}; give two different folds")
     splits: dict[str, list[str]] = {name: [] for name in SPLIT_NAMES}
     missing, mismatched = [], []
     for img in ds.images:

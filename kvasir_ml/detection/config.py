@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from kvasir_ml.config import DatasetConfig, StrictModel, TrackingConfig
+from kvasir_ml.config import DatasetConfig, Seed, StrictModel, TrackingConfig
 
 
 class DetectorDataConfig(DatasetConfig):
@@ -59,7 +59,7 @@ class DetectorTrainConfig(StrictModel):
     batch: int = Field(8, ge=1, description="images per step")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     workers: int = Field(0, ge=0, description="dataloader workers")
-    seed: int = Field(0, description="training seed")
+    seed: Seed = Field(0, description="training seed")
     deterministic: bool = Field(True, description="deterministic algorithms (ultralytics' flag)")
     amp: Literal["auto", "bf16", "fp32"] = Field(
         "auto", description="auto = bf16 on a CUDA device that supports it, else fp32 (fp16 AMP is not offered: "

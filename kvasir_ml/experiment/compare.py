@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import yaml
 
 from kvasir_ml.evaluation.bootstrap import DEFAULT_RESAMPLES
 from kvasir_ml.experiment.config import DEFAULT_HARD_PAIRS
 from kvasir_ml.experiment.ground_truth import ground_truth_summary
+from kvasir_ml.io import read_json, read_yaml
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +66,13 @@ def load_run(run_dir: str | Path) -> RunRecord:
     path = run_dir / "metrics.json"
     if not path.is_file():
         raise CompareError(f"{run_dir}: no metrics.json (not a finished run folder)")
-    metrics = json.loads(path.read_text(encoding="utf-8"))
+    metrics = read_json(path)  # a run folder may be handed over: read strictly, errors name the file
     if not isinstance(metrics.get("test"), dict):
         raise CompareError(f"{path}: has no 'test' metrics")
     predictions, predictions_tta = _load_npz(run_dir / PREDICTIONS_FILE), _load_npz(run_dir / PREDICTIONS_TTA_FILE)
     group, config = None, None
     if (run_dir / "config.yaml").is_file():
-        config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
+        config = read_yaml(run_dir / "config.yaml") or {}
         group = (config.get("tracking") or {}).get("group")
     return RunRecord(str(run_dir), metrics, predictions, group, predictions_tta, config)
 

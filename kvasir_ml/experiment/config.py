@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
-from kvasir_ml.config import DatasetConfig, StrictModel, TrackingConfig, load_config
+from kvasir_ml.config import DatasetConfig, Seed, StrictModel, TrackingConfig, load_config
 from kvasir_ml.models.config import InsetMode, Task
 
 # Source-class pairs the Kvasir article reports as most often confused.
@@ -46,7 +46,7 @@ class ExperimentConfig(StrictModel):
         {"multilabel": ["raw", "masked", "branch"], "singlelabel": ["raw", "masked", "branch"]},
         description="task -> inset modes to train; each (task, inset mode) pair is one model variant; multi vs "
                     "single is compared within one inset mode, other modes against masked (the inset ablation)")
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1,
+    seeds: list[Seed] = Field(default_factory=lambda: [0, 1, 2], min_length=1,
                              description="training seeds (runtime.seed); every variant is trained once per seed")
     overrides: list[str] = Field([], description="key=value overrides applied to every run, after its base config")
     skip_finished: bool = Field(True, description="reuse runs whose folder already holds metrics.json (after a "
@@ -58,7 +58,7 @@ class ExperimentConfig(StrictModel):
     bootstrap_resamples: int = Field(
         2000, ge=0, description="paired-bootstrap resamples of the test images for the intervals of each "
                                 "multi- vs single-label difference (0: no intervals)")
-    bootstrap_seed: int = Field(0, description="seed of the bootstrap resampling (the intervals are reproducible)")
+    bootstrap_seed: Seed = Field(0, description="seed of the bootstrap resampling (the intervals are reproducible)")
     label_subsets: dict[str, list[str]] = Field(
         default_factory=dict,
         description="named label subsets whose macro AP the paired sections add as macro_ap[<name>], e.g. "

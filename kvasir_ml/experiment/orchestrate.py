@@ -37,7 +37,7 @@ from kvasir_ml.evaluation.bootstrap import DEFAULT_RESAMPLES
 from kvasir_ml.experiment.config import ExperimentConfig, ExperimentDataConfig
 from kvasir_ml.experiment.design import DesignError, check_controlled
 from kvasir_ml.experiment.report import log_comparison_run, write_report
-from kvasir_ml.io import atomic_write_text
+from kvasir_ml.io import atomic_write_text, read_yaml
 from kvasir_ml.rundir import config_differences
 
 log = logging.getLogger(__name__)
@@ -153,7 +153,7 @@ def plan_detector_run(config_path: str | Path, overrides: Sequence[str], cfg: Ex
 
 def _check_finished(run: PlannedRun) -> None:
     saved_path = run.run_dir / "config.yaml"
-    saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) if saved_path.is_file() else {}
+    saved = read_yaml(saved_path) if saved_path.is_file() else {}
     diffs = config_differences(dump_config(run.config), saved or {})
     if diffs:
         raise ExperimentError(f"{run.run_dir} holds a finished run whose config differs from this experiment's "

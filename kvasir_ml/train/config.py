@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from kvasir_ml.config import DatasetConfig, StrictModel, TrackingConfig, load_config
+from kvasir_ml.config import DatasetConfig, Seed, StrictModel, TrackingConfig, load_config
 from kvasir_ml.models.config import LossConfig, ModelConfig
 
 __all__ = ["AugConfig", "ClassifierConfig", "DataConfig", "EvalConfig", "OptimConfig", "RuntimeConfig",
@@ -71,7 +71,7 @@ class RuntimeConfig(StrictModel):
     workers: int = Field(4, ge=0, description="DataLoader worker processes (0 = in-process)")
     batch_size: int = Field(64, ge=1, description="images per step, per process (DDP: global = batch_size x world "
                                                   "size)")
-    seed: int = Field(0, description="training seed (weights, order, augmentation)")
+    seed: Seed = Field(0, description="training seed (weights, order, augmentation)")
     deterministic: bool = Field(False, description="deterministic kernels (bit-exact resume on CPU; slower on GPU)")
     threads: int = Field(0, ge=0, description="torch CPU threads; 0 = torch's default")
     progress: bool = Field(True, description="tqdm progress bars")

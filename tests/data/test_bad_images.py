@@ -1,5 +1,6 @@
 """Every bad input named: one odd image (a decompression bomb, a 1-px-high frame, a missing
-file) is a named, reported skip; indexing and predict keep everything else."""
+file) is a named, reported skip; indexing and predict keep everything else. (Frames under
+``MIN_FRAME_SIDE_PX`` a side are such skips since issue 19.)"""
 
 from __future__ import annotations
 
@@ -64,13 +65,14 @@ def odd_folder(tmp_path) -> Path:
     return root
 
 
-def test_index_skips_and_names_the_bomb_keeps_tiny_frames_and_flags_conflicting_twins(odd_folder, tmp_path, capsys):
+def test_index_names_the_bomb_and_tiny_frames_and_flags_conflicting_twins(odd_folder, tmp_path, capsys):
     result = index_kvasir_v2(odd_folder, workers=0)
     indexed = sorted(img["file_name"] for img in result.dataset.images)
-    assert indexed == ["polyps/good.png", "polyps/one.png", "polyps/tall.png", "polyps/wide.png",
-                       "ulcerative-colitis/same.png"]
+    assert indexed == ["polyps/good.png", "ulcerative-colitis/same.png"]
     by_path = {(p.path, p.severity): p.reason for p in result.problems}
     assert "decompression bomb" in by_path[("polyps/bomb.png", "error")]
+    for name, size in (("one", "1x1"), ("wide", "640x1"), ("tall", "1x480")):
+        assert f"frame is {size} px, smaller than the minimum" in by_path[(f"polyps/{name}.png", "error")]
     for one, other in (("polyps/good.png", "ulcerative-colitis/same.png"), ("ulcerative-colitis/same.png", "polyps/good.png")):
         assert other in by_path[(one, "warning")] and "conflicting labels" in by_path[(one, "warning")]
     rc = cli_main(["data", "index", "kvasir-v2", str(odd_folder), "--out", str(tmp_path / "v2.json"), "--workers", "0"])
@@ -107,11 +109,13 @@ def test_predict_keeps_good_results_names_failures_and_exits_1(odd_folder, check
     rc = cli_main(["predict", "--classifier", str(classifier), "--detector", str(detector), "--device", "cpu",
                    "--out", str(out), *map(str, images)])
     err = capsys.readouterr().err
-    assert rc == 1 and "2 of 6 images failed" in err and "bomb.png" in err and "missing.jpg" in err
+    assert rc == 1 and "5 of 6 images failed" in err and "bomb.png" in err and "missing.jpg" in err
     entries = {Path(e["image"]).name: e for e in json.loads(out.read_text())}
     assert list(entries) == [p.name for p in images]  # every image has its entry, in order
     assert "decompression bomb" in entries["bomb.png"]["error"] and "does not exist" in entries["missing.jpg"]["error"]
-    for name in ("good.png", "one.png", "wide.png", "tall.png"):
+    for name in ("one.png", "wide.png", "tall.png"):  # under MIN_FRAME_SIDE_PX a side: named, not predicted
+        assert "smaller than the minimum" in entries[name]["error"]
+    for name in ("good.png",):
         assert "error" not in entries[name], entries[name]
         assert len(entries[name]["labels"]) == len(load_taxonomy().label_names)
         width, height = Image.open(odd_folder / "polyps" / name).size

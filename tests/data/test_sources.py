@@ -72,7 +72,7 @@ def test_kvasir_v2_unknown_folder_and_bad_files(tmp_path):
     (tmp_path / "polyps" / "notes.txt").write_text("x")
     _frame(tmp_path / "gastric-cancer" / "c.jpg")
     (tmp_path / "normal-cecum").mkdir()
-    Image.new("L", (40, 30), 90).save(tmp_path / "normal-cecum" / "grey.png")
+    Image.new("L", (40, 32), 90).save(tmp_path / "normal-cecum" / "grey.png")
     _frame(tmp_path / "unlabeled" / "u.jpg")
     _frame(tmp_path / "loose.jpg")
     (tmp_path / "README.md").write_text("about")

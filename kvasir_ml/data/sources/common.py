@@ -14,10 +14,10 @@ An indexer never drops an input silently. Everything it does not index as-is bec
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import time
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -25,7 +25,8 @@ from typing import Iterable, Sequence
 from PIL import Image
 
 from kvasir_ml.data.coco import CanonicalDataset
-from kvasir_ml.data.images import IMAGE_SUFFIXES, ImageError, load_rgb
+from kvasir_ml.data.images import IMAGE_SUFFIXES, MIN_FRAME_SIDE_PX, ImageError, load_rgb, read_image_bytes
+from kvasir_ml.data.pool import worker_pool
 from kvasir_ml.data.sources.masks import boxes_from_mask
 
 SEVERITIES = ("error", "warning", "ignored")
@@ -167,8 +168,11 @@ def _probe_image(path: str, mask_path: str | None) -> ImageProbe:
 
     probe = ImageProbe(path=path)
     try:
-        rgb = load_rgb(path)  # first: its errors are the clearest (0 bytes, truncated, ...)
-        with Image.open(path) as img:
+        # One read: the size, mode and hash below all come from these bytes, so a file rewritten
+        # during the index cannot pair one version's size with the other's sha256.
+        data = read_image_bytes(path)
+        rgb = load_rgb(path, data=data, min_side_px=MIN_FRAME_SIDE_PX)  # its errors are the clearest
+        with Image.open(io.BytesIO(data)) as img:
             probe.mode = img.mode
     except ImageError as exc:
         probe.error = exc.reason
@@ -182,7 +186,7 @@ def _probe_image(path: str, mask_path: str | None) -> ImageProbe:
     inset = detect_inset(rgb)
     probe.inset = inset.state
     probe.inset_box = [float(v) for v in inset.box_xywh_px] if inset.box_xywh_px is not None else None
-    probe.content_sha256 = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    probe.content_sha256 = hashlib.sha256(data).hexdigest()
     if mask_path is not None:
         try:
             mask = load_rgb(mask_path)
@@ -218,7 +222,7 @@ def probe_images(
     workers = min(2, os.cpu_count() or 1) if workers is None else workers
     if workers <= 1 or len(args) < _MIN_IMAGES_FOR_POOL:
         return [_probe_args(a) for a in args]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with worker_pool(workers) as pool:  # workers die with this process (SIGKILL/SIGTERM of `data index`)
         return list(pool.map(_probe_args, args, chunksize=16))
 
 

@@ -155,7 +155,8 @@ def _index_segmented(
     json_rel = relative(json_path, root) if entries is not None else None
     images = list_images(seg_dir / "images", root, problems) if (seg_dir / "images").is_dir() else []
     masks = [find_mask(seg_dir / "masks", p.stem) if (seg_dir / "masks").is_dir() else None for p in images]
-    masks = [m if entries is None or p.stem not in entries else None for p, m in zip(images, masks)]
+    # Masks only where boxes must come from them: no entry, or an empty box list.
+    masks = [m if entries is None or not entries.get(p.stem, {}).get("bbox") else None for p, m in zip(images, masks)]
     probes = probe_images(images, masks, workers=workers)
     by_id = ds.image_by_id
     labels = taxonomy.labels_for(SOURCE, "polyps")

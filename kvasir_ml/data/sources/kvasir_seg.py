@@ -101,7 +101,21 @@ def attach_boxes(
     taxonomy: Taxonomy,
     problems: list[Problem],
 ) -> None:
-    """Boxes for one image: from its JSON entry, else from its mask (reported), else none."""
+    """Boxes for one image: from its JSON entry, else from its mask (reported), else none.
+
+    Every image here is a polyp image, so an entry with ``"bbox": []`` is a gap in the box file,
+    not "no polyp": its boxes come from the mask (reported), or it is reported without boxes.
+    """
+    if entry is not None and not entry["bbox"]:
+        how = ("boxes derived from its mask" if probe.mask_boxes_xywh_px
+               else "its mask has no foreground either: indexed without boxes" if probe.mask_boxes_xywh_px == []
+               else "no usable mask either: indexed without boxes")
+        problems.append(Problem(rel, f"{json_rel} lists no box for this polyp image (\"bbox\": []); {how}", "warning",
+                                kind="empty bbox list in JSON"))
+        if probe.mask_boxes_xywh_px:
+            add_boxes(ds, image_id, [(i, "polyp", tuple(b)) for i, b in enumerate(probe.mask_boxes_xywh_px)],
+                      rel, problems, "mask")
+        return
     if entry is not None:
         size = (entry.get("width"), entry.get("height"))
         if size != (probe.width, probe.height):
@@ -183,9 +197,10 @@ def index_kvasir_seg(
         entries = read_box_json(json_path, root, problems)
     json_rel = relative(json_path, root) if entries is not None else None
     images = list_images(image_dir, root, problems)
-    # Masks are decoded only where boxes must come from them.
+    # Masks are decoded only where boxes must come from them (no entry, or an empty box list).
     masks = [
-        find_mask(mask_dir, p.stem) if (entries is None or p.stem not in entries) and mask_dir.is_dir() else None
+        find_mask(mask_dir, p.stem) if (entries is None or not entries.get(p.stem, {}).get("bbox"))
+        and mask_dir.is_dir() else None
         for p in images
     ]
     probes = probe_images(images, masks, workers=workers)
