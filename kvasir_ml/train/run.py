@@ -105,6 +105,12 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: ClassifierConfig, step
 PENDING_BEST = "best.next.pt"  # a new best.pt waiting for last.pt to name its epoch
 
 
+# runtime.compile applies on these devices, with this torch.compile backend. Not on CPU: inductor
+# needs a C++ toolchain there and compiles for minutes; the CPU tests add "cpu" with "aot_eager"
+# (dynamo + AOTAutograd, the parts the frozen -> unfrozen re-wrap depends on).
+COMPILE_DEVICES: tuple[str, ...] = ("cuda",)
+COMPILE_BACKEND = "inductor"
+
 def recover_checkpoints(ckpt_dir: Path, last: dict[str, Any]) -> list[str]:
     """Make ``best.pt`` agree with ``last.pt`` after an interrupted ``_save_checkpoints``.
 
@@ -281,8 +287,8 @@ class _Trainer:
         net: nn.Module = self.model
         if self.world > 1:  # gradients are averaged over ranks: the global batch is world x batch_size
             net = DistributedDataParallel(net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        if self.cfg.runtime.compile and self.device.type == "cuda":
-            net = torch.compile(net)
+        if self.cfg.runtime.compile and self.device.type in COMPILE_DEVICES:
+            net = torch.compile(net, backend=COMPILE_BACKEND)
         return net
 
     def run_epoch(self, epoch: int, net: nn.Module) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Real-data smoke: Kvasir-SEG indexed, split, 1 epoch at 128 px on a few images (CPU)."""
+"""Real-data smoke: Kvasir-SEG indexed, split, 1 epoch at 128 px on a few images (CPU), then scored on
+CVC-ClinicDB (`kvasir-ml eval --data`, boxes from its masks)."""
 
 from __future__ import annotations
 
@@ -33,4 +34,14 @@ def test_kvasir_seg_smoke_run(shared_data, tmp_path, no_network):
     assert 0.0 <= metrics["test"]["per_class_ap"]["polyp"] <= 1.0  # Kvasir-SEG: every frame has a polyp
     assert metrics["test"]["per_class_ap"]["resection-margin"] is None  # and no resection margins
     assert (out / "checkpoints" / "best.pt").is_file() and list((out / "plots").glob("*.png"))
+    # cross-dataset: the Kvasir-SEG detector on CVC-ClinicDB, boxes derived from its masks
+    from kvasir_ml.cli import main as cli_main
+
+    cvc = tmp_path / "cvc.coco.json"
+    assert cli_main(["data", "index", "cvc-clinicdb", str(shared_data / "cvc-clinicdb-sample"), "--out", str(cvc)]) == 0
+    assert cli_main(["eval", str(out / "checkpoints" / "best.pt"), "--out", str(tmp_path / "on-cvc"),
+                     "--data", str(cvc)]) == 0
+    on_cvc = json.loads((tmp_path / "on-cvc" / "metrics.json").read_text())
+    assert on_cvc["dataset"] == "cvc-clinicdb" and on_cvc["n_images"] == {"all": 20}
+    assert 0.0 <= on_cvc["all"]["coco_ap50"] <= 1.0 and on_cvc["all"]["per_class_ap"]["resection-margin"] is None
     assert no_network == []
