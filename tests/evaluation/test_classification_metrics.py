@@ -231,3 +231,17 @@ def test_bad_inputs_raise_with_a_clear_message():
     with pytest.raises(EvaluationError, match="unknown task"):
         evaluate_classifier("detection", y_score, y_true, np.zeros(N_IMAGES, int), np.eye(N_LABELS)[:N_CLASSES],
                             NAMES, CLASSES)
+
+
+def test_threshold_sits_in_the_middle_of_the_gap_below_the_best_cut():
+    """Val scores 0.1 0.3 | 0.6 0.8 (negatives | positives): F1 is 1 for any threshold in
+    (0.3, 0.6]; the tuned one is the gap's midpoint 0.45, not the cut 0.6 on a val point, so a
+    new image scored 0.5, closer to the positives than the negatives' top, counts as positive."""
+    y_true = np.array([[0], [0], [1], [1]])
+    y_score = np.array([[0.1], [0.3], [0.6], [0.8]])
+    (threshold,) = tune_thresholds(y_true, y_score, ["polyp"])
+    assert threshold == pytest.approx(0.45)
+    assert apply_thresholds(np.array([[0.5], [0.29]]), [threshold]).ravel().tolist() == [1, 0]
+    # the lowest cut has no gap below it: the threshold is the cut itself (every image positive)
+    (lowest,) = tune_thresholds(np.array([[1], [1], [1]]), np.array([[0.2], [0.5], [0.9]]), ["polyp"])
+    assert lowest == pytest.approx(0.2)

@@ -201,3 +201,19 @@ def test_cli_convert_offline(root, base, capsys):
     assert json.loads((root / "new.coco.report.json").read_text())["n_errors"] == 1
     assert main(["ls", "convert", str(export), "--out", str(out), "--data-root", str(root), "--strict"]) == 1
     assert list(root.glob("new.coco.*.bak.json"))  # the earlier output was backed up, not lost
+
+
+def test_unanimous_needs_the_same_boxes_not_only_the_same_labels(root, base):
+    """Same labels, but the boxes disagree (moved: IoU < 0.5, or one annotator drew an extra box):
+    `unanimous` applies nothing; boxes that match (IoU >= 0.5) are agreement."""
+    first = ann(1, [labels("polyp"), rect(x=10.0)], updated="2026-01-01T00:00:00Z", user=7)
+    moved = ann(2, [labels("polyp"), rect(x=60.0)], updated="2026-02-01T00:00:00Z", user=8)
+    extra = ann(2, [labels("polyp"), rect(x=10.0), rect(x=60.0, rid="r2")], updated="2026-02-01T00:00:00Z", user=8)
+    close = ann(2, [labels("polyp"), rect(x=11.0)], updated="2026-02-01T00:00:00Z", user=8)
+    for other, what in ((moved, "not drawn by all"), (extra, "extra box")):
+        out, rep = export_to_canonical([task(1, "imgs/0.jpg", first, other)], root, base, policy="unanimous")
+        assert out.image_by_file["imgs/0.jpg"]["labels"] == ["cecum"] and rep.n_failed == 1  # base kept
+        assert any(what in d for d in rep.conflicts[0].differences), rep.conflicts[0].differences
+    out, rep = export_to_canonical([task(1, "imgs/0.jpg", first, close)], root, base, policy="unanimous")
+    assert out.image_by_file["imgs/0.jpg"]["labels"] == ["polyp"] and rep.n_failed == 0
+    assert len(out.boxes_by_image()[out.image_by_file["imgs/0.jpg"]["id"]]) == 1
