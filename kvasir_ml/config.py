@@ -64,6 +64,11 @@ class DatasetConfig(StrictModel):
                     "extra findings; 'independent' = polyp, dyed and ulcerative-colitis also appear on any frame "
                     "with probability 0.3, whatever its class (the positive control: a single-label model "
                     "cannot express them); 'none' = exactly the class's labels (the negative control)")
+    synthetic_finding_contrast: float = Field(
+        1.0, gt=0.0, le=1.0,
+        description="how visible the synthetic findings are: 1 = full signatures; lower fades them (and the "
+                    "vessels) towards the bare mucosa, a harder task with the same labels (the negative control "
+                    "uses it to keep the single-label model off the AP ceiling)")
     near_duplicate_max_distance: int | None = Field(
         12, ge=0, le=64,
         description="a new split keeps images whose perceptual hashes differ in at most this many of 64 bits in "

@@ -79,7 +79,8 @@ def _split(args: argparse.Namespace) -> int:
 def _synth(args: argparse.Namespace) -> int:
     from kvasir_ml.data.synth import synthesize
 
-    out = synthesize(args.out, n=args.images, seed=args.seed, cooccurrence=args.cooccurrence)
+    out = synthesize(args.out, n=args.images, seed=args.seed, cooccurrence=args.cooccurrence,
+                     finding_contrast=args.finding_contrast)
     print(f"wrote {args.images} synthetic images under {args.out} and the canonical file {out}")
     return 0
 
@@ -191,4 +192,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--cooccurrence", choices=("default", "independent", "none"), default="default",
                    help="extra findings: class-specific (default), on any class (independent, the positive "
                         "control's data), or none (labels are exactly the class's: the negative control)")
+    q.add_argument("--finding-contrast", type=float, default=1.0, metavar="C",
+                   help="in (0, 1]: how visible the findings are (lower fades them: a harder task)")
     q.set_defaults(func=_synth)

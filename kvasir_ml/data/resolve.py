@@ -52,7 +52,8 @@ def resolve_dataset(cfg: DatasetConfig, work_dir: Path, may_write: bool = True) 
         from kvasir_ml.data.synth import synthesize
 
         canonical = Path(synthesize(out, n=cfg.synthetic_n, seed=cfg.synthetic_seed,
-                                    cooccurrence=cfg.synthetic_cooccurrence))
+                                    cooccurrence=cfg.synthetic_cooccurrence,
+                                    finding_contrast=cfg.synthetic_finding_contrast))
         log.info("synthesized %d images into %s", cfg.synthetic_n, out)
     return canonical, out
 

@@ -10,6 +10,9 @@ class (the positive control of the comparison: the label set is NOT a function o
 class); ``none``, where every frame carries exactly its class's labels (the negative
 control: a single-label model loses nothing). Every label has a simple,
 learnable visual signature (see ``_FEATURES``), so a small network learns it at 64-128 px.
+``finding_contrast`` < 1 fades every signature (vessels and findings) towards the bare
+mucosa, a harder task with the same labels and layout: at 1.0 (the default) the frames are
+those of earlier versions, byte for byte.
 
 Like the real data, lower-GI frames carry the position-map inset (green panel 50%,
 blacked-out rectangle 30%, none 20%) and upper-GI frames never show the green panel.
@@ -54,6 +57,8 @@ COOCCURRENCE_MODES = ("default", "independent", "none")
 # probability INDEPENDENT_P, unless the class's label set already has it.
 INDEPENDENT_FINDINGS = ("polyp", "dyed", "ulcerative-colitis")
 INDEPENDENT_P = 0.3
+# finding_contrast: 1.0 = full signatures; lower fades them towards the mucosa (harder frames).
+DEFAULT_FINDING_CONTRAST = 1.0
 # The fixed creation date keeps the canonical JSON byte-identical across runs.
 _FIXED_DATE = "1970-01-01T00:00:00Z"
 
@@ -430,8 +435,9 @@ def _frame_labels(rng: np.random.Generator, taxonomy: Taxonomy, cls: str, cooccu
     return [name for name in taxonomy.label_names if name in labels]
 
 
-def render_frame(rng: np.random.Generator, upper: bool, labels: list[str],
-                 size_px: tuple[int, int]) -> tuple[Image.Image, str, list[float] | None, list[tuple[str, list[float]]]]:
+def render_frame(rng: np.random.Generator, upper: bool, labels: list[str], size_px: tuple[int, int],
+                 finding_contrast: float = DEFAULT_FINDING_CONTRAST,
+                 ) -> tuple[Image.Image, str, list[float] | None, list[tuple[str, list[float]]]]:
     """Draw one frame.
 
     Args:
@@ -439,12 +445,15 @@ def render_frame(rng: np.random.Generator, upper: bool, labels: list[str],
         upper: an upper-GI frame (the class's labels lie there: ``Taxonomy.class_region``).
         labels: labels to draw (each must have a signature in ``_FEATURES``).
         size_px: ``(width, height)``.
+        finding_contrast: in (0, 1]; the drawn signatures (vessels, findings) are blended with
+            the bare mucosa at this weight (boxes stay where the findings are).
 
     Returns:
         ``(image, inset_state, inset_box_xywh_px, boxes)`` with boxes ``[(box_class, xywh_px)]``.
     """
     w, h = size_px
     scene = _Scene(rng, w, h, upper)
+    mucosa = scene.canvas.copy() if finding_contrast < 1.0 else None
     if "ulcerative-colitis" not in labels:
         scene.vessels()
     central = [name for name in ("cecum", "pylorus", "resection-margin", "z-line") if name in labels]
@@ -459,6 +468,8 @@ def render_frame(rng: np.random.Generator, upper: bool, labels: list[str],
             _draw_polyp(scene, lifted="lifted" in labels)
         else:
             _FEATURES[name](scene)
+    if mucosa is not None:  # fade the signatures: mucosa + c * (drawn - mucosa)
+        scene.canvas = mucosa + np.float32(finding_contrast) * (scene.canvas - mucosa)
     scene.speculars()
     visible, _ = _frame_mask(rng, w, h)
     pixels = np.clip(scene.canvas * 255.0 + 0.5, 0, 255).astype(np.uint8)
@@ -485,6 +496,7 @@ def synthesize(
     overwrite: bool = False,
     taxonomy: Taxonomy | None = None,
     cooccurrence: str = "default",
+    finding_contrast: float = DEFAULT_FINDING_CONTRAST,
 ) -> Path:
     """Write ``n`` synthetic Kvasir-like frames and their canonical annotation file.
 
@@ -500,6 +512,7 @@ def synthesize(
             old file is kept as a timestamped backup).
         taxonomy: defaults to ``load_taxonomy()``.
         cooccurrence: ``default`` | ``independent`` | ``none`` (see the module docstring).
+        finding_contrast: in (0, 1]: how visible the findings are (``render_frame``).
 
     Returns:
         Path of ``out_dir/annotations.coco.json``.
@@ -515,10 +528,14 @@ def synthesize(
         raise SynthError(f"synthesize {out_dir}: size_range_px must satisfy 64 <= lo <= hi, got {size_range_px}")
     if cooccurrence not in COOCCURRENCE_MODES:
         raise SynthError(f"synthesize {out_dir}: cooccurrence must be one of {COOCCURRENCE_MODES}, got {cooccurrence!r}")
+    if not 0.0 < finding_contrast <= 1.0:
+        raise SynthError(f"synthesize {out_dir}: finding_contrast must be in (0, 1], got {finding_contrast}")
     ann_path = out_dir / ANNOTATIONS_NAME
     params = {"generator_version": GENERATOR_VERSION, "seed": int(seed), "n": int(n), "size_range_px": [lo, hi]}
     if cooccurrence != "default":  # absent for the default, so folders written before the option still match
         params["cooccurrence"] = cooccurrence
+    if finding_contrast != DEFAULT_FINDING_CONTRAST:  # likewise
+        params["finding_contrast"] = float(finding_contrast)
     if ann_path.exists() and not overwrite:
         if _is_same_dataset(out_dir, params):
             return ann_path  # the same call ran before (e.g. a resumed run): the bytes would be identical
@@ -540,7 +557,7 @@ def synthesize(
         cls = classes[i % len(classes)]
         labels = _frame_labels(rng, taxonomy, cls, cooccurrence)
         size = _frame_size(rng, (lo, hi))
-        img, state, inset_box, boxes = render_frame(rng, upper[cls], labels, size)
+        img, state, inset_box, boxes = render_frame(rng, upper[cls], labels, size, finding_contrast)
         rel = f"images/synth-{seed}-{i:05d}.jpg"
         # No EXIF/timestamps: PIL's JPEG bytes depend only on the pixels and settings.
         img.save(out_dir / rel, format="JPEG", quality=JPEG_QUALITY)
@@ -558,7 +575,8 @@ def _is_same_dataset(out_dir: Path, params: dict) -> bool:
         ds = load_canonical(out_dir / ANNOTATIONS_NAME)
     except (ValueError, OSError):  # CanonicalError is a ValueError
         return False
-    if any(ds.info.get(key) != value for key, value in params.items()) or ds.info.get("cooccurrence") != params.get(
-            "cooccurrence"):
+    optional = ("cooccurrence", "finding_contrast")  # recorded only when not the default
+    if any(ds.info.get(key) != value for key, value in params.items()) or any(
+            ds.info.get(key) != params.get(key) for key in optional):
         return False
     return all((out_dir / img["file_name"]).is_file() for img in ds.images)

@@ -152,3 +152,32 @@ def test_cooccurrence_modes_set_how_label_sets_depend_on_the_class(tmp_path):
         synthesize(tmp_path / "indep", n=16, seed=0)
     with pytest.raises(SynthError, match="cooccurrence"):
         synthesize(tmp_path / "x", n=4, seed=0, cooccurrence="sometimes")
+
+
+def test_finding_contrast_fades_the_findings_towards_the_mucosa(tmp_path):
+    from kvasir_ml.data.synth import render_frame
+
+    def frame(labels, contrast):
+        img, _, _, boxes = render_frame(np.random.default_rng([5, 1]), False, labels, (256, 224), contrast)
+        return np.asarray(img, dtype=np.float32), boxes
+
+    bare, _ = frame([], 1.0)  # the same rng draws the same mucosa; no findings drawn
+    full, boxes = frame(["polyp", "dyed"], 1.0)
+    same, _ = frame(["polyp", "dyed"], 1.0)
+    faded, faded_boxes = frame(["polyp", "dyed"], 0.3)
+    assert np.array_equal(full, same)
+    assert faded_boxes == boxes  # the findings stay where they are, only fainter
+    x, y, w, h = (int(round(v)) for v in boxes[0][1])
+    polyp = (slice(y + h // 4, y + 3 * h // 4), slice(x + w // 4, x + 3 * w // 4))
+    d_full = np.abs(full[polyp] - bare[polyp]).mean()
+    d_faded = np.abs(faded[polyp] - bare[polyp]).mean()
+    assert d_full > 20 and d_faded < 0.5 * d_full  # visibly fainter, not gone
+    assert d_faded > 3
+    # the default writes the bytes of earlier versions and records nothing; another contrast is another dataset
+    path = synthesize(tmp_path / "c", n=4, seed=0, finding_contrast=0.5)
+    assert json.loads(path.read_text())["info"]["finding_contrast"] == 0.5
+    assert "finding_contrast" not in json.loads(synthesize(tmp_path / "d", n=4, seed=0).read_text())["info"]
+    with pytest.raises(SynthError, match="exists"):
+        synthesize(tmp_path / "c", n=4, seed=0)
+    with pytest.raises(SynthError, match="finding_contrast"):
+        synthesize(tmp_path / "x", n=4, seed=0, finding_contrast=0.0)

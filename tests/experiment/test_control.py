@@ -46,3 +46,9 @@ def test_control_script_runs_both_controls_and_prints_json_last(tmp_path, capsys
     for kind, mode in (("positive", "independent"), ("negative", "none")):
         info = json.loads((tmp_path / "controls" / kind / "data" / "annotations.coco.json").read_text())["info"]
         assert info["cooccurrence"] == mode
+        assert result[kind]["cpu_s"] > 0
+    # the negative control's findings are faded (off the ceiling); the positive one's are not
+    info = {kind: json.loads((tmp_path / "controls" / kind / "data" / "annotations.coco.json").read_text())["info"]
+            for kind in ("positive", "negative")}
+    assert info["negative"]["finding_contrast"] == result["settings"]["sizes"]["negative"]["finding_contrast"] < 1
+    assert "finding_contrast" not in info["positive"]
