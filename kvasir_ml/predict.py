@@ -19,7 +19,7 @@ import logging
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from kvasir_ml.data.images import ImageError, load_rgb
+from kvasir_ml.data.images import MIN_FRAME_SIDE_PX, ImageError, load_rgb
 from kvasir_ml.data.inset import detect_inset
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ def _predict_chunk(paths: list[Path], classify: Callable | None, detect: Callabl
     frames, insets, ok = [], [], []
     for path in paths:
         try:
-            rgb = load_rgb(path)
+            rgb = load_rgb(path, min_side_px=MIN_FRAME_SIDE_PX)
             inset = detect_inset(rgb)
         except ImageError as exc:
             results.append({"image": str(path), "error": exc.reason})
