@@ -8,8 +8,8 @@ open files. ``worker_pool`` prevents both:
 * each worker asks the kernel to SIGKILL it when its parent dies (Linux ``prctl``
   ``PR_SET_PDEATHSIG``; elsewhere a thread polls the parent's pid once a second), and exits at
   once if the parent died before that was in place;
-* while the pool runs in the main thread, SIGTERM stops the workers and exits with status
-  143 (128 + SIGTERM) instead of leaving them running; the caller writes nothing half-done
+* while the pool runs in the main thread (and nobody else handles SIGTERM), SIGTERM stops the
+  workers and exits with status 143 (128 + SIGTERM) instead of leaving them running; the caller writes nothing half-done
   because results are only written after the pool has finished.
 """
 
@@ -72,8 +72,10 @@ def worker_pool(max_workers: int) -> Iterator[ProcessPoolExecutor]:
         terminated instead of being waited for.
     """
     previous = None
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    if in_main_thread:
+    # Only where SIGTERM still has its default action: a caller's own handler (a server's clean
+    # stop) stays in charge, and its exception leaves the block below, which stops the workers.
+    ours = threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    if ours:
         def on_sigterm(signum: int, frame: object) -> None:
             print(f"terminated (signal {signum}): stopping the pool's worker processes", file=sys.stderr, flush=True)
             raise SystemExit(128 + signum)
@@ -88,5 +90,5 @@ def worker_pool(max_workers: int) -> Iterator[ProcessPoolExecutor]:
     else:
         pool.shutdown(wait=True)
     finally:
-        if in_main_thread:
+        if ours:
             signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
