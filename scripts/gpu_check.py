@@ -16,7 +16,11 @@ import json
 import os
 import sys
 
+from pathlib import Path
+
 from kvasir_ml.gpucheck import DEFAULT_BUDGET_S, STEP_NAMES, run_check, table_rows
+
+TESTS = Path(__file__).resolve().parents[1] / "tests" / "gpu"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kvasir-seg", default=os.environ.get("KVASIR_SEG_DIR"),
                    help="Kvasir-SEG folder for the detector (images/ + kavsir_bboxes.json); default $KVASIR_SEG_DIR")
     p.add_argument("--work", help="folder for data, caches and runs (default: temporary)")
+    p.add_argument("--tests", default=str(TESTS) if TESTS.is_dir() else None,
+                   help="the GPU tests the gpu_tests step runs with pytest -m gpu (default: the checkout's tests/gpu)")
     p.add_argument("--only", help=f"comma-separated steps of {','.join(STEP_NAMES)}")
     args = p.parse_args(argv)
     if not args.out:
@@ -34,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     only = args.only.split(",") if args.only else None
     if only and not set(only) <= set(STEP_NAMES):
         p.error(f"--only: unknown steps {sorted(set(only) - set(STEP_NAMES))}")
-    results = run_check(args.out, args.budget_s, args.dry_run, args.kvasir_seg, args.work, only)
+    results = run_check(args.out, args.budget_s, args.dry_run, args.kvasir_seg, args.work, only, tests=args.tests)
     print(json.dumps(results["summary"], indent=1))
     print("README rows:\n" + "\n".join(table_rows(results)))
     print(f"results: {os.path.join(args.out, 'results.json')}")

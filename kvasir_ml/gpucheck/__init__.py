@@ -8,7 +8,9 @@
 3. ``classifier`` — a multi-label ResNet50 run on synthetic 224 px data with compile,
    stopped after some epochs (``first``) and resumed in a NEW process (``resume``);
 4. ``detector`` — YOLO on Kvasir-SEG at 512 px, trained for a bounded time, scored with
-   pycocotools (AP, AP50) and timed (inference img/s).
+   pycocotools (AP, AP50) and timed (inference img/s);
+5. ``gpu_tests`` — the checkout's tests marked ``gpu`` (``pytest -m gpu tests/gpu``): head
+   warm-up then unfreeze with inductor ``torch.compile`` on CUDA, ``kvasir-ml eval`` on CUDA.
 
 Every step (phase) is its own process with its own time limit, killed with its process
 group when it overruns; ``out/results.json`` is rewritten after each, so a failing or
@@ -35,7 +37,7 @@ from kvasir_ml.io import atomic_write_json
 
 DEFAULT_BUDGET_S = 480
 DETECTOR_OVERHEAD_S = 60  # import, indexing, export, RAM cache, final validation, scoring val + test
-STEP_NAMES = ("env", "bench_train", "classifier", "detector")
+STEP_NAMES = ("env", "bench_train", "classifier", "detector", "gpu_tests")
 
 
 @dataclass
@@ -48,7 +50,7 @@ class Phase:
     min_s: float  # never started with less than this (it could not finish)
 
 
-def plan(dry_run: bool, kvasir_seg: str | None, cpu_count: int) -> list[Phase]:
+def plan(dry_run: bool, kvasir_seg: str | None, cpu_count: int, tests: str | None = None) -> list[Phase]:
     """The phases of a real check (GPU, sized for ~8 minutes) or a dry run (CPU, tiny)."""
     workers = 0 if dry_run else shm_safe_workers(max(2, min(12, cpu_count - 2)), batch=256, size_px=224)
     if dry_run:
@@ -72,10 +74,11 @@ def plan(dry_run: bool, kvasir_seg: str | None, cpu_count: int) -> list[Phase]:
     env = {"workers": bench["workers"], "batch": bench["batch"], "size_px": bench["size_px"]}
     # Shares: bench_train holds two compilations (the bare loop's hits the FX graph cache);
     # the classifier's compiles hit it too; the detector trains for whatever time is left.
-    return [Phase("env", env, 0.03, 5), Phase("bench_train", bench, 0.40, 30),
+    # gpu_tests: the checkout's `-m gpu` tests (tests/gpu: warm-up -> unfreeze compiled, eval on CUDA)
+    return [Phase("env", env, 0.03, 5), Phase("bench_train", bench, 0.35, 30),
             Phase("classifier", {**clf, "phase": "first"}, 0.17, 30),
             Phase("classifier", {**clf, "phase": "resume"}, 0.12, 20),
-            Phase("detector", det, 0.28, 40)]
+            Phase("detector", det, 0.23, 40), Phase("gpu_tests", {"tests": tests}, 0.10, 30)]
 
 
 def shm_bytes_per_worker(batch: int, size_px: int) -> int:
@@ -143,7 +146,7 @@ def _log_tail(path: Path, n_lines: int = 15) -> list[str]:
 
 def run_check(out: str | Path, budget_s: float = DEFAULT_BUDGET_S, dry_run: bool = False,
               kvasir_seg: str | Path | None = None, work: str | Path | None = None,
-              only: list[str] | None = None) -> dict[str, Any]:
+              only: list[str] | None = None, tests: str | Path | None = None) -> dict[str, Any]:
     """Run the check; ``out/results.json`` is written after every phase.
 
     Args:
@@ -154,6 +157,8 @@ def run_check(out: str | Path, budget_s: float = DEFAULT_BUDGET_S, dry_run: bool
             None or absent = synthetic data.
         work: folder for data, caches and runs (default: a temporary one, removed after).
         only: run just these steps (names from ``STEP_NAMES``).
+        tests: the checkout's GPU tests (``tests/gpu``) for the ``gpu_tests`` step (``pytest -m
+            gpu``); None = that step reports that it had none.
 
     Returns:
         The results dict (also in ``out/results.json``).
@@ -164,7 +169,8 @@ def run_check(out: str | Path, budget_s: float = DEFAULT_BUDGET_S, dry_run: bool
     tmp = None if work else tempfile.TemporaryDirectory(prefix="gpu-check-")
     work_dir = Path(work) if work else Path(tmp.name)  # type: ignore[union-attr]
     work_dir.mkdir(parents=True, exist_ok=True)
-    phases = [p for p in plan(dry_run, str(kvasir_seg) if kvasir_seg else None, os.cpu_count() or 2)
+    phases = [p for p in plan(dry_run, str(kvasir_seg) if kvasir_seg else None, os.cpu_count() or 2,
+                              str(tests) if tests else None)
               if only is None or p.step in only]
     for name in {p.step for p in phases}:
         (out / f"{name}.log").unlink(missing_ok=True)  # phases append to their step's log
@@ -222,6 +228,9 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
     det = steps.get("detector", {})
     if det.get("ap") is not None:
         summary["detector"] = {k: det.get(k) for k in ("ap", "ap50", "fps", "epochs", "model", "imgsz")}
+    tests = steps.get("gpu_tests", {})
+    if "passed" in tests:
+        summary["gpu_tests"] = {k: tests[k] for k in ("passed", "failed", "skipped", "failures")}
     summary["ok"] = {name: steps[name].get("ok", False) for name in steps}
     return summary
 

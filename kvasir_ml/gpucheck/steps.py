@@ -219,7 +219,35 @@ def detector_step(p: dict[str, Any], save: Save) -> None:
                   "not the benchmark's accuracy", "ok": test.get("coco_ap") is not None})
 
 
-STEPS = {"env": env_step, "bench_train": bench_train_step, "classifier": classifier_step, "detector": detector_step}
+def gpu_tests_step(p: dict[str, Any], save: Save) -> None:
+    """The checkout's tests marked ``gpu`` (``pytest -m gpu`` on ``p["tests"]``, e.g. tests/gpu):
+    warm-up -> unfreeze with inductor compile on CUDA, eval on CUDA; counts and failures saved."""
+    import xml.etree.ElementTree as ET
+
+    tests = Path(p["tests"]) if p.get("tests") else None
+    if tests is None or not tests.exists():
+        save({"ok": False, "error": f"no tests at {tests} (the check runs them from a checkout)"})
+        return
+    junit = Path(p["work"]) / "gpu-tests.xml"
+    cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}",
+           str(tests)]
+    root = tests if tests.is_dir() else tests.parent
+    while root.parent != root and not (root / "pyproject.toml").is_file():  # the checkout's pytest settings
+        root = root.parent
+    rc = subprocess.run(cmd, cwd=root).returncode
+    counts: dict[str, Any] = {"rc": rc, "passed": 0, "failed": 0, "skipped": 0, "failures": []}
+    if junit.is_file():
+        for case in ET.parse(junit).getroot().iter("testcase"):
+            outcome = next((c.tag for c in case if c.tag in ("failure", "error", "skipped")), "passed")
+            key = "failed" if outcome in ("failure", "error") else outcome
+            counts[key] += 1
+            if key == "failed":
+                counts["failures"].append(f"{case.get('classname')}::{case.get('name')}")
+    save({"ok": rc == 0 and counts["failed"] == 0, **counts})
+
+
+STEPS = {"env": env_step, "bench_train": bench_train_step, "classifier": classifier_step, "detector": detector_step,
+         "gpu_tests": gpu_tests_step}
 
 
 class HostOnlyImports:

@@ -10,7 +10,9 @@ run's ``metrics.json["test"]`` again, number for number.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,25 @@ from kvasir_ml.train.prepare import (
 )
 
 log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def _runtime_like_training(cfg: Any) -> Iterator[None]:
+    """The process-wide settings the run scored under (threads, deterministic algorithms, cuDNN
+    autotuning: ``run._Trainer``), put back afterwards."""
+    rt = cfg.runtime
+    saved = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
+    try:
+        if rt.threads:
+            torch.set_num_threads(rt.threads)
+        if rt.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = not rt.deterministic
+        yield
+    finally:
+        torch.set_num_threads(saved[0])
+        torch.use_deterministic_algorithms(saved[1])
+        torch.backends.cudnn.benchmark = saved[2]
 
 
 def evaluate_classifier_checkpoint(ckpt: Path, canonical: Path, root: Path, split: Split | None,
@@ -70,7 +91,8 @@ def evaluate_classifier_checkpoint(ckpt: Path, canonical: Path, root: Path, spli
     ds_eval = ClassifierDataset(records[subset], packs[subset], cfg.model.inset_mode, cfg.model.branch_size_px)
     loader = batch_loader(ds_eval, torch.utils.data.SequentialSampler(ds_eval), 2 * cfg.runtime.batch_size, False,
                           0, dev.type == "cuda")
-    outputs = evaluate(model, loader, dev, task, None, cfg.runtime.amp, cfg.runtime.channels_last)["outputs"]
+    with _runtime_like_training(cfg):
+        outputs = evaluate(model, loader, dev, task, None, cfg.runtime.amp, cfg.runtime.channels_last)["outputs"]
     post = state["posthoc"]
     scores = report.score(task, outputs, subset, data, post)
     report.save_predictions(out_dir / f"predictions_{subset}.npz", task, outputs, data, post, split=subset)

@@ -101,6 +101,25 @@ def test_run_sh_dry_run_runs_every_step_with_only_the_hosts_imports(tmp_path):
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert {name: step["ok"] for name, step in results["steps"].items()} == \
-        {"env": True, "bench_train": True, "classifier": True, "detector": True}
+        {"env": True, "bench_train": True, "classifier": True, "detector": True, "gpu_tests": True}
     assert results["steps"]["classifier"]["resume"]["epochs"] == [1, 2]
     assert results["steps"]["bench_train"]["eager"]["flops_per_image"] > 0
+
+
+def test_gpu_tests_step_runs_the_gpu_marked_tests_and_names_failures(tmp_path):
+    tests = tmp_path / "checkout" / "tests"
+    tests.mkdir(parents=True)
+    (tmp_path / "checkout" / "pyproject.toml").write_text(
+        '[tool.pytest.ini_options]\nmarkers = ["gpu: needs a CUDA device"]\naddopts = "-m \'not gpu\'"\n')
+    (tests / "test_x.py").write_text("import pytest\n\n"
+                                     "@pytest.mark.gpu\ndef test_ok():\n    assert True\n\n"
+                                     "@pytest.mark.gpu\ndef test_broken():\n    assert 1 == 2\n\n"
+                                     "def test_not_gpu():\n    raise AssertionError('not selected')\n")
+    results = run_check(tmp_path / "out", budget_s=120, dry_run=True, work=tmp_path / "work", only=["gpu_tests"],
+                        tests=tests)
+    step = results["steps"]["gpu_tests"]
+    assert (step["passed"], step["failed"], step["skipped"]) == (1, 1, 0) and step["ok"] is False
+    assert step["failures"] == ["tests.test_x::test_broken"]
+    assert results["summary"]["gpu_tests"]["failures"] == ["tests.test_x::test_broken"]
+    missing = run_check(tmp_path / "out2", budget_s=60, dry_run=True, work=tmp_path / "work2", only=["gpu_tests"])
+    assert missing["steps"]["gpu_tests"]["ok"] is False and "no tests" in missing["steps"]["gpu_tests"]["error"]
