@@ -6,11 +6,14 @@
 #                          requirement of every wheel is checked against the host's packages.
 # .device/kvasir-seg-512/  Kvasir-SEG with the long side at 512 px (JPEG q75) and the boxes scaled
 #                          with the images (from KVASIR_SEG, default $KVASIR_SHARED_DATA/kvasir-seg or ../shared/data/kvasir-seg).
-# Needs: PYTHON (default python3) with pip, Pillow and packaging; PyPI reachable.
+# Needs: PYTHON (default: the checkout's .venv, else python3) with pip, Pillow and packaging; PyPI reachable.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
-PYTHON=${PYTHON:-python3}
+# The project's venv when the checkout has one (it holds the project's packages), else python3.
+DEFAULT_PYTHON=python3
+[[ -x "$REPO/.venv/bin/python" ]] && DEFAULT_PYTHON="$REPO/.venv/bin/python"
+PYTHON=${PYTHON:-$DEFAULT_PYTHON}
 DEST=${DEST:-$REPO/.device}
 HOST_PYTHON=${HOST_PYTHON:-3.12}
 KVASIR_SEG=${KVASIR_SEG:-${KVASIR_SHARED_DATA:-$REPO/../shared/data}/kvasir-seg}

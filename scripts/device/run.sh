@@ -9,7 +9,10 @@
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
-PYTHON=${PYTHON:-python3}
+# The project's venv when the checkout has one (it holds the project's packages), else python3.
+DEFAULT_PYTHON=python3
+[[ -x "$REPO/.venv/bin/python" ]] && DEFAULT_PYTHON="$REPO/.venv/bin/python"
+PYTHON=${PYTHON:-$DEFAULT_PYTHON}
 DEVICE_DIR=${DEVICE_DIR:-$REPO/.device}
 : "${OUT:?set OUT to the results folder}"
 mkdir -p "$OUT"
