@@ -1,0 +1,249 @@
+"""``kvasir-ml video predict``: labels, tracked boxes and smoothed alerts for every frame of a video.
+
+Pipeline (three threads, bounded queues, nothing but a few batches of pixels in memory):
+
+    decode thread ──batches──▶ main: inset + classifier + detector (the still-image
+    code paths of ``kvasir_ml.predict.Predictor``), tracker, smoother, frames.jsonl
+    ──frames──▶ encode thread: annotated MP4
+
+OpenCV decoding/encoding and torch release the GIL, so decoding the next batch and encoding
+the last one overlap with inference. Outputs in ``out_dir``: ``frames.jsonl`` (one line per
+processed frame, streamed), ``annotated.mp4``, ``timeline.png``, ``summary.json``; the
+timeline and the summary are computed from ``frames.jsonl`` afterwards (``render``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from kvasir_ml.data.inset import detect_inset
+from kvasir_ml.io import backup_existing
+from kvasir_ml.video.io import VideoWriter, iter_frames, probe_video
+from kvasir_ml.video.smoothing import LabelSmoother, SmoothingConfig
+
+log = logging.getLogger(__name__)
+
+FRAMES_NAME, VIDEO_NAME, TIMELINE_NAME, SUMMARY_NAME = "frames.jsonl", "annotated.mp4", "timeline.png", "summary.json"
+STAGES = ("decode", "inference", "tracking", "encode")
+_DONE = object()
+
+
+class _Worker(threading.Thread):
+    """A daemon thread whose exception is re-raised by ``join_checked`` in the caller."""
+
+    def __init__(self, target: Callable[[], None], name: str):
+        super().__init__(name=name, daemon=True)
+        self._target_fn, self.error = target, None
+
+    def run(self) -> None:
+        try:
+            self._target_fn()
+        except BaseException as exc:  # noqa: BLE001 — handed to the main thread
+            self.error = exc
+
+    def join_checked(self) -> None:
+        self.join()
+        if self.error is not None:
+            raise self.error
+
+
+def _put(q: queue.Queue, item: Any, stop: threading.Event) -> bool:
+    """Put unless the consumer gave up (then False), so a failed run never blocks on a full queue."""
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.2)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _batches(video: Path, every: int, batch: int, start_s: float, end_s: float | None,
+             times: dict[str, float]) -> Iterator[list[tuple[int, float, np.ndarray]]]:
+    chunk: list[tuple[int, float, np.ndarray]] = []
+    t0 = time.perf_counter()
+    for item in iter_frames(video, every, start_s, end_s):
+        times["decode"] += time.perf_counter() - t0
+        chunk.append(item)
+        if len(chunk) == batch:
+            yield chunk
+            chunk = []
+        t0 = time.perf_counter()
+    if chunk:
+        yield chunk
+
+
+def predict_video(video: str | Path, out_dir: str | Path, classifier_ckpt: str | Path | None = None,
+                  detector_ckpt: str | Path | None = None, *, every: int = 1, batch_frames: int = 8,
+                  device: str = "auto", trust_detector: bool = False, tracker: str = "bytetrack",
+                  smoothing: SmoothingConfig | None = None, start_s: float = 0.0, end_s: float | None = None,
+                  annotate: bool = True, tracking=None, progress: bool = True) -> dict[str, Any]:
+    """Run the classifier and/or detector over a video and write the frame log and its renderings.
+
+    Args:
+        video: the video file (anything OpenCV's FFmpeg decodes).
+        out_dir: output folder; an existing ``frames.jsonl`` there is backed up first.
+        classifier_ckpt, detector_ckpt, device, trust_detector: as for ``kvasir_ml.predict.Predictor``.
+        every: process every k-th frame.
+        batch_frames: frames per inference batch.
+        tracker: ``bytetrack`` | ``botsort`` (box identities).
+        smoothing: EMA + hysteresis settings (``SmoothingConfig()`` by default).
+        start_s, end_s: time window to process (seek by time).
+        annotate: write ``annotated.mp4``.
+        tracking: a ``TrackingConfig`` for W&B (None or mode disabled = none).
+        progress: show a progress bar with the ETA (stderr).
+
+    Returns:
+        The summary (also written to ``summary.json``): findings, tracks, fps, per-stage seconds per frame.
+
+    Raises:
+        VideoError: the video cannot be read; CheckpointError / WeightsError: a checkpoint cannot be loaded.
+        ValueError: neither checkpoint given.
+    """
+    from kvasir_ml.detection.yolo import load_yolo
+    from kvasir_ml.predict import Predictor
+    from kvasir_ml.video import render
+
+    if not classifier_ckpt and not detector_ckpt:
+        raise ValueError("video predict: give a classifier and/or a detector checkpoint")
+    video, out = Path(video), Path(out_dir)
+    info = probe_video(video)
+    out.mkdir(parents=True, exist_ok=True)
+    backup_existing(out / FRAMES_NAME)
+    # The classifier through the still-image Predictor; the detector loaded the same way, but
+    # called with a lower confidence (ByteTrack's second stage extends tracks with weak boxes).
+    predictor = Predictor(classifier_ckpt, None, device)
+    detector = load_yolo(detector_ckpt, trust=trust_detector) if detector_ckpt else None
+    run = _Run(predictor.classify, detector, device, info.fps / every, tracker, smoothing or SmoothingConfig())
+    n_expected = max(1, int(((end_s or info.duration_s) - start_s) * info.fps + every - 1) // every)
+    t_start = time.perf_counter()
+    run.stream(video, out, every, batch_frames, start_s, end_s, annotate, info, n_expected, progress)
+    wall_s = time.perf_counter() - t_start
+    summary = render.summarize(out / FRAMES_NAME, info.fps / every)
+    summary.update({"video": str(video), "fps_video": info.fps, "every": every, "frames_processed": run.n_frames,
+                    "wall_s": round(wall_s, 3), "fps_processed": round(run.n_frames / wall_s, 3) if wall_s else None,
+                    "stage_ms_per_frame": {k: round(1000 * v / max(1, run.n_frames), 3) for k, v in run.times.items()},
+                    "tracker": tracker, "smoothing": run.smoothing_cfg.model_dump(),
+                    "thresholds": {"on": run.smoother.on, "off": run.smoother.off} if run.smoother else None})
+    render.plot_timeline(out / FRAMES_NAME, out / TIMELINE_NAME, summary.get("thresholds"))
+    from kvasir_ml.io import atomic_write_json
+
+    atomic_write_json(out / SUMMARY_NAME, summary)
+    if tracking is not None:
+        render.log_to_tracker(tracking, out, summary)
+    return summary
+
+
+class _Run:
+    """State of one video: models, tracker, smoother and the stage timers."""
+
+    def __init__(self, classify: Callable | None, detector, device: str, fps_processed: float, tracker: str,
+                 smoothing: SmoothingConfig):
+        from kvasir_ml.video.tracks import BoxTracker
+
+        self.classify, self.detector, self.device, self.smoothing_cfg = classify, detector, device, smoothing
+        self.times = dict.fromkeys(STAGES, 0.0)
+        self.n_frames = 0
+        self.smoother: LabelSmoother | None = None  # built from the first classifier output's thresholds
+        self.tracker = None
+        if detector is not None:
+            from kvasir_ml.detection.predict import checkpoint_meta
+
+            meta = checkpoint_meta(detector)
+            self.high_conf = float(meta["predict_conf"])
+            self.low_conf = min(0.1, self.high_conf)
+            self.tracker = BoxTracker(meta["box_class_names"], fps_processed, tracker, self.low_conf, self.high_conf)
+
+    def stream(self, video: Path, out: Path, every: int, batch: int, start_s: float, end_s: float | None,
+               annotate: bool, info, n_expected: int, progress: bool) -> None:
+        from tqdm import tqdm
+
+        stop = threading.Event()
+        decoded: queue.Queue = queue.Queue(maxsize=2)
+        to_encode: queue.Queue = queue.Queue(maxsize=2 * batch)
+
+        def decode() -> None:
+            for chunk in _batches(video, every, batch, start_s, end_s, self.times):
+                if not _put(decoded, chunk, stop):
+                    return
+            _put(decoded, _DONE, stop)
+
+        def encode() -> None:
+            from kvasir_ml.video.render import annotate_frame
+
+            with VideoWriter(out / VIDEO_NAME, info.fps / every, (info.width, info.height)) as writer:
+                while (item := to_encode.get()) is not _DONE:
+                    t0 = time.perf_counter()
+                    writer.write(annotate_frame(*item))
+                    self.times["encode"] += time.perf_counter() - t0
+
+        workers = [_Worker(decode, "video-decode")] + ([_Worker(encode, "video-encode")] if annotate else [])
+        for w in workers:
+            w.start()
+        bar = tqdm(total=n_expected, unit="frame", disable=not progress, desc=video.name)
+        try:
+            with open(out / FRAMES_NAME, "w", encoding="utf-8") as log_file:
+                while (chunk := decoded.get()) is not _DONE:
+                    for rgb, entry in zip((c[2] for c in chunk), self.process(chunk)):
+                        log_file.write(json.dumps(entry) + "\n")
+                        if annotate and not _put(to_encode, (rgb, entry), stop):
+                            break
+                    bar.update(len(chunk))
+                    if annotate and workers[1].error is not None:
+                        break  # the encoder failed: join_checked raises its error below
+            if annotate:
+                _put(to_encode, _DONE, stop)
+        except BaseException:
+            stop.set()
+            raise
+        finally:
+            bar.close()
+            if stop.is_set():
+                for q in (decoded, to_encode):  # unblock the workers
+                    while not q.empty():
+                        q.get_nowait()
+                if annotate:
+                    to_encode.put(_DONE)
+        for w in workers:
+            w.join_checked()
+
+    def process(self, chunk: list[tuple[int, float, np.ndarray]]) -> list[dict[str, Any]]:
+        """Inset, classifier and detector on a batch of frames, then the tracker and the smoother frame by frame."""
+        from kvasir_ml.detection.predict import detect_arrays
+
+        t0 = time.perf_counter()
+        rgbs = [c[2] for c in chunk]
+        insets = [detect_inset(rgb) for rgb in rgbs]
+        labels = self.classify(rgbs, insets) if self.classify else [None] * len(rgbs)
+        boxes = (detect_arrays(self.detector, rgbs, device=self.device, conf=self.low_conf, insets=insets)
+                 if self.detector is not None else [[] for _ in rgbs])
+        self.times["inference"] += time.perf_counter() - t0
+        entries = []
+        for (index, time_s, rgb), inset, lab, frame_boxes in zip(chunk, insets, labels, boxes):
+            t1 = time.perf_counter()
+            entry: dict[str, Any] = {"frame": index, "time_s": round(time_s, 4),
+                                     "inset": {"state": inset.state, "box_xywh_px": list(inset.box_xywh_px)
+                                               if inset.box_xywh_px else None}}
+            if lab is not None:
+                if self.smoother is None:
+                    self.smoother = LabelSmoother(lab["thresholds"], self.smoothing_cfg)
+                smoothed, alerts = self.smoother.update(time_s, lab["labels"])
+                entry.update({"labels": {k: round(v, 5) for k, v in lab["labels"].items()},
+                              "predicted_labels": lab["predicted_labels"], "source_class": lab["source_class"],
+                              "smoothed": {k: round(v, 5) for k, v in smoothed.items()}, "alerts": alerts})
+            if self.tracker is not None:
+                tracked = self.tracker.update(frame_boxes, None)
+                # Low-score boxes only serve the tracker's second stage: keep them when they extend a track.
+                entry["boxes"] = [b for b in tracked if b["score"] >= self.high_conf or b["track_id"] is not None]
+            self.times["tracking"] += time.perf_counter() - t1
+            entries.append(entry)
+        self.n_frames += len(chunk)
+        return entries
