@@ -98,22 +98,29 @@ def _push(args: argparse.Namespace) -> int:
 
 
 def _backend(args: argparse.Namespace) -> int:
+    import os
+
     from kvasir_ml.labelstudio.backend import Backend, make_backend_server
+    from kvasir_ml.labelstudio.backend_server import ServerLimits, access_for, basic_auth_from_env
     from kvasir_ml.labelstudio.serving import ModelWatcher
 
     data_root = Path(args.data_root).resolve()
     if not data_root.is_dir():
         raise FileNotFoundError(f"--data-root {data_root} is not a folder")
+    # checked before the models load: a backend that may not listen fails at once
+    access = access_for(args.host, args.allowed_host, basic_auth_from_env(os.environ))
+    limits = ServerLimits(max_tasks=args.max_tasks)
     load, current = _backend_models(args)
     backend = Backend(data_root, load(current), current.model_version)
-    server = make_backend_server(backend, args.host, args.port)
+    server = make_backend_server(backend, args.host, args.port, limits, access)
     watcher = ModelWatcher(backend, args.current_model, load).start() if args.current_model else None
     host, port = server.server_address[:2]
     print(f"kvasir-ml ML backend {current.model_version} on http://{host}:{port} (data root {data_root})")
     if watcher:
         print(f"  serves the model named in {args.current_model}; `kvasir-ml loop --current-model "
               f"{args.current_model}` switches it without a restart")
-    print(f"  connect it: kvasir-ml ls connect --project NAME --backend-url http://{host}:{port}")
+    print(f"  connect it: kvasir-ml ls connect --project NAME --backend-url http://{host}:{port}"
+          + ("  (with the same BASIC_AUTH_USER / BASIC_AUTH_PASS: basic auth is on)" if access.basic_auth else ""))
     print("Ctrl-C stops it", flush=True)
     try:
         server.serve_forever()
@@ -153,7 +160,12 @@ def _backend_models(args: argparse.Namespace):
 def _connect(args: argparse.Namespace) -> int:
     from kvasir_ml.labelstudio.sync import connect_backend
 
-    ml_id = connect_backend(_client(args), args.project, args.backend_url, args.title)
+    import os
+
+    from kvasir_ml.labelstudio.backend_server import basic_auth_from_env
+
+    ml_id = connect_backend(_client(args), args.project, args.backend_url, args.title,
+                            basic_auth=basic_auth_from_env(os.environ))
     print(f"ML backend {args.backend_url} connected to project {args.project!r} (ML backend id {ml_id}); "
           "Label Studio now asks it for predictions of tasks opened without one, and on the data "
           "manager's Actions -> Retrieve Predictions")
@@ -354,8 +366,15 @@ def _register_ls(sub: argparse._SubParsersAction) -> None:
     _add_models(p, "predict with this")
     p.add_argument("--data-root", required=True, metavar="DIR",
                    help="the Label Studio server's document root (task images)")
-    p.add_argument("--host", default="127.0.0.1", metavar="HOST", help="address to listen on (default: loopback only)")
+    p.add_argument("--host", default="127.0.0.1", metavar="HOST",
+                   help="address to listen on (default: loopback only; beyond loopback needs basic auth: "
+                        "BASIC_AUTH_USER and BASIC_AUTH_PASS in the environment)")
     p.add_argument("--port", type=int, default=9090, metavar="PORT", help="port to listen on")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="a host name Label Studio uses in the backend URL, besides loopback and --host "
+                        "(repeatable; requests whose Host header names another host are refused)")
+    p.add_argument("--max-tasks", type=count(1), default=100, metavar="N",
+                   help="most tasks in one prediction request (default 100; more: refused with 413)")
     add_device(p)
     p.add_argument("--model-version", metavar="NAME",
                    help="name of its predictions (default: derived from the checkpoints' hashes)")

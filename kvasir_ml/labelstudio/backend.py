@@ -15,28 +15,31 @@ The protocol (what ``label_studio/ml/api_connector.py`` of Label Studio 1.23 sen
 
 Why not the ``label-studio-ml`` package: its only PyPI release (1.0.9) pins Flask 1.1.2,
 Werkzeug 2.0.2 and Jinja2 3.0.3 (a downgrade of the Jinja2 3.1 that Label Studio uses). This
-module is a plain WSGI app (PEP 3333) served by the standard library, threaded so ``/health``
-answers within Label Studio's 1 s while a prediction runs; predictions run one at a time.
+module is a plain WSGI app (PEP 3333); ``backend_server`` serves it under waitress with limits
+(timeouts, body size, tasks per request, a prediction queue) and access checks (Host, Origin,
+JSON only, basic auth); ``/health`` answers within Label Studio's 1 s while predictions run, one
+at a time.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import socketserver
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+from kvasir_ml.labelstudio.backend_server import (
+    AUTH_PASS_ENV, AUTH_USER_ENV, Access, BackendServer, BodyError, ServerLimits, access_for, body_length, guard,
+    is_loopback, printable, respond,
+)
 from kvasir_ml.labelstudio.convert import ConvertError, image_key_from_task_data, prediction_from_combined, resolve_in_root
 from kvasir_ml.labelstudio.uncertainty import PRELABEL_CONF, PRELABEL_MAX_BOXES
 from kvasir_ml.taxonomy import Taxonomy, load_taxonomy
 
 log = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 64 * 1024 * 1024  # a predict call for 1000 tasks is ~1 MB; refuse anything absurd
 PredictFn = Callable[[Sequence[Path]], list[dict[str, Any]]]
 
 
@@ -124,29 +127,26 @@ class Backend:
         return {"versions": [self.model_version]}
 
     def predict(self, body: dict[str, Any]) -> dict[str, Any]:
-        """One prediction per task, in order. A task whose image cannot be used gets an empty one
-        with ``"error"`` saying why (also in the answer's ``"errors"`` and the log)."""
+        """One prediction per task, in order. A task that cannot be used (no image, a path that
+        cannot be opened, an image that fails) gets an empty one with ``"error"`` saying why (also
+        in the answer's ``"errors"`` and the log); the other tasks are answered as usual. Messages
+        name the task and its image key, never the data root."""
         tasks = body.get("tasks")
         if not isinstance(tasks, list):
             raise BackendError("'tasks' must be a list of Label Studio tasks")
         paths, slots, reasons = [], [], {}
         for i, task in enumerate(tasks):
+            tid = printable(repr(task.get("id") if isinstance(task, dict) else i), 80)
             try:
-                data = task.get("data") if isinstance(task, dict) else None
-                if not isinstance(data, dict):
-                    raise ConvertError("task has no 'data' object")
-                path = resolve_in_root(self.data_root, image_key_from_task_data(data))
-                if not path.is_file():
-                    raise ConvertError(f"{path} does not exist (is --data-root the server's document root?)")
                 slots.append(len(paths))
-                paths.append(path)
-            except ConvertError as exc:
-                log.warning("task %s: %s", task.get("id") if isinstance(task, dict) else i, exc)
-                reasons[i] = f"task {task.get('id') if isinstance(task, dict) else i}: {exc}"
-                slots.append(None)
+                paths.append(self._image_path(task))
+            except (ConvertError, OSError, ValueError) as exc:
+                slots[-1] = None
+                reasons[i] = f"task {tid}: {self._public(exc)}"
+                log.warning("%s", reasons[i])
         with self._lock:  # one prediction at a time: the models use every core already
             version = self.model_version  # read with the model: a swap cannot fall in between
-            entries = self.predict_fn(paths) if paths else []
+            entries = self._predict_each(paths) if paths else []
         results = []
         for i, (task, slot) in enumerate(zip(tasks, slots)):
             pred = None
@@ -155,13 +155,54 @@ class Backend:
                 pred, problems = prediction_from_combined(entry, entry.get("width") or 1, entry.get("height") or 1,
                                                           version, self.taxonomy, task.get("id"))
                 for p in problems:
-                    log.warning("%s", p)
+                    log.warning("%s", self._public(p))
                 if pred is None and problems:
-                    reasons[i] = "; ".join(str(p) for p in problems)
+                    reasons[i] = "; ".join(self._public(p) for p in problems)
             empty = {"result": [], "score": None, "model_version": version}
             results.append(pred or ({**empty, "error": reasons[i]} if i in reasons else empty))
         answer = {"results": results, "model_version": version}
         return {**answer, "errors": [reasons[i] for i in sorted(reasons)]} if reasons else answer
+
+    def _image_path(self, task: Any) -> Path:
+        data = task.get("data") if isinstance(task, dict) else None
+        if not isinstance(data, dict):
+            raise ConvertError("task has no 'data' object")
+        key = image_key_from_task_data(data)
+        path = resolve_in_root(self.data_root, key)
+        try:
+            found = path.is_file()
+        except OSError as exc:  # a name too long, a symlink loop, no permission: this task only
+            raise ConvertError(f"image {key!r:.200} cannot be opened ({exc.strerror or type(exc).__name__})") from None
+        if not found:
+            raise ConvertError(f"image {key!r:.200} does not exist under the data root (is --data-root the server's "
+                               "document root?)")
+        return path
+
+    def _predict_each(self, paths: list[Path]) -> list[dict[str, Any]]:
+        """The batch at once; if it fails, image by image, so one bad image costs only its own task."""
+        try:
+            entries = self.predict_fn(paths)
+            if isinstance(entries, list) and len(entries) == len(paths):
+                return entries
+            problem = f"{len(entries) if isinstance(entries, list) else 'no'} entries for {len(paths)} images"
+        except Exception as exc:  # noqa: BLE001 — a failing image must not lose the others
+            problem = self._public(exc)
+        log.warning("a batch of %d images failed (%s); predicting them one by one", len(paths), problem)
+        entries = []
+        for path in paths:
+            try:
+                entry = self.predict_fn([path])[0]
+            except Exception as exc:  # noqa: BLE001
+                entry = {"error": f"{type(exc).__name__}: {exc}"}
+            entries.append(entry)
+        return entries
+
+    def _public(self, what: Any) -> str:
+        """Text that may leave the server: no data-root path, no control characters, bounded."""
+        text = str(what)
+        for root in {str(self.data_root), str(Path(self.data_root).resolve())}:
+            text = text.replace(root + "/", "").replace(root, "<data root>")
+        return printable(text, 500)
 
     def webhook(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         action = body.get("action")
@@ -175,14 +216,14 @@ _TRAINING_ANSWER = {"error": "this backend does not train; run `kvasir-ml loop` 
                              "fine-tune -> push predictions under a new model_version)"}
 
 
-def _read_json(environ: dict[str, Any]) -> dict[str, Any]:
+def _read_json(environ: dict[str, Any], limits: ServerLimits) -> dict[str, Any]:
     try:
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        raise BackendError("bad Content-Length") from None
-    if length > MAX_BODY_BYTES:
-        raise BackendError(f"request body of {length} bytes exceeds {MAX_BODY_BYTES}", 413)
-    raw = environ["wsgi.input"].read(length) if length else b"{}"
+        length = body_length(environ, limits.max_body_bytes)
+    except BodyError as exc:
+        raise BackendError(str(exc), exc.status) from None
+    raw = environ["wsgi.input"].read(length) if length else b""
+    if len(raw) != length:
+        raise BackendError(f"request body ended after {len(raw)} of {length} bytes")
     try:
         body = json.loads(raw or b"{}")
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -192,8 +233,18 @@ def _read_json(environ: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-def make_wsgi_app(backend: Backend) -> Callable[..., Iterable[bytes]]:
-    """The WSGI application serving ``backend`` (see the module doc for the routes)."""
+def make_wsgi_app(backend: Backend, limits: ServerLimits | None = None) -> Callable[..., Iterable[bytes]]:
+    """The WSGI application serving ``backend`` (see the module doc for the routes); serve it
+    behind ``backend_server.guard`` (``make_backend_server`` does)."""
+    limits = limits or ServerLimits()
+
+    def predict(body: dict[str, Any]) -> dict[str, Any]:
+        tasks = body.get("tasks")
+        if isinstance(tasks, list) and len(tasks) > limits.max_tasks:
+            raise BackendError(f"{len(tasks)} tasks in one request; this backend takes at most {limits.max_tasks} "
+                               "(select fewer tasks per Retrieve Predictions, or start it with a larger --max-tasks)",
+                               413)
+        return backend.predict(body)
 
     def route(method: str, path: str, environ: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         if path in ("/", "/health") and method == "GET":
@@ -204,44 +255,43 @@ def make_wsgi_app(backend: Backend) -> Callable[..., Iterable[bytes]]:
             raise BackendError(f"{method} {path} is not part of the ML backend protocol", 404 if path not in
                                ("/setup", "/predict", "/webhook", "/train") else 405)
         if path == "/setup":
-            return 200, backend.setup(_read_json(environ))
+            return 200, backend.setup(_read_json(environ, limits))
         if path == "/predict":
-            return 200, backend.predict(_read_json(environ))
+            return 200, predict(_read_json(environ, limits))
         if path == "/webhook":
-            return backend.webhook(_read_json(environ))
+            return backend.webhook(_read_json(environ, limits))
         if path == "/train":
             return 501, _TRAINING_ANSWER
         raise BackendError(f"POST {path} is not part of the ML backend protocol", 404)
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        method, path = environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "/").rstrip("/") or "/"
+        method = printable(environ.get("REQUEST_METHOD", "GET"), 20)
+        path = printable(environ.get("PATH_INFO", "/").rstrip("/") or "/", 200)
         try:
             status, body = route(method, path, environ)
         except BackendError as exc:
-            status, body = exc.status, {"error": str(exc)}
-        except Exception as exc:  # noqa: BLE001 — answer Label Studio with the reason, keep serving
+            status, body = exc.status, {"error": backend._public(exc)}
+        except Exception:  # noqa: BLE001 — keep serving; the details (paths) stay in the log
             log.exception("%s %s failed", method, path)
-            status, body = 500, {"error": f"{type(exc).__name__}: {exc}"}
-        payload = json.dumps(body).encode()
-        reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 413: "Payload Too Large",
-                  500: "Internal Server Error", 501: "Not Implemented"}.get(status, "Error")
-        start_response(f"{status} {reason}", [("Content-Type", "application/json"),
-                                              ("Content-Length", str(len(payload)))])
-        return [payload]
+            status, body = 500, {"error": "internal error; the ML backend's log has the details"}
+        return respond(start_response, status, body)
 
     return app
 
 
-class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
-    daemon_threads = True  # a hung request never blocks shutdown
+def make_backend_server(backend: Backend, host: str = "127.0.0.1", port: int = 9090,
+                        limits: ServerLimits | None = None, access: Access | None = None) -> BackendServer:
+    """A waitress server for ``backend`` (call ``serve_forever``; ``port=0`` picks a free one).
 
+    Args:
+        limits: what one client may cost (``ServerLimits()`` by default).
+        access: Host names and basic auth (``access_for(host)`` by default: loopback, no auth).
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 — stdlib signature
-        log.debug("%s %s", self.address_string(), format % args)
-
-
-def make_backend_server(backend: Backend, host: str = "127.0.0.1", port: int = 9090) -> WSGIServer:
-    """A threaded HTTP server for ``backend`` (call ``serve_forever``; ``port=0`` picks a free one)."""
-    return make_server(host, port, make_wsgi_app(backend), server_class=_ThreadingWSGIServer,
-                       handler_class=_QuietHandler)
+    Raises:
+        ValueError: ``host`` is beyond loopback and ``access`` carries no basic auth.
+    """
+    limits = limits or ServerLimits()
+    access = access or access_for(host)
+    if not is_loopback(host) and access.basic_auth is None:
+        raise ValueError(f"listening on {host} (beyond loopback) needs basic auth ({AUTH_USER_ENV}, {AUTH_PASS_ENV})")
+    return BackendServer(guard(make_wsgi_app(backend, limits), access), host, port, limits)

@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
-from urllib.parse import parse_qs, quote, unquote, urlparse
+from urllib.parse import parse_qs, quote, urlparse
 
 from kvasir_ml.geometry import (
     clip_xywh_px, inside_fraction_xywh_px, outside_image_xywh_px, xywh_pct_to_xywh_px, xywh_px_to_xywh_pct,
@@ -43,6 +44,7 @@ from kvasir_ml.taxonomy import Taxonomy
 
 LOCAL_FILES_PREFIX = "/data/local-files/?d="
 MIN_INSIDE_FRACTION = 0.5
+MIN_BOX_SIDE_PX = 1.0  # a box narrower or lower than one pixel is a slip, not an object (e.g. width 1e-9 %)
 _BORDER_TOLERANCE_PX = 0.5
 
 
@@ -117,8 +119,9 @@ def image_key_from_task_data(data: dict[str, Any]) -> str:
     if parsed.path.rstrip("/").endswith("/data/local-files") or parsed.path == "/data/local-files/":
         if not values:
             raise ConvertError(f"local-files URL {url!r} has no ?d= parameter")
-        # parse_qs already decodes once; a second unquote catches double-encoded paths.
-        return safe_relative_path(unquote(values[0]), "local-files path")
+        # parse_qs decodes once, as Label Studio's local-files view does: a second unquote would turn
+        # the file "x%41.jpg" (URL "x%2541.jpg") into "xA.jpg", another image.
+        return safe_relative_path(values[0], "local-files path")
     raise ConvertError(f"image URL {url!r} is not a local-files URL; cannot map it to the data root")
 
 
@@ -126,13 +129,36 @@ def resolve_in_root(data_root: str | Path, file_name: str) -> Path:
     """Absolute path of ``file_name`` under ``data_root``; refuse escapes (also via symlinks).
 
     Raises:
-        ConvertError: the path resolves outside the data root.
+        ConvertError: the path resolves outside the data root, or cannot be resolved (symlink loop).
     """
     root = Path(data_root).resolve()
-    path = (root / safe_relative_path(file_name)).resolve()
+    try:
+        path = (root / safe_relative_path(file_name)).resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop (RuntimeError in Python 3.11), a name too long
+        raise ConvertError(f"image path {file_name!r:.200} cannot be resolved ({type(exc).__name__}: "
+                           f"{getattr(exc, 'strerror', None) or 'symlink loop'})") from None
     if path != root and root not in path.parents:
         raise ConvertError(f"image path {file_name!r} resolves outside the data root {root}")
     return path
+
+
+def annotation_time(value: Any) -> datetime:
+    """An annotation's ``updated_at``/``created_at`` as an aware datetime, for ordering.
+
+    Label Studio writes ISO 8601 with ``Z`` or an offset; compared as text, ``10:00+02:00``
+    (08:00 UTC) sorts after ``09:00Z``. One without an offset is taken as UTC; a missing or
+    unreadable one sorts first.
+    """
+    if isinstance(value, str) and value.strip():
+        try:
+            when = datetime.fromisoformat(value.strip())
+        except ValueError:
+            return _NO_TIME
+        return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
+    return _NO_TIME
+
+
+_NO_TIME = datetime.min.replace(tzinfo=timezone.utc)
 
 
 # ---- canonical -> Label Studio -------------------------------------------------------
@@ -248,6 +274,9 @@ def result_box_xywh_px(
         raise ConvertError(f"task {task_id}: rectangle {result.get('id')!r} has coordinates too large to convert")
     if w <= 0 or h <= 0:
         raise ConvertError(f"task {task_id}: rectangle {result.get('id')!r} has zero or negative size")
+    if min(w, h) < MIN_BOX_SIDE_PX - 1e-6:  # (tolerance: a 1 px box comes back from percent as 0.9999999 px)
+        raise ConvertError(f"task {task_id}: rectangle {result.get('id')!r} is {w:.3g} x {h:.3g} px, below the "
+                           f"minimum box side of {MIN_BOX_SIDE_PX:g} px (a stray click?); redraw or delete it")
     inside = inside_fraction_xywh_px((x, y, w, h), width_px, height_px)
     outside = outside_image_xywh_px((x, y, w, h), width_px, height_px, _BORDER_TOLERANCE_PX)
     if inside < MIN_INSIDE_FRACTION:

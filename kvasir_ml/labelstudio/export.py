@@ -23,6 +23,7 @@ Rules (documented in docs/labelstudio.md):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -31,7 +32,8 @@ from kvasir_ml.data.images import ImageError, image_size
 from kvasir_ml.geometry import iou_xywh_px
 from kvasir_ml.io import read_json
 from kvasir_ml.labelstudio.convert import (
-    ConvertError, Labeling, Problem, image_key_from_task_data, labeling_from_results, resolve_in_root, result_size,
+    ConvertError, Labeling, Problem, annotation_time, image_key_from_task_data, labeling_from_results, resolve_in_root,
+    result_size,
 )
 from kvasir_ml.labelstudio.expert import EXPERT_POLICIES, ExpertFlag, flag_submission, labeling_of_image, model_labelings
 from kvasir_ml.labelstudio.versions import diff_canonical
@@ -154,9 +156,9 @@ def tasks_from_export(raw: Any, origin: str = "<export>") -> list[dict[str, Any]
 
 
 # ---- choosing among annotations --------------------------------------------------------
-def _stamp(ann: dict[str, Any]) -> tuple[str, str, int]:
+def _stamp(ann: dict[str, Any]) -> tuple[datetime, datetime, int]:
     ann_id = ann.get("id")
-    return (str(ann.get("updated_at") or ""), str(ann.get("created_at") or ""),
+    return (annotation_time(ann.get("updated_at")), annotation_time(ann.get("created_at")),
             ann_id if isinstance(ann_id, int) and not isinstance(ann_id, bool) else 0)
 
 

@@ -477,14 +477,16 @@ def _run_name(checkpoint: Path) -> str:
     return f"{prefix}{run.name}.{checkpoint.stem}"
 
 
-def connect_backend(client: LSClient, project: str | int, url: str, title: str | None = None) -> int:
+def connect_backend(client: LSClient, project: str | int, url: str, title: str | None = None,
+                    basic_auth: tuple[str, str] | None = None) -> int:
     """Register the ML backend at ``url`` with the project (reused when already registered).
 
     Label Studio checks ``/health`` and calls ``/setup`` at once; from then on it asks the
     backend for predictions of tasks opened without one, and on the data manager's
     *Retrieve predictions* action. The backend's predictions carry the frame's confidence as
     their score, so the project is switched to uncertainty sampling (``queue``). Returns the
-    ML backend's id.
+    ML backend's id. ``basic_auth`` = (user, password): Label Studio sends them with every
+    call (its *Basic Auth* option for ML backends; also set on an existing registration).
 
     Raises:
         LabelStudioError: no such project, or Label Studio cannot reach the backend.
@@ -495,11 +497,16 @@ def connect_backend(client: LSClient, project: str | int, url: str, title: str |
     url = url.rstrip("/")
     existing = client.call(f"list ML backends of project {pid}", client.sdk.ml.list, project=pid)
     set_uncertainty_sampling(client, pid)
+    auth = ({"auth_method": "BASIC_AUTH", "basic_auth_user": basic_auth[0], "basic_auth_pass": basic_auth[1]}
+            if basic_auth else {})
     for ml in existing:
         if (ml.url or "").rstrip("/") == url:
+            if auth:
+                client.call(f"set basic auth of ML backend {url}", client.sdk.ml.update, id=ml.id, **auth)
             return int(ml.id)
     created = client.call(f"connect ML backend {url} to project {pid}", client.sdk.ml.create, idempotent=False,
-                          project=pid, url=url, title=title or "kvasir-ml", is_interactive=False, auto_update=True)
+                          project=pid, url=url, title=title or "kvasir-ml", is_interactive=False, auto_update=True,
+                          **auth)
     state = str(getattr(created, "state", "") or "")
     if state in ("DI", "ER", "Disconnected", "Error"):
         raise LabelStudioError(f"Label Studio registered {url} but cannot use it (state {state}: "

@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from kvasir_ml.evaluation.agreement import DEFAULT_IOU, Box, consensus_boxes, majority
-from kvasir_ml.labelstudio.convert import ConvertError, Problem, image_key_from_task_data, labeling_from_results
+from kvasir_ml.labelstudio.convert import (
+    ConvertError, Problem, annotation_time, image_key_from_task_data, labeling_from_results,
+)
 from kvasir_ml.labelstudio.verify import NO, QUESTION_PREFIX, YES
 from kvasir_ml.taxonomy import Taxonomy
 
@@ -118,7 +120,8 @@ def collect_answers(tasks: Sequence[dict[str, Any]], sizes: dict[str, tuple[int,
             if any(p.severity == "error" for p in found):
                 continue  # a half-read answer never votes
             seen = out.setdefault(key, {}).get(answer.annotator)
-            if seen is None or (answer.updated_at, str(answer.annotation_id)) > (seen.updated_at, str(seen.annotation_id)):
+            if seen is None or ((annotation_time(answer.updated_at), str(answer.annotation_id))
+                                > (annotation_time(seen.updated_at), str(seen.annotation_id))):
                 out[key][answer.annotator] = answer
     return {k: list(v.values()) for k, v in out.items()}, problems
 

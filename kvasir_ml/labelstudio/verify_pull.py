@@ -26,7 +26,7 @@ from kvasir_ml.data.coco import CanonicalDataset, load_canonical
 from kvasir_ml.evaluation.agreement import DEFAULT_IOU, box_agreement, label_agreement
 from kvasir_ml.io import atomic_write_json, read_json, sha256_file
 from kvasir_ml.labelstudio.client import LabelStudioError, LSClient
-from kvasir_ml.labelstudio.convert import image_url
+from kvasir_ml.labelstudio.convert import annotation_time, image_url
 from kvasir_ml.labelstudio.verify import (
     IMAGE_NAME, MIN_ANNOTATORS, OPEN_KEY, ensure_labeling_project, import_missing_tasks, verification_config_xml,
 )
@@ -103,7 +103,8 @@ def build_verified_version(base: CanonicalDataset, resolutions: Sequence[Resolut
                            for a in res.answers],
             "annotation_ids": [a.annotation_id for a in res.answers],
             "task_ids": sorted({a.task_id for a in res.answers}, key=str),
-            "annotated_at": max(a.updated_at for a in res.answers), "labels_unanimous": res.unanimous_share,
+            "annotated_at": max((a.updated_at for a in res.answers), key=annotation_time),
+            "labels_unanimous": res.unanimous_share,
             "disagreed": [lab for lab in taxonomy.label_names
                           if len({a.labels.get(lab) for a in res.answers if lab in a.labels}) > 1],
             "adjudicated": list(res.adjudicated), "previous_labels": list(img["labels"]),
@@ -149,7 +150,7 @@ def pull_verification(client: LSClient, project: str | int, base_path: str | Pat
         adj_pid, adj_tasks = _export(client, adjudication)
         adj_answers, adj_problems = collect_answers(adj_tasks, sizes, taxonomy)
         problems += adj_problems
-        adjudicated = {f: max(a, key=lambda x: x.updated_at) for f, a in adj_answers.items()}
+        adjudicated = {f: max(a, key=lambda x: annotation_time(x.updated_at)) for f, a in adj_answers.items()}
     enough = {f: a for f, a in answers.items() if len(a) >= min_annotators}
     resolutions = [resolve_image(f, a, taxonomy, adjudicated.get(f), iou_threshold) for f, a in sorted(enough.items())]
     agreement = agreement_report(answers, taxonomy, iou_threshold)

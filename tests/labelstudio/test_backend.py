@@ -71,7 +71,7 @@ def test_protocol_endpoints(loop_models, ls_data_root, serve):
             if r["type"] == "rectanglelabels":
                 assert r["original_width"] == img["width"] and r["value"]["rectanglelabels"][0] in tax.box_class_names
 
-    assert http.post("/predict", content=b"{not json").status_code == 400
+    assert http.post("/predict", content=b"{not json", headers={"Content-Type": "application/json"}).status_code == 400
     assert http.post("/predict", json={"tasks": "nope"}).status_code == 400
     assert http.get("/predict").status_code == 405
     assert http.post("/nowhere", json={}).status_code == 404

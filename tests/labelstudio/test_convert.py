@@ -21,10 +21,11 @@ TAX = load_taxonomy()
 def image_and_box(draw):
     w = draw(st.integers(1, 4000))
     h = draw(st.integers(1, 4000))
-    x = draw(st.floats(0, w - 0.02, allow_nan=False))
-    y = draw(st.floats(0, h - 0.02, allow_nan=False))
-    bw = draw(st.floats(0.01, w - x, allow_nan=False).filter(lambda v: v > 0))
-    bh = draw(st.floats(0.01, h - y, allow_nan=False).filter(lambda v: v > 0))
+    # boxes of at least MIN_BOX_SIDE_PX (1 px) a side: smaller ones are refused
+    x = draw(st.floats(0, w - 1, allow_nan=False))
+    y = draw(st.floats(0, h - 1, allow_nan=False))
+    bw = draw(st.floats(1, w - x, allow_nan=False))
+    bh = draw(st.floats(1, h - y, allow_nan=False))
     return w, h, (x, y, bw, bh)
 
 
@@ -55,6 +56,9 @@ def test_results_to_labeling_keeps_class_and_implied_label(case, cls):
     ({"image": "/data/local-files/?d=imgs/a%20b.jpg"}, "imgs/a b.jpg"),
     ({"image": "http://127.0.0.1:8080/data/local-files/?d=imgs%2Fx%2Fc.jpg"}, "imgs/x/c.jpg"),
     ({"image": image_url("dir/ü #1.jpg")}, "dir/ü #1.jpg"),
+    # decoded once, like Label Studio's local-files view: a literal "%2E%2E" folder, inside the root
+    ({"image": "/data/local-files/?d=%252E%252E/x.jpg"}, "%2E%2E/x.jpg"),
+    ({"image": image_url("x%41.jpg")}, "x%41.jpg"),
 ])
 def test_image_key_from_task_data(data, key):
     assert image_key_from_task_data(data) == key
@@ -65,7 +69,6 @@ def test_image_key_from_task_data(data, key):
     {"file_name": "imgs/../../x.jpg"},
     {"file_name": "/etc/passwd"},
     {"image": "/data/local-files/?d=..%2F..%2Fsecret.jpg"},
-    {"image": "/data/local-files/?d=%252E%252E/x.jpg"},  # double-encoded ../
     {"image": "/data/upload/1/abc.jpg"},
     {"image": "https://example.org/a.jpg"},
     {},
