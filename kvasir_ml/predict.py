@@ -50,12 +50,14 @@ class Predictor:
                  max_boxes: int = 100):
         self.classify: Callable | None = None
         self.detect: Callable | None = None
+        self.classifier: tuple | None = None  # (model, config, checkpoint) from load_classifier
+        self.device = None
         if classifier_ckpt:
             from kvasir_ml.device import resolve_device
             from kvasir_ml.train.predict import classify_arrays, load_classifier
 
-            dev = resolve_device(device)
-            loaded = load_classifier(classifier_ckpt, dev)
+            dev = self.device = resolve_device(device)
+            loaded = self.classifier = load_classifier(classifier_ckpt, dev)
             self.classify = lambda rgbs, insets: classify_arrays(loaded, rgbs, insets, dev)
         if detector_ckpt:
             from kvasir_ml.detection.predict import detect_arrays
@@ -102,29 +104,35 @@ def predict_images(
     return Predictor(classifier_ckpt, detector_ckpt, device, trust_detector, detector_conf, max_boxes)(image_paths)
 
 
+def decode_frame(path: Path) -> tuple[dict[str, Any], Any, Any]:
+    """Decode one image and measure its inset: ``(entry, rgb, inset)``; on failure ``rgb`` and
+    ``inset`` are None and the entry carries ``"error"`` (one bad image costs only itself)."""
+    try:
+        rgb = load_rgb(path, min_side_px=MIN_FRAME_SIDE_PX)
+        inset = detect_inset(rgb)
+    except ImageError as exc:
+        return {"image": str(path), "error": exc.reason}, None, None
+    except Exception as exc:  # noqa: BLE001 — a bug on one odd image must not cost the others
+        return {"image": str(path), "error": f"inset detection failed ({type(exc).__name__}: {exc})"}, None, None
+    entry = {
+        "image": str(path), "width": int(rgb.shape[1]), "height": int(rgb.shape[0]),
+        "inset": {"state": inset.state, "box_xywh_px": list(inset.box_xywh_px) if inset.box_xywh_px else None},
+        "labels": {}, "predicted_labels": [], "source_class": None, "boxes": [],
+    }
+    return entry, rgb, inset
+
+
 def _predict_chunk(paths: list[Path], classify: Callable | None, detect: Callable | None) -> list[dict[str, Any]]:
     """Decode each image once; the inset, the classifier and the detector all use that decode."""
     results: list[dict[str, Any]] = []
     frames, insets, ok = [], [], []
     for path in paths:
-        try:
-            rgb = load_rgb(path, min_side_px=MIN_FRAME_SIDE_PX)
-            inset = detect_inset(rgb)
-        except ImageError as exc:
-            results.append({"image": str(path), "error": exc.reason})
-            continue
-        except Exception as exc:  # noqa: BLE001 — a bug on one odd image must not cost the others
-            results.append({"image": str(path), "error": f"inset detection failed ({type(exc).__name__}: {exc})"})
-            continue
-        entry = {
-            "image": str(path), "width": int(rgb.shape[1]), "height": int(rgb.shape[0]),
-            "inset": {"state": inset.state, "box_xywh_px": list(inset.box_xywh_px) if inset.box_xywh_px else None},
-            "labels": {}, "predicted_labels": [], "source_class": None, "boxes": [],
-        }
+        entry, rgb, inset = decode_frame(path)
         results.append(entry)
-        frames.append(rgb)
-        insets.append(inset)
-        ok.append(entry)
+        if rgb is not None:
+            frames.append(rgb)
+            insets.append(inset)
+            ok.append(entry)
     if classify is not None:
         _apply("classifier", classify, ok, frames, insets, lambda entry, out: entry.update(out))
     if detect is not None:

@@ -47,27 +47,40 @@ def _class_label_matrix(cfg: ClassifierConfig, label_names: list[str]) -> np.nda
     return full[:, [taxonomy.label_index(n) for n in label_names]]
 
 
-@torch.no_grad()
+def classifier_inputs(cfg: ClassifierConfig, rgb: np.ndarray, inset: InsetResult) -> dict[str, torch.Tensor]:
+    """One decoded frame's model inputs (HxWx3 uint8, full size, and its measured inset).
+
+    The square input is made by ``square_from_rgb``, as the training cache makes it, so the
+    pixels match training; the inset is masked or cropped as in training. Pure CPU work: safe
+    in a DataLoader worker (``predict_stream`` prepares frames there while the model runs).
+    """
+    small = square_from_rgb(rgb, cfg.data.image_size_px)
+    return inset_inputs(small, (rgb.shape[1], rgb.shape[0]), inset.state, cfg.model.inset_mode,
+                        cfg.model.branch_size_px)
+
+
 def classify_arrays(loaded: tuple[KvasirClassifier, ClassifierConfig, dict[str, Any]], rgbs: Sequence[np.ndarray],
                     insets: Sequence[InsetResult], device: torch.device,
                     batch_size: int = 16) -> list[dict[str, Any]]:
-    """The classifier on decoded frames (HxWx3 uint8, full size) and their measured insets.
+    """The classifier on decoded frames (HxWx3 uint8, full size) and their measured insets."""
+    cfg = loaded[1]
+    return classify_inputs(loaded, [classifier_inputs(cfg, rgb, inset) for rgb, inset in zip(rgbs, insets)], device,
+                           batch_size)
 
-    The square input is made by ``square_from_rgb``, as the training cache makes it, so the
-    pixels match training; the inset is masked or cropped as in training.
-    """
+
+@torch.no_grad()
+def classify_inputs(loaded: tuple[KvasirClassifier, ClassifierConfig, dict[str, Any]],
+                    inputs: Sequence[dict[str, torch.Tensor]], device: torch.device,
+                    batch_size: int = 16) -> list[dict[str, Any]]:
+    """The classifier on prepared inputs (``classifier_inputs``): one entry per input, in order."""
     model, cfg, state = loaded
     label_names, class_names = list(state["label_names"]), list(state["class_names"])
     matrix = _class_label_matrix(cfg, label_names)
     post = state["posthoc"]
     thresholds = post.thresholds
     results: list[dict[str, Any]] = []
-    for start in range(0, len(rgbs), batch_size):
-        items = []
-        for rgb, inset in zip(rgbs[start:start + batch_size], insets[start:start + batch_size]):
-            small = square_from_rgb(rgb, cfg.data.image_size_px)
-            items.append(inset_inputs(small, (rgb.shape[1], rgb.shape[0]), inset.state,
-                                      cfg.model.inset_mode, cfg.model.branch_size_px))
+    for start in range(0, len(inputs), batch_size):
+        items = inputs[start:start + batch_size]
         batch = {k: torch.stack([it[k] for it in items]).to(device) for k in items[0]}
         scores, proba = post.scores(probabilities(model(**batch).float(), cfg.model.task).numpy(), matrix,
                                     label_names)

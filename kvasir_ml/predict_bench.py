@@ -1,0 +1,110 @@
+"""Streaming predict against a bare forward pass of the same model, in one process
+(``scripts/bench_predict.py``; the ratio the archive-scale predict is held to).
+
+* bare: the classifier's forward pass alone on inputs already prepared and in memory
+  (same batch size, device and threads), no decode, no post-processing, no output;
+* stream: ``predict_stream.predict_to_jsonl`` over the image files, everything included
+  (decode, inset, input preparation in workers, the model, calibration, JSON Lines writes).
+
+The bare pass is timed before and after the stream and averaged, so a machine whose load
+changes during the run biases neither side. Model loading and worker start-up are outside
+neither: the stream's seconds run from its first batch request to its last flush.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from kvasir_ml.data.inset import detect_inset
+from kvasir_ml.predict import Predictor
+from kvasir_ml.predict_stream import predict_to_jsonl
+
+
+def untrained_checkpoint(path: str | Path, arch: str = "resnet50", image_size_px: int = 224,
+                         inset_mode: str = "branch") -> Path:
+    """A single-label classifier checkpoint with random weights (identity calibration, 0.5
+    thresholds): the real model and loading path, for throughput and tests (its scores mean nothing)."""
+    from kvasir_ml.evaluation.calibration import Calibration
+    from kvasir_ml.models.classifier import KvasirClassifier
+    from kvasir_ml.taxonomy import load_taxonomy
+    from kvasir_ml.train.checkpoint import save_checkpoint
+    from kvasir_ml.train.config import load_classifier_config
+
+    cfg = load_classifier_config(None, [f"model.arch={arch}", f"data.image_size_px={image_size_px}",
+                                        f"model.inset_mode={inset_mode}", "model.task=singlelabel"])
+    tax = load_taxonomy()
+    classes = list(tax.source(cfg.data.class_source).classes)
+    torch.manual_seed(0)
+    model = KvasirClassifier(arch, len(classes), inset_mode, cfg.model.branch_features, cfg.model.dropout)
+    return save_checkpoint(path, {
+        "model": model.state_dict(), "config": cfg.model_dump(mode="json"), "label_names": list(tax.label_names),
+        "class_names": classes, "thresholds": [0.5] * len(tax.label_names), "taxonomy_version": tax.version,
+        "calibration": Calibration.identity("singlelabel", len(classes)).to_state(), "epoch": 0})
+
+
+def write_frames(folder: str | Path, n: int, width_px: int = 720, height_px: int = 576, seed: int = 0) -> list[Path]:
+    """``n`` distinct JPEG frames of the Kvasir v2 size (random smooth colour fields)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        path = folder / f"frame{i:06d}.jpg"
+        if not path.exists():
+            small = rng.integers(0, 256, (9, 12, 3), dtype=np.uint8)
+            Image.fromarray(small).resize((width_px, height_px), Image.BILINEAR).save(path, quality=85)
+        paths.append(path)
+    return paths
+
+
+@torch.no_grad()
+def bare_forward_img_s(predictor: Predictor, sample: list[Path], n_images: int, batch: int) -> float:
+    """Images per second of the classifier's forward pass alone, on ``sample``'s inputs prepared beforehand."""
+    from kvasir_ml.data.images import load_rgb
+    from kvasir_ml.train.predict import classifier_inputs
+
+    model, cfg, _ = predictor.classifier
+    items = []
+    for path in sample[:batch]:
+        rgb = load_rgb(path)
+        items.append(classifier_inputs(cfg, rgb, detect_inset(rgb)))
+    inputs = {k: torch.stack([it[k] for it in items]).to(predictor.device) for k in items[0]}
+    model(**inputs)  # warm-up
+    steps = max(1, n_images // batch)
+    _sync(predictor.device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        model(**inputs).float().cpu()  # the stream reads its outputs back too
+    _sync(predictor.device)
+    return steps * batch / (time.perf_counter() - t0)
+
+
+def _sync(device: Any) -> None:
+    if device is not None and torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def predict_throughput(checkpoint: str | Path, images: list[Path], out_path: str | Path, device: str = "auto",
+                       workers: int | None = None, batch: int = 32) -> dict[str, Any]:
+    """Bare forward, stream, bare forward again; images/s of each and the ratio stream / bare."""
+    predictor = Predictor(checkpoint, device=device)
+    out_path = Path(out_path)
+    out_path.unlink(missing_ok=True)
+    bare_before = bare_forward_img_s(predictor, images, len(images), batch)
+    rep = predict_to_jsonl(predictor, images, out_path, workers=workers, batch_images=batch, progress=False)
+    bare_after = bare_forward_img_s(predictor, images, len(images), batch)
+    bare = (bare_before + bare_after) / 2
+    n_lines = sum(1 for _ in open(out_path, encoding="utf-8"))
+    return {"n_images": len(images), "n_lines": n_lines, "n_failed": rep.n_failed, "batch": batch,
+            "workers": workers, "device": str(predictor.device), "threads": torch.get_num_threads(),
+            "stream_img_s": round(rep.images_per_s, 2), "bare_img_s": round(bare, 2),
+            "bare_before_img_s": round(bare_before, 2), "bare_after_img_s": round(bare_after, 2),
+            "ratio": round(rep.images_per_s / bare, 3),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}

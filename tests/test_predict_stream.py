@@ -1,0 +1,103 @@
+"""Streaming predict (JSON Lines): one line per image, resumable after a real kill, torn lines cut."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from kvasir_ml.predict import Predictor
+from kvasir_ml.predict_bench import untrained_checkpoint, write_frames
+from kvasir_ml.predict_stream import list_images, predict_to_jsonl, written_images
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    """An untrained small classifier: the real loading and inference path, fast on CPU."""
+    return untrained_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", arch="resnet18", image_size_px=32)
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory) -> list[Path]:
+    return write_frames(tmp_path_factory.mktemp("frames") / "archive", 10, width_px=160, height_px=128)
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_stream_matches_the_list_path_and_resume_skips_written_images(ckpt, frames, tmp_path):
+    predictor = Predictor(ckpt, device="cpu")
+    out = tmp_path / "p.jsonl"
+    first = predict_to_jsonl(predictor, frames[:4], out, model_version="v1", workers=0, batch_images=3,
+                             progress=False)
+    assert (first.n_written, first.n_already) == (4, 0)
+    second = predict_to_jsonl(predictor, frames, out, model_version="v1", workers=1, batch_images=3, progress=False)
+    assert (second.n_written, second.n_already) == (6, 4)
+    lines = _lines(out)
+    assert [e["image"] for e in lines] == [str(p) for p in frames]  # each once, in order
+    reference = predictor(frames)  # the in-memory path of `kvasir-ml predict --out x.json`
+    for got, want in zip(lines, reference):
+        assert got["model_version"] == "v1" and "error" not in got
+        assert got["source_class"]["name"] == want["source_class"]["name"]
+        assert got["labels"] == pytest.approx(want["labels"], abs=1e-5)
+        assert got["inset"] == want["inset"]
+
+
+def test_torn_last_line_is_cut_and_a_foreign_line_is_refused(tmp_path):
+    out = tmp_path / "p.jsonl"
+    out.write_bytes(b'{"image": "a.jpg"}\n{"image": "b.jpg"}\n{"image": "c.j')
+    assert written_images(out) == {"a.jpg", "b.jpg"}
+    assert out.read_bytes() == b'{"image": "a.jpg"}\n{"image": "b.jpg"}\n'
+    out.write_bytes(b'{"image": "a.jpg"}\n[1, 2]\n')
+    with pytest.raises(ValueError, match=r"p\.jsonl, line 2: not a prediction entry"):
+        written_images(out)
+
+
+def test_folders_are_searched_and_bad_images_get_an_error_line(ckpt, frames, tmp_path):
+    bad = frames[0].parent / "zz-broken.jpg"
+    bad.write_bytes(b"not a jpeg")
+    try:
+        images = list_images([frames[0].parent])
+        assert images[-1] == bad and len(images) == len(frames) + 1
+        rep = predict_to_jsonl(Predictor(ckpt, device="cpu"), images, tmp_path / "p.jsonl", workers=0,
+                               progress=False)
+    finally:
+        bad.unlink()
+    assert rep.n_failed == 1
+    assert "error" in _lines(tmp_path / "p.jsonl")[-1]
+
+
+def test_cli_resumes_after_a_kill(ckpt, tmp_path):
+    """`kvasir-ml predict DIR --out x.jsonl` killed (SIGKILL) mid-run, a torn line left behind,
+    then run again: every image exactly once, the first run's lines kept."""
+    frames = write_frames(tmp_path / "archive", 80, width_px=96, height_px=80)  # enough to kill it mid-run
+    out = tmp_path / "preds.jsonl"
+    cmd = [sys.executable, "-m", "kvasir_ml", "predict", "--classifier", str(ckpt), "--device", "cpu",
+           str(tmp_path / "archive"), "--out", str(out), "--batch", "1", "--workers", "0", "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=REPO)
+    deadline = time.monotonic() + 120
+    while (not out.exists() or out.read_bytes().count(b"\n") < 2) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stdout.read().decode()
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    kept = out.read_bytes()
+    n_before = kept.count(b"\n")
+    assert 2 <= n_before < len(frames), "the run ended before the kill: give it more frames"
+    kept = kept[:kept.rfind(b"\n") + 1]  # a line the kill tore is cut by the resume too
+    with open(out, "ab") as fh:
+        fh.write(b'{"image": "' + str(frames[-1]).encode()[:10])  # as if killed mid-line
+    cmd[cmd.index("--batch") + 1] = "16"  # the resumed run need not be slow
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"{n_before} already there (resumed)" in done.stdout
+    assert [e["image"] for e in _lines(out)] == [str(p) for p in frames]
+    assert out.read_bytes().startswith(kept)
