@@ -1,6 +1,6 @@
 # kvasir_ml — two commands on a fresh clone:
 #   make demo   set up .venv and run the main job (quickstart) on the built-in synthetic data
-#   make test   set up .venv and run the test suite (what CI runs)
+#   make test   set up .venv and run the test suite (CI runs make lint, then this)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # Keep tools that like to write into $HOME (ultralytics, wandb, matplotlib) inside the checkout.
 export MPLBACKEND := Agg
 
-.PHONY: setup demo test test-all bench gpu-check clean
+.PHONY: setup demo test test-all lint bench gpu-check clean
 
 setup: $(STAMP)
 
@@ -26,6 +26,10 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest
+
+# ruff with the rules in pyproject.toml ([tool.ruff]); CI (.ci/run) runs it before the tests.
+lint: setup
+	$(VENV)/bin/ruff check kvasir_ml tests scripts
 
 # Everything, slow tests included (GPU tests skip without a GPU).
 test-all: setup

@@ -68,7 +68,7 @@ def verification_config_xml(taxonomy: Taxonomy | None = None, adjudication: bool
         'maxHeight="calc(100vh - 150px)"/>',
         "    </View>",
         '    <View style="flex: 0 0 470px; padding-left: 12px">',
-        *([f'      <Header value="Adjudication: the annotators disagreed on" size="5"/>',
+        *(['      <Header value="Adjudication: the annotators disagreed on" size="5"/>',
            f'      <Text name="{OPEN_KEY}" value="${OPEN_KEY}"/>'] if adjudication else []),
         '      <Header value="Draw a box around every finding of these classes (none: draw nothing)" size="5"/>',
         f'      <RectangleLabels name="{BOXES_NAME}" toName="{IMAGE_NAME}" canRotate="false" strokeWidth="2" '

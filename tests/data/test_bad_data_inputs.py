@@ -6,9 +6,7 @@ files, duplicate keys in YAML/JSON, tiny frames, non-finite floats and bad seeds
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import shutil
 import signal
 import subprocess
 import sys

@@ -22,7 +22,7 @@ from kvasir_ml.cli import main as cli_main
 from kvasir_ml.config import load_config, save_config
 from kvasir_ml.detection.config import DetectorConfig
 from kvasir_ml.detection.model_yaml import UnsafeModelDescriptionError, check_model_description
-from kvasir_ml.detection.safe_load import UnsafeCheckpointError, load_detector_checkpoint
+from kvasir_ml.detection.safe_load import load_detector_checkpoint
 from kvasir_ml.detection.yolo import ensure_ultralytics, load_yolo
 
 REPO = Path(__file__).resolve().parents[2]

@@ -39,7 +39,6 @@ def test_shipped_configs_load(name):
 def test_inset_is_scaled_to_cache_resolution_and_masked_on_every_image():
     rgb = np.full((64, 64, 3), 200, dtype=np.uint8)
     size = (640, 480)  # original frame
-    box = (0.0, 320.0, 200.0, 160.0)  # bottom-left, original px
     # the hidden region (the nominal region plus a margin: frame size only) scaled to the 64 px cache image
     hx, hy, hw, hh = hiding_box_xywh_px(*size)
     assert scaled_inset_box(size, (64, 64)) == pytest.approx((hx / 10, hy * 64 / 480, hw / 10, hh * 64 / 480))
