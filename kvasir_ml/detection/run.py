@@ -35,6 +35,7 @@ from kvasir_ml.detection.training import check_resume_checkpoint, fit, history_f
 from kvasir_ml.detection.yolo import resolve_weights
 from kvasir_ml.io import atomic_write_json
 from kvasir_ml.rundir import RunDirError, check_run_dir, config_differences
+from kvasir_ml.runlock import run_lock
 from kvasir_ml.tracking import Tracker, make_tracker
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,7 @@ def train_detector(cfg: DetectorConfig, out_dir: str | Path, resume: bool = Fals
 
     Raises:
         RunDirError, ConfigError, ExportError, WeightsError: bad input, naming the problem.
+        RunLockedError: another training is running into ``out_dir``.
     """
     run_dir = Path(out_dir)
     # a missing or unsafe weights file (or model YAML, or last.pt to resume) fails before any work
@@ -108,6 +110,11 @@ def train_detector(cfg: DetectorConfig, out_dir: str | Path, resume: bool = Fals
     last = run_dir / "ultralytics" / "weights" / "last.pt"
     if resume and last.is_file():
         check_resume_checkpoint(last)
+    with run_lock(run_dir):  # one training per run folder, taken before the folder check
+        return _train_locked(cfg, run_dir, resume)
+
+
+def _train_locked(cfg: DetectorConfig, run_dir: Path, resume: bool) -> Path:
     resume = _prepare_run_dir(run_dir, resume)
     if not resume:
         save_config(cfg, run_dir / "config.yaml")

@@ -27,6 +27,7 @@ from kvasir_ml.detection.yolo import (
 )
 from kvasir_ml.device import resolve_device
 from kvasir_ml.io import atomic_write
+from kvasir_ml.taxonomy import load_taxonomy
 from kvasir_ml.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -159,6 +160,7 @@ def save_checkpoints(run_dir: Path, cfg: DetectorConfig, export: YoloExport) -> 
     meta = {
         "box_class_names": export.names, "inset_mode": cfg.data.inset_mode, "imgsz": cfg.train.imgsz,
         "predict_conf": cfg.eval.predict_conf, "config": dump_config(cfg),
+        "taxonomy_version": load_taxonomy().version,
     }
     (run_dir / "checkpoints").mkdir(exist_ok=True)
     for name in ("best.pt", "last.pt"):

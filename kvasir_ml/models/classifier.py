@@ -58,10 +58,36 @@ def _imagenet_state_dict(arch: str, download: bool) -> dict[str, torch.Tensor]:
         raise WeightsUnavailableError(f"{hint} (download failed: {exc})") from None
 
 
+class WeightsFileError(ValueError):
+    """``model.weights`` names a file that is not a safely loadable state dict or checkpoint."""
+
+
 def _load_weights_file(path: Path) -> dict[str, Any]:
+    """The file's dict, loaded with ``weights_only=True``; any failure names the file."""
     if not path.is_file():
-        raise ValueError(f"model.weights: {path} is neither 'none', 'imagenet' nor an existing checkpoint file")
-    return torch.load(path, map_location="cpu", weights_only=True)
+        raise WeightsFileError(f"model.weights: {path} is neither 'none', 'imagenet' nor an existing checkpoint file")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 — disallowed globals (a pickle that would run code), junk, truncation
+        text = str(exc)
+        reason = text.split("WeightsUnpickler error:", 1)[1] if "WeightsUnpickler error:" in text else text
+        reason = (reason.strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise WeightsFileError(f"model.weights {path} is refused: it cannot be loaded safely (weights_only=True: "
+                               f"{reason}); give a state dict or a kvasir_ml checkpoint") from None
+    if not isinstance(saved, dict):
+        raise WeightsFileError(f"model.weights {path} holds a {type(saved).__name__}, not a state dict or checkpoint")
+    return saved
+
+
+def check_weights_file(cfg: ModelConfig) -> None:
+    """Load ``model.weights`` once when it is a file, so a bad one is refused before a run
+    creates anything (``build_model`` loads it again after the data is prepared).
+
+    Raises:
+        WeightsFileError: naming the file and what is wrong.
+    """
+    if cfg.weights not in ("none", "imagenet"):
+        _load_weights_file(Path(cfg.weights))
 
 
 def _whole_model_state(saved: dict[str, Any], cfg: ModelConfig, output_names: Sequence[str] | None) -> dict | None:

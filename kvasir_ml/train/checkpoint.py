@@ -5,6 +5,7 @@ checkpoint from anywhere can be opened without executing code. Contents::
 
     {"format": 1, "model", "optimizer", "scheduler", "epoch" (completed epochs),
      "rng": {...}, "config" (resolved, JSON-able), "label_names", "class_names",
+     "taxonomy_version" (of annotations/taxonomy.yaml when trained; predict refuses another),
      "thresholds" (list[float], tuned on the calibrated val scores), "calibration" (temperatures),
      "decoder" (multi-label: the class decoder's coef/intercept/class order; else None),
      "split_sha256", "versions", "select", "best_score", "history"}

@@ -11,6 +11,7 @@ then per process, and only rank 0 evaluates and writes (see ``train.distributed`
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -26,8 +27,10 @@ from kvasir_ml.config import dump_config, save_config
 from kvasir_ml.device import resolve_device
 from kvasir_ml.evaluation import posthoc
 from kvasir_ml.io import atomic_write_json, orphaned_temp_files
-from kvasir_ml.models.classifier import build_model
+from kvasir_ml.models.classifier import build_model, check_weights_file
 from kvasir_ml.rundir import RunDirError, check_run_dir, config_differences
+from kvasir_ml.runlock import run_lock
+from kvasir_ml.taxonomy import load_taxonomy
 from kvasir_ml.models.losses import build_loss
 from kvasir_ml.tracking import NullTracker, make_tracker
 from kvasir_ml.train import augment, report
@@ -271,6 +274,7 @@ class _Trainer:
             "config": dump_config(self.cfg),
             "label_names": self.data.label_names,
             "class_names": self.data.class_names,
+            "taxonomy_version": load_taxonomy().version,  # checked by predict (train.predict.check_taxonomy_version)
             **self.posthoc_state,  # thresholds, calibration, decoder
             "split_sha256": self.data.split.sha256,
             "dataset": self.data.dataset_name,
@@ -439,9 +443,19 @@ def train_classifier(cfg: ClassifierConfig, out_dir: str | Path, resume: bool = 
 
     Raises:
         RunDirError: existing run folder without ``resume``, or nothing to resume.
+        RunLockedError: another training is running into ``out_dir``.
+        CheckpointError: ``model.weights`` is a file that cannot be loaded safely.
     """
     run_dir = Path(out_dir)
+    check_weights_file(cfg.model)  # a bad or unsafe model.weights file fails before anything is written
     rank, world = ddp.join_process_group(resolve_device(cfg.runtime.device))
+    # one training per run folder (rank 0 holds the lock for all ranks), taken before the folder check
+    with run_lock(run_dir) if rank == 0 else contextlib.nullcontext():
+        return _train_classifier(cfg, run_dir, resume, stop_after_epoch, rank, world)
+
+
+def _train_classifier(cfg: ClassifierConfig, run_dir: Path, resume: bool, stop_after_epoch: int | None,
+                      rank: int, world: int) -> Path:
     resume = ddp.on_rank0(lambda: _check_run_dir(run_dir, cfg, resume, world), rank, world)  # before any write
     # Thread count and determinism are process-wide: put them back for the caller afterwards.
     saved = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
