@@ -19,7 +19,8 @@ import sys
 from kvasir_ml.cli.common import HelpFormatter
 
 # Command-group modules, in help order. Each defines register(subparsers).
-_GROUPS = ("data", "train", "eval", "predict", "labelstudio", "verify", "review", "experiment", "runs", "config", "quickstart")
+_GROUPS = ("data", "train", "eval", "predict", "labelstudio", "verify", "review", "experiment", "runs", "config", "quickstart",
+           "video")
 
 DESCRIPTION = """\
 Train and compare image classifiers and polyp detectors for GI endoscopy (the Kvasir family:

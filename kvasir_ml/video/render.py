@@ -57,16 +57,18 @@ def annotate_frame(rgb: np.ndarray, entry: dict[str, Any]) -> np.ndarray:
     return img
 
 
-def _episodes_s(times: list[float], on: list[bool], step_s: float) -> list[tuple[float, float]]:
-    out, start = [], None
+def _episodes_s(times: list[float], on: list[bool]) -> list[tuple[float, float]]:
+    """Runs of frames with the alert on: ``[(first frame time, last frame time)]``."""
+    out, start, last = [], None, None
     for t, o in zip(times, on):
-        if o and start is None:
-            start = t
-        elif not o and start is not None:
-            out.append((start, t))
+        if o:
+            start = t if start is None else start
+            last = t
+        elif start is not None:
+            out.append((start, last))
             start = None
     if start is not None:
-        out.append((start, times[-1] + step_s))
+        out.append((start, last))
     return out
 
 
@@ -100,10 +102,10 @@ def summarize(frames_path: str | Path, fps_processed: float) -> dict[str, Any]:
             tr["max_score"] = round(max(tr["max_score"], b["score"]), 5)
     findings = []
     for name, on in alert_on.items():
-        eps = _episodes_s(times, on, step_s)
+        eps = _episodes_s(times, on)
         if eps:
             findings.append({"label": name, "first_seen_s": round(eps[0][0], 3), "last_seen_s": round(eps[-1][1], 3),
-                             "alert_s": round(sum(b - a for a, b in eps), 3), "n_alerts": len(eps),
+                             "alert_s": round(sum(b - a + step_s for a, b in eps), 3), "n_alerts": len(eps),
                              "max_score": round(max_score[name], 5)})
     track_list = sorted(tracks.values(), key=lambda tr: (tr["first_seen_s"], tr["track_id"]))
     longest = max(track_list, key=lambda tr: tr["n_frames"], default=None)

@@ -1,0 +1,91 @@
+"""Video throughput: ``predict_video`` end to end against a bare forward of the same models
+on the same frames, in one process (``scripts/bench_video.py``, the GPU check's ``video`` step).
+
+- ``end_to_end``: ``predict_video`` on the file (decode thread, inset, classifier +
+  detector, tracker, smoother, frames.jsonl, annotated MP4 in the encode thread), its fps and
+  its per-stage milliseconds per frame (decode, inference, tracking, encode).
+- ``bare``: the same frames decoded into memory beforehand; the classifier's ``model(**batch)``
+  on input tensors built beforehand, and ultralytics' ``predict`` of the detector on the
+  frames, at the same batch size: the models' own cost, nothing of the pipeline.
+- ``ratio`` = end-to-end fps / bare fps (goal >= 0.8 on a CPU at the tiny models' size).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kvasir_ml.video.io import iter_frames
+
+
+@torch.no_grad()
+def bare_forward_fps(frames: list, classifier_ckpt: str | Path | None, detector_ckpt: str | Path | None,
+                     device: str = "cpu", batch: int = 8, repeats: int = 1) -> dict[str, Any]:
+    """Frames per second of the models alone on frames already in memory (inputs prepared outside the timing)."""
+    from kvasir_ml.data.cache import square_from_rgb
+    from kvasir_ml.data.inset import detect_inset
+    from kvasir_ml.detection.predict import _frames, checkpoint_meta
+    from kvasir_ml.detection.yolo import load_yolo, ultralytics_device
+    from kvasir_ml.device import resolve_device
+    from kvasir_ml.train.data import inset_inputs
+    from kvasir_ml.train.predict import load_classifier
+
+    dev = resolve_device(device)
+    cls_batches, det_batches, det = [], [], None
+    insets = [detect_inset(rgb) for rgb in frames]
+    if classifier_ckpt:
+        model, cfg, _ = load_classifier(classifier_ckpt, dev)
+        for start in range(0, len(frames), batch):
+            items = [inset_inputs(square_from_rgb(rgb, cfg.data.image_size_px), (rgb.shape[1], rgb.shape[0]),
+                                  inset.state, cfg.model.inset_mode, cfg.model.branch_size_px)
+                     for rgb, inset in zip(frames[start:start + batch], insets[start:start + batch])]
+            cls_batches.append({k: torch.stack([it[k] for it in items]).to(dev) for k in items[0]})
+        model(**cls_batches[0])  # warm-up
+    if detector_ckpt:
+        det = load_yolo(detector_ckpt)
+        meta = checkpoint_meta(det)
+        udev = ultralytics_device(device)
+        det_batches = [_frames(frames[s:s + batch], meta["inset_mode"], insets[s:s + batch])
+                       for s in range(0, len(frames), batch)]
+        det.predict(det_batches[0], imgsz=meta["imgsz"], device=udev, verbose=False)  # warm-up
+    _sync(dev)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        for b in cls_batches:
+            model(**b)
+        for b in det_batches:
+            det.predict(b, imgsz=meta["imgsz"], conf=meta["predict_conf"], device=udev, verbose=False)
+    _sync(dev)
+    seconds = time.perf_counter() - start
+    return {"fps": round(repeats * len(frames) / seconds, 3), "ms_per_frame": round(1000 * seconds / (repeats * len(frames)), 3)}
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def bench_video(video: str | Path, out_dir: str | Path, classifier_ckpt: str | Path | None,
+                detector_ckpt: str | Path | None, device: str = "cpu", batch: int = 8) -> dict[str, Any]:
+    """End-to-end vs bare fps on one video (both passes in this process, bare first).
+
+    Returns:
+        ``{"frames", "frame_size_px", "bare": {fps, ms_per_frame}, "end_to_end": {fps, ms_per_frame,
+        stage_ms_per_frame}, "ratio"}``.
+    """
+    from kvasir_ml.video.predict import predict_video
+
+    frames = [rgb for _, _, rgb in iter_frames(video)]
+    bare = bare_forward_fps(frames, classifier_ckpt, detector_ckpt, device, batch)
+    h, w = frames[0].shape[:2]
+    n = len(frames)
+    del frames
+    summary = predict_video(video, out_dir, classifier_ckpt, detector_ckpt, batch_frames=batch, device=device,
+                            progress=False)
+    e2e = {"fps": summary["fps_processed"], "ms_per_frame": round(1000 * summary["wall_s"] / n, 3),
+           "stage_ms_per_frame": summary["stage_ms_per_frame"]}
+    return {"frames": n, "frame_size_px": [w, h], "batch": batch, "device": device, "bare": bare,
+            "end_to_end": e2e, "ratio": round(e2e["fps"] / bare["fps"], 3) if bare["fps"] else None}

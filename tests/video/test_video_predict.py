@@ -1,0 +1,49 @@
+"""``video predict`` end to end with tiny trained models (slow: the fixture trains both)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kvasir_ml.video.io import probe_video
+
+pytestmark = pytest.mark.slow
+
+
+def test_predict_writes_log_video_timeline_and_summary(tiny_models, synth_video, tmp_path):
+    from kvasir_ml.config import TrackingConfig
+    from kvasir_ml.video.evaluate import evaluate_video
+    from kvasir_ml.video.predict import predict_video
+
+    classifier, detector = tiny_models
+    out = tmp_path / "pred"
+    summary = predict_video(synth_video.parent / "video.mp4", out, classifier, detector, every=2, batch_frames=4,
+                            device="cpu", progress=False, tracking=TrackingConfig(mode="offline"))
+    lines = [json.loads(line) for line in (out / "frames.jsonl").read_text().splitlines()]
+    assert [e["frame"] for e in lines] == list(range(0, 48, 2))
+    first = lines[0]
+    assert set(first) >= {"time_s", "inset", "labels", "smoothed", "alerts", "predicted_labels", "boxes"}
+    assert all(0.0 <= v <= 1.0 for v in first["labels"].values())
+    assert all("track_id" in b for e in lines for b in e["boxes"])
+    assert probe_video(out / "annotated.mp4").n_frames == 24
+    assert (out / "timeline.png").stat().st_size > 5000
+    assert summary["frames_processed"] == 24 and set(summary["stage_ms_per_frame"]) == {
+        "decode", "inference", "tracking", "encode"}
+    assert list((out / "wandb").rglob("*.wandb")), "the offline W&B run was written"
+    scores = evaluate_video(out / "frames.jsonl", synth_video)
+    assert scores["frames_scored"] == 24 and scores["mot"]["num_frames"] == 24
+
+
+def test_cli_predict_and_evaluate(tiny_models, synth_video, tmp_path):
+    from kvasir_ml.cli import main
+
+    classifier, detector = tiny_models
+    out = tmp_path / "cli"
+    video = synth_video.parent / "video.mp4"
+    assert main(["video", "predict", str(video), "--classifier", str(classifier), "--detector", str(detector),
+                 "--out", str(out), "--every", "4", "--no-video", "--tracking-mode", "disabled",
+                 "--device", "cpu"]) == 0
+    assert not (out / "annotated.mp4").exists() and (out / "frames.jsonl").is_file()
+    assert main(["video", "evaluate", str(out / "frames.jsonl"), str(synth_video), "--out", str(out / "eval.json")]) == 0
+    assert json.loads((out / "eval.json").read_text())["frames_scored"] == 12
