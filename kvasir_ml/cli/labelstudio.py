@@ -173,13 +173,17 @@ def _connect(args: argparse.Namespace) -> int:
 
 
 def _loop(args: argparse.Namespace) -> int:
+    import os
+
+    from kvasir_ml.labelstudio.backend_server import basic_auth_from_env
     from kvasir_ml.labelstudio.loop import run_loop
 
     result = run_loop(_client(args), args.project, args.base, args.data_root, args.out, classifier=args.classifier,
                       detector=args.detector, classifier_overrides=args.classifier_set,
                       detector_overrides=args.detector_set, policy=args.policy, device=args.device, force=args.force,
                       expert_changes=args.expert_changes,
-                      resume=args.resume, conf=args.conf, max_boxes=args.max_boxes, current_model=args.current_model)
+                      resume=args.resume, conf=args.conf, max_boxes=args.max_boxes, current_model=args.current_model,
+                      backend_auth=basic_auth_from_env(os.environ))
     if result.resumed:
         print(f"resumed {args.out}: done before: {', '.join(result.resumed)}")
     if result.pull_report is not None:

@@ -184,6 +184,7 @@ def run_loop(
     policy: str = "latest", device: str = "auto", force: bool = False, resume: bool = False,
     conf: float | None = PRELABEL_CONF, max_boxes: int = PRELABEL_MAX_BOXES,
     current_model: str | Path | None = None, backend_wait_s: float = 60.0, expert_changes: str = "review",
+    backend_auth: tuple[str, str] | None = None,
 ) -> LoopResult:
     """One turn of the loop (see the module doc).
 
@@ -198,7 +199,8 @@ def run_loop(
             reused, an interrupted one resumed); push and prelabel are idempotent.
         conf, max_boxes: pre-annotation box threshold and per-frame cap.
         current_model: a current-model file (``serving``) to point at the new models; the ML
-            backends connected to the project that watch it are waited for (``backend_wait_s``).
+            backends connected to the project that watch it are waited for (``backend_wait_s``;
+            ``backend_auth``: their basic-auth pair, if they require one).
         expert_changes: the pull's guard for the base file's labels (``expert.py``): ``review``
             keeps them where a submission removes, moves or relabels them; ``apply`` takes it.
 
@@ -255,15 +257,18 @@ def run_loop(
     _save(out_dir, state, result, "prelabel")
     if current_model:
         write_current_model(current_model, result.classifier, result.detector, result.model_version)
-        result.backends = wait_for_backends(client, result.push_report.project_id, result.model_version, backend_wait_s)
+        result.backends = wait_for_backends(client, result.push_report.project_id, result.model_version, backend_wait_s,
+                                            basic_auth=backend_auth)
         _save(out_dir, state, result, "current_model")
     return result
 
 
 def wait_for_backends(client: LSClient, project_id: int, model_version: str, timeout_s: float = 60.0,
-                      poll_s: float = 0.5) -> dict[str, str]:
+                      poll_s: float = 0.5, basic_auth: tuple[str, str] | None = None) -> dict[str, str]:
     """Wait until every ML backend connected to the project reports ``model_version`` on
     ``/health`` (a backend watching the current-model file switches within seconds).
+    ``basic_auth``: the backends' (user, password) when they require it (``ls backend`` with
+    ``BASIC_AUTH_USER``/``BASIC_AUTH_PASS``).
 
     Returns:
         ``{backend URL: the version it serves, or why it could not be asked}``.
@@ -277,7 +282,10 @@ def wait_for_backends(client: LSClient, project_id: int, model_version: str, tim
     for url in urls:
         while True:
             try:
-                seen[url] = str(httpx.get(f"{url}/health", timeout=2.0).json().get("model_version"))
+                answer = httpx.get(f"{url}/health", timeout=2.0, auth=basic_auth)
+                seen[url] = (str(answer.json().get("model_version")) if answer.status_code == 200 else
+                             f"not usable (HTTP {answer.status_code}" + (": set BASIC_AUTH_USER/BASIC_AUTH_PASS)"
+                                                                        if answer.status_code == 401 else ")"))
             except (httpx.HTTPError, ValueError) as exc:
                 seen[url] = f"not reachable ({type(exc).__name__})"
             if seen[url] == model_version or time.monotonic() > deadline:
