@@ -76,6 +76,31 @@ def written_images(out_path: str | Path) -> set[str]:
     return done
 
 
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Every entry of a JSON Lines prediction file (``ls push --predictions``).
+
+    Raises:
+        ValueError: a line that is not a JSON object, or a torn last line (a run still writing,
+            or one that was stopped: run it again to finish), naming the file and line.
+    """
+    entries = []
+    with open(path, "rb") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            if not line.endswith(b"\n"):
+                raise ValueError(f"{path}, line {lineno}: torn last line (the predict run is still writing or was "
+                                 "stopped); run the same `kvasir-ml predict` again to finish the file")
+            try:
+                entry = json.loads(line)
+            except ValueError as exc:
+                raise ValueError(f"{path}, line {lineno}: not JSON ({exc})") from None
+            if not isinstance(entry, dict):
+                raise ValueError(f"{path}, line {lineno}: expected a prediction entry (a JSON object)")
+            entries.append(entry)
+    return entries
+
+
 @dataclass
 class StreamReport:
     n_images: int = 0  # images asked for

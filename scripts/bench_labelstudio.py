@@ -4,10 +4,13 @@
     python scripts/bench_labelstudio.py --n 10000 --json           # one JSON object per N
     LABEL_STUDIO_API_KEY=... python scripts/bench_labelstudio.py --url http://127.0.0.1:8080 --data-root DIR
 
-Phases: push (project + storage + bulk import with inline predictions), re-push (the
-idempotence check: nothing new is created), annotate (a sample of tasks annotated one by
-one through the API, as annotators would; not part of the target), pull (snapshot export,
-download, conversion to a new canonical version, write).
+Every timed phase runs the CLI (``python -m kvasir_ml ls ...``) in a child process, as a user
+would; its peak RSS is that child's own (``*_peak_rss_mb``; ``peak_rss_mb`` is the largest).
+Phases: push (``ls push --predictions``: project + storage + bulk import with inline
+predictions), re-push (the idempotence check: nothing new is created), annotate (a sample of
+tasks annotated one by one through the API, as annotators would; not part of the target),
+pull (``ls pull``: snapshot export of annotated/skipped tasks, download, streaming conversion
+to a new canonical version, write) and with ``--all-tasks`` ``ls pull --all-tasks``.
 With ``--url`` the server's document root must be ``--data-root``.
 """
 
@@ -18,7 +21,9 @@ import json
 import logging
 import os
 import random
+import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,10 +32,11 @@ from pathlib import Path
 from PIL import Image
 
 from kvasir_ml.data.coco import CanonicalDataset
-from kvasir_ml.labelstudio.client import LSClient, LSConnection, connection_from_env
+from kvasir_ml.io import atomic_write_json
+from kvasir_ml.labelstudio.client import ENV_API_KEY, ENV_URL, LSClient, LSConnection, connection_from_env
 from kvasir_ml.labelstudio.convert import box_to_result, choices_result
 from kvasir_ml.labelstudio.server import LabelStudioServer
-from kvasir_ml.labelstudio.sync import push_dataset, pull_project
+from kvasir_ml.labelstudio.sync import find_project
 from kvasir_ml.taxonomy import load_taxonomy
 
 W_PX, H_PX = 720, 576
@@ -66,45 +72,91 @@ def make_data(root: Path, n: int, seed: int = 0) -> tuple[CanonicalDataset, dict
 
 
 def annotate_sample(client: LSClient, project_id: int, k: int) -> int:
-    tasks = client.list_tasks(project_id)[:k]
+    """Annotate the first ``k`` tasks one by one, as annotators would (one page listed, not all tasks)."""
+    pager = client.call("list tasks", client.sdk.tasks.list, project=project_id, page=1, page_size=k,
+                        fields="task_only", include="id,data")
+    tasks = list(pager.items or [])[:k]
     for task in tasks:
         result = [box_to_result("polyp", [10.5, 20.25, 100.0, 80.0], W_PX, H_PX),
                   choices_result("labels", ["polyp", "dyed"]), choices_result("inset", ["green"])]
-        client.call("annotate", client.sdk.annotations.create, idempotent=False, id=task["id"], result=result)
+        client.call("annotate", client.sdk.annotations.create, idempotent=False, id=task.id, result=result)
     return len(tasks)
 
 
-def bench_one(client: LSClient, root: Path, n: int, n_annotate: int, all_tasks: bool = False) -> dict:
+PYCACHE = os.path.join(tempfile.gettempdir(), "kvasir-bench-pycache")
+
+
+def warm_bytecode() -> None:
+    """Compile the CLI's imports once (untimed). Without bytecode on disk (an install that did not
+    compile, or PYTHONDONTWRITEBYTECODE) each CLI start compiles label_studio_sdk's ~800 modules
+    again: ~20 s per command on a busy 2-core machine, a cost no installed package pays."""
+    env = {**os.environ, "PYTHONPYCACHEPREFIX": PYCACHE}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    subprocess.run([sys.executable, "-c", "import label_studio_sdk.client, kvasir_ml.cli.labelstudio, "
+                    "kvasir_ml.labelstudio.sync"], env=env, check=True)
+
+
+def run_cli(argv: list[str], conn: LSConnection) -> tuple[float, float, str]:
+    """``kvasir-ml ARGV`` in a child process (what a user runs); seconds, its peak RSS in MB, its output."""
+    env = {**os.environ, ENV_API_KEY: conn.api_key, ENV_URL: conn.url, "PYTHONPYCACHEPREFIX": PYCACHE}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # compiled once, as an installed package is (see warm_bytecode)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "kvasir_ml", *argv], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)  # the child's own rusage: its peak RSS alone
+    seconds = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"kvasir-ml {' '.join(argv)} exited {proc.returncode}:\n{out[-3000:]}")
+    return seconds, usage.ru_maxrss / 1024, out
+
+
+def _n_applied(out: str) -> int:
+    match = re.search(r"applied (\d+)", out)
+    if match is None:
+        raise RuntimeError(f"no pull summary in the output:\n{out[-2000:]}")
+    return int(match.group(1))
+
+
+def bench_one(client: LSClient, conn: LSConnection, root: Path, n: int, n_annotate: int, all_tasks: bool = False,
+              repush: bool = True) -> dict:
+    """Push, annotate a sample, pull (and with ``all_tasks`` pull every task), all through the CLI."""
     ds, preds = make_data(root, n)
     base = root / f"bench{n}.coco.json"
     ds.save(base, keep_backup=False)
+    pred_file = root / f"bench{n}.predictions.json"
+    atomic_write_json(pred_file, list(preds.values()), indent=None)
+    del ds, preds  # the CLI reads its files, as a user's run would
     title = f"bench-{n}-{int(time.time())}"
+    push = ["ls", "push", str(base), "--project", title, "--data-root", str(root), "--predictions", str(pred_file),
+            "--model-version", "bench-v1", "--no-expert-draft"]
+    push_s, push_rss_mb, _ = run_cli(push, conn)
+    pid = find_project(client, title)
+    res = {"n_tasks": n, "push_s": round(push_s, 3), "push_peak_rss_mb": round(push_rss_mb, 1)}
+    if repush:
+        repush_s, _, out = run_cli(push[:3] + ["--project", str(pid)] + push[5:], conn)
+        assert "tasks created 0," in out and "predictions created 0," in out, out  # idempotent
+        res["repush_s"] = round(repush_s, 3)
     t0 = time.perf_counter()
-    rep = push_dataset(client, ds, root, title, predictions=preds, model_version="bench-v1")
-    push_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    rep2 = push_dataset(client, ds, root, rep.project_id, predictions=preds, model_version="bench-v1")
-    repush_s = time.perf_counter() - t0
-    assert rep2.n_tasks_created == 0 and rep2.n_predictions_created == 0, rep2.summary_lines()
-    t0 = time.perf_counter()
-    n_ann = annotate_sample(client, rep.project_id, n_annotate)
-    annotate_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    n_ann = annotate_sample(client, pid, n_annotate)
+    res.update(annotate_s=round(time.perf_counter() - t0, 3), n_annotated=n_ann)
     # The sample replaces labels and boxes: "apply" takes them (the default would hold them for review).
-    pulled = pull_project(client, rep.project_id, root, base_path=base, expert_changes="apply")
-    pull_s = time.perf_counter() - t0
-    assert pulled.report.n_applied == n_ann and not pulled.report.errors, pulled.report.summary_lines()
-    extra = {}
+    pull = ["ls", "pull", "--project", str(pid), "--base", str(base), "--data-root", str(root),
+            "--expert-changes", "apply"]
+    pull_s, pull_rss_mb, out = run_cli(pull + ["--out", str(root / f"bench{n}.v2.coco.json")], conn)
+    assert _n_applied(out) == n_ann, out
+    res.update(pull_s=round(pull_s, 3), pull_peak_rss_mb=round(pull_rss_mb, 1))
     if all_tasks:
         # The full snapshot (every task with its predictions), as a first pull of a new project would.
-        t0 = time.perf_counter()
-        full = pull_project(client, rep.project_id, root, base_path=base, all_tasks=True, expert_changes="apply")
-        extra["pull_all_s"] = round(time.perf_counter() - t0, 3)
-        assert full.report.n_applied == n_ann and not full.report.errors, full.report.summary_lines()
-    return {"n_tasks": n, "push_s": round(push_s, 3), "pull_s": round(pull_s, 3), **extra, "repush_s": round(repush_s, 3),
-            "annotate_s": round(annotate_s, 3), "n_annotated": n_ann, "n_predictions": rep.n_predictions_created,
-            "push_tasks_per_s": round(n / push_s, 1), "pull_tasks_per_s": round(n / pull_s, 1),
-            "repush_tasks_per_s": round(n / repush_s, 1)}
+        full_s, full_rss_mb, out = run_cli(pull + ["--all-tasks", "--out", str(root / f"bench{n}.v3.coco.json")], conn)
+        assert _n_applied(out) == n_ann, out
+        res.update(pull_all_s=round(full_s, 3), pull_all_peak_rss_mb=round(full_rss_mb, 1),
+                   push_plus_pull_all_s=round(push_s + full_s, 3))
+    res["peak_rss_mb"] = max(v for k, v in res.items() if k.endswith("peak_rss_mb"))
+    res.update(push_tasks_per_s=round(n / push_s, 1), pull_tasks_per_s=round(n / pull_s, 1),
+               load_avg_1m=round(os.getloadavg()[0], 2))
+    return res
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", help="use this server (API key from $LABEL_STUDIO_API_KEY) instead of starting one")
     parser.add_argument("--data-root", help="image root (the server's document root); default: a temp folder")
     parser.add_argument("--all-tasks", action="store_true",
-                        help="also time a pull that exports every task (pull_all_s), not only the annotated ones")
+                        help="also time `ls pull --all-tasks`, the export of every task (pull_all_s)")
+    parser.add_argument("--no-repush", action="store_true", help="skip the re-push (idempotence) phase")
     parser.add_argument("--json", action="store_true", help="print one JSON object per N and nothing else")
     parser.add_argument("--out", help="also write all results to this JSON file")
     args = parser.parse_args(argv)
@@ -131,28 +184,28 @@ def main(argv: list[str] | None = None) -> int:
         if not args.json:
             print(f"server start {time.perf_counter() - t0:.1f} s")
     results = []
+    warm_bytecode()
     try:
         client = LSClient(conn)
         for n in sizes:
-            res = bench_one(client, root, n, min(args.annotate, n), all_tasks=args.all_tasks)
+            res = bench_one(client, conn, root, n, min(args.annotate, n), all_tasks=args.all_tasks,
+                            repush=not args.no_repush)
             results.append(res)
             if args.json:
                 print(json.dumps(res), flush=True)
             else:
-                print(f"n={n}: push {res['push_s']:.1f} s ({res['push_tasks_per_s']:.0f} tasks/s), re-push "
-                      f"{res['repush_s']:.1f} s ({res['repush_tasks_per_s']:.0f} tasks/s), annotate {res['n_annotated']} "
-                      f"in {res['annotate_s']:.1f} s, pull {res['pull_s']:.1f} s ({res['pull_tasks_per_s']:.0f} tasks/s); "
-                      f"push+pull {res['push_s'] + res['pull_s']:.1f} s"
-                      + (f"; full export pull {res['pull_all_s']:.1f} s" if "pull_all_s" in res else ""), flush=True)
+                print(f"n={n}: push {res['push_s']:.1f} s ({res['push_tasks_per_s']:.0f} tasks/s), annotate "
+                      f"{res['n_annotated']} in {res['annotate_s']:.1f} s, pull {res['pull_s']:.1f} s; "
+                      + (f"full export pull {res['pull_all_s']:.1f} s; " if "pull_all_s" in res else "")
+                      + f"peak RSS {res['peak_rss_mb']:.0f} MB", flush=True)
     finally:
         if server is not None:
             server.stop()
         if not args.data_root:
             shutil.rmtree(root, ignore_errors=True)
     if args.out:
-        from kvasir_ml.io import atomic_write_json
-
         atomic_write_json(args.out, {"machine": "2 shared CPU cores, local Label Studio 1.23.2 (sqlite)",
+                                     "command": "python scripts/bench_labelstudio.py " + " ".join(argv or sys.argv[1:]),
                                      "results": results}, keep_backup=True)
     return 0
 

@@ -13,7 +13,7 @@ import pytest
 
 from kvasir_ml.predict import Predictor
 from kvasir_ml.predict_bench import untrained_checkpoint, write_frames
-from kvasir_ml.predict_stream import list_images, predict_to_jsonl, written_images
+from kvasir_ml.predict_stream import list_images, predict_to_jsonl, read_jsonl, written_images
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,6 +59,15 @@ def test_torn_last_line_is_cut_and_a_foreign_line_is_refused(tmp_path):
     out.write_bytes(b'{"image": "a.jpg"}\n[1, 2]\n')
     with pytest.raises(ValueError, match=r"p\.jsonl, line 2: not a prediction entry"):
         written_images(out)
+
+
+def test_read_jsonl_for_push_refuses_a_torn_file(tmp_path):
+    out = tmp_path / "p.jsonl"
+    out.write_bytes(b'{"image": "a.jpg"}\n{"image": "b.jpg"}\n')
+    assert [e["image"] for e in read_jsonl(out)] == ["a.jpg", "b.jpg"]
+    out.write_bytes(b'{"image": "a.jpg"}\n{"ima')
+    with pytest.raises(ValueError, match=r"p\.jsonl, line 2: torn last line"):
+        read_jsonl(out)
 
 
 def test_folders_are_searched_and_bad_images_get_an_error_line(ckpt, frames, tmp_path):

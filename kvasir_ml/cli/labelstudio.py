@@ -68,7 +68,12 @@ def _push(args: argparse.Namespace) -> int:
     data_root = image_root(args.canonical, args.data_root)
     entries, version = None, args.model_version
     if args.predictions:
-        entries = read_json(args.predictions)
+        if str(args.predictions).endswith(".jsonl"):  # `kvasir-ml predict --out FILE.jsonl`
+            from kvasir_ml.predict_stream import read_jsonl
+
+            entries = read_jsonl(args.predictions)
+        else:
+            entries = read_json(args.predictions)
         if not isinstance(entries, list):
             raise ValueError(f"{args.predictions}: expected a list of prediction entries")
         # `kvasir-ml predict` stamps the checkpoints' version: pushing its file or the same
@@ -214,7 +219,8 @@ def _pull(args: argparse.Namespace) -> int:
 
     result = pull_project(_client(args), args.project, args.data_root, base_path=args.base, out_path=args.out,
                           policy=args.policy, skipped=args.skipped, save_export=args.save_export,
-                          all_tasks=args.all_tasks, expert_changes=args.expert_changes)
+                          all_tasks=args.all_tasks, expert_changes=args.expert_changes,
+                          export_wait_s=args.export_wait_s)
     if result.redo_view:
         print(f"rejected tasks are listed in the project's data-manager tab {result.redo_view!r}")
     if result.review_path:
@@ -344,7 +350,8 @@ def _register_ls(sub: argparse._SubParsersAction) -> None:
     p.add_argument("canonical", metavar="FILE", help="canonical COCO file")
     p.add_argument("--project", required=True, metavar="PROJECT", help="project id or title (created if the title is new)")
     p.add_argument("--data-root", metavar="DIR", help="image root (default: the canonical file's folder)")
-    p.add_argument("--predictions", metavar="FILE", help="pre-annotations: a JSON file written by `kvasir-ml predict`")
+    p.add_argument("--predictions", metavar="FILE", help="pre-annotations: a JSON (or .jsonl) file written by "
+                   "`kvasir-ml predict`")
     _add_models(p, "pre-annotate with this")
     add_device(p)
     p.add_argument("--model-version", metavar="NAME",
@@ -411,6 +418,10 @@ def _register_ls(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--save-export", action="store_true", help="keep the raw Label Studio export beside the output")
     p.add_argument("--all-tasks", action="store_true",
                    help="export every task, not only annotated/skipped ones (slower; full counts in the report)")
+    p.add_argument("--export-wait-s", type=float, default=900.0, metavar="S",
+                   help="longest time Label Studio may take to build a snapshot export (default 900: ~10x the "
+                        "83 s a 100k-task project takes; an export whose answer is lost is found and polled, "
+                        "then retried with backoff)")
     _add_conversion_options(p)
     _add_server_options(p)
     p.set_defaults(func=lambda a: _pull(_default_root(a, a.base)))

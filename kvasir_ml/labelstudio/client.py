@@ -204,6 +204,37 @@ class LSClient:
                 return out
             page += 1
 
+    def post_json(self, what: str, path: str, body: Any, params: dict[str, Any] | None = None,
+                  idempotent: bool = False) -> Any:
+        """POST ``body`` serialised once with ``json.dumps`` to a server path (e.g. the bulk import),
+        with the SDK's authentication and this client's retry policy; returns the parsed answer.
+
+        The SDK's typed methods walk every value of a request through its own encoder first
+        (~1.7 ms per task with a prediction: minutes for 100k tasks); the server reads the same JSON.
+
+        Raises:
+            LabelStudioError: as ``call``.
+        """
+        import json
+
+        from label_studio_sdk.core.api_error import ApiError
+
+        http = self.sdk._client_wrapper.httpx_client  # the SDK's authenticated client (no public accessor)
+        content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+        def send() -> Any:
+            resp = http.request(path, method="POST", params=params, content=content,
+                                headers={"content-type": "application/json"})
+            if not 200 <= resp.status_code < 300:
+                try:
+                    detail = resp.json()
+                except ValueError:
+                    detail = resp.text[:500]
+                raise ApiError(status_code=resp.status_code, body=detail)
+            return resp.json() if resp.content else None
+
+        return self.call(what, send, idempotent=idempotent)
+
     def get_path(self, what: str, path: str, params: dict[str, Any] | None = None) -> Any:
         """GET a server path outside the SDK's typed API (e.g. a served image) with the SDK's
         authentication (legacy token or personal access token); returns the ``httpx.Response``

@@ -256,8 +256,8 @@ def push_expert_drafts(client: Any, project_id: int, dataset: Any, version: str,
             new.append({"task": tid, **draft})
     for start in range(0, len(new), batch_size):
         batch = new[start:start + batch_size]
-        client.call(f"import {len(batch)} expert drafts into project {project_id}", client.sdk.projects.import_predictions,
-                    idempotent=False, id=project_id, request=batch)
+        client.post_json(f"import {len(batch)} expert drafts into project {project_id}",
+                         f"api/projects/{project_id}/import/predictions", batch)
         report.n_created += len(batch)
     for pred_id, score in updates:  # a new model's confidence ranks the queue
         client.call(f"update the score of expert draft {pred_id}", client.sdk.predictions.update, id=pred_id, score=score)

@@ -22,10 +22,12 @@ Rules (documented in docs/labelstudio.md):
 
 from __future__ import annotations
 
+import json
+import zlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable
 
 from kvasir_ml.data.coco import CanonicalDataset
 from kvasir_ml.data.images import ImageError, image_size
@@ -147,6 +149,32 @@ def load_export(path: str | Path) -> list[dict[str, Any]]:
     return tasks_from_export(raw, str(path))
 
 
+class PackedPredictions(bytes):
+    """The predictions of a task without annotations, kept compressed while a large export streams
+    by (~1/10 of the parsed size). Truthy like the list it stands for; ``unpack()`` gives the list."""
+
+    def unpack(self) -> list[Any]:
+        return json.loads(zlib.decompress(self))
+
+
+def slim_task(task: Any) -> Any:
+    """What the conversion reads of an exported task (id, data, annotations, predictions); the
+    predictions of a task nobody annotated packed (they matter only when another task of the same
+    image has a submission to compare with the model drafts)."""
+    if not isinstance(task, dict):
+        return task
+    out = {k: task[k] for k in ("id", "data", "annotations", "predictions") if k in task}
+    preds = out.get("predictions")
+    if not out.get("annotations") and isinstance(preds, list) and preds:
+        out["predictions"] = PackedPredictions(zlib.compress(json.dumps(preds, separators=(",", ":")).encode(), 1))
+    return out
+
+
+def _unpacked(task: Any) -> Any:
+    preds = task.get("predictions") if isinstance(task, dict) else None
+    return {**task, "predictions": preds.unpack()} if isinstance(preds, PackedPredictions) else task
+
+
 def tasks_from_export(raw: Any, origin: str = "<export>") -> list[dict[str, Any]]:
     if isinstance(raw, dict) and isinstance(raw.get("tasks"), list):
         raw = raw["tasks"]
@@ -200,9 +228,10 @@ def _choose(cands: list[tuple[dict, Any, Labeling]], policy: str) -> tuple[dict,
 
 
 # ---- the conversion ------------------------------------------------------------------
-def _group_tasks(tasks: Sequence[Any], data_root: Path | None, report: ConvertReport) -> dict[str, list[dict]]:
+def _group_tasks(tasks: Iterable[Any], data_root: Path | None, report: ConvertReport) -> dict[str, list[dict]]:
     groups: dict[str, list[dict]] = {}
     for i, task in enumerate(tasks):
+        report.n_tasks += 1
         if not isinstance(task, dict):
             report.problems.append(Problem(f"#{i}", "malformed-task", f"task #{i} is not a JSON object"))
             continue
@@ -303,7 +332,7 @@ def _convert_group(key, tasks, size, policy, taxonomy, report):
 
 
 def export_to_canonical(
-    tasks: Sequence[Any],
+    tasks: Iterable[Any],
     data_root: str | Path | None = None,
     base: CanonicalDataset | None = None,
     policy: str = "latest",
@@ -314,7 +343,8 @@ def export_to_canonical(
     """Convert exported tasks into a new canonical dataset (``base`` is not modified).
 
     Args:
-        tasks: the export's task list.
+        tasks: the export's tasks: a list, or a stream (``snapshot.iter_export_file``, through
+            ``slim_task`` to hold less); each is read once.
         data_root: images' root; checks that each image exists inside it and reads sizes.
         base: the previous canonical file; images without usable annotations keep its state.
         policy: one of ``POLICIES``. skipped: one of ``SKIPPED_POLICIES``.
@@ -329,12 +359,14 @@ def export_to_canonical(
                          f"expert_changes one of {EXPERT_POLICIES}")
     taxonomy = taxonomy or load_taxonomy()
     root = Path(data_root).resolve() if data_root is not None else None
-    report = ConvertReport(n_tasks=len(tasks), expert_changes=expert_changes)
+    report = ConvertReport(expert_changes=expert_changes)  # n_tasks counted as the tasks stream by
     base_by_file = {img["file_name"]: img for img in base.images} if base else {}
     experts = _expert_labelings(base)
     applied: dict[str, tuple] = {}
     dropped: set[str] = set()
     for key, group in _group_tasks(tasks, root, report).items():
+        if len(group) > 1:  # duplicate tasks: every task's model drafts count (slim_task packed some)
+            group = [_unpacked(t) for t in group]
         size = _image_size(key, base_by_file.get(key), root, _task_id(group[0]), report)
         status, value = _convert_group(key, group, size, policy, taxonomy, report)
         if status == "applied" and _held(key, group, value, experts.get(key), taxonomy, report):

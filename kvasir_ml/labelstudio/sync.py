@@ -13,20 +13,21 @@ from __future__ import annotations
 
 import json
 import logging
-import time
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from kvasir_ml.data.coco import CanonicalDataset, load_canonical
-from kvasir_ml.io import atomic_write_json
+from kvasir_ml.io import atomic_write
 from kvasir_ml.labelstudio.client import LabelStudioError, LSClient
 from kvasir_ml.labelstudio.config import labeling_config_xml
 from kvasir_ml.labelstudio.convert import (
     ConvertError, Problem, image_key_from_task_data, prediction_from_combined, safe_relative_path, task_payload,
 )
 from kvasir_ml.labelstudio.expert import ExpertPush, push_expert_drafts, review_path_for, write_review_file
-from kvasir_ml.labelstudio.export import ConvertReport, ExportError, export_to_canonical, tasks_from_export
+from kvasir_ml.labelstudio.export import ConvertReport, export_to_canonical, slim_task
+from kvasir_ml.labelstudio.snapshot import DEFAULT_EXPORT_WAIT_S, download_snapshot, iter_export_file
 from kvasir_ml.labelstudio.queue import UNCERTAINTY_SAMPLING, set_uncertainty_sampling, update_task_fields
 from kvasir_ml.labelstudio.uncertainty import PRELABEL_CONF, PRELABEL_MAX_BOXES, frame_confidence, uncertainty_fields
 from kvasir_ml.labelstudio.versions import find_same_version, next_version_path, pull_fingerprint, write_version
@@ -266,7 +267,14 @@ def push_dataset(
         report.problems.extend(problems)
         return pred
 
-    new_payloads, extra_preds, fields = [], [], {}
+    def send(batch: list[dict[str, Any]]) -> None:
+        resp = client.post_json(f"import {len(batch)} tasks into project {pid}", f"api/projects/{pid}/import",
+                                batch, params={"return_task_ids": "true"})
+        report.n_tasks_created += int((resp or {}).get("task_count") or len(batch))
+        report.n_predictions_created += sum(1 for t in batch if t.get("predictions"))
+
+    # New tasks go out a batch at a time as they are made: 100k payloads are never held at once.
+    new_batch, extra_preds, fields = [], [], {}
     for img in dataset.images:
         key = safe_relative_path(img["file_name"], "canonical file_name")
         if key in existing:
@@ -280,17 +288,17 @@ def push_dataset(
                     fields[tid] = uncertainty_fields(predictions[key])
             continue
         pred = prediction_for(img, None) if predictions else None
-        new_payloads.append(task_payload(key, [pred] if pred else []))
+        new_batch.append(task_payload(key, [pred] if pred else []))
         if pred:  # why the models are unsure, readable in the task list and on the labeling page
-            new_payloads[-1]["data"].update(uncertainty_fields(predictions[key]))
-    for batch in _chunks(new_payloads, batch_size):
-        resp = client.call(f"import {len(batch)} tasks into project {pid}", client.sdk.projects.import_tasks,
-                           idempotent=False, id=pid, request=list(batch), return_task_ids=True)
-        report.n_tasks_created += int(resp.task_count or len(batch))
-        report.n_predictions_created += sum(1 for t in batch if t.get("predictions"))
+            new_batch[-1]["data"].update(uncertainty_fields(predictions[key]))
+        if len(new_batch) >= batch_size:
+            send(new_batch)
+            new_batch = []
+    if new_batch:
+        send(new_batch)
     for batch in _chunks(extra_preds, batch_size):
-        client.call(f"import {len(batch)} predictions into project {pid}", client.sdk.projects.import_predictions,
-                    idempotent=False, id=pid, request=list(batch))
+        client.post_json(f"import {len(batch)} predictions into project {pid}",
+                         f"api/projects/{pid}/import/predictions", list(batch))
         report.n_predictions_created += len(batch)
     if expert_version:
         report.expert = push_expert_drafts(client, pid, dataset, expert_version, predictions, taxonomy, batch_size)
@@ -303,48 +311,22 @@ def push_dataset(
 
 # ---- pull -------------------------------------------------------------------------------------
 def export_snapshot(client: LSClient, project_id: int, task_filter: dict[str, Any] | None = None,
-                    timeout_s: float = 600.0, poll_s: float = 0.25) -> list[dict[str, Any]]:
-    """Tasks as a JSON snapshot export (``projects.exports`` API, not the UI quick download).
+                    wait_s: float = DEFAULT_EXPORT_WAIT_S) -> list[dict[str, Any]]:
+    """Tasks of a JSON snapshot export, as a list (small exports; ``pull_project`` streams instead).
 
     Args:
         task_filter: Label Studio ``task_filter_options``, e.g. ``{"annotated": "only"}``.
-
-    Predictions are serialised with their content (the pull compares submissions with the model
-    drafts). The snapshot is deleted on the server once downloaded (they pile up otherwise).
+        wait_s: longest time for the server to build the snapshot (``snapshot.download_snapshot``).
     """
-    sdk = client.sdk.projects.exports
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    extra = {"task_filter_options": task_filter} if task_filter else {}
-    export = client.call(f"create an export of project {project_id}", sdk.create, idempotent=False, id=project_id,
-                         title=f"kvasir-ml pull {stamp}", serialization_options={"predictions": {"only_id": False}},
-                         **extra)
-    try:
-        deadline = time.monotonic() + timeout_s
-        while str(export.status) not in ("completed", "failed"):
-            if time.monotonic() > deadline:
-                raise LabelStudioError(f"export {export.id} of project {project_id} not ready after {timeout_s:.0f} s")
-            time.sleep(poll_s)
-            export = client.call(f"poll export {export.id}", sdk.get, id=project_id, export_pk=export.id)
-        if str(export.status) == "failed":
-            raise LabelStudioError(f"Label Studio failed to build export {export.id} of project {project_id}")
-        raw = client.call(f"download export {export.id}",
-                          lambda: b"".join(sdk.download(id=project_id, export_pk=export.id, export_type="JSON")))
-    finally:
-        try:
-            client.call(f"delete export {export.id} of project {project_id}", sdk.delete, id=project_id,
-                        export_pk=export.id)
-        except LabelStudioError as exc:  # a leftover snapshot is not worth failing the pull for
-            log.warning("%s", exc)
-    try:
-        return tasks_from_export(json.loads(raw), f"export {export.id} of project {project_id}")
-    except json.JSONDecodeError as exc:
-        raise ExportError(f"export {export.id} of project {project_id} is not valid JSON: {exc}") from None
+    with tempfile.TemporaryDirectory(prefix="kvasir-ls-export-") as tmp:
+        path = download_snapshot(client, project_id, Path(tmp) / "export.json", task_filter, wait_s)
+        return list(iter_export_file(path, f"export of project {project_id}"))
 
 
 def pull_project(
     client: LSClient, project: str | int, data_root: str | Path | None, base_path: str | Path | None = None,
     out_path: str | Path | None = None, policy: str = "latest", skipped: str = "keep", save_export: bool = False,
-    all_tasks: bool = False, expert_changes: str = "review",
+    all_tasks: bool = False, expert_changes: str = "review", export_wait_s: float = DEFAULT_EXPORT_WAIT_S,
 ) -> PullResult:
     """Export the project and write its annotations as the next canonical version.
 
@@ -357,6 +339,11 @@ def pull_project(
         expert_changes: ``review`` keeps the base labels of tasks whose submission removes, moves
             or relabels them, or is an unedited model draft; ``apply`` takes them. Either way they
             are listed in the report and in ``expert.review_path_for(base_path)``.
+        export_wait_s: longest time Label Studio may take to build a snapshot (``snapshot.py``).
+
+    The exports are downloaded to files and parsed as a stream. The default pull lists the
+    project's tasks (to name base images whose task was deleted) only when the project's task
+    count differs from the base's image count; an all-tasks export sees every task itself.
 
     A pull whose result equals a version already written from the same base writes nothing
     (``same_as``).
@@ -372,55 +359,108 @@ def pull_project(
     if base_path is not None and out_path.resolve() == Path(base_path).resolve():
         raise ValueError(f"{out_path}: a pull writes a new version; it never overwrites the base file in place")
     base = load_canonical(base_path) if base_path is not None and Path(base_path).exists() else None
-    if all_tasks:
-        tasks = export_snapshot(client, pid)
-    else:
-        # Only tasks with a submitted or a skipped annotation: two server-side filters, far
-        # cheaper than serialising every prediction-only task of a large project.
-        tasks = export_snapshot(client, pid, {"annotated": "only"})
-        seen = {t.get("id") for t in tasks}
-        tasks += [t for t in export_snapshot(client, pid, {"skipped": "only"}) if t.get("id") not in seen]
-    dataset, report = export_to_canonical(tasks, data_root=data_root, base=base, policy=policy, skipped=skipped,
-                                          expert_changes=expert_changes)
-    if not all_tasks or base is not None:
-        # every task's id and data (cheap even for large projects); an all-tasks export has them
-        listing = tasks if all_tasks else client.list_tasks(pid)
-        if not all_tasks:
-            report.n_not_exported = max(0, len(listing) - len(tasks))
-            report.n_tasks = len(tasks) + report.n_not_exported
-        if base is not None:
-            report.deleted = _base_images_without_task(base, listing)
-    redo_view = mark_rejected(client, pid, report.rejected_task_ids)
-    unchanged = base is not None and not any(v for k, v in report.changes.items() if k != "changed")
-    fingerprint = pull_fingerprint(base_path, dataset)
-    same_as = None if unchanged else find_same_version(out_path, fingerprint)
-    review_path = None
-    if report.expert_review and base_path is not None:
-        review_path = write_review_file(review_path_for(base_path), report.expert_review, expert_changes, base_path,
-                                        None if unchanged else (same_as or out_path))
-    if unchanged or same_as is not None:
-        log.info("%s: no new version written", f"nothing changed since {base_path}" if unchanged else
-                 f"{same_as} already holds this pull's result")
-        return PullResult(path=None, report_path=None, report=report, redo_view=redo_view, same_as=same_as,
-                          review_path=review_path)
-    path, report_path = write_version(dataset, report, out_path, fingerprint)
-    export_path = None
-    if save_export:
-        export_path = out_path.with_name(out_path.name.removesuffix(".json") + ".ls-export.json")
-        atomic_write_json(export_path, tasks, keep_backup=True, indent=None)
+    with tempfile.TemporaryDirectory(prefix="kvasir-ls-pull-") as tmp:
+        files = _download_exports(client, pid, Path(tmp), all_tasks, export_wait_s)
+        keys: set[str] = set()  # every exported task's image: an all-tasks export shows which base images lost theirs
+        dataset, report = export_to_canonical(_stream_tasks(files, keys), data_root=data_root, base=base, policy=policy,
+                                              skipped=skipped, expert_changes=expert_changes)
+        _count_and_find_deleted(client, pid, report, base, keys if all_tasks else None)
+        redo_view = mark_rejected(client, pid, report.rejected_task_ids)
+        unchanged = base is not None and not any(v for k, v in report.changes.items() if k != "changed")
+        fingerprint = pull_fingerprint(base_path, dataset)
+        same_as = None if unchanged else find_same_version(out_path, fingerprint)
+        review_path = None
+        if report.expert_review and base_path is not None:
+            review_path = write_review_file(review_path_for(base_path), report.expert_review, expert_changes, base_path,
+                                            None if unchanged else (same_as or out_path))
+        if unchanged or same_as is not None:
+            log.info("%s: no new version written", f"nothing changed since {base_path}" if unchanged else
+                     f"{same_as} already holds this pull's result")
+            return PullResult(path=None, report_path=None, report=report, redo_view=redo_view, same_as=same_as,
+                              review_path=review_path)
+        path, report_path = write_version(dataset, report, out_path, fingerprint)
+        export_path = None
+        if save_export:
+            export_path = out_path.with_name(out_path.name.removesuffix(".json") + ".ls-export.json")
+            atomic_write(export_path, lambda tmp_path: _merge_exports(files, tmp_path), keep_backup=True)
     return PullResult(path=path, report_path=report_path, report=report, export_path=export_path, redo_view=redo_view,
                       review_path=review_path)
 
 
-def _base_images_without_task(base: CanonicalDataset, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _count_and_find_deleted(client: LSClient, pid: int, report: ConvertReport, base: CanonicalDataset | None,
+                            all_keys: set[str] | None) -> None:
+    """Fill ``report.deleted`` (and, for a filtered export, the counts of tasks not exported).
+
+    ``all_keys``: every task's image, from an all-tasks export; None after a filtered export, when
+    the project's tasks are listed (~40 s for 100k) only if their count differs from the base's
+    image count, the sign that a base image may have lost its task.
+    """
+    if all_keys is None:
+        n_project = _task_count(client, pid)
+        report.n_not_exported = max(0, n_project - report.n_tasks)
+        report.n_tasks += report.n_not_exported
+        if base is None or n_project == len(base.images):
+            return
+        all_keys = {k for k in map(_task_key, client.list_tasks(pid)) if k is not None}
+    if base is not None:
+        report.deleted = _base_images_without_task(base, all_keys)
+
+
+def _download_exports(client: LSClient, pid: int, folder: Path, all_tasks: bool, wait_s: float) -> list[Path]:
+    if all_tasks:
+        return [download_snapshot(client, pid, folder / "all.json", None, wait_s)]
+    # Only tasks with a submitted or a skipped annotation: two server-side filters, far
+    # cheaper than serialising every prediction-only task of a large project.
+    return [download_snapshot(client, pid, folder / "annotated.json", {"annotated": "only"}, wait_s),
+            download_snapshot(client, pid, folder / "skipped.json", {"skipped": "only"}, wait_s)]
+
+
+def _stream_tasks(files: Sequence[Path], keys: set[str]) -> Iterable[Any]:
+    """The exports' tasks one at a time (a task in two exports once), slimmed; their image keys go to ``keys``."""
+    seen: set[Any] = set()
+    for path in files:
+        for task in iter_export_file(path, f"Label Studio export {path.stem}"):
+            tid = task.get("id") if isinstance(task, dict) else None
+            if tid is not None and tid in seen:
+                continue
+            seen.add(tid)
+            if (key := _task_key(task)) is not None:
+                keys.add(key)
+            yield slim_task(task)
+
+
+def _merge_exports(files: Sequence[Path], dest: Path) -> None:
+    """The exports' tasks (each once, as exported) as one JSON list, written as they stream by."""
+    seen: set[Any] = set()
+    with open(dest, "w", encoding="utf-8") as fh:
+        fh.write("[")
+        first = True
+        for path in files:
+            for task in iter_export_file(path):
+                tid = task.get("id") if isinstance(task, dict) else None
+                if tid is not None and tid in seen:
+                    continue
+                seen.add(tid)
+                fh.write(("" if first else ",\n") + json.dumps(task, ensure_ascii=False))
+                first = False
+        fh.write("]\n")
+
+
+def _task_count(client: LSClient, pid: int) -> int:
+    project = client.call(f"get project {pid}", client.sdk.projects.get, id=pid)
+    return int(getattr(project, "task_number", None) or 0)
+
+
+def _task_key(task: Any) -> str | None:
+    data = task.get("data") if isinstance(task, dict) else None
+    try:
+        return image_key_from_task_data(data if isinstance(data, dict) else {})
+    except ConvertError:
+        return None
+
+
+def _base_images_without_task(base: CanonicalDataset, keys: set[str]) -> list[dict[str, Any]]:
     """Base images that no task of the project shows (with the task id an earlier pull recorded)."""
-    keys = set()
-    for task in tasks:
-        data = task.get("data") if isinstance(task, dict) else None
-        try:
-            keys.add(image_key_from_task_data(data if isinstance(data, dict) else {}))
-        except ConvertError:
-            continue
     return [{"file_name": img["file_name"], "task_id": (img.get("labelstudio") or {}).get("task_id")}
             for img in base.images if img["file_name"] not in keys]
 
