@@ -37,7 +37,7 @@ from kvasir_ml.io import atomic_write_json
 
 DEFAULT_BUDGET_S = 480
 DETECTOR_OVERHEAD_S = 60  # import, indexing, export, RAM cache, final validation, scoring val + test
-STEP_NAMES = ("env", "bench_train", "classifier", "detector", "gpu_tests")
+STEP_NAMES = ("env", "bench_train", "classifier", "detector", "video", "gpu_tests")
 
 
 @dataclass
@@ -72,6 +72,9 @@ def plan(dry_run: bool, kvasir_seg: str | None, cpu_count: int, tests: str | Non
                "epochs": 300, "cache": "ram", "warmup_epochs": 1, "time_h": None, "synthetic_n": 64,
                "kvasir_seg": kvasir_seg}
     env = {"workers": bench["workers"], "batch": bench["batch"], "size_px": bench["size_px"]}
+    # video: the classifier and detector trained above, end to end on a synthetic video (docs/video.md)
+    video = ({"device": "cpu", "frames": 24, "width": 128, "height": 96, "batch": 8} if dry_run else
+             {"device": "cuda", "frames": 300, "width": 640, "height": 512, "batch": 16})
     # Shares: bench_train holds two compilations (the bare loop's hits the FX graph cache);
     # the classifier's compiles hit it too; the detector trains for whatever time is left.
     # gpu_tests: the checkout's `-m gpu` tests (tests/gpu: warm-up -> unfreeze compiled, eval on CUDA)
@@ -79,7 +82,7 @@ def plan(dry_run: bool, kvasir_seg: str | None, cpu_count: int, tests: str | Non
     return [Phase("env", env, 0.03, 5), Phase("bench_train", bench, 0.34, 30),
             Phase("classifier", {**clf, "phase": "first"}, 0.16, 30),
             Phase("classifier", {**clf, "phase": "resume"}, 0.11, 20),
-            Phase("detector", det, 0.22, 40), Phase("gpu_tests", {"tests": tests}, 0.14, 30)]
+            Phase("detector", det, 0.16, 40), Phase("video", video, 0.06, 20), Phase("gpu_tests", {"tests": tests}, 0.14, 30)]
 
 
 def shm_bytes_per_worker(batch: int, size_px: int) -> int:
@@ -229,6 +232,10 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
     det = steps.get("detector", {})
     if det.get("ap") is not None:
         summary["detector"] = {k: det.get(k) for k in ("ap", "ap50", "fps", "epochs", "model", "imgsz")}
+    video = steps.get("video", {})
+    if "end_to_end" in video:
+        summary["video"] = {"fps_end_to_end": video["end_to_end"]["fps"], "fps_bare": video["bare"]["fps"],
+                            "ratio": video["ratio"], "meets_30_fps": video.get("meets_goal")}
     tests = steps.get("gpu_tests", {})
     if "passed" in tests:
         summary["gpu_tests"] = {k: tests[k] for k in ("passed", "failed", "skipped", "failures")}

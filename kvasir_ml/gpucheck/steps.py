@@ -219,6 +219,12 @@ def detector_step(p: dict[str, Any], save: Save) -> None:
                   "not the benchmark's accuracy", "ok": test.get("coco_ap") is not None})
 
 
+def _video_step(p: dict[str, Any], save: Save) -> None:
+    from kvasir_ml.video.bench import video_step  # end to end vs bare forward: docs/video.md
+
+    video_step(p, save)
+
+
 def gpu_tests_step(p: dict[str, Any], save: Save) -> None:
     """The checkout's tests marked ``gpu`` (``pytest -m gpu`` on ``p["tests"]``, e.g. tests/gpu):
     warm-up -> unfreeze with inductor compile on CUDA, eval on CUDA; counts and failures saved."""
@@ -247,7 +253,7 @@ def gpu_tests_step(p: dict[str, Any], save: Save) -> None:
 
 
 STEPS = {"env": env_step, "bench_train": bench_train_step, "classifier": classifier_step, "detector": detector_step,
-         "gpu_tests": gpu_tests_step}
+         "gpu_tests": gpu_tests_step, "video": _video_step}
 
 
 class HostOnlyImports:

@@ -89,3 +89,26 @@ def bench_video(video: str | Path, out_dir: str | Path, classifier_ckpt: str | P
            "stage_ms_per_frame": summary["stage_ms_per_frame"]}
     return {"frames": n, "frame_size_px": [w, h], "batch": batch, "device": device, "bare": bare,
             "end_to_end": e2e, "ratio": round(e2e["fps"] / bare["fps"], 3) if bare["fps"] else None}
+
+
+GPU_GOAL_FPS = 30.0
+
+
+def video_step(p: dict[str, Any], save) -> None:
+    """The GPU check's ``video`` step: the classifier and the detector the earlier steps trained
+    (``<work>/classifier-run``, ``<work>/detector-run``: ResNet50 and YOLO at 512 px on a GPU),
+    end to end on a synthetic video vs their bare forward (goal on a GPU: >= 30 fps end to end)."""
+    from kvasir_ml.video.synth import synthesize_video
+
+    work = Path(p["work"])
+    ckpts = {k: work / f"{k}-run" / "checkpoints" / "best.pt" for k in ("classifier", "detector")}
+    missing = [str(c) for c in ckpts.values() if not c.is_file()]
+    if missing:
+        save({"ok": False, "error": f"no checkpoint from the earlier steps: {missing}"})
+        return
+    truth = synthesize_video(work / "video", n_frames=p["frames"], frame_size_px=(p["width"], p["height"]))
+    res = bench_video(truth.parent / "video.mp4", work / "video-pred", ckpts["classifier"], ckpts["detector"],
+                      p["device"], p["batch"])
+    goal = GPU_GOAL_FPS if p["device"].startswith("cuda") else None
+    save({**res, "goal_fps": goal, "meets_goal": None if goal is None else res["end_to_end"]["fps"] >= goal,
+          "ok": res["end_to_end"]["fps"] > 0})
