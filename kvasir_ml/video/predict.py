@@ -2,7 +2,7 @@
 
 Pipeline (three threads, bounded queues, nothing but a few batches of pixels in memory):
 
-    decode thread ──batches──▶ main: inset + classifier + detector (the still-image
+    decode thread (decode + inset detection per frame) ──batches──▶ main: classifier + detector (the still-image
     code paths of ``kvasir_ml.predict.Predictor``), tracker, smoother, frames.jsonl
     ──frames──▶ encode thread: annotated MP4
 
@@ -67,12 +67,13 @@ def _put(q: queue.Queue, item: Any, stop: threading.Event) -> bool:
 
 
 def _batches(video: Path, every: int, batch: int, start_s: float, end_s: float | None,
-             times: dict[str, float]) -> Iterator[list[tuple[int, float, np.ndarray]]]:
-    chunk: list[tuple[int, float, np.ndarray]] = []
+             times: dict[str, float]) -> Iterator[list[tuple[int, float, np.ndarray, Any]]]:
+    """Decoded frames with their inset measured (in the decode thread: off the inference path)."""
+    chunk: list[tuple[int, float, np.ndarray, Any]] = []
     t0 = time.perf_counter()
-    for item in iter_frames(video, every, start_s, end_s):
+    for index, time_s, rgb in iter_frames(video, every, start_s, end_s):
+        chunk.append((index, time_s, rgb, detect_inset(rgb)))
         times["decode"] += time.perf_counter() - t0
-        chunk.append(item)
         if len(chunk) == batch:
             yield chunk
             chunk = []
@@ -215,19 +216,18 @@ class _Run:
         for w in workers:
             w.join_checked()
 
-    def process(self, chunk: list[tuple[int, float, np.ndarray]]) -> list[dict[str, Any]]:
-        """Inset, classifier and detector on a batch of frames, then the tracker and the smoother frame by frame."""
+    def process(self, chunk: list[tuple[int, float, np.ndarray, Any]]) -> list[dict[str, Any]]:
+        """Classifier and detector on a batch of frames (their insets measured at decode), then the tracker and the smoother frame by frame."""
         from kvasir_ml.detection.predict import detect_arrays
 
         t0 = time.perf_counter()
-        rgbs = [c[2] for c in chunk]
-        insets = [detect_inset(rgb) for rgb in rgbs]
+        rgbs, insets = [c[2] for c in chunk], [c[3] for c in chunk]
         labels = self.classify(rgbs, insets) if self.classify else [None] * len(rgbs)
         boxes = (detect_arrays(self.detector, rgbs, device=self.device, conf=self.low_conf, insets=insets)
                  if self.detector is not None else [[] for _ in rgbs])
         self.times["inference"] += time.perf_counter() - t0
         entries = []
-        for (index, time_s, rgb), inset, lab, frame_boxes in zip(chunk, insets, labels, boxes):
+        for (index, time_s, _, inset), lab, frame_boxes in zip(chunk, labels, boxes):
             t1 = time.perf_counter()
             entry: dict[str, Any] = {"frame": index, "time_s": round(time_s, 4),
                                      "inset": {"state": inset.state, "box_xywh_px": list(inset.box_xywh_px)
