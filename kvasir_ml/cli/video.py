@@ -42,7 +42,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from kvasir_ml.io import atomic_write_json
     from kvasir_ml.video.evaluate import evaluate_video
 
-    result = evaluate_video(args.frames, args.truth, iou_min=args.iou)
+    result = evaluate_video(args.frames, args.truth, iou_min=args.iou_min)
     if args.out:
         atomic_write_json(args.out, result, keep_backup=True)
         print(f"wrote {args.out}")
@@ -60,12 +60,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "with motion blur, specular flashes and inset state changes. Writes video.mp4 and "
                     "ground_truth.json (per frame: labels, boxes with object ids, inset state).")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--seed", type=int, default=0, help="random seed (same seed: same frames and ground truth)")
-    p.add_argument("--frames", type=count(2), default=150, help="number of frames")
-    p.add_argument("--fps", type=float, default=15.0, help="frames per second")
-    p.add_argument("--width", type=count(64), default=256, help="frame width in pixels (even)")
-    p.add_argument("--height", type=count(64), default=224, help="frame height in pixels (even)")
-    p.add_argument("--polyps", type=int, default=2, help="polyps in the scene (0-6)")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="random seed (same seed: same frames and ground truth)")
+    p.add_argument("--frames", type=count(2), default=150, metavar="N", help="number of frames")
+    p.add_argument("--fps", type=float, default=15.0, metavar="FPS", help="frames per second")
+    p.add_argument("--width", type=count(64), default=256, metavar="PX", help="frame width in pixels (even)")
+    p.add_argument("--height", type=count(64), default=224, metavar="PX", help="frame height in pixels (even)")
+    p.add_argument("--polyps", type=int, default=2, metavar="N", help="polyps in the scene (0-6)")
     p.set_defaults(func=_synth)
 
     p = add_command(group, "predict", help="labels, tracked boxes and smoothed alerts for every frame of a video",
@@ -80,14 +80,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--classifier", metavar="CKPT", help="classifier checkpoint (RUN_DIR/checkpoints/best.pt)")
     p.add_argument("--detector", metavar="CKPT", help="detector checkpoint (RUN_DIR/checkpoints/best.pt)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (an existing frames.jsonl is backed up)")
-    p.add_argument("--every", type=count(1), default=1, help="process every k-th frame")
-    p.add_argument("--batch", type=count(1), default=8, help="frames per inference batch")
-    p.add_argument("--start-s", type=float, default=0.0, help="start time in seconds (seek)")
-    p.add_argument("--end-s", type=float, default=None, help="end time in seconds (default: the end)")
+    p.add_argument("--every", type=count(1), default=1, metavar="K", help="process every k-th frame")
+    p.add_argument("--batch", type=count(1), default=32, metavar="N", help="frames per inference batch")
+    p.add_argument("--start-s", type=float, default=0.0, metavar="S", help="start time in seconds (seek)")
+    p.add_argument("--end-s", type=float, default=None, metavar="S", help="end time in seconds (default: the end)")
     p.add_argument("--tracker", choices=("bytetrack", "botsort"), default="bytetrack",
                    help="box tracker (botsort compensates camera motion, slower)")
-    p.add_argument("--tau-s", type=float, default=0.4, help="EMA time constant of the label scores in seconds")
-    p.add_argument("--off-ratio", type=float, default=0.6,
+    p.add_argument("--tau-s", type=float, default=0.4, metavar="S", help="EMA time constant of the label scores in seconds")
+    p.add_argument("--off-ratio", type=float, default=0.6, metavar="R",
                    help="an alert switches off below off_ratio x its on-threshold (the val-tuned threshold)")
     p.add_argument("--no-video", action="store_true", help="skip the annotated MP4")
     add_trust_checkpoint(p)
@@ -102,6 +102,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                                 "ID switches) of the tracked boxes.")
     p.add_argument("frames", metavar="FRAMES_JSONL", help="frames.jsonl from video predict")
     p.add_argument("truth", metavar="GROUND_TRUTH", help="ground_truth.json from video synth")
-    p.add_argument("--iou", type=float, default=0.3, help="IoU a tracked box needs to match a ground-truth box")
+    p.add_argument("--iou-min", type=float, default=0.3, metavar="IOU", help="IoU a tracked box needs to match a ground-truth box")
     p.add_argument("--out", metavar="FILE", help="write the JSON here instead of stdout")
     p.set_defaults(func=_evaluate)
