@@ -227,7 +227,7 @@ class _Run:
                  if self.detector is not None else [[] for _ in rgbs])
         self.times["inference"] += time.perf_counter() - t0
         entries = []
-        for (index, time_s, _, inset), lab, frame_boxes in zip(chunk, labels, boxes):
+        for (index, time_s, rgb, inset), lab, frame_boxes in zip(chunk, labels, boxes):
             t1 = time.perf_counter()
             entry: dict[str, Any] = {"frame": index, "time_s": round(time_s, 4),
                                      "inset": {"state": inset.state, "box_xywh_px": list(inset.box_xywh_px)
@@ -240,7 +240,9 @@ class _Run:
                               "predicted_labels": lab["predicted_labels"], "source_class": lab["source_class"],
                               "smoothed": {k: round(v, 5) for k, v in smoothed.items()}, "alerts": alerts})
             if self.tracker is not None:
-                tracked = self.tracker.update(frame_boxes, None)
+                # BoT-SORT's camera-motion compensation reads the frame (BGR); ByteTrack needs none.
+                bgr = np.ascontiguousarray(rgb[:, :, ::-1]) if self.tracker.kind == "botsort" else None
+                tracked = self.tracker.update(frame_boxes, bgr)
                 # Low-score boxes only serve the tracker's second stage: keep them when they extend a track.
                 entry["boxes"] = [b for b in tracked if b["score"] >= self.high_conf or b["track_id"] is not None]
             self.times["tracking"] += time.perf_counter() - t1

@@ -108,3 +108,22 @@ def test_a_log_from_another_video_is_refused(synth_video, tmp_path):
     log.write_text(json.dumps({"frame": 999, "time_s": 99.9, "inset": {"state": "none"}}) + "\n")
     with pytest.raises(ValueError, match="frame 999 is not in the ground truth"):
         evaluate_video(log, synth_video)
+
+
+def test_botsort_with_camera_motion_compensation_keeps_identities(synth_video):
+    from kvasir_ml.video.io import iter_frames
+
+    truth = json.loads(synth_video.read_text())
+    tracker = BoxTracker(["polyp"], fps=truth["fps"], kind="botsort")
+    ids_per_object: dict[int, set] = {}
+    for (_, _, rgb), f in zip(iter_frames(synth_video.parent / "video.mp4"), truth["frames"]):
+        boxes = [{"class": "polyp", "score": 0.8, "xywh_px": b["xywh_px"]} for b in f["boxes"]]
+        for gt, out in zip(f["boxes"], tracker.update(boxes, np.ascontiguousarray(rgb[:, :, ::-1]))):
+            if out["track_id"] is not None:
+                ids_per_object.setdefault(gt["id"], set()).add(out["track_id"])
+    assert sorted(ids_per_object) == [1, 2] and all(len(ids) == 1 for ids in ids_per_object.values())
+
+
+def test_unknown_tracker_is_refused():
+    with pytest.raises(ValueError, match="tracker must be one of"):
+        BoxTracker(["polyp"], fps=10, kind="sort")
