@@ -115,6 +115,31 @@ def strip_world(frames: Sequence[np.ndarray], boxes: Sequence[Sequence[dict[str,
     return World(np.concatenate(parts, axis=1), objects)
 
 
+def canonical_world(canonical: Any, root: str | Path, n_images: int, height_px: int) -> World:
+    """A strip of the first ``n_images`` images with boxes of a canonical dataset (e.g.
+    Kvasir-SEG frames indexed by ``data index``): the pan-and-zoom video of real frames.
+
+    Args:
+        canonical: a ``CanonicalDataset``.
+        root: the folder its ``file_name``s are relative to.
+        n_images: how many images (those with at least one box, in file order).
+        height_px: the strip's height.
+
+    Raises:
+        VideoSynthError: the dataset has no image with a box.
+    """
+    from kvasir_ml.data.images import load_rgb
+
+    cats = {c["id"]: c["name"] for c in canonical.categories}
+    by_image = canonical.boxes_by_image()
+    chosen = [img for img in canonical.images if by_image.get(img["id"])][:n_images]
+    if not chosen:
+        raise VideoSynthError("canonical_world: the dataset has no image with a box")
+    frames = [load_rgb(Path(root) / img["file_name"]) for img in chosen]
+    boxes = [[{"class": cats[a["category_id"]], "xywh_px": a["bbox"]} for a in by_image[img["id"]]] for img in chosen]
+    return strip_world(frames, boxes, height_px)
+
+
 @dataclass(frozen=True)
 class Camera:
     """The world window a frame shows: top-left ``(x0, y0)`` and size, in world pixels."""

@@ -84,3 +84,39 @@ def test_every_and_seek(synth_video):
     assert window[0][1] == pytest.approx(1.0)
     full = {i: rgb for i, _, rgb in iter_frames(video)}
     assert np.array_equal(window[0][2], full[12])  # seeking lands on the frame itself
+
+
+def _world_video(ds, root, out, n_images=3):
+    from kvasir_ml.video.synth import canonical_world
+
+    world = canonical_world(ds, root, n_images, height_px=256)
+    truth = json.loads(synthesize_video(out, seed=0, n_frames=30, frame_size_px=(224, 192), world=world).read_text())
+    return world, truth
+
+
+def test_pan_and_zoom_over_still_frames_moves_their_boxes(synth_dir, tmp_path):
+    from kvasir_ml.data.coco import load_canonical
+
+    ds = load_canonical(synth_dir / "annotations.coco.json")
+    world, truth = _world_video(ds, synth_dir, tmp_path)
+    assert len(world.objects) >= 3 and world.pixels.shape[0] == 256
+    seen = {b["id"] for f in truth["frames"] for b in f["boxes"]}
+    assert seen and seen <= {o["id"] for o in world.objects}
+    assert probe_video(tmp_path / "video.mp4").n_frames == 30
+
+
+@pytest.mark.realdata
+def test_pan_and_zoom_over_real_kvasir_seg_frames(shared_data, tmp_path):
+    from kvasir_ml.data.coco import CanonicalDataset
+
+    seg = shared_data / "kvasir-seg"
+    boxes = json.loads((seg / "kavsir_bboxes.json").read_text())
+    ds = CanonicalDataset.new("kvasir-seg")
+    for stem, entry in list(boxes.items())[:3]:  # the box file's own pixels, as the indexer reads it
+        iid = ds.add_image(f"images/{stem}.jpg", entry["width"], entry["height"], ["polyp"], "kvasir-seg", "polyp")
+        for b in entry["bbox"]:
+            ds.add_box(iid, "polyp", [b["xmin"], b["ymin"], b["xmax"] - b["xmin"], b["ymax"] - b["ymin"]])
+    world, truth = _world_video(ds, seg, tmp_path)
+    assert len(world.objects) >= 3
+    seen = {b["id"] for f in truth["frames"] for b in f["boxes"]}
+    assert seen and seen <= {o["id"] for o in world.objects}  # real boxes, moved along with the pan
