@@ -2,7 +2,7 @@
 
 Pipeline (three threads, bounded queues, nothing but a few batches of pixels in memory):
 
-    decode thread (decode + inset detection per frame) ──batches──▶ main: classifier + detector (the still-image
+    decode thread (decode, inset, classifier inputs) ──batches──▶ main: classifier + detector (the still-image
     code paths of ``kvasir_ml.predict.Predictor``), tracker, smoother, frames.jsonl
     ──frames──▶ encode thread: annotated MP4
 
@@ -66,13 +66,15 @@ def _put(q: queue.Queue, item: Any, stop: threading.Event) -> bool:
     return False
 
 
-def _batches(video: Path, every: int, batch: int, start_s: float, end_s: float | None,
-             times: dict[str, float]) -> Iterator[list[tuple[int, float, np.ndarray, Any]]]:
-    """Decoded frames with their inset measured (in the decode thread: off the inference path)."""
-    chunk: list[tuple[int, float, np.ndarray, Any]] = []
+def _batches(video: Path, every: int, batch: int, start_s: float, end_s: float | None, times: dict[str, float],
+             prepare: Callable | None) -> Iterator[list[tuple[int, float, np.ndarray, Any, Any]]]:
+    """Decoded frames with their inset measured and the classifier's inputs made (``prepare``),
+    in the decode thread: off the inference path."""
+    chunk: list[tuple[int, float, np.ndarray, Any, Any]] = []
     t0 = time.perf_counter()
     for index, time_s, rgb in iter_frames(video, every, start_s, end_s):
-        chunk.append((index, time_s, rgb, detect_inset(rgb)))
+        inset = detect_inset(rgb)
+        chunk.append((index, time_s, rgb, inset, prepare(rgb, inset) if prepare else None))
         times["decode"] += time.perf_counter() - t0
         if len(chunk) == batch:
             yield chunk
@@ -123,7 +125,7 @@ def predict_video(video: str | Path, out_dir: str | Path, classifier_ckpt: str |
     # called with a lower confidence (ByteTrack's second stage extends tracks with weak boxes).
     predictor = Predictor(classifier_ckpt, None, device)
     detector = load_yolo(detector_ckpt, trust=trust_detector) if detector_ckpt else None
-    run = _Run(predictor.classify, detector, device, info.fps / every, tracker, smoothing or SmoothingConfig())
+    run = _Run(predictor, detector, device, info.fps / every, tracker, smoothing or SmoothingConfig())
     n_expected = max(1, int(((end_s or info.duration_s) - start_s) * info.fps + every - 1) // every)
     t_start = time.perf_counter()
     run.stream(video, out, every, batch_frames, start_s, end_s, annotate, info, n_expected, progress)
@@ -146,11 +148,20 @@ def predict_video(video: str | Path, out_dir: str | Path, classifier_ckpt: str |
 class _Run:
     """State of one video: models, tracker, smoother and the stage timers."""
 
-    def __init__(self, classify: Callable | None, detector, device: str, fps_processed: float, tracker: str,
+    def __init__(self, predictor, detector, device: str, fps_processed: float, tracker: str,
                  smoothing: SmoothingConfig):
+        from kvasir_ml.train.predict import classifier_inputs, classify_inputs
         from kvasir_ml.video.tracks import BoxTracker
 
-        self.classify, self.detector, self.device, self.smoothing_cfg = classify, detector, device, smoothing
+        self.detector, self.device, self.smoothing_cfg = detector, device, smoothing
+        # The classifier split as `kvasir-ml predict` streams it: inputs made beside decoding
+        # (classifier_inputs, pure CPU), the model on the main thread (classify_inputs).
+        self.prepare: Callable | None = None
+        self.classify: Callable | None = None
+        if predictor.classifier is not None:
+            loaded, dev = predictor.classifier, predictor.device
+            self.prepare = lambda rgb, inset: classifier_inputs(loaded[1], rgb, inset)
+            self.classify = lambda inputs: classify_inputs(loaded, inputs, dev)
         self.times = dict.fromkeys(STAGES, 0.0)
         self.n_frames = 0
         self.smoother: LabelSmoother | None = None  # built from the first classifier output's thresholds
@@ -172,7 +183,7 @@ class _Run:
         to_encode: queue.Queue = queue.Queue(maxsize=2 * batch)
 
         def decode() -> None:
-            for chunk in _batches(video, every, batch, start_s, end_s, self.times):
+            for chunk in _batches(video, every, batch, start_s, end_s, self.times, self.prepare):
                 if not _put(decoded, chunk, stop):
                     return
             _put(decoded, _DONE, stop)
@@ -222,12 +233,12 @@ class _Run:
 
         t0 = time.perf_counter()
         rgbs, insets = [c[2] for c in chunk], [c[3] for c in chunk]
-        labels = self.classify(rgbs, insets) if self.classify else [None] * len(rgbs)
+        labels = self.classify([c[4] for c in chunk]) if self.classify else [None] * len(rgbs)
         boxes = (detect_arrays(self.detector, rgbs, device=self.device, conf=self.low_conf, insets=insets)
                  if self.detector is not None else [[] for _ in rgbs])
         self.times["inference"] += time.perf_counter() - t0
         entries = []
-        for (index, time_s, rgb, inset), lab, frame_boxes in zip(chunk, labels, boxes):
+        for (index, time_s, rgb, inset, _), lab, frame_boxes in zip(chunk, labels, boxes):
             t1 = time.perf_counter()
             entry: dict[str, Any] = {"frame": index, "time_s": round(time_s, 4),
                                      "inset": {"state": inset.state, "box_xywh_px": list(inset.box_xywh_px)
