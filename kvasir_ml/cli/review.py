@@ -16,7 +16,7 @@ DETECTOR_PREFIX = "detector."
 def _suspects(args: argparse.Namespace) -> int:
     from kvasir_ml.data.coco import load_canonical
     from kvasir_ml.io import atomic_write_json
-    from kvasir_ml.review.oof import collect_oof, run_kfold
+    from kvasir_ml.review.oof import add_class_view, collect_oof, run_kfold
     from kvasir_ml.review.suspects import rank_suspects
 
     canonical, out = Path(args.canonical), Path(args.out)
@@ -25,13 +25,16 @@ def _suspects(args: argparse.Namespace) -> int:
         if args.overrides:
             raise ValueError("config overrides apply to k-fold training; --runs uses finished runs as they are")
         oof = collect_oof(ds, args.runs)
+        if oof.label_scores is not None and not args.no_class_view:
+            add_class_view(oof, ds, Path(args.root) if args.root else canonical.parent, args.class_view_folds, args.seed)
     else:
         det = [o[len(DETECTOR_PREFIX):] for o in args.overrides if o.startswith(DETECTOR_PREFIX)]
         cls = [o for o in args.overrides if not o.startswith(DETECTOR_PREFIX)]
         work = Path(args.work) if args.work else out.with_name(out.name.removesuffix(".json") + ".oof")
         oof = run_kfold(canonical, work, k=args.n_folds, root=args.root, classifier_config=args.config,
                         classifier_overrides=cls, detector_config=None if args.no_boxes else args.detector_config,
-                        detector_overrides=det, seed=args.seed)
+                        detector_overrides=det, seed=args.seed,
+                        class_view_folds=None if args.no_class_view else args.class_view_folds)
         print(f"out-of-fold runs in {work}")
     suspects = rank_suspects(ds, oof)
     atomic_write_json(out, suspects, keep_backup=True)
@@ -111,6 +114,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="finished classifier/detector run folders whose test splits cover every image, "
                         "instead of k-fold training")
     p.add_argument("--seed", type=int, default=0, metavar="N", help="fold assignment seed")
+    p.add_argument("--class-view-folds", type=count(2), default=5, metavar="N",
+                   help="k of the class view that ranks image labels: out-of-fold source-class probabilities "
+                        "of a logistic regression on image descriptors (seconds per fold)")
+    p.add_argument("--no-class-view", action="store_true",
+                   help="rank image labels by the classifier's multi-label view only")
     p.add_argument("--show", type=count(0), default=5, metavar="N", help="print the top N suspects")
     add_overrides(p, help="classifier config overrides (optim.epochs=8); prefix detector. for the detector's "
                           "(detector.train.epochs=15)")

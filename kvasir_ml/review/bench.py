@@ -85,6 +85,10 @@ def _evaluate(canonical: Path, root: Path, work: Path, k: int, label_noise, box_
                            "fold_models": _fold_quality(oof.runs)}
     if label_noise is not None:
         out["labels"] = score_label_ranking(suspects, label_noise)
+        multilabel = [{**s, "score": s["multilabel_score"]} for s in suspects if "multilabel_score" in s]
+        if multilabel:  # the classifier's multi-label view alone, for comparison with the class view
+            multilabel.sort(key=lambda s: (-s["score"], s["file_name"]))
+            out["labels_multilabel_view"] = score_label_ranking(multilabel, label_noise)
     if box_noise is not None:
         out["boxes"] = score_box_ranking(suspects, box_noise)
     return out

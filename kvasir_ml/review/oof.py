@@ -44,6 +44,8 @@ class OofPredictions:
     label_names: list[str] | None = None
     label_scores: np.ndarray | None = None  # (N, L) sigmoid probabilities
     detections: dict[str, list[Detection]] | None = None  # file_name -> boxes, best first
+    class_names: list[str] | None = None
+    class_scores: np.ndarray | None = None  # (N, C) source-class probabilities (review.features)
     runs: list[str] = field(default_factory=list)
 
 
@@ -201,7 +203,7 @@ def run_kfold(canonical: str | Path, work_dir: str | Path, k: int = 5, root: str
               classifier_config: str | Path | None = "classifier_multilabel_tiny.yaml",
               classifier_overrides: Sequence[str] = (),
               detector_config: str | Path | None = "detector_tiny.yaml", detector_overrides: Sequence[str] = (),
-              seed: int = 0) -> OofPredictions:
+              seed: int = 0, class_view_folds: int | None = 5) -> OofPredictions:
     """Train one classifier and/or detector per fold and gather their out-of-fold predictions.
 
     Args:
@@ -214,6 +216,8 @@ def run_kfold(canonical: str | Path, work_dir: str | Path, k: int = 5, root: str
             (the detector is skipped too when the canonical file has no boxes).
         classifier_overrides, detector_overrides: ``key=value`` config overrides.
         seed: fold assignment seed.
+        class_view_folds: k of the class view (``add_class_view``: a logistic regression on
+            image descriptors, seconds per fold) when a classifier is trained; None = no class view.
 
     Returns:
         The out-of-fold predictions of every image.
@@ -247,4 +251,21 @@ def run_kfold(canonical: str | Path, work_dir: str | Path, k: int = 5, root: str
                 train_detector(cfg, run)
             runs.append(run)
         log.info("fold %d/%d done", i + 1, k)
-    return collect_oof(ds, runs)
+    oof = collect_oof(ds, runs)
+    if classifier_config is not None and class_view_folds is not None:
+        add_class_view(oof, ds, root, class_view_folds, seed)
+    return oof
+
+
+def add_class_view(oof: OofPredictions, ds: CanonicalDataset, root: str | Path, k: int = 5,
+                   seed: int = 0) -> OofPredictions:
+    """Add out-of-fold source-class probabilities (``review.features``, its own k folds) in place.
+
+    Left out (None) when an image has no source class or there are fewer than 2 classes.
+    """
+    from kvasir_ml.review.features import oof_class_scores
+
+    view = oof_class_scores(ds, root, oof.file_names, k, seed)
+    if view is not None:
+        oof.class_names, oof.class_scores = view
+    return oof

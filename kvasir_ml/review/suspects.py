@@ -42,6 +42,8 @@ SUGGEST_THRESHOLD = 0.5  # a label is suggested when its out-of-fold probability
 # to 0.001 for COCO AP; cleanlab would only count them as weak evidence of a missing box).
 MIN_BOX_SCORE = 0.05
 SPURIOUS_IOU = 0.1  # a drawn box that overlaps no kept prediction this much is "spurious"
+# cleanlab's multiclass ranking of the class view (docs/review.md compares the methods)
+CLASS_VIEW_METHOD = "self_confidence"
 
 
 def label_suspects(file_names: Sequence[str], given: Sequence[Sequence[str]], label_names: Sequence[str],
@@ -80,6 +82,57 @@ def label_suspects(file_names: Sequence[str], given: Sequence[Sequence[str]], la
                     "given": given_i, "suggested": suggested, "flagged": bool(flagged[i]),
                     "label_scores": {lab: round(float(scores[i, j]), 4) for j, lab in enumerate(label_names)
                                      if lab in given_i or scores[i, j] >= 0.1}})
+    return out
+
+
+def class_view_suspects(ds: CanonicalDataset, file_names: Sequence[str], class_names: Sequence[str],
+                        class_scores: np.ndarray, multilabel: Sequence[dict[str, Any]] | None = None,
+                        method: str = CLASS_VIEW_METHOD) -> list[dict[str, Any]]:
+    """One ``label`` suspect per image, scored by cleanlab's multiclass quality of its SOURCE class.
+
+    A confusable class swap is a wrong source class (see ``review.features``): the score is
+    1 - ``cleanlab.rank.get_label_quality_scores(given class, out-of-fold class probabilities,
+    method)``; ``flagged`` is ``cleanlab.filter.find_label_issues`` on the same inputs. The
+    suggested labels are the taxonomy label set of the most probable class plus the image's
+    labels outside its given class's set (extra findings stay). With ``multilabel`` (the
+    ``label_suspects`` of the same images) its score is kept as ``multilabel_score`` and its
+    ``label_scores`` carried over.
+
+    Returns:
+        Suspects (unsorted), with ``given_class``, ``suggested_class`` and ``class_score``
+        (the out-of-fold probability of the given class).
+    """
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+
+    from kvasir_ml.taxonomy import load_taxonomy
+
+    probs = np.asarray(class_scores, dtype=np.float64)
+    if probs.shape != (len(file_names), len(class_names)):
+        raise ValueError(f"class_scores has shape {probs.shape}, expected ({len(file_names)}, {len(class_names)})")
+    by_file, taxonomy = ds.image_by_file, load_taxonomy()
+    y = np.array([list(class_names).index(by_file[f]["source_class"]) for f in file_names])
+    quality = get_label_quality_scores(y, probs, method=method)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        flagged = np.asarray(find_label_issues(y, probs), dtype=bool)
+    ml = {s["file_name"]: s for s in multilabel or []}
+    out = []
+    for i, name in enumerate(file_names):
+        img, best = by_file[name], class_names[int(np.argmax(probs[i]))]
+        given = list(img.get("labels") or [])
+        try:
+            own = set(taxonomy.labels_for(img["source"], img["source_class"]))
+            suggested = sorted(set(taxonomy.labels_for(img["source"], best)) | (set(given) - own),
+                               key=taxonomy.label_names.index)
+        except (KeyError, ValueError):  # a source or class the taxonomy does not know: the labels stay
+            suggested = given
+        s = {"file_name": name, "kind": "label", "score": round(float(1.0 - quality[i]), 6), "given": given,
+             "suggested": suggested, "flagged": bool(flagged[i]), "given_class": img["source_class"],
+             "suggested_class": best, "class_score": round(float(probs[i, y[i]]), 4)}
+        if name in ml:
+            s.update(multilabel_score=ml[name]["score"], label_scores=ml[name]["label_scores"])
+        out.append(s)
     return out
 
 
@@ -214,7 +267,9 @@ def rank_suspects(ds: CanonicalDataset, oof: OofPredictions, **box_options: Any)
 
     Args:
         ds: the canonical dataset whose labels are checked (``oof.file_names`` must be its images).
-        oof: out-of-fold predictions (label scores and/or detections).
+        oof: out-of-fold predictions (label scores, class scores and/or detections); with
+            class scores the label suspects are ranked by the class view
+            (``class_view_suspects``), else by the multi-label view (``label_suspects``).
         box_options: thresholds passed to ``box_suspects``.
 
     Returns:
@@ -225,9 +280,14 @@ def rank_suspects(ds: CanonicalDataset, oof: OofPredictions, **box_options: Any)
     if unknown:
         raise ValueError(f"{len(unknown)} predicted images are not in the canonical file, e.g. {unknown[:3]}")
     out: list[dict[str, Any]] = []
+    multilabel = None
     if oof.label_scores is not None:
         given = [by_file[f].get("labels") or [] for f in oof.file_names]
-        out += label_suspects(oof.file_names, given, oof.label_names or [], oof.label_scores)
+        multilabel = label_suspects(oof.file_names, given, oof.label_names or [], oof.label_scores)
+    if oof.class_scores is not None:  # the class view ranks the labels; the multi-label score rides along
+        out += class_view_suspects(ds, oof.file_names, oof.class_names or [], oof.class_scores, multilabel)
+    elif multilabel is not None:
+        out += multilabel
     if oof.detections is not None:
         class_names = [c["name"] for c in sorted(ds.categories, key=lambda c: c["id"])]
         out += box_suspects(ds, oof.file_names, oof.detections, class_names, **box_options)

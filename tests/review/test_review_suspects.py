@@ -129,7 +129,7 @@ def test_cli_ranks_runs_that_cover_every_image_and_refuses_gaps(tmp_path, capsys
     runs = [_fake_classifier_run(tmp_path / f"fold{i}", oof.file_names[sl], oof.label_names, oof.label_scores[sl])
             for i, sl in enumerate((slice(0, half), slice(half, None)))]
     out = tmp_path / "suspects.json"
-    assert main(["review", "suspects", str(canonical), "--out", str(out), "--runs", *runs]) == 0
+    assert main(["review", "suspects", str(canonical), "--out", str(out), "--runs", *runs, "--no-class-view"]) == 0
     written = json.loads(out.read_text())
     assert len(written) == 24 and all(REQUIRED <= set(s) for s in written)
     assert [s["score"] for s in written] == sorted((s["score"] for s in written), reverse=True)
@@ -137,3 +137,50 @@ def test_cli_ranks_runs_that_cover_every_image_and_refuses_gaps(tmp_path, capsys
     assert "most likely error first" in capsys.readouterr().out
     assert main(["review", "suspects", str(canonical), "--out", str(tmp_path / "x.json"), "--runs", runs[0]]) == 2
     assert "12 images are in no classifier run's test split" in capsys.readouterr().err
+
+
+def test_class_view_ranks_swapped_source_classes_first_and_suggests_the_true_labels():
+    clean = _dataset()
+    rng = np.random.default_rng(4)
+    oof = _clean_oof(clean, rng)
+    oof.detections = None
+    classes = sorted(set(CLASSES))
+    true = np.array([classes.index(img["source_class"]) for img in clean.images])
+    probs = rng.uniform(0.0, 0.1, (len(true), len(classes)))
+    probs[np.arange(len(true)), true] = rng.uniform(0.6, 0.9, len(true))
+    oof.class_names, oof.class_scores = classes, probs / probs.sum(1, keepdims=True)
+    oof.label_scores = np.full_like(oof.label_scores, 0.5)  # a multi-label view that learned nothing
+    noisy, swaps = inject_label_swaps(clean, 0.1, seed=1, pairs=[CLASSES[:2], CLASSES[2:4]])
+
+    suspects = rank_suspects(noisy, oof)
+    assert all(REQUIRED <= set(s) and s["kind"] == "label" for s in suspects) and len(suspects) == len(true)
+    assert score_label_ranking(suspects, swaps)["precision_at_n"] == 1.0
+    for s in suspects[:len(swaps)]:
+        swap = next(r for r in swaps if r["file_name"] == s["file_name"])
+        assert (s["given_class"], s["suggested_class"]) == (swap["to"], swap["from"])
+        assert set(s["suggested"]) == set(swap["true"]) and "multilabel_score" in s
+
+
+def test_class_view_scores_images_out_of_fold(tmp_path):
+    from PIL import Image
+
+    from kvasir_ml.review.features import oof_class_scores
+
+    tax, rng = load_taxonomy(), np.random.default_rng(5)
+    ds = CanonicalDataset.new("synthetic", taxonomy=tax)
+    (tmp_path / "images").mkdir()
+    for i in range(30):  # reddish vs bluish frames, with noise: separable by colour alone
+        cls = ("esophagitis", "normal-z-line")[i % 2]
+        base = np.array([180, 60, 50] if i % 2 == 0 else [60, 80, 170])
+        pixels = np.clip(base + rng.normal(0, 25, (48, 48, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(tmp_path / f"images/f{i:02d}.png")
+        ds.add_image(f"images/f{i:02d}.png", 48, 48, tax.labels_for("synthetic", cls), "synthetic", cls,
+                     inset="none", content_sha256=f"{i:064x}")
+    names = [img["file_name"] for img in ds.images]
+    classes, probs = oof_class_scores(ds, tmp_path, names, k=3)
+    assert classes == ["esophagitis", "normal-z-line"] and probs.shape == (30, 2)
+    assert np.allclose(probs.sum(1), 1.0)
+    given = np.array([classes.index(img["source_class"]) for img in ds.images])
+    assert (probs.argmax(1) == given).mean() >= 0.9
+    ds.images[0]["source_class"] = None  # the class view needs every image's class
+    assert oof_class_scores(ds, tmp_path, names, k=3) is None
