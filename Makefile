@@ -17,7 +17,7 @@ setup: $(STAMP)
 # the package with its dev extras (pytest, hypothesis, the Label Studio server), in one uv
 # call (pip as the fallback): scripts/setup_env.sh says why and what it measured. Re-runs
 # only when pyproject.toml or the script changes.
-$(STAMP): pyproject.toml setup.py scripts/setup_env.sh
+$(STAMP): pyproject.toml setup.py scripts/setup_env.sh requirements.lock
 	PYTHON=$(PYTHON) bash scripts/setup_env.sh $(VENV)
 	@touch $@
 

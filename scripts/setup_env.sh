@@ -19,6 +19,10 @@ UV_VERSION=0.13.9
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 PY="$VENV/bin/python"
 PIP=("$PY" -m pip install -q --disable-pip-version-check)
+# requirements.lock (scripts/lock.sh) pins every package as a constraint: a fresh clone gets the
+# versions the lock names, whichever newer ones the indexes hold.
+LOCK=()
+[ -f requirements.lock ] && LOCK=(-c requirements.lock)
 
 # pip's effective index settings (config files and PIP_* variables) as uv's environment
 # variables, not flags: an index URL may carry a token, and a command line is public (ps).
@@ -42,10 +46,10 @@ for name, vs in values.items():
 
 if [ "${KVASIR_ML_INSTALLER:-uv}" = uv ] && "${PIP[@]}" "uv==$UV_VERSION" 2>/dev/null; then
   if (eval "$(uv_env)" && "$VENV/bin/uv" pip install -q --python "$PY" --index-strategy unsafe-best-match \
-       "${TORCH[@]}" -e '.[dev]'); then
+       "${LOCK[@]}" "${TORCH[@]}" -e '.[dev]'); then
     exit 0
   fi
   echo "setup: uv failed; installing with pip instead" >&2
 fi
-"${PIP[@]}" "${TORCH[@]}"
-"${PIP[@]}" -e '.[dev]'
+"${PIP[@]}" "${LOCK[@]}" "${TORCH[@]}"
+"${PIP[@]}" "${LOCK[@]}" -e '.[dev]'
