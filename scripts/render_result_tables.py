@@ -75,6 +75,26 @@ def _label_errors(d: dict) -> str:
     return f"{d['dataset']}, {d['n_images']} images: " + "; ".join(parts)
 
 
+def _labelstudio_scale(d: dict) -> str:
+    rows = [*d["results"], *d.get("results_100k", [])] if isinstance(d.get("results_100k"), list) else [*d["results"]]
+    if isinstance(d.get("results_100k"), dict):
+        rows.append(d["results_100k"])
+    return "; ".join(f"{r['n_tasks']:,} tasks through the CLI: push {r['push_s']} s + pull all {r.get('pull_all_s')} s, "
+                     f"peak RSS {r['peak_rss_mb']} MB" for r in rows)
+
+
+def _predict(d: dict) -> str:
+    r = d["repeat"]
+    return (f"{r['n_images']} images: stream {r['stream_img_s']} vs bare forward {r['bare_img_s']} img/s "
+            f"(ratio {r['ratio']}), peak RSS {r['peak_rss_mb']:.0f} MB (load {r['load_avg_1m']})")
+
+
+def _video(d: dict) -> str:
+    r = d["result"]
+    return (f"{r['frames']} frames {r['frame_size_px'][0]}x{r['frame_size_px'][1]}: end to end "
+            f"{r['end_to_end']['fps']:.0f} vs bare {r['bare']['fps']:.0f} fps (ratio {r['ratio']}; load {r['load_avg_1m']})")
+
+
 def _controls_row(d: dict) -> str:
     p, n, aa = d["positive"], d["negative"], d["aa"]
     return (f"positive {p['diff']:+.3f} {_ci(p['ci95'])} ({'pass' if p['passed'] else 'FAIL'}), negative "
@@ -107,6 +127,11 @@ KNOWN: dict[str, tuple[str, str, Callable[[dict], str]]] = {
     "bench_label_errors_kvasir_seg_cpu.json": ("scripts/bench_label_errors.py --kvasir-seg DIR --json",
                                                "box-error discovery on real Kvasir-SEG with injected noise",
                                                _label_errors),
+    "bench_labelstudio_scale_cpu.json": ("scripts/bench_labelstudio.py --n N --all-tasks --json",
+                                         "push + full pull through the CLI at scale", _labelstudio_scale),
+    "bench_predict_cpu.json": ("scripts/bench_predict.py --json", "streaming predict vs a bare forward pass, "
+                               "same process", _predict),
+    "bench_video_cpu.json": ("scripts/bench_video.py --json", "video predict end to end vs a bare forward", _video),
     "positive_control_cpu.json": ("scripts/bench_positive_control.py --json",
                                   "positive, negative and A/A controls of the comparison", _controls_row),
 }
