@@ -44,9 +44,9 @@ class OofPredictions:
     label_names: list[str] | None = None
     label_scores: np.ndarray | None = None  # (N, L) sigmoid probabilities
     detections: dict[str, list[Detection]] | None = None  # file_name -> boxes, best first
+    runs: list[str] = field(default_factory=list)
     class_names: list[str] | None = None
     class_scores: np.ndarray | None = None  # (N, C) source-class probabilities (review.features)
-    runs: list[str] = field(default_factory=list)
 
 
 # ---- folds ----------------------------------------------------------------------------------
