@@ -48,8 +48,8 @@ class DatasetConfig(StrictModel):
     canonical: str | None = Field(
         None, description="canonical annotation file (COCO JSON); null or 'synthetic' = synthesize the default "
                           "dataset into <run>/data (no download)")
-    root: str | None = Field(None, description="folder the file_names are relative to; null = the canonical "
-                                               "file's folder")
+    root: str | None = Field(None, description="folder the file_names are relative to; null = the folder "
+                                               "the canonical file records (info.image_root), else its own folder")
     split_file: str | None = Field(
         None, description="a saved split.json to reuse (fair comparisons: the same file for every model); null = "
                           "make one from split_seed and fractions into <run>/split.json")
