@@ -109,7 +109,10 @@ class CanonicalDataset:
         Raises:
             geometry.BoxError: zero-area or out-of-image box (message names the image).
         """
-        image = self.image_by_id[image_id]
+        # images are numbered 1, 2, ... as added: a direct look first (a dict of every image per box
+        # made building a 100k-image file quadratic), the full lookup otherwise
+        fast = self.images[image_id - 1] if 0 < image_id <= len(self.images) else None
+        image = fast if fast is not None and fast["id"] == image_id else self.image_by_id[image_id]
         cat_id = self.category_id(category)
         try:
             x, y, w, h = validate_xywh_px(bbox_xywh_px, image["width"], image["height"])
