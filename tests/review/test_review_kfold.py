@@ -52,11 +52,12 @@ def test_kfold_scores_every_image_out_of_fold_and_ranks_swaps_above_chance(kfold
     assert np.mean(ranks) < 31.5, ranks
 
 
-def test_cli_ranks_finished_fold_runs(kfold, capsys):
+def test_cli_ranks_finished_fold_runs(kfold, synth_dir, capsys):
     canonical, swaps, oof, tmp = kfold
     out = tmp / "suspects.json"
     runs = [str(tmp / "work" / "classifier" / f"fold{i}") for i in range(2)]
-    assert main(["review", "suspects", str(canonical), "--out", str(out), "--runs", *runs]) == 0
+    assert main(["review", "suspects", str(canonical), "--out", str(out), "--runs", *runs,
+                 "--root", str(synth_dir)]) == 0  # the class view reads the images
     written = json.loads(out.read_text())
     assert [s["score"] for s in written] == sorted((s["score"] for s in written), reverse=True)
     assert {"file_name", "given", "suggested", "score", "kind"} <= set(written[0])
