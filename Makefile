@@ -36,7 +36,7 @@ test-all: setup
 	$(PY) -m pytest -m ''
 
 # The GPU check on a GPU host (~8 min): results.json + logs in $(OUT) (default runs/gpu-check).
-# Offline hosts: see the README ("GPU check") for scripts/device/prepare.sh and run.sh.
+# Hosts without network access: docs/gpu-check.md (scripts/device/prepare.sh and run.sh).
 OUT ?= runs/gpu-check
 gpu-check: setup
 	$(PY) scripts/gpu_check.py --out $(OUT)
