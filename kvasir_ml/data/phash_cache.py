@@ -93,7 +93,8 @@ def _map(task: Callable, items: Sequence, workers: int, desc: str, progress: boo
     """``task`` over ``items`` (on a pool when worth it), in order, with a tqdm bar (rate and ETA)."""
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(items), desc=desc, unit="img", disable=not progress or not items, dynamic_ncols=True)
+    bar = tqdm(total=len(items), desc=desc, unit="img", disable=None if progress and items else True,
+               dynamic_ncols=True)  # None: off when stderr is not a terminal (logs, CI)
     out: list = []
     if workers <= 1 or len(items) < 2 * _CHUNK_FILES:
         for item in items:

@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 # What a detector run folder holds before ultralytics' first checkpoint (set aside on a restart).
 _RUN_DIR_ENTRIES = ("config.yaml", "split.json", "data", "dataset", "ultralytics", "checkpoints", "predictions",
-                    "plots", "wandb")
+                    "plots", "wandb", "cache")  # cache: the split's perceptual-hash store
 
 
 def _prepare_run_dir(out_dir: Path, resume: bool) -> bool:

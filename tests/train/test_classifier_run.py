@@ -135,7 +135,7 @@ def test_predict_decodes_each_image_once_and_sees_the_training_pixels(ml_run, sy
     images = sorted((synth_dir / "images").glob("*.jpg"))[:4]
     opened = []
     real_open = images_mod._opened
-    monkeypatch.setattr(images_mod, "_opened", lambda path, failure: opened.append(path) or real_open(path, failure))
+    monkeypatch.setattr(images_mod, "_opened", lambda path, failure, data=None: opened.append(path) or real_open(path, failure, data))
     predict_images(images, classifier_ckpt=ml_run / "checkpoints" / "best.pt", device="cpu")
     assert sorted(map(str, opened)) == sorted(map(str, images))  # once each, nothing else
     monkeypatch.undo()
