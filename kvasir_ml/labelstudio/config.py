@@ -177,3 +177,39 @@ def write_labeling_config(out_path: str | Path = DEFAULT_CONFIG_PATH, taxonomy: 
         return out_path
     atomic_write_text(out_path, text, keep_backup=out_path.exists())
     return out_path
+
+
+# ---- video tasks ------------------------------------------------------------------------------
+VIDEO_NAME = "video"  # <Video name=...> and the task data key holding the video URL
+VIDEO_BOXES_NAME = "box"  # <VideoRectangle name=...>: one region per track
+VIDEO_LABELS_NAME = "videoLabels"  # <Labels name=...>: the track's box class
+
+
+def video_labeling_config_xml(fps: float, taxonomy: Taxonomy | None = None) -> str:
+    """The labeling config of video tasks: the video, a ``VideoRectangle`` per track and the
+    taxonomy's box classes as its ``Labels``.
+
+    Args:
+        fps: the videos' frame rate. Label Studio takes it from the config, not the file, so one
+            project holds videos of one rate (``push_video`` refuses others).
+        taxonomy: defaults to ``annotations/taxonomy.yaml``.
+    """
+    taxonomy = taxonomy or load_taxonomy()
+    if not fps > 0:
+        raise ValueError(f"video labeling config: fps must be > 0, got {fps}")
+    lines = [
+        f"<!-- Generated from annotations/taxonomy.yaml (version {taxonomy.version}) by kvasir-ml for video "
+        "tasks. Do not edit by hand. -->",
+        "<View>",
+        '  <Header value="Correct each track: move its box on a keyframe, end it where the finding leaves view" '
+        'size="5"/>',
+        f'  <Video name="{VIDEO_NAME}" value="${VIDEO_NAME}" framerate={quoteattr(repr(float(fps)))}/>',
+        f'  <VideoRectangle name="{VIDEO_BOXES_NAME}" toName="{VIDEO_NAME}"/>',
+        f'  <Labels name="{VIDEO_LABELS_NAME}" toName="{VIDEO_NAME}">',
+    ]
+    for i, box in enumerate(taxonomy.box_classes):
+        colour = _BOX_COLOURS[i % len(_BOX_COLOURS)]
+        lines.append(f"    <Label value={quoteattr(box.name)} background={quoteattr(colour)} "
+                     f"hint={quoteattr(box.description)}/>")
+    lines += ["  </Labels>", "</View>", ""]
+    return "\n".join(lines)
