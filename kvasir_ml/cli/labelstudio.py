@@ -1,4 +1,4 @@
-"""``kvasir-ml ls {serve,push,pull,convert,config,backend,connect}``: the Label Studio round trip.
+"""``kvasir-ml ls {serve,push,pull,convert,config,backend,connect,video}``: the Label Studio round trip.
 
 The API key comes only from ``LABEL_STUDIO_API_KEY`` (and the URL from ``LABEL_STUDIO_URL``
 or ``--url``); there is deliberately no flag for the key.
@@ -247,6 +247,38 @@ def _convert(args: argparse.Namespace) -> int:
     return _print_report(report, path, report_path, args.strict)
 
 
+def _video_push(args: argparse.Namespace) -> int:
+    from kvasir_ml.io import sha256_file
+    from kvasir_ml.labelstudio.video_sync import push_video
+
+    version = args.model_version or f"tracks-{sha256_file(args.tracks)[:12]}"
+    rep = push_video(_client(args), args.video, args.tracks, args.data_root, args.project, version,
+                     tolerance_pct=args.tolerance_pct)
+    print(f"project {rep.project_id}, task {rep.task_id} ({'created' if rep.created else 'existed'}); "
+          f"{rep.n_tracks} tracks, {rep.n_boxes} boxes as {rep.n_keyframes} keyframes "
+          f"({'added' if rep.prediction_created else 'already there'} as model_version {version!r})"
+          + (f"; {rep.n_untracked} boxes without a track id left out" if rep.n_untracked else ""))
+    return 0
+
+
+def _video_pull(args: argparse.Namespace) -> int:
+    from kvasir_ml.labelstudio.video_sync import pull_videos
+
+    if args.stills and not args.data_root:
+        raise ValueError("--stills reads the videos: give --data-root (the server's document root)")
+    rep = pull_videos(_client(args), args.project, args.out, data_root=args.data_root,
+                      stills_every=args.stills_every if args.stills else None)
+    for path in rep.written:
+        print(f"wrote {path}")
+    if rep.stills:
+        print(f"wrote {rep.stills} ({rep.n_stills} still frames)")
+    for problem in rep.problems:
+        print(problem, file=sys.stderr)
+    if not rep.written and not rep.problems:
+        print("no annotated video task in the project")
+    return 1 if rep.errors else 0
+
+
 def _add_conversion_options(p: argparse.ArgumentParser) -> None:
     from kvasir_ml.labelstudio.export import POLICIES, SKIPPED_POLICIES
 
@@ -437,6 +469,58 @@ def _register_ls(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--base", metavar="FILE", help="previous canonical file: unannotated images keep their state")
     _add_conversion_options(p)
     p.set_defaults(func=_convert)
+
+    _register_video(lsub)
+
+
+def _register_video(lsub: argparse._SubParsersAction) -> None:
+    vsub = add_group(lsub, "video", dest="ls_video_command",
+                     help="video tasks: push a video with its tracks as keyframes, pull corrected tracks",
+                     description="Video tasks: a video with its tracked boxes (`kvasir-ml video predict`'s "
+                                 "frames.jsonl) as VideoRectangle keyframes, so annotators correct tracks instead "
+                                 "of drawing every frame; the corrected tracks back as per-frame boxes "
+                                 "(docs/labelstudio.md).")
+    p = add_command(vsub, "push", help="create a video task with the tracks as VideoRectangle pre-annotations",
+                    examples=[_ENV,
+                              "kvasir-ml ls video push data/videos/proc1/video.mp4 --tracks runs/vid1/frames.jsonl "
+                              "\\",
+                              "    --data-root data/videos --project \"videos 25fps\""],
+                    description="Create the video's task (once; keyed by its path under --data-root) with one "
+                                "VideoRectangle region per track id of --tracks, reduced to keyframes where "
+                                "linear interpolation would miss the tracked box by more than --tolerance-pct. "
+                                "A new project gets the video labeling config at the video's frame rate; one "
+                                "project holds videos of one rate.")
+    p.add_argument("video", metavar="VIDEO", help="the video file, under --data-root")
+    p.add_argument("--tracks", required=True, metavar="FILE", help="frames.jsonl of `kvasir-ml video predict` "
+                   "(boxes with track ids)")
+    p.add_argument("--project", required=True, metavar="PROJECT", help="project id or title (created if new)")
+    p.add_argument("--data-root", required=True, metavar="DIR",
+                   help="the server's document root (LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT); the video is "
+                        "served from a sub-folder of it")
+    p.add_argument("--tolerance-pct", type=float, default=1.0, metavar="PCT",
+                   help="largest interpolation miss between keyframes, percent of the frame (0: keep every "
+                        "frame where the box moves non-linearly)")
+    p.add_argument("--model-version", metavar="NAME", help="name of the pre-annotations (default: "
+                   "tracks-<hash of the frames file>; one prediction per name)")
+    _add_server_options(p)
+    p.set_defaults(func=_video_push)
+
+    p = add_command(vsub, "pull", help="write corrected tracks as per-frame boxes (and still frames for training)",
+                    examples=["kvasir-ml ls video pull --project \"videos 25fps\" --out data/video-labels",
+                              "kvasir-ml ls video pull --project \"videos 25fps\" --out data/video-labels --stills "
+                              "--stills-every 5 --data-root data/videos"],
+                    description="For each annotated video task, write OUT/<video path>.frames.jsonl: one line "
+                                "per frame with the boxes and track ids, interpolated between keyframes as "
+                                "Label Studio shows them. --stills also extracts every k-th frame into "
+                                "OUT/stills/ with a canonical file OUT/stills.coco.json. A task that cannot be "
+                                "converted is named on stderr and the exit status is 1.")
+    p.add_argument("--project", required=True, metavar="PROJECT", help="project id or title")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (existing frame logs are backed up)")
+    p.add_argument("--stills", action="store_true", help="also write still frames and their canonical file")
+    p.add_argument("--stills-every", type=count(1), default=5, metavar="N", help="every N-th frame as a still")
+    p.add_argument("--data-root", metavar="DIR", help="the server's document root (needed by --stills)")
+    _add_server_options(p)
+    p.set_defaults(func=_video_pull)
 
 
 def _register_loop(sub: argparse._SubParsersAction) -> None:
