@@ -103,3 +103,32 @@ def test_video_task_round_trip_with_a_corrected_keyframe(ls_client, ls_data_root
     frames_kept = [img["frame"] for img in stills.images]
     assert frames_kept == list(range(0, N_FRAMES, 6))
     assert len(stills.annotations) == sum(len(log[f]["boxes"]) for f in frames_kept)
+
+
+def test_cli_video_push_and_pull(ls_server, ls_client, ls_data_root, pushed_video, tmp_path, monkeypatch, capsys):
+    from kvasir_ml.cli import main
+
+    video_path, frames_path, truth = pushed_video
+    clip = ls_data_root / "lsvideo-cli" / "clip.mp4"
+    clip.parent.mkdir(exist_ok=True)
+    shutil.copyfile(video_path, clip)
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", ls_server.token)
+    monkeypatch.setenv("LABEL_STUDIO_URL", ls_server.url)
+    push = ["ls", "video", "push", str(clip), "--tracks", str(frames_path), "--data-root", str(ls_data_root),
+            "--project", "video cli"]
+    assert main(push) == 0
+    assert main(push) == 0
+    out = capsys.readouterr().out
+    assert "(created)" in out and "(existed)" in out and "already there as model_version 'tracks-" in out
+    assert main(["ls", "video", "pull", "--project", "video cli", "--out", str(tmp_path)]) == 0
+    assert "no annotated video task" in capsys.readouterr().out
+    task = ls_client.list_tasks(int(out.split("project ")[1].split(",")[0]))[0]
+    pred = ls_client.sdk.predictions.list(task=task["id"])[0]
+    ls_client.sdk.annotations.create(id=task["id"], result=pred.result)  # accepted as is
+    assert main(["ls", "video", "pull", "--project", "video cli", "--out", str(tmp_path)]) == 0
+    log = [json.loads(line) for line in (tmp_path / "lsvideo-cli" / "clip.mp4.frames.jsonl").read_text().splitlines()]
+    for entry, frame in zip(log, truth["frames"]):  # accepted tracks = the tracked boxes within 1 % (1.6 px)
+        got = {b["track_id"]: b["xywh_px"] for b in entry["boxes"]}
+        want = {b["id"]: b["xywh_px"] for b in frame["boxes"]}
+        assert got.keys() == want.keys(), entry["frame"]
+        assert all(max(abs(a - b) for a, b in zip(got[k], want[k])) <= 1.6 + 1e-3 for k in want)
