@@ -253,7 +253,9 @@ def _video_push(args: argparse.Namespace) -> int:
 
     version = args.model_version or f"tracks-{sha256_file(args.tracks)[:12]}"
     rep = push_video(_client(args), args.video, args.tracks, args.data_root, args.project, version,
-                     tolerance_pct=args.tolerance_pct)
+                     tolerance_pct=args.tolerance_pct, browser_copy=not args.no_browser_copy)
+    if rep.transcoded:
+        print(f"{args.video} does not play in browsers (MPEG-4 Part 2): the task shows the VP8 copy {rep.served}")
     print(f"project {rep.project_id}, task {rep.task_id} ({'created' if rep.created else 'existed'}); "
           f"{rep.n_tracks} tracks, {rep.n_boxes} boxes as {rep.n_keyframes} keyframes "
           f"({'added' if rep.prediction_created else 'already there'} as model_version {version!r})"
@@ -502,6 +504,9 @@ def _register_video(lsub: argparse._SubParsersAction) -> None:
                         "frame where the box moves non-linearly)")
     p.add_argument("--model-version", metavar="NAME", help="name of the pre-annotations (default: "
                    "tracks-<hash of the frames file>; one prediction per name)")
+    p.add_argument("--no-browser-copy", action="store_true",
+                   help="push the video as it is even when browsers cannot play its codec (by default an "
+                        "MPEG-4 Part 2 video, what OpenCV writes, is shown through a VP8 copy <name>.browser.webm)")
     _add_server_options(p)
     p.set_defaults(func=_video_push)
 

@@ -19,7 +19,9 @@ from typing import Any
 
 from kvasir_ml.labelstudio.client import LabelStudioError, LSClient
 from kvasir_ml.labelstudio.config import IMAGE_KEY, VIDEO_NAME, video_labeling_config_xml
-from kvasir_ml.labelstudio.convert import ConvertError, Problem, image_key_from_task_data, image_url, resolve_in_root
+from kvasir_ml.labelstudio.convert import (
+    ConvertError, Problem, image_key_from_task_data, image_url, resolve_in_root, safe_relative_path,
+)
 from kvasir_ml.labelstudio.video_tracks import (
     DEFAULT_TOLERANCE_PCT, VideoFrame, frame_log_from_tracks, keyframes_from_track, region_from_track,
     tracks_from_frame_log, tracks_from_result,
@@ -43,6 +45,8 @@ class VideoPushReport:
     n_boxes: int = 0
     n_untracked: int = 0
     prediction_created: bool = False
+    served: str | None = None  # the video the task shows (a WebM copy when the source is not browser-playable)
+    transcoded: bool = False
 
 
 @dataclass
@@ -135,9 +139,15 @@ def prediction_from_frame_log(entries: list[dict[str, Any]], video: VideoFrame, 
 
 def push_video(client: LSClient, video_path: str | Path, frames_path: str | Path, data_root: str | Path,
                project: str | int, model_version: str, tolerance_pct: float = DEFAULT_TOLERANCE_PCT,
-               taxonomy: Taxonomy | None = None) -> VideoPushReport:
+               taxonomy: Taxonomy | None = None, browser_copy: bool = True) -> VideoPushReport:
     """Create the video's task (once: keyed by its path under ``data_root``) with the tracks of
     ``frames_path`` as a prediction of ``model_version`` (added once per version).
+
+    Label Studio plays the video in the browser, which cannot decode MPEG-4 Part 2 (``mp4v``,
+    what OpenCV's wheels write, ``video predict``'s and ``video synth``'s MP4s included). Such a
+    video is re-encoded frame for frame into ``<name>.browser.webm`` beside it (VP8; made once,
+    the source is never touched) and the task shows that copy; ``data.source_video`` keeps the
+    source, which pull reads for still frames. ``browser_copy=False`` pushes the file as it is.
 
     Raises:
         ValueError / ConvertError: the video is not under ``data_root`` or not in a sub-folder, or the
@@ -152,8 +162,10 @@ def push_video(client: LSClient, video_path: str | Path, frames_path: str | Path
     path = Path(video_path).resolve()
     if root not in path.parents:
         raise ValueError(f"{video_path}: the video must lie under the server's document root {root}")
-    key = path.relative_to(root).as_posix()
     info = probe_video(path)
+    source_key = path.relative_to(root).as_posix()
+    served, transcoded = _browser_playable(path, browser_copy)
+    key = served.relative_to(root).as_posix()
     video = VideoFrame(info.fps, info.n_frames, info.width, info.height)
     pred, report = prediction_from_frame_log(read_frame_log(frames_path), video, model_version, str(frames_path),
                                              tolerance_pct)
@@ -163,11 +175,11 @@ def push_video(client: LSClient, video_path: str | Path, frames_path: str | Path
     pid, created = ensure_video_project(client, project, info.fps, taxonomy)
     ensure_local_storage(client, pid, root, [key])
     check_image_served(client, root, key)
-    report.project_id = pid
+    report.project_id, report.served, report.transcoded = pid, key, transcoded
     task = next((t for t in client.list_tasks(pid) if _task_key(t) == key), None)
     if task is None:
         data = {VIDEO_NAME: image_url(key), IMAGE_KEY: key, "fps": info.fps, "n_frames": info.n_frames,
-                "width": info.width, "height": info.height}
+                "width": info.width, "height": info.height, "source_video": source_key}
         resp = client.post_json(f"import video task {key!r} into project {pid}", f"api/projects/{pid}/import",
                                 [{"data": data, "predictions": [pred]}], params={"return_task_ids": "true"})
         report.task_id, report.created, report.prediction_created = int(resp["task_ids"][0]), True, True
@@ -179,6 +191,20 @@ def push_video(client: LSClient, video_path: str | Path, frames_path: str | Path
                          [{"task": task["id"], **pred}])
         report.prediction_created = True
     return report
+
+
+def _browser_playable(path: Path, browser_copy: bool) -> tuple[Path, bool]:
+    """The file to serve: ``path`` itself, or its WebM copy (made now when missing or older)."""
+    from kvasir_ml.video.io import BROWSER_FOURCCS, transcode_webm, video_fourcc
+
+    if not browser_copy or video_fourcc(path) in BROWSER_FOURCCS:
+        return path, False
+    copy = path.with_name(path.name + ".browser.webm")
+    if copy.exists() and copy.stat().st_mtime >= path.stat().st_mtime:
+        return copy, False
+    log.info("%s: codec %s does not play in browsers; writing the VP8 copy %s", path, video_fourcc(path), copy)
+    transcode_webm(path, copy)
+    return copy, True
 
 
 def _task_key(task: dict[str, Any]) -> str | None:
@@ -215,7 +241,7 @@ def pull_videos(client: LSClient, project: str | int, out_dir: str | Path, data_
                 stills_every: int | None = None, taxonomy: Taxonomy | None = None) -> VideoPullReport:
     """Write each annotated video task's corrected tracks as per-frame boxes.
 
-    For a task keyed ``folder/clip.mp4`` it writes ``out_dir/folder/clip.mp4.frames.jsonl`` (one line
+    For a task of ``folder/clip.mp4`` (its ``source_video``) it writes ``out_dir/folder/clip.mp4.frames.jsonl`` (one line
     per video frame, ``frame_log_from_tracks``; an existing file is backed up first). The latest
     submitted (not cancelled) annotation of a task wins.
 
@@ -249,17 +275,19 @@ def pull_videos(client: LSClient, project: str | int, out_dir: str | Path, data_
             if key is None:
                 raise ConvertError(f"task {task.get('id')}: data has no video key ({IMAGE_KEY!r} or a local-files URL)")
             video = video_of_task(task)
+            source = (task.get("data") or {}).get("source_video") or key
+            source = safe_relative_path(source if isinstance(source, str) else "", "data.source_video")
             tracks = tracks_from_result(annotation.get("result"), video, taxonomy.box_class_names, task.get("id"))
         except ConvertError as exc:
             report.problems.append(Problem(task.get("id"), "bad-video-annotation", str(exc), file_name=key))
             continue
-        path = out / (key + FRAMES_SUFFIX)
+        path = out / (source + FRAMES_SUFFIX)
         path.parent.mkdir(parents=True, exist_ok=True)
         backup_existing(path)
         lines = (json.dumps(entry) for entry in frame_log_from_tracks(tracks, video))
         atomic_write_text(path, "\n".join(lines) + "\n")
         report.written.append(str(path))
-        pulled.append((key, video, tracks))
+        pulled.append((source, video, tracks))
     if stills_every is not None and pulled:
         report.stills, report.n_stills = write_stills(pulled, Path(data_root), out, stills_every, taxonomy)
     return report

@@ -149,3 +149,49 @@ class VideoWriter:
 
     def __exit__(self, exc_type, *_) -> None:
         self.close(keep=exc_type is None)
+
+
+# Codecs browsers play (Label Studio's video player is the browser's): H.264, VP8/VP9, AV1.
+# OpenCV's pip wheels write MPEG-4 Part 2 (mp4v/FMP4), which Chrome and Firefox do not play.
+BROWSER_FOURCCS = frozenset({"avc1", "h264", "H264", "x264", "X264", "VP80", "VP90", "vp08", "vp09", "av01", "AV01"})
+
+
+def video_fourcc(path: str | Path) -> str:
+    """The video stream's codec tag as four characters (e.g. ``FMP4``, ``avc1``, ``VP80``)."""
+    import cv2
+
+    cap = _open(path)
+    try:
+        code = int(cap.get(cv2.CAP_PROP_FOURCC) or 0)
+    finally:
+        cap.release()
+    return code.to_bytes(4, "little").decode("latin-1")
+
+
+def transcode_webm(src: str | Path, dst: str | Path) -> int:
+    """Re-encode ``src`` as VP8 WebM (browsers play it; OpenCV's wheels can write it), frame for
+    frame at the same rate and size; returns the frame count.
+
+    Raises:
+        VideoError: ``src`` unreadable, or no VP8 encoder, or a frame count that differs afterwards.
+    """
+    import cv2
+
+    info = probe_video(src)
+    dst = Path(dst)
+    tmp = dst.with_name(dst.stem + ".partial.webm")
+    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"VP80"), float(info.fps), (info.width, info.height))
+    if not writer.isOpened():
+        raise VideoError(f"{dst}: OpenCV cannot open a VP8 (WebM) encoder")
+    n = 0
+    try:
+        for _, _, rgb in iter_frames(src):
+            writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+            n += 1
+    finally:
+        writer.release()
+    if probe_video(tmp).n_frames != n:
+        tmp.unlink(missing_ok=True)
+        raise VideoError(f"{dst}: the WebM copy does not hold the {n} frames of {src}")
+    os.replace(tmp, dst)
+    return n

@@ -12,6 +12,7 @@ import pytest
 from kvasir_ml.data.coco import load_canonical
 from kvasir_ml.labelstudio.video_sync import pull_videos, push_video
 from kvasir_ml.labelstudio.video_tracks import VideoFrame, check_sequence, per_frame_boxes_px
+from kvasir_ml.video.io import probe_video, video_fourcc
 
 pytestmark = pytest.mark.labelstudio
 
@@ -43,8 +44,15 @@ def test_video_task_round_trip_with_a_corrected_keyframe(ls_client, ls_data_root
     assert rep.created and rep.prediction_created and rep.n_boxes == n_boxes
     assert rep.n_tracks == len({b["id"] for f in truth["frames"] for b in f["boxes"]})
     assert rep.n_keyframes < n_boxes  # keyframes, not every frame
+    # OpenCV wrote MPEG-4 Part 2, which browsers cannot play: the task shows a VP8 copy, frame for frame.
+    assert rep.transcoded and rep.served == "lsvideo/video.mp4.browser.webm"
+    assert video_fourcc(ls_data_root / rep.served) == "VP80"
+    assert probe_video(ls_data_root / rep.served).n_frames == N_FRAMES
+    task = ls_client.sdk.tasks.get(id=rep.task_id)
+    assert task.data["source_video"] == "lsvideo/video.mp4" and task.data["n_frames"] == N_FRAMES
     again = push_video(ls_client, video_path, frames_path, ls_data_root, "video tasks", "gt-tracks")
-    assert (again.task_id, again.created, again.prediction_created) == (rep.task_id, False, False)
+    assert (again.task_id, again.created, again.prediction_created, again.transcoded) == (rep.task_id, False, False,
+                                                                                          False)
 
     # The annotator moves one keyframe of the first track 10 % to the right and submits.
     sdk = ls_client.sdk
