@@ -15,7 +15,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 from kvasir_ml.labelstudio.client import LabelStudioError, LSClient
 from kvasir_ml.labelstudio.config import IMAGE_KEY, VIDEO_NAME, video_labeling_config_xml
@@ -90,32 +90,37 @@ def ensure_video_project(client: LSClient, project: str | int, fps: float, taxon
     return pid, False
 
 
-def read_frame_log(path: str | Path) -> list[dict[str, Any]]:
-    """The lines of a ``frames.jsonl`` (``video predict``).
+def iter_frame_log(path: str | Path) -> Iterator[dict[str, Any]]:
+    """The lines of a ``frames.jsonl`` (``video predict``), one at a time (hours of video stream).
 
     Raises:
         ConvertError: a line that is not JSON (the message names the file and line).
     """
-    entries = []
     with open(path, encoding="utf-8") as fh:
         for n, line in enumerate(fh, 1):
             if line.strip():
                 try:
-                    entries.append(json.loads(line))
+                    yield json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise ConvertError(f"{path}: line {n} is not JSON ({exc.msg})") from None
-    return entries
 
 
-def prediction_from_frame_log(entries: list[dict[str, Any]], video: VideoFrame, model_version: str, where: str,
+def prediction_from_frame_log(entries: Iterable[dict[str, Any]], video: VideoFrame, model_version: str, where: str,
                               tolerance_pct: float = DEFAULT_TOLERANCE_PCT) -> tuple[dict[str, Any], VideoPushReport]:
     """One Label Studio prediction: a ``videorectangle`` region per track id, keyframes reduced.
 
     Boxes without a track id are left out (counted in the report). The frame step (``every``
     of ``video predict``) is the smallest gap between logged frames: wider gaps end a track's run.
     """
-    tracks, untracked = tracks_from_frame_log(entries, where)
-    frames = sorted({e["frame"] for e in entries})
+    seen: list[int] = []
+
+    def tap() -> Iterator[dict[str, Any]]:  # the frame indices on the way past (the entries stream)
+        for entry in entries:
+            yield entry
+            seen.append(entry["frame"])  # checked by tracks_from_frame_log before it asks for the next
+
+    tracks, untracked = tracks_from_frame_log(tap(), where)
+    frames = sorted(set(seen))
     step = min((b - a for a, b in zip(frames, frames[1:])), default=1)
     outside = [f for f in frames if f >= video.n_frames]
     if outside:
@@ -167,7 +172,7 @@ def push_video(client: LSClient, video_path: str | Path, frames_path: str | Path
     served, transcoded = _browser_playable(path, browser_copy)
     key = served.relative_to(root).as_posix()
     video = VideoFrame(info.fps, info.n_frames, info.width, info.height)
-    pred, report = prediction_from_frame_log(read_frame_log(frames_path), video, model_version, str(frames_path),
+    pred, report = prediction_from_frame_log(iter_frame_log(frames_path), video, model_version, str(frames_path),
                                              tolerance_pct)
     unknown = sorted({r["value"]["labels"][0] for r in pred["result"]} - set(taxonomy.box_class_names))
     if unknown:

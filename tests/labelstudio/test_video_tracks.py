@@ -168,3 +168,32 @@ def test_frame_log_errors_name_the_line():
 def test_keyframe_times_follow_the_frame_rate():
     kfs = keyframes_from_track([0, 25], [[0, 0, 10, 10], [50, 0, 10, 10]], VideoFrame(25.0, 30, 100, 100))
     assert [k["time"] for k in kfs] == [0.0, 1.0] and all(not math.isnan(k["x"]) for k in kfs)
+
+
+def _log_line(frame, *boxes):
+    return {"frame": frame, "boxes": [{"class": c, "score": s, "xywh_px": b, "track_id": t} for c, s, b, t in boxes]}
+
+
+def test_prediction_from_frame_log_one_region_per_track_and_every_kth_frame():
+    from kvasir_ml.labelstudio.video_sync import prediction_from_frame_log
+
+    log = [_log_line(f, ("polyp", 0.8, [10 + f, 10, 20, 20], 1), ("polyp", 0.3, [5, 5, 9, 9], None))
+           for f in range(0, 20, 2)]  # `video predict --every 2`
+    log += [_log_line(30, ("resection-margin", 0.6, [50, 50, 30, 30], 4))]
+    pred, rep = prediction_from_frame_log(iter(log), VIDEO, "v1", "f.jsonl")
+    assert (rep.n_tracks, rep.n_boxes, rep.n_untracked) == (2, 11, 10)
+    assert [r["id"] for r in pred["result"]] == ["track-1", "track-4"]
+    assert [k["frame"] for k in pred["result"][0]["value"]["sequence"]] == [1, 19]  # one run: the step is 2
+    assert pred["result"][1]["value"]["labels"] == ["resection-margin"] and pred["model_version"] == "v1"
+    assert pred["score"] == pytest.approx((0.8 * 10 + 0.6) / 11, abs=1e-5)
+
+
+def test_frame_log_errors_name_the_file(tmp_path):
+    from kvasir_ml.labelstudio.video_sync import iter_frame_log, prediction_from_frame_log
+
+    path = tmp_path / "frames.jsonl"
+    path.write_text('{"frame": 0, "boxes": []}\n{oops\n')
+    with pytest.raises(ConvertError, match=r"frames.jsonl: line 2 is not JSON"):
+        list(iter_frame_log(path))
+    with pytest.raises(ConvertError, match="f.jsonl: frame 40 lies outside the video"):
+        prediction_from_frame_log([_log_line(40, ("polyp", 0.9, [1, 1, 5, 5], 1))], VIDEO, "v", "f.jsonl")
