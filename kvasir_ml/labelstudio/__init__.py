@@ -6,6 +6,8 @@
 * ``client``  — SDK wrapper: bounded retries, clear and redacted errors.
 * ``server``  — start/stop a local offline server (development, tests, benchmarks).
 * ``sync``    — push (idempotent, batched, with pre-annotations) and pull (snapshot export).
+* ``video_tracks`` — pure: tracked boxes <-> ``VideoRectangle`` keyframes (Label Studio's interpolation).
+* ``video_sync``   — video tasks: push a video with its tracks, pull corrected tracks per frame.
 
 See docs/labelstudio.md.
 """
