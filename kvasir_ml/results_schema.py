@@ -147,8 +147,98 @@ class MetricsFile(_Versioned):
         return found
 
 
+class Aggregate(_Result):
+    """One metric over a variant's seeds: ``mean`` and ``std`` (sample, ddof=1) of the defined values."""
+
+    mean: float | None = None
+    std: float | None = None
+    n: int = 0
+    values: list[float | None] = Field(default_factory=list, description="per run, in the variant's seed order")
+
+
+class HardPair(_Result):
+    """Mutual confusion of two source classes, over a variant's seeds."""
+
+    a: str
+    b: str
+    n_runs: int
+    a_as_b: Aggregate
+    b_as_a: Aggregate
+    rate: Aggregate
+    matrix_sum: list[list[int]]
+    support_a: int | None = None
+    support_b: int | None = None
+
+
+class Variant(_Result):
+    """One model variant (``<task>-<inset mode>`` or ``detector-<inset mode>``) over its seeds."""
+
+    name: str
+    kind: Literal["classifier", "detector"]
+    task: str | None = None
+    inset_mode: str | None = None
+    model: str | None = None
+    n_seeds: int
+    seeds: list[int | None]
+    run_dirs: list[str]
+    split_sha256: list[str] = Field(default_factory=list)
+    test: dict[str, Aggregate]
+    test_tta: dict[str, Aggregate] | None = None
+    selection: list[str] = Field(default_factory=list)
+    per_class_ap: dict[str, Aggregate] = Field(default_factory=dict)
+    confusion_sum: list[list[int]] | None = None
+    hard_pairs: dict[str, HardPair] = Field(default_factory=dict)
+
+    def scored(self, key: str) -> dict[str, Aggregate] | None:
+        """``test`` or ``test_tta`` (None when the variant has no such section)."""
+        return self.test if key == "test" else self.test_tta if key == "test_tta" else None
+
+
+# pair name -> metric -> paired-bootstrap result (``evaluation.bootstrap.paired_bootstrap``:
+# diff, ci95, ci95_images, star, verdict, n_seeds, seeds_needed, per_seed, ...)
+PairedSection = dict[str, dict[str, dict[str, Any]]]
+COMPARISON_VERSION = 2
+
+
+class ComparisonFile(_Versioned):
+    """``comparison.json``: runs grouped into variants, test metrics over seeds, paired intervals."""
+
+    schema_version: int = COMPARISON_VERSION
+    format_version: int | None = Field(None, description="the version's former name, still written for old readers")
+    metrics: list[str] = Field(description="the classifier table's columns")
+    detector_metrics: list[str] = Field(default_factory=list)
+    std: str | None = None
+    datasets: list[str] = Field(default_factory=list)
+    split_sha256: list[str] = Field(default_factory=list)
+    same_split: bool = True
+    ground_truth: dict[str, Any] | None = None
+    hard_pairs: list[list[str]] = Field(default_factory=list)
+    hard_pairs_missing: list[str] = Field(default_factory=list)
+    label_names: list[str] | None = None
+    class_names: list[str] | None = None
+    chance: dict[str, float | None] | None = None
+    variants: dict[str, Variant]
+    paired: PairedSection = Field(default_factory=dict)
+    inset_ablation: PairedSection = Field(default_factory=dict)
+    paired_tta: PairedSection = Field(default_factory=dict)
+    inset_ablation_tta: PairedSection = Field(default_factory=dict)
+    aa_control: dict[str, Any] | None = None
+    paired_bootstrap: dict[str, Any] | None = None
+    design: dict[str, Any] = Field(default_factory=dict)
+    plots: dict[str, str] = Field(default_factory=dict)
+    experiment: str | None = None
+    group: str | None = None
+
+    def variants_of(self, kind: str) -> list[Variant]:
+        return [v for v in self.variants.values() if v.kind == kind]
+
+    def section(self, name: str) -> PairedSection:
+        """A paired section by name (``paired``, ``inset_ablation`` or their ``_tta`` twins)."""
+        return getattr(self, name) or {}
+
+
 M = TypeVar("M", bound=_Versioned)
-CURRENT_VERSION: dict[type, int] = {MetricsFile: METRICS_VERSION}
+CURRENT_VERSION: dict[type, int] = {MetricsFile: METRICS_VERSION, ComparisonFile: COMPARISON_VERSION}
 
 
 def _problems(exc: ValidationError) -> list[str]:
@@ -170,11 +260,14 @@ def parse_result(model: type[M], raw: Any, origin: str) -> M:
     """
     if not isinstance(raw, dict):
         raise ResultsError(f"{origin}: top level must be a JSON object, got {type(raw).__name__}")
-    version, current = raw.get("schema_version", 1), CURRENT_VERSION[model]
+    # comparison.json named its version format_version before schema_version existed
+    version, current = raw.get("schema_version", raw.get("format_version", 1)), CURRENT_VERSION[model]
     if isinstance(version, int) and not isinstance(version, bool) and version > current:
         raise ResultsError(f"{origin}: schema_version {version} is newer than this kvasir_ml reads "
                            f"({current}); update kvasir_ml")
     try:
+        if "schema_version" not in raw and isinstance(version, int):
+            raw = {**raw, "schema_version": version}
         return model.model_validate(raw)
     except ValidationError as exc:
         problems = _problems(exc)
@@ -208,3 +301,14 @@ def write_metrics(path: str | Path, metrics: MetricsFile | dict[str, Any]) -> Me
     model = metrics if isinstance(metrics, MetricsFile) else parse_result(MetricsFile, metrics, str(path))
     write_result(path, model)
     return model
+
+
+def as_comparison(comparison: ComparisonFile | dict[str, Any], origin: str = "comparison") -> ComparisonFile:
+    """``compare_runs``' dict (or a loaded file) as a ``ComparisonFile``."""
+    return comparison if isinstance(comparison, ComparisonFile) else parse_result(ComparisonFile, comparison, origin)
+
+
+def read_comparison(path: str | Path) -> ComparisonFile:
+    """``comparison.json`` as a ``ComparisonFile`` (raises ``ResultsError`` naming the file and field)."""
+    return read_result(ComparisonFile, path)
+

@@ -8,7 +8,15 @@ import math
 import pytest
 
 from kvasir_ml.experiment.compare import CompareError, load_run
-from kvasir_ml.results_schema import MetricsFile, ResultsError, read_metrics, write_metrics
+from kvasir_ml.experiment.tables import metrics_table
+from kvasir_ml.results_schema import (
+    MetricsFile,
+    ResultsError,
+    read_comparison,
+    read_metrics,
+    write_metrics,
+    write_result,
+)
 
 
 def _classifier_metrics() -> dict:
@@ -77,3 +85,38 @@ def test_a_run_without_test_metrics_cannot_be_compared(tmp_path):
     write_metrics(tmp_path / "metrics.json", MetricsFile(kind="classifier", task="multilabel"))
     with pytest.raises(CompareError, match="has no 'test' metrics"):
         load_run(tmp_path)
+
+
+def _comparison() -> dict:
+    agg = {"mean": 0.5, "std": None, "n": 1, "values": [0.5]}
+    variant = {"name": "multilabel-masked", "kind": "classifier", "task": "multilabel", "inset_mode": "masked",
+               "model": "resnet18", "n_seeds": 1, "seeds": [0], "run_dirs": ["runs/a"], "split_sha256": ["s"],
+               "test": {"macro_ap": agg}, "selection": ["last"], "per_class_ap": {"polyp": agg},
+               "hard_pairs": {"a vs b": {"a": "a", "b": "b", "n_runs": 1, "a_as_b": agg, "b_as_a": agg,
+                                         "rate": agg, "matrix_sum": [[1, 0], [0, 1]]}}}
+    return {"format_version": 2, "metrics": ["macro_ap"], "detector_metrics": [], "std": "sample std",
+            "datasets": ["synthetic"], "split_sha256": ["s"], "same_split": True, "variants": {variant["name"]: variant},
+            "paired": {"x-vs-y": {"macro_ap": {"diff": 0.1, "ci95": [0.0, 0.2], "star": False}}}, "design": {}}
+
+
+def test_comparison_round_trip_old_file_and_table(tmp_path):
+    path = tmp_path / "comparison.json"
+    path.write_text(json.dumps(_comparison()))  # written before schema_version: format_version names it
+    old = read_comparison(path)
+    assert old.schema_version == 2 and old.variants["multilabel-masked"].test["macro_ap"].mean == 0.5
+    assert old.variants["multilabel-masked"].hard_pairs["a vs b"].rate.n == 1
+    assert "| multilabel-masked | 1 | 0.500 |" in metrics_table(old)
+    write_result(tmp_path / "again.json", old)
+    again = json.loads((tmp_path / "again.json").read_text())
+    assert again == {"schema_version": 2, **_comparison()}
+    assert read_comparison(tmp_path / "again.json") == old
+
+
+def test_a_malformed_comparison_is_refused_naming_file_and_field(tmp_path):
+    raw = _comparison()
+    raw["variants"]["multilabel-masked"]["test"]["macro_ap"]["mean"] = "half"
+    path = tmp_path / "comparison.json"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ResultsError, match=f"{path}: variants.multilabel-masked.test.macro_ap.mean: "):
+        read_comparison(path)
+

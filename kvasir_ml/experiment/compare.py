@@ -25,11 +25,11 @@ from kvasir_ml.evaluation.bootstrap import DEFAULT_RESAMPLES
 from kvasir_ml.experiment.config import DEFAULT_HARD_PAIRS
 from kvasir_ml.experiment.ground_truth import ground_truth_summary
 from kvasir_ml.io import read_yaml
-from kvasir_ml.results_schema import MetricsFile, SplitMetrics, parse_result, read_metrics
+from kvasir_ml.results_schema import COMPARISON_VERSION, MetricsFile, SplitMetrics, parse_result, read_metrics
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = COMPARISON_VERSION  # comparison.json's schema_version (also written as format_version)
 # The comparison table (every classifier is scored on both tasks, so every run has them all).
 CLASSIFIER_METRICS = ("macro_ap", "micro_ap", "macro_f1", "subset_accuracy", "top1", "mcc")
 # Also aggregated and kept in comparison.json, not in the headline table.
@@ -342,7 +342,8 @@ def compare_runs(records: Sequence[RunRecord],
             check the runs' own configs (``design.design_of_runs``: runs gathered by hand).
 
     Returns:
-        The comparison dict (written as ``comparison.json``): ``format_version``,
+        The comparison dict (written as ``comparison.json``, schema ``results_schema.ComparisonFile``):
+        ``schema_version`` (and its former name ``format_version``),
         ``metrics`` (table columns), ``detector_metrics``, ``std`` (its definition),
         ``datasets``, ``split_sha256`` (distinct values), ``same_split``, ``hard_pairs``,
         ``label_names``, ``class_names``, ``chance`` (``chance_levels`` of the test split) and ``variants`` {name: {name, kind, task,
@@ -368,6 +369,7 @@ def compare_runs(records: Sequence[RunRecord],
     if label_names is None and classifier:
         label_names = list(dict.fromkeys(lbl for m in classifier for lbl in m.scored("test").per_class))
     comparison = {
+        "schema_version": FORMAT_VERSION,
         "format_version": FORMAT_VERSION,
         "metrics": list(CLASSIFIER_METRICS),
         "detector_metrics": list(DETECTOR_METRICS),

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from kvasir_ml.results_schema import Aggregate
 from kvasir_ml.cli import main as cli_main
 from kvasir_ml.experiment.compare import (
     CLASSIFIER_METRICS,
@@ -73,7 +74,7 @@ def test_markdown_shows_the_same_numbers(experiment):
     for name, entry in comparison["variants"].items():
         row = next(line for line in md.splitlines() if line.startswith(f"| {name} | {entry['n_seeds']} |"))
         cells = [c.strip() for c in row.strip("|").split("|")][2:]
-        assert cells == [fmt(entry["test"][k]) for k in CLASSIFIER_METRICS]
+        assert cells == [fmt(Aggregate.model_validate(entry["test"][k])) for k in CLASSIFIER_METRICS]
     assert "esophagitis / normal-z-line" in md and "dyed-lifted-polyps / dyed-resection-margins" in md
     for key, rel in comparison["plots"].items():
         assert (experiment["out"] / rel).is_file(), key
