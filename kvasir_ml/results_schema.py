@@ -312,3 +312,55 @@ def read_comparison(path: str | Path) -> ComparisonFile:
     """``comparison.json`` as a ``ComparisonFile`` (raises ``ResultsError`` naming the file and field)."""
     return read_result(ComparisonFile, path)
 
+
+PREDICTION_VERSION = 1
+
+
+class InsetPrediction(_Result):
+    state: str
+    box_xywh_px: list[float] | None = None
+
+
+class SourceClassPrediction(_Result):
+    name: str
+    score: float
+
+
+class BoxPrediction(_Result):
+    class_: str = Field(alias="class")
+    score: float
+    xywh_px: list[float]
+
+
+class PredictionRecord(_Versioned):
+    """One image's line of ``kvasir-ml predict`` output (JSON Lines, or an entry of its JSON list).
+    A failed image has ``error`` and only what was known before it failed."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    image: str
+    width: int | None = None
+    height: int | None = None
+    inset: InsetPrediction | None = None
+    labels: dict[str, float] = Field(default_factory=dict, description="every label's calibrated score")
+    predicted_labels: list[str] = Field(default_factory=list, description="labels at or above their threshold")
+    source_class: SourceClassPrediction | None = Field(None, description="the decoded source class")
+    boxes: list[BoxPrediction] = Field(default_factory=list)
+    error: str | None = None
+    model_version: str | None = None
+
+
+CURRENT_VERSION[PredictionRecord] = PREDICTION_VERSION
+
+
+def dump_prediction(entry: PredictionRecord | dict[str, Any]) -> dict[str, Any]:
+    """A prediction's JSON body, checked as ``PredictionRecord``, ``schema_version`` first."""
+    record = entry if isinstance(entry, PredictionRecord) else parse_result(PredictionRecord, entry, "prediction")
+    return {"schema_version": record.schema_version, **record.model_dump(exclude_unset=True, by_alias=True)}
+
+
+def prediction_line(entry: PredictionRecord | dict[str, Any]) -> str:
+    """One JSON Lines line (newline included) for a prediction, checked as ``PredictionRecord``."""
+    import json
+
+    return json.dumps(dump_prediction(entry), ensure_ascii=False) + "\n"

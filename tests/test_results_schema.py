@@ -9,9 +9,11 @@ import pytest
 
 from kvasir_ml.experiment.compare import CompareError, load_run
 from kvasir_ml.experiment.tables import metrics_table
+from kvasir_ml.predict_stream import read_predictions
 from kvasir_ml.results_schema import (
     MetricsFile,
     ResultsError,
+    prediction_line,
     read_comparison,
     read_metrics,
     write_metrics,
@@ -120,3 +122,18 @@ def test_a_malformed_comparison_is_refused_naming_file_and_field(tmp_path):
     with pytest.raises(ResultsError, match=f"{path}: variants.multilabel-masked.test.macro_ap.mean: "):
         read_comparison(path)
 
+
+def test_prediction_records_round_trip_and_a_bad_line_is_named(tmp_path):
+    entry = {"image": "a.jpg", "width": 8, "height": 6, "inset": {"state": "green", "box_xywh_px": None},
+             "labels": {"polyp": 0.9}, "predicted_labels": ["polyp"], "source_class": None,
+             "boxes": [{"class": "polyp", "score": 0.7, "xywh_px": [1.0, 1.0, 2.0, 2.0]}]}
+    failed = {"image": "b.jpg", "error": "not an image"}
+    path = tmp_path / "p.jsonl"
+    path.write_text(prediction_line(entry) + prediction_line(failed))
+    first, second = read_predictions(path)
+    assert first.schema_version == 1 and first.boxes[0].class_ == "polyp" and first.labels["polyp"] == 0.9
+    assert second.error == "not an image" and second.boxes == []
+    assert json.loads(path.read_text().splitlines()[0]) == {"schema_version": 1, **entry}
+    path.write_text(prediction_line(entry) + json.dumps({**entry, "labels": {"polyp": "high"}}) + "\n")
+    with pytest.raises(ResultsError, match=f"{path}, line 2: labels.polyp: "):
+        read_predictions(path)
