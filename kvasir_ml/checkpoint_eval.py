@@ -20,7 +20,8 @@ from typing import Any
 from kvasir_ml.data.coco import load_canonical
 from kvasir_ml.data.image_root import image_root
 from kvasir_ml.data.splits import Split, load_split
-from kvasir_ml.io import atomic_write_json, sha256_file
+from kvasir_ml.io import sha256_file
+from kvasir_ml.results_schema import write_metrics
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +150,6 @@ def evaluate_checkpoint(ckpt: str | Path, out_dir: str | Path, canonical: str | 
         "subset": subset,
     }
     target = out / "metrics.json"
-    atomic_write_json(target, metrics)
+    write_metrics(target, metrics)
     log.info("%s %s on %s (%s): %s", kind, ckpt, path, subset, target)
     return target

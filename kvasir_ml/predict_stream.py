@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from kvasir_ml.predict import CHUNK_IMAGES, Predictor, _apply, decode_frame
+from kvasir_ml.results_schema import PredictionRecord, parse_result, prediction_line
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +77,19 @@ def written_images(out_path: str | Path) -> set[str]:
     return done
 
 
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Every entry of a JSON Lines prediction file (``ls push --predictions``).
+def read_predictions(path: str | Path) -> list[PredictionRecord]:
+    """Every record of a JSON Lines prediction file, checked as ``PredictionRecord``.
+
+    Raises:
+        ValueError: as ``read_jsonl``; ``ResultsError`` for a record with a field of the wrong
+            type, naming the file, line and field.
+    """
+    return [parse_result(PredictionRecord, e, f"{path}, line {n}") for n, e in read_jsonl(path, numbered=True)]
+
+
+def read_jsonl(path: str | Path, numbered: bool = False) -> list[Any]:
+    """Every entry of a JSON Lines prediction file (``ls push --predictions``), as parsed
+    (``numbered``: as ``(line number, entry)`` pairs).
 
     Raises:
         ValueError: a line that is not a JSON object, or a torn last line (a run still writing,
@@ -97,7 +109,7 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
                 raise ValueError(f"{path}, line {lineno}: not JSON ({exc})") from None
             if not isinstance(entry, dict):
                 raise ValueError(f"{path}, line {lineno}: expected a prediction entry (a JSON object)")
-            entries.append(entry)
+            entries.append((lineno, entry) if numbered else entry)
     return entries
 
 
@@ -187,7 +199,7 @@ def predict_to_jsonl(predictor: Predictor, paths: Sequence[str | Path], out_path
             for entry in run_models(predictor, items):
                 if model_version:
                     entry["model_version"] = model_version
-                fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
+                fh.write(prediction_line(entry))
                 report.n_written += 1
                 report.n_failed += "error" in entry
             fh.flush()  # a kill loses at most the batch in flight

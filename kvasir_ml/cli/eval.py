@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from kvasir_ml.cli.common import add_command, add_device, add_trust_checkpoint
 
 
 def _eval(args: argparse.Namespace) -> int:
     from kvasir_ml.checkpoint_eval import evaluate_checkpoint
+    from kvasir_ml.results_schema import read_metrics
 
     path = evaluate_checkpoint(args.checkpoint, args.out, canonical=args.data, root=args.root, split_file=args.split,
                                subset=args.subset, device=args.device, trust=args.trust_checkpoint)
-    metrics = json.loads(path.read_text(encoding="utf-8"))
-    scores = metrics[metrics["evaluated"]["subset"]]
-    keys = ("coco_ap", "coco_ap50", "ultralytics_map50") if metrics["kind"] == "detector" else (
+    metrics = read_metrics(path)
+    subset = metrics.evaluated.subset if metrics.evaluated else "test"
+    scores = metrics.scored(subset)
+    keys = ("coco_ap", "coco_ap50", "ultralytics_map50") if metrics.kind == "detector" else (
         "macro_ap", "macro_f1", "top1")
-    shown = "  ".join(f"{k} {scores[k]:.4f}" for k in keys if isinstance(scores.get(k), float))
-    print(f"{metrics['kind']} on {metrics['dataset']} ({metrics['evaluated']['subset']}, "
-          f"{sum(metrics['n_images'].values())} images): {shown}\nwrote {path}")
+    shown = "  ".join(f"{k} {scores.get(k):.4f}" for k in keys if isinstance(scores.get(k), float))
+    print(f"{metrics.kind} on {metrics.dataset} ({subset}, {sum(metrics.n_images.values())} images): {shown}\n"
+          f"wrote {path}")
     return 0
 
 

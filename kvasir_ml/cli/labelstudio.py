@@ -69,9 +69,10 @@ def _push(args: argparse.Namespace) -> int:
     entries, version = None, args.model_version
     if args.predictions:
         if str(args.predictions).endswith(".jsonl"):  # `kvasir-ml predict --out FILE.jsonl`
-            from kvasir_ml.predict_stream import read_jsonl
+            from kvasir_ml.predict_stream import read_predictions
 
-            entries = read_jsonl(args.predictions)
+            # checked record by record (file, line and field named), then handed on as the entries they were
+            entries = [r.model_dump(exclude_unset=True, by_alias=True) for r in read_predictions(args.predictions)]
         else:
             entries = read_json(args.predictions)
         if not isinstance(entries, list):

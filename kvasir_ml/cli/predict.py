@@ -17,6 +17,7 @@ def _predict(args: argparse.Namespace) -> int:
     from kvasir_ml.labelstudio.sync import model_version_for
     from kvasir_ml.predict import Predictor, count_failures
     from kvasir_ml.predict_stream import IMAGE_SUFFIXES, list_images
+    from kvasir_ml.results_schema import dump_prediction
 
     classifier = args.classifier
     if not classifier and not args.detector:
@@ -28,9 +29,7 @@ def _predict(args: argparse.Namespace) -> int:
     version = model_version_for(classifier, args.detector)  # `ls push` names these as it would the checkpoints
     if args.out and args.out.endswith(".jsonl"):
         return _stream(args, predictor, images, version)
-    results = predictor(images)
-    for entry in results:
-        entry["model_version"] = version
+    results = [dump_prediction({**entry, "model_version": version}) for entry in predictor(images)]
     if args.out:
         atomic_write_json(args.out, results, keep_backup=True)
         print(f"wrote {len(results)} predictions to {args.out}")

@@ -33,7 +33,7 @@ from kvasir_ml.detection.config import DetectorConfig
 from kvasir_ml.detection.export import YoloExport, export_yolo
 from kvasir_ml.detection.training import check_resume_checkpoint, fit, history_from_results
 from kvasir_ml.detection.yolo import resolve_weights
-from kvasir_ml.io import atomic_write_json
+from kvasir_ml.results_schema import write_metrics
 from kvasir_ml.rundir import RunDirError, check_run_dir, config_differences
 from kvasir_ml.runlock import run_lock
 from kvasir_ml.tracking import Tracker, make_tracker
@@ -152,7 +152,7 @@ def _run(cfg, run_dir: Path, ds, root: Path, dataset: str, tracker: Tracker, res
     for name in ("val", "test"):
         metrics[name] = score_split(best, ds, export, name, cfg, run_dir, tracker)
     metrics["epoch_time_s_mean"] = timing["epoch_time_s_mean"]
-    atomic_write_json(run_dir / "metrics.json", metrics)
+    write_metrics(run_dir / "metrics.json", metrics)
     tracker.summary({f"{s}/{k}": v for s in ("val", "test") for k, v in metrics[s].items() if isinstance(v, float)})
     per_class = metrics["test"].get("per_class_ap", {})
     tracker.table("test/per_class_ap", ["class", "ap", "ap50"],

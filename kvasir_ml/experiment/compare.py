@@ -24,11 +24,12 @@ import numpy as np
 from kvasir_ml.evaluation.bootstrap import DEFAULT_RESAMPLES
 from kvasir_ml.experiment.config import DEFAULT_HARD_PAIRS
 from kvasir_ml.experiment.ground_truth import ground_truth_summary
-from kvasir_ml.io import read_json, read_yaml
+from kvasir_ml.io import read_yaml
+from kvasir_ml.results_schema import COMPARISON_VERSION, MetricsFile, SplitMetrics, parse_result, read_metrics
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = COMPARISON_VERSION  # comparison.json's schema_version (also written as format_version)
 # The comparison table (every classifier is scored on both tasks, so every run has them all).
 CLASSIFIER_METRICS = ("macro_ap", "micro_ap", "macro_f1", "subset_accuracy", "top1", "mcc")
 # Also aggregated and kept in comparison.json, not in the headline table.
@@ -46,14 +47,20 @@ class CompareError(ValueError):
 
 @dataclass
 class RunRecord:
-    """One finished run: where it came from, its metrics dict and (optionally) test predictions."""
+    """One finished run: where it came from, its metrics and (optionally) test predictions.
+
+    ``metrics`` may be given as a dict: it is validated into a ``MetricsFile``."""
 
     source: str  # run folder or W&B run path
-    metrics: dict[str, Any]
+    metrics: MetricsFile
     predictions: dict[str, np.ndarray] | None = None
     group: str | None = None  # the run's W&B group (tracking.group)
     predictions_tta: dict[str, np.ndarray] | None = None  # the same with test-time augmentation
     config: dict[str, Any] | None = None  # the run's resolved config (config.yaml / the W&B run config)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.metrics, MetricsFile):
+            self.metrics = parse_result(MetricsFile, self.metrics, self.source)
 
 
 def load_run(run_dir: str | Path) -> RunRecord:
@@ -66,8 +73,8 @@ def load_run(run_dir: str | Path) -> RunRecord:
     path = run_dir / "metrics.json"
     if not path.is_file():
         raise CompareError(f"{run_dir}: no metrics.json (not a finished run folder)")
-    metrics = read_json(path)  # a run folder may be handed over: read strictly, errors name the file
-    if not isinstance(metrics.get("test"), dict):
+    metrics = read_metrics(path)  # a run folder may be handed over: read strictly, errors name the file and field
+    if metrics.test is None:
         raise CompareError(f"{path}: has no 'test' metrics")
     predictions, predictions_tta = _load_npz(run_dir / PREDICTIONS_FILE), _load_npz(run_dir / PREDICTIONS_TTA_FILE)
     group, config = None, None
@@ -90,7 +97,7 @@ def is_wandb_path(ref: str) -> bool:
 
 
 def metrics_from_wandb(summary: dict[str, Any], config: dict[str, Any],
-                       tables: dict[str, Any] | None = None) -> dict[str, Any]:
+                       tables: dict[str, Any] | None = None) -> MetricsFile:
     """Rebuild a ``metrics.json``-like dict from a W&B run (its summary, config and tables).
 
     The summary holds the flat ``test/<metric>`` scalars the trainers log; the per-class
@@ -103,7 +110,7 @@ def metrics_from_wandb(summary: dict[str, Any], config: dict[str, Any],
         tables: ``{key: {"columns", "data"}}``; optional.
 
     Returns:
-        ``{"kind", "task", "model", "inset_mode", "seed", "dataset", "split_sha256", "test"}``.
+        A ``MetricsFile`` with ``kind``, ``task``, ``model``, ``inset_mode``, ``seed`` and ``test``.
     """
     test = {k[len("test/"):]: v for k, v in summary.items()
             if k.startswith("test/") and isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -120,7 +127,7 @@ def metrics_from_wandb(summary: dict[str, Any], config: dict[str, Any],
             test["per_class"] = {row[cols.index("label")]: {c: row[i] for i, c in enumerate(cols) if c != "label"}
                                  for row in table["data"]}
     out.update(dataset=None, split_sha256=None, test=test)
-    return out
+    return parse_result(MetricsFile, out, "W&B run summary")
 
 
 def load_wandb_run(path: str, timeout_s: int = 30) -> RunRecord:
@@ -159,11 +166,11 @@ def common_group(records: Sequence[RunRecord]) -> str | None:
     return groups.pop() if len(groups) == 1 else None
 
 
-def variant_name(metrics: dict[str, Any]) -> str:
+def variant_name(metrics: MetricsFile) -> str:
     """``<task>-<inset mode>`` for a classifier, ``detector-<inset mode>`` for a detector."""
-    if metrics.get("kind") == "detector":
-        return f"detector-{metrics.get('inset_mode') or 'raw'}"
-    return f"{metrics.get('task')}-{metrics.get('inset_mode')}"
+    if metrics.kind == "detector":
+        return f"detector-{metrics.inset_mode or 'raw'}"
+    return f"{metrics.task}-{metrics.inset_mode}"
 
 
 def aggregate(values: Sequence[float | None]) -> dict[str, Any]:
@@ -179,14 +186,14 @@ def aggregate(values: Sequence[float | None]) -> dict[str, Any]:
     }
 
 
-def pair_confusion(test: dict[str, Any], a: str, b: str) -> dict[str, Any] | None:
+def pair_confusion(test: SplitMetrics, a: str, b: str) -> dict[str, Any] | None:
     """How often classes ``a`` and ``b`` are taken for each other in one run's test confusion.
 
     Returns:
         ``{"a_as_b", "b_as_a", "support_a", "support_b", "rate"}`` (rate = both errors over
         both supports; None without support), or None when the run has no such matrix.
     """
-    names, conf = test.get("class_names"), test.get("confusion")
+    names, conf = test.class_names, test.confusion
     if not names or conf is None or a not in names or b not in names:
         return None
     c = np.asarray(conf, dtype=np.int64)
@@ -198,17 +205,18 @@ def pair_confusion(test: dict[str, Any], a: str, b: str) -> dict[str, Any] | Non
             "matrix": [[int(c[i, i]), int(c[i, j])], [int(c[j, i]), int(c[j, j])]]}
 
 
-def chance_levels(test: dict[str, Any]) -> dict[str, float | None]:
+def chance_levels(test: SplitMetrics | dict[str, Any]) -> dict[str, float | None]:
     """What a model without skill scores on this test split (from one run's test metrics).
 
     AP of a random ranking is the label's prevalence, so chance macro AP is the mean
     prevalence over labels with a positive and chance micro AP their pooled positive rate;
     chance top-1 is the majority class's share (always answering it); chance MCC is 0.
     """
-    n = test.get("n_images") or 0
-    supports = [pc.get("support") or 0 for pc in test.get("per_class", {}).values()]
+    test = test if isinstance(test, SplitMetrics) else SplitMetrics.model_validate(test)
+    n = test.n_images or 0
+    supports = [pc.get("support") or 0 for pc in test.per_class.values()]
     pos = [s for s in supports if s > 0]
-    rows = np.asarray(test.get("confusion") or [[0]], dtype=np.int64).sum(axis=1)
+    rows = np.asarray(test.confusion or [[0]], dtype=np.int64).sum(axis=1)
     return {
         "macro_ap": float(np.mean([s / n for s in pos])) if n and pos else None,
         "micro_ap": float(sum(pos) / (n * len(pos))) if n and pos else None,
@@ -222,7 +230,7 @@ def _group(records: Sequence[RunRecord]) -> dict[str, list[RunRecord]]:
     for rec in records:
         groups.setdefault(variant_name(rec.metrics), []).append(rec)
     for name, recs in groups.items():
-        seeds = [r.metrics.get("seed") for r in recs if r.metrics.get("seed") is not None]
+        seeds = [r.metrics.seed for r in recs if r.metrics.seed is not None]
         dup = sorted({s for s in seeds if seeds.count(s) > 1})
         if dup:
             raise CompareError(f"variant {name}: several runs with seed(s) {dup} "
@@ -230,30 +238,35 @@ def _group(records: Sequence[RunRecord]) -> dict[str, list[RunRecord]]:
     return groups
 
 
+def _rule(metrics: MetricsFile) -> str:
+    """The checkpoint selection rule (runs written before it was recorded used val macro AP)."""
+    return metrics.selection.rule if metrics.selection is not None else "val_macro_ap"
+
+
 def _variant_entry(name: str, recs: list[RunRecord], hard_pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:
     m0 = recs[0].metrics
-    kind = m0.get("kind", "classifier")
+    kind = m0.kind
     keys = DETECTOR_METRICS if kind == "detector" else CLASSIFIER_METRICS + EXTRA_CLASSIFIER_METRICS
-    tests = [r.metrics["test"] for r in recs]
+    tests = [r.metrics.scored("test") for r in recs]
     entry: dict[str, Any] = {
-        "name": name, "kind": kind, "task": m0.get("task"), "inset_mode": m0.get("inset_mode"),
-        "model": m0.get("model"), "n_seeds": len(recs), "seeds": [r.metrics.get("seed") for r in recs],
+        "name": name, "kind": kind, "task": m0.task, "inset_mode": m0.inset_mode,
+        "model": m0.model, "n_seeds": len(recs), "seeds": [r.metrics.seed for r in recs],
         "run_dirs": [r.source for r in recs],
-        "split_sha256": sorted({str(r.metrics.get("split_sha256")) for r in recs}),
+        "split_sha256": sorted({str(r.metrics.split_sha256) for r in recs}),
         "test": {k: aggregate([t.get(k) for t in tests]) for k in keys},
-        "selection": sorted({str((r.metrics.get("selection") or {}).get("rule", "val_macro_ap")) for r in recs}),
+        "selection": sorted({_rule(r.metrics) for r in recs}),
     }
-    tta = [r.metrics.get("test_tta") for r in recs]
-    if kind != "detector" and all(isinstance(t, dict) for t in tta):
-        entry["test_tta"] = {k: aggregate([t.get(k) for t in tta]) for k in keys}
+    tta = [r.metrics.test_tta for r in recs]
+    if kind != "detector" and all(t is not None for t in tta):
+        entry["test_tta"] = {k: aggregate([t.get(k) for t in tta if t is not None]) for k in keys}
     if kind == "detector":
-        classes = list(dict.fromkeys(c for t in tests for c in t.get("per_class_ap", {})))
-        entry["per_class_ap"] = {c: aggregate([t.get("per_class_ap", {}).get(c) for t in tests]) for c in classes}
+        classes = list(dict.fromkeys(c for t in tests for c in t.per_class_ap))
+        entry["per_class_ap"] = {c: aggregate([t.per_class_ap.get(c) for t in tests]) for c in classes}
         return entry
-    labels = list(dict.fromkeys(lbl for t in tests for lbl in t.get("per_class", {})))
-    entry["per_class_ap"] = {lbl: aggregate([t.get("per_class", {}).get(lbl, {}).get("ap") for t in tests])
+    labels = list(dict.fromkeys(lbl for t in tests for lbl in t.per_class))
+    entry["per_class_ap"] = {lbl: aggregate([t.per_class.get(lbl, {}).get("ap") for t in tests])
                              for lbl in labels}
-    confusions = [np.asarray(t["confusion"], dtype=np.int64) for t in tests if t.get("confusion") is not None]
+    confusions = [np.asarray(t.confusion, dtype=np.int64) for t in tests if t.confusion is not None]
     entry["confusion_sum"] = np.sum(confusions, axis=0).astype(int).tolist() if confusions else None
     entry["hard_pairs"] = {}
     for a, b in hard_pairs:
@@ -286,16 +299,15 @@ def paired_sections(records: Sequence[RunRecord], n_resamples: int = DEFAULT_RES
     tta: dict[str, list] = {}
     selection: dict[str, set[str]] = {}
     for rec in records:
-        if rec.metrics.get("kind", "classifier") != "classifier":
+        m = rec.metrics
+        if m.kind != "classifier":
             continue
-        name = variant_name(rec.metrics)
-        selection.setdefault(name, set()).add(str((rec.metrics.get("selection") or {}).get("rule", "val_macro_ap")))
+        name = variant_name(m)
+        selection.setdefault(name, set()).add(_rule(m))
         if rec.predictions is not None:
-            plain.setdefault(name, []).append((rec.metrics.get("seed"), rec.predictions,
-                                               rec.metrics["test"]["thresholds"]))
-        if rec.predictions_tta is not None and isinstance(rec.metrics.get("test_tta"), dict):
-            tta.setdefault(name, []).append((rec.metrics.get("seed"), rec.predictions_tta,
-                                             rec.metrics["test_tta"]["thresholds"]))
+            plain.setdefault(name, []).append((m.seed, rec.predictions, m.scored("test").thresholds))
+        if rec.predictions_tta is not None and m.test_tta is not None:
+            tta.setdefault(name, []).append((m.seed, rec.predictions_tta, m.test_tta.thresholds))
     variants = list(selection)
     pairs, ablation = task_pairs(variants), ablation_pairs(variants)
     same_rule = {f"{a}-vs-{b}": len(selection[a] | selection[b]) == 1 for a, b in [*pairs, *ablation]}
@@ -330,7 +342,8 @@ def compare_runs(records: Sequence[RunRecord],
             check the runs' own configs (``design.design_of_runs``: runs gathered by hand).
 
     Returns:
-        The comparison dict (written as ``comparison.json``): ``format_version``,
+        The comparison dict (written as ``comparison.json``, schema ``results_schema.ComparisonFile``):
+        ``schema_version`` (and its former name ``format_version``),
         ``metrics`` (table columns), ``detector_metrics``, ``std`` (its definition),
         ``datasets``, ``split_sha256`` (distinct values), ``same_split``, ``hard_pairs``,
         ``label_names``, ``class_names``, ``chance`` (``chance_levels`` of the test split) and ``variants`` {name: {name, kind, task,
@@ -349,18 +362,19 @@ def compare_runs(records: Sequence[RunRecord],
     if not records:
         raise CompareError("no runs to compare")
     groups = _group(records)
-    splits = sorted({str(r.metrics["split_sha256"]) for r in records if r.metrics.get("split_sha256")})
-    classifier = [r.metrics for r in records if r.metrics.get("kind", "classifier") == "classifier"]
-    label_names = next((m["label_names"] for m in classifier if m.get("label_names")), None)
-    class_names = next((m["class_names"] for m in classifier if m.get("class_names")), None)
+    splits = sorted({str(r.metrics.split_sha256) for r in records if r.metrics.split_sha256})
+    classifier = [r.metrics for r in records if r.metrics.kind == "classifier"]
+    label_names = next((m.label_names for m in classifier if m.label_names), None)
+    class_names = next((m.class_names for m in classifier if m.class_names), None)
     if label_names is None and classifier:
-        label_names = list(dict.fromkeys(lbl for m in classifier for lbl in m["test"].get("per_class", {})))
+        label_names = list(dict.fromkeys(lbl for m in classifier for lbl in m.scored("test").per_class))
     comparison = {
+        "schema_version": FORMAT_VERSION,
         "format_version": FORMAT_VERSION,
         "metrics": list(CLASSIFIER_METRICS),
         "detector_metrics": list(DETECTOR_METRICS),
         "std": STD_NOTE,
-        "datasets": sorted({str(r.metrics.get("dataset")) for r in records if r.metrics.get("dataset")}),
+        "datasets": sorted({str(r.metrics.dataset) for r in records if r.metrics.dataset}),
         "split_sha256": splits,
         "same_split": len(splits) <= 1,
         "ground_truth": ground_truth_summary([r.metrics for r in records]),  # folder or verified labels on test
@@ -370,8 +384,8 @@ def compare_runs(records: Sequence[RunRecord],
         "variants": {name: _variant_entry(name, recs, hard_pairs) for name, recs in groups.items()},
     }
     if classifier:
-        comparison["chance"] = chance_levels(classifier[0]["test"])
-        known = {n for m in classifier for n in m["test"].get("class_names") or []}
+        comparison["chance"] = chance_levels(classifier[0].scored("test"))
+        known = {n for m in classifier for n in m.scored("test").class_names or []}
         missing = [f"{a} vs {b}" for a, b in hard_pairs if a not in known or b not in known]
         if missing:  # a typo in hard_pairs must not just make the section vanish
             log.warning("hard pairs %s: class names not among the runs' classes %s", missing, sorted(known))
@@ -390,8 +404,8 @@ def records_design(records: Sequence[RunRecord]) -> dict[str, Any]:
     """``design.design_of_runs`` of the classifier runs (their configs as saved with them)."""
     from kvasir_ml.experiment.design import design_of_runs
 
-    return design_of_runs([(variant_name(r.metrics), r.metrics.get("seed"), r.config, r.source) for r in records
-                           if r.metrics.get("kind", "classifier") == "classifier"])
+    return design_of_runs([(variant_name(r.metrics), r.metrics.seed, r.config, r.source) for r in records
+                           if r.metrics.kind == "classifier"])
 
 
 def withhold_verdicts(comparison: dict[str, Any], sections: Sequence[str]) -> None:
@@ -420,7 +434,7 @@ def pooled_predictions(records: Sequence[RunRecord]) -> tuple[dict[str, tuple[np
     label_names: list[str] | None = None
     for rec in records:
         pred = rec.predictions
-        if pred is None or rec.metrics.get("kind", "classifier") != "classifier":
+        if pred is None or rec.metrics.kind != "classifier":
             continue
         names = [str(n) for n in pred["label_names"]]
         if label_names is None:

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from kvasir_ml.results_schema import GroundTruth, MetricsFile
 
-def ground_truth_summary(metrics: Sequence[dict[str, Any]]) -> dict[str, Any]:
+
+def ground_truth_summary(metrics: Sequence[MetricsFile]) -> dict[str, Any]:
     """``{"kinds": [...], "n_test_images": [...], "same": bool}`` over classifier runs'
     metrics.json (runs written before the switch existed were scored on folder labels)."""
-    runs = [m for m in metrics if m.get("kind", "classifier") == "classifier"]
-    kinds = sorted({(m.get("ground_truth") or {}).get("kind", "folder") for m in runs})
-    counts = sorted({int((m.get("ground_truth") or {}).get("n_test_images", (m.get("n_images") or {}).get("test", 0)))
-                     for m in runs})
-    left_out = sorted({int((m.get("ground_truth") or {}).get("n_test_left_out", 0)) for m in runs})
+    runs = [m for m in metrics if m.kind == "classifier"]
+    truths = [(m.ground_truth or GroundTruth(), m.n_images.get("test", 0)) for m in runs]
+    kinds = sorted({gt.kind for gt, _ in truths})
+    counts = sorted({gt.n_test_images if gt.n_test_images is not None else n for gt, n in truths})
+    left_out = sorted({gt.n_test_left_out for gt, _ in truths})
     return {"kinds": kinds, "n_test_images": counts, "n_test_left_out": left_out,
             "same": len(kinds) <= 1 and len(counts) <= 1}
 

@@ -23,31 +23,32 @@ from kvasir_ml.experiment.tables import METRIC_TITLES, classifier_table, detecto
 from kvasir_ml.experiment.tables import md_table as _md_table
 from kvasir_ml.experiment.tables import section_lines
 from kvasir_ml.experiment.tables import variants_of as _variants
-from kvasir_ml.io import atomic_write, atomic_write_json, atomic_write_text
+from kvasir_ml.io import atomic_write, atomic_write_text
+from kvasir_ml.results_schema import Aggregate, ComparisonFile, as_comparison, write_result
 
 # The tables live in experiment.tables; these names stay importable from here.
 __all__ = ["METRIC_TITLES", "classifier_table", "detector_table", "fmt", "metrics_table", "markdown",
            "write_plots", "write_report", "log_comparison_run", "comparison_rows"]
 
 
-def _per_class_lines(comparison: dict[str, Any]) -> list[str]:
+def _per_class_lines(comparison: ComparisonFile) -> list[str]:
     classifiers = _variants(comparison, "classifier")
-    labels = list(dict.fromkeys(lbl for v in classifiers for lbl in v["per_class_ap"]))
+    labels = list(dict.fromkeys(lbl for v in classifiers for lbl in v.per_class_ap))
     if not labels:
         return []
-    rows = [[lbl, *(fmt(v["per_class_ap"].get(lbl)) for v in classifiers)] for lbl in labels]
-    return ["## Per-class AP (test)", "", *_md_table(["label", *(v["name"] for v in classifiers)], rows), "",
+    rows = [[lbl, *(fmt(v.per_class_ap.get(lbl)) for v in classifiers)] for lbl in labels]
+    return ["## Per-class AP (test)", "", *_md_table(["label", *(v.name for v in classifiers)], rows), "",
             "`–`: the label has no positive image in the test split.", ""]
 
 
-def _hard_pair_lines(comparison: dict[str, Any]) -> list[str]:
+def _hard_pair_lines(comparison: ComparisonFile) -> list[str]:
     rows = []
     for v in _variants(comparison, "classifier"):
-        for pair in v.get("hard_pairs", {}).values():
-            (aa, ab), (ba, bb) = pair["matrix_sum"]
-            rows.append([v["name"], f"{pair['a']} / {pair['b']}", fmt(pair["a_as_b"], 2), fmt(pair["b_as_a"], 2),
-                         fmt(pair["rate"]), f"[[{aa}, {ab}], [{ba}, {bb}]]"])
-    missing = comparison.get("hard_pairs_missing") or []
+        for pair in v.hard_pairs.values():
+            (aa, ab), (ba, bb) = pair.matrix_sum
+            rows.append([v.name, f"{pair.a} / {pair.b}", fmt(pair.a_as_b, 2), fmt(pair.b_as_a, 2),
+                         fmt(pair.rate), f"[[{aa}, {ab}], [{ba}, {bb}]]"])
+    missing = comparison.hard_pairs_missing
     note = [f"Pairs whose classes the runs do not have: {', '.join(missing)}.", ""] if missing else []
     if not rows:
         return ["## Hard pairs", "", *note] if note else []
@@ -67,9 +68,9 @@ def _rel(path: str | Path, base: Path) -> str:
         return str(path)
 
 
-def _design_lines(comparison: dict[str, Any]) -> list[str]:
+def _design_lines(comparison: ComparisonFile) -> list[str]:
     """How the comparison was made: selection rules, what the paired variants share, the intervals."""
-    rules = {v["name"]: v.get("selection") or [] for v in _variants(comparison, "classifier")}
+    rules = {v.name: v.selection for v in _variants(comparison, "classifier")}
     distinct = sorted({r for rs in rules.values() for r in rs})
     lines = ["## Design", ""]
     if distinct:
@@ -78,7 +79,7 @@ def _design_lines(comparison: dict[str, Any]) -> list[str]:
         lines.append("- **Checkpoint selection**: " + "; ".join(
             f"`{r}` = {SELECTION_RULES.get(r, '?')}" for r in distinct)
             + ("." if len(distinct) == 1 else f" (differs between variants: {rules}; NOT like for like)."))
-    design = comparison.get("design") or {}
+    design = comparison.design
     if design.get("controlled") and design.get("pairs", True):
         lines.append("- **Controlled**: in each multi- vs single-label pair the resolved run configs are equal "
                      "(data, split, image size, architecture, inset mode, optimiser, schedule, epochs, "
@@ -88,7 +89,7 @@ def _design_lines(comparison: dict[str, Any]) -> list[str]:
         lines.append("- **UNCONTROLLED**: the multi- vs single-label runs differ in more than the task, so a "
                      "difference cannot be put down to the task and no `*` is given: "
                      + "; ".join(design.get("differences") or ["unknown"]) + ".")
-    boot = comparison.get("paired_bootstrap")
+    boot = comparison.paired_bootstrap
     if boot:
         lines.append(f"- **Uncertainty**: ± is the std over training seeds (how much retraining moves a number); "
                      f"the intervals: {boot['method']} ({boot['n_resamples']} resamples, seed {boot['seed']}). "
@@ -98,16 +99,16 @@ def _design_lines(comparison: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
-def markdown(comparison: dict[str, Any], out_dir: Path, plot_paths: dict[str, Path], title: str) -> str:
+def markdown(comparison: ComparisonFile, out_dir: Path, plot_paths: dict[str, Path], title: str) -> str:
     """The whole ``comparison.md``."""
-    splits = comparison["split_sha256"]
-    seeds = sorted({s for v in comparison["variants"].values() for s in v["seeds"] if s is not None})
+    splits = comparison.split_sha256
+    seeds = sorted({s for v in comparison.variants.values() for s in v.seeds if s is not None})
     lines = [f"# {title}", "",
-             f"Test split of {'one frozen split' if comparison['same_split'] else 'DIFFERENT splits (not like for like!)'}"
+             f"Test split of {'one frozen split' if comparison.same_split else 'DIFFERENT splits (not like for like!)'}"
              f" (sha256 {', '.join(f'`{s[:12]}`' for s in splits) or 'unknown'}), dataset "
-             f"{', '.join(comparison['datasets']) or 'unknown'}, seeds {seeds}. "
+             f"{', '.join(comparison.datasets) or 'unknown'}, seeds {seeds}. "
              "Mean ± std over seeds (std: sample standard deviation, ddof=1; one seed shows the mean alone).", "",
-             *([s, ""] if (s := ground_truth_sentence(comparison.get("ground_truth"))) else []),
+             *([s, ""] if (s := ground_truth_sentence(comparison.ground_truth)) else []),
              "Every classifier is scored on both tasks with the same code: multi-label metrics (macro/micro AP, "
              "macro F1 at per-label thresholds tuned on val, subset accuracy) on label scores (single-label "
              "models: class probabilities mapped through the taxonomy), single-label metrics (top-1, MCC) on "
@@ -115,7 +116,7 @@ def markdown(comparison: dict[str, Any], out_dir: Path, plot_paths: dict[str, Pa
              "temperature-calibrated label logits to the source class, fitted on val; see docs/calibration.md).", "",
              *_design_lines(comparison), *section_lines(comparison),
              *(["*chance*: a model without skill on this test split (AP = label prevalence, top-1 = majority "
-                "class share, MCC = 0).", ""] if comparison.get("chance") else []),
+                "class share, MCC = 0).", ""] if comparison.chance else []),
              *(["## Detector (test)", "", *detector_table(comparison), ""] if detector_table(comparison) else []),
              *_per_class_lines(comparison), *_hard_pair_lines(comparison)]
     if plot_paths:
@@ -123,9 +124,9 @@ def markdown(comparison: dict[str, Any], out_dir: Path, plot_paths: dict[str, Pa
         lines += [f"![{key}]({_rel(path, out_dir)})" for key, path in plot_paths.items()]
         lines.append("")
     lines += ["## Runs", ""]
-    for v in comparison["variants"].values():
-        lines.append(f"- **{v['name']}** ({v['model']}, seeds {v['seeds']}): "
-                     + ", ".join(f"`{_rel(d, out_dir) if Path(d).exists() else d}`" for d in v["run_dirs"]))
+    for v in comparison.variants.values():
+        lines.append(f"- **{v.name}** ({v.model}, seeds {v.seeds}): "
+                     + ", ".join(f"`{_rel(d, out_dir) if Path(d).exists() else d}`" for d in v.run_dirs))
     return "\n".join(lines) + "\n"
 
 
@@ -135,7 +136,7 @@ def _save_png(fig: Figure, path: Path) -> Path:
     return path
 
 
-def _grouped_bars(groups: list[str], series: dict[str, list[dict[str, Any] | None]], path: Path, title: str,
+def _grouped_bars(groups: list[str], series: dict[str, list[Aggregate | None]], path: Path, title: str,
                   ylabel: str) -> Path:
     """Bars per group (x) and series (colour), height = mean, error bar = std over seeds."""
     n = max(1, len(series))
@@ -145,8 +146,8 @@ def _grouped_bars(groups: list[str], series: dict[str, list[dict[str, Any] | Non
     x = np.arange(len(groups))
     low = 0.0  # MCC can be negative
     for i, (name, aggs) in enumerate(series.items()):
-        means = np.array([a["mean"] if a and a.get("mean") is not None else np.nan for a in aggs], dtype=float)
-        stds = np.array([a["std"] if a and a.get("std") is not None else 0.0 for a in aggs], dtype=float)
+        means = np.array([a.mean if a and a.mean is not None else np.nan for a in aggs], dtype=float)
+        stds = np.array([a.std if a and a.std is not None else 0.0 for a in aggs], dtype=float)
         if np.isfinite(means).any():
             low = min(low, float(np.nanmin(means - stds)))
         ax.bar(x + (i - (n - 1) / 2) * width, means, width, yerr=stds, capsize=2, label=name, color=f"C{i % 10}")
@@ -165,11 +166,11 @@ def _seed_range(result: dict[str, Any]) -> list[float | None]:
     return [min(seeds), max(seeds)] if seeds else [None, None]
 
 
-def _paired_plot(comparison: dict[str, Any], path: Path) -> Path | None:
+def _paired_plot(comparison: ComparisonFile, path: Path) -> Path | None:
     """Forest plot: each pair's difference per metric with its 95% paired-bootstrap interval."""
     rows = [(f"{section.replace('_', ' ')}: {pair.replace('-vs-', ' − ')}", METRIC_TITLES.get(k, k), res)
             for section in ("paired", "inset_ablation", "paired_tta", "inset_ablation_tta")
-            for pair, results in (comparison.get(section) or {}).items() for k, res in results.items()
+            for pair, results in comparison.section(section).items() for k, res in results.items()
             if res.get("diff") is not None and res.get("ci95")]
     if not rows:
         return None
@@ -198,7 +199,7 @@ def _paired_plot(comparison: dict[str, Any], path: Path) -> Path | None:
     return _save_png(fig, path)
 
 
-def write_plots(comparison: dict[str, Any], plot_dir: Path,
+def write_plots(comparison: ComparisonFile, plot_dir: Path,
                 curves: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
                 curve_labels: list[str] | None = None) -> dict[str, Path]:
     """Metric bars, per-class AP bars, hard-pair bars, PR overlay and summed confusion matrices.
@@ -217,18 +218,18 @@ def write_plots(comparison: dict[str, Any], plot_dir: Path,
     paths: dict[str, Path] = {}
     if not classifiers:
         return paths
-    keys = comparison["metrics"]
+    keys = comparison.metrics
     paths["metrics"] = _grouped_bars([METRIC_TITLES.get(k, k) for k in keys],
-                                     {v["name"]: [v["test"].get(k) for k in keys] for v in classifiers},
+                                     {v.name: [v.test.get(k) for k in keys] for v in classifiers},
                                      plot_dir / "metrics.png", "test metrics (mean ± std over seeds)", "score")
-    labels = list(dict.fromkeys(lbl for v in classifiers for lbl in v["per_class_ap"]))
-    paths["per_class_ap"] = _grouped_bars(labels, {v["name"]: [v["per_class_ap"].get(lbl) for lbl in labels]
+    labels = list(dict.fromkeys(lbl for v in classifiers for lbl in v.per_class_ap))
+    paths["per_class_ap"] = _grouped_bars(labels, {v.name: [v.per_class_ap.get(lbl) for lbl in labels]
                                                    for v in classifiers},
                                           plot_dir / "per_class_ap.png", "test AP per label", "AP")
-    pairs = list(dict.fromkeys(p for v in classifiers for p in v.get("hard_pairs", {})))
+    pairs = list(dict.fromkeys(p for v in classifiers for p in v.hard_pairs))
     if pairs:
-        paths["hard_pairs"] = _grouped_bars(pairs, {v["name"]: [v["hard_pairs"].get(p, {}).get("rate")
-                                                                for p in pairs] for v in classifiers},
+        paths["hard_pairs"] = _grouped_bars(pairs, {v.name: [hp.rate if (hp := v.hard_pairs.get(p)) else None
+                                                             for p in pairs] for v in classifiers},
                                             plot_dir / "hard_pairs.png",
                                             "confusion rate between hard pairs (lower is better)", "error rate")
     if curves:
@@ -238,12 +239,12 @@ def write_plots(comparison: dict[str, Any], plot_dir: Path,
     paired = _paired_plot(comparison, plot_dir / "paired_differences.png")
     if paired is not None:
         paths["paired_differences"] = paired
-    class_names = comparison.get("class_names")
+    class_names = comparison.class_names
     for v in classifiers:
-        if v.get("confusion_sum") is not None and class_names:
-            paths[f"confusion_{v['name']}"] = plots.plot_confusion(
-                v["confusion_sum"], class_names, plot_dir / f"confusion_{v['name']}.png",
-                title=f"{v['name']}: single-label task, test, summed over {v['n_seeds']} seed(s)")
+        if v.confusion_sum is not None and class_names:
+            paths[f"confusion_{v.name}"] = plots.plot_confusion(
+                v.confusion_sum, class_names, plot_dir / f"confusion_{v.name}.png",
+                title=f"{v.name}: single-label task, test, summed over {v.n_seeds} seed(s)")
     return paths
 
 
@@ -253,47 +254,49 @@ def write_report(comparison: dict[str, Any], out_dir: str | Path, title: str = "
     """Write ``comparison.json``, ``comparison.md`` and ``plots/*.png`` into ``out_dir``.
 
     An existing comparison.json/.md is kept as a timestamped backup before it is replaced.
+    ``comparison`` (``compare_runs``' dict) gains ``plots`` and is written as a ``ComparisonFile``.
 
     Returns:
         {"json", "markdown", and one key per plot}: the paths written.
     """
     out_dir = Path(out_dir)
-    plot_paths = write_plots(comparison, out_dir / "plots", curves, curve_labels)
-    comparison["plots"] = {k: _rel(p, out_dir) for k, p in plot_paths.items()}
     json_path, md_path = out_dir / "comparison.json", out_dir / "comparison.md"
-    atomic_write_json(json_path, comparison, keep_backup=True)
-    atomic_write_text(md_path, markdown(comparison, out_dir, plot_paths, title), keep_backup=True)
+    typed = as_comparison(comparison, str(json_path))
+    plot_paths = write_plots(typed, out_dir / "plots", curves, curve_labels)
+    comparison["plots"] = typed.plots = {k: _rel(p, out_dir) for k, p in plot_paths.items()}
+    write_result(json_path, typed, keep_backup=True)
+    atomic_write_text(md_path, markdown(typed, out_dir, plot_paths, title), keep_backup=True)
     return {"json": json_path, "markdown": md_path, **plot_paths}
 
 
-def _flat_summary(comparison: dict[str, Any]) -> dict[str, Any]:
+def _flat_summary(comparison: ComparisonFile) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for v in comparison["variants"].values():
-        out[f"{v['name']}/n_seeds"] = v["n_seeds"]
-        for k, agg in v["test"].items():
+    for v in comparison.variants.values():
+        out[f"{v.name}/n_seeds"] = v.n_seeds
+        for k, agg in v.test.items():
             for stat in ("mean", "std"):
                 if agg.get(stat) is not None:
-                    out[f"{v['name']}/{k}_{stat}"] = agg[stat]
-    aa = comparison.get("aa_control") or {}
+                    out[f"{v.name}/{k}_{stat}"] = agg.get(stat)
+    aa = comparison.aa_control or {}
     if aa.get("cells"):
         out.update({"aa_control/cells": aa["cells"], "aa_control/starred": aa["starred"], "aa_control/rate": aa["rate"]})
-    if comparison.get("design"):
-        out["design/controlled"] = bool(comparison["design"].get("controlled"))
+    if comparison.design:
+        out["design/controlled"] = bool(comparison.design.get("controlled"))
     return out
 
 
-def comparison_rows(comparison: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+def comparison_rows(comparison: ComparisonFile) -> tuple[list[str], list[list[Any]]]:
     """Columns and rows of the W&B ``comparison`` table: one row per variant, mean and std per metric."""
-    keys = list(dict.fromkeys(k for v in comparison["variants"].values() for k in v["test"]))
+    keys = list(dict.fromkeys(k for v in comparison.variants.values() for k in v.test))
     columns = ["variant", "kind", "task", "inset_mode", "model", "n_seeds",
                *(f"{k}_{s}" for k in keys for s in ("mean", "std"))]
-    rows = [[v["name"], v["kind"], v["task"], v["inset_mode"], v["model"], v["n_seeds"],
-             *(v["test"].get(k, {}).get(s) for k in keys for s in ("mean", "std"))]
-            for v in comparison["variants"].values()]
+    rows = [[v.name, v.kind, v.task, v.inset_mode, v.model, v.n_seeds,
+             *(agg.get(s) if (agg := v.test.get(k)) else None for k in keys for s in ("mean", "std"))]
+            for v in comparison.variants.values()]
     return columns, rows
 
 
-def log_comparison_run(comparison: dict[str, Any], tracking: TrackingConfig, out_dir: str | Path, name: str,
+def log_comparison_run(comparison: ComparisonFile | dict[str, Any], tracking: TrackingConfig, out_dir: str | Path, name: str,
                        paths: dict[str, Path]) -> Path | None:
     """Mirror the comparison into a W&B run of job type ``compare`` in the experiment's group.
 
@@ -314,19 +317,21 @@ def log_comparison_run(comparison: dict[str, Any], tracking: TrackingConfig, out
     """
     from kvasir_ml.tracking import make_tracker
 
-    config = {"experiment": name, "variants": list(comparison["variants"]),
-              "run_dirs": {k: v["run_dirs"] for k, v in comparison["variants"].items()},
-              "split_sha256": comparison["split_sha256"], "std": comparison["std"]}
+    comparison = as_comparison(comparison)
+    config = {"experiment": name, "variants": list(comparison.variants),
+              "run_dirs": {k: v.run_dirs for k, v in comparison.variants.items()},
+              "split_sha256": comparison.split_sha256, "std": comparison.std}
     tracker = make_tracker(tracking, Path(out_dir), f"{name}-compare", "compare", config, tags=["compare"])
     try:
         tracker.table("comparison", *comparison_rows(comparison))
         classifiers = _variants(comparison, "classifier")
-        labels = list(dict.fromkeys(lbl for v in classifiers for lbl in v["per_class_ap"]))
+        labels = list(dict.fromkeys(lbl for v in classifiers for lbl in v.per_class_ap))
         if labels:
-            tracker.table("per_class_ap", ["label", *(f"{v['name']}_mean" for v in classifiers)],
-                          [[lbl, *(v["per_class_ap"].get(lbl, {}).get("mean") for v in classifiers)] for lbl in labels])
-        pair_rows = [[v["name"], p["a"], p["b"], p["a_as_b"]["mean"], p["b_as_a"]["mean"], p["rate"]["mean"],
-                      p["rate"]["std"]] for v in classifiers for p in v.get("hard_pairs", {}).values()]
+            tracker.table("per_class_ap", ["label", *(f"{v.name}_mean" for v in classifiers)],
+                          [[lbl, *(a.mean if (a := v.per_class_ap.get(lbl)) else None for v in classifiers)]
+                           for lbl in labels])
+        pair_rows = [[v.name, p.a, p.b, p.a_as_b.mean, p.b_as_a.mean, p.rate.mean, p.rate.std]
+                     for v in classifiers for p in v.hard_pairs.values()]
         if pair_rows:
             tracker.table("hard_pairs", ["variant", "a", "b", "a_as_b_mean", "b_as_a_mean", "rate_mean", "rate_std"],
                           pair_rows)
@@ -335,7 +340,7 @@ def log_comparison_run(comparison: dict[str, Any], tracking: TrackingConfig, out
                         "/".join(str(n) for n in res.get("n_seeds") or []), res.get("seeds_needed"),
                         bool(res.get("star")), res.get("verdict")]
                        for section in ("paired", "inset_ablation", "paired_tta", "inset_ablation_tta")
-                       for pair, results in (comparison.get(section) or {}).items()
+                       for pair, results in comparison.section(section).items()
                        for metric, res in results.items()]
         if paired_rows:
             tracker.table("paired", ["section", "pair", "metric", "diff", "ci95_low", "ci95_high",
@@ -347,7 +352,7 @@ def log_comparison_run(comparison: dict[str, Any], tracking: TrackingConfig, out
                 tracker.image(f"plots/{key}", path, caption=key)
         if "json" in paths:
             tracker.artifact(paths["json"], f"{name}-comparison", "comparison",
-                             {"variants": list(comparison["variants"])})
+                             {"variants": list(comparison.variants)})
     finally:
         tracker.finish()
     return Path(tracker.offline_dir) if hasattr(tracker, "offline_dir") else None

@@ -11,6 +11,7 @@ from typing import Any, Sequence
 
 from kvasir_ml.evaluation.bootstrap import seed_differences
 from kvasir_ml.evaluation.verdict import TOO_FEW_SEEDS
+from kvasir_ml.results_schema import Aggregate, ComparisonFile, PairedSection, Variant, as_comparison
 
 METRIC_TITLES = {"macro_ap": "macro AP", "micro_ap": "micro AP", "macro_f1": "macro F1",
                  "subset_accuracy": "subset acc.", "top1": "top-1", "mcc": "MCC",
@@ -18,12 +19,12 @@ METRIC_TITLES = {"macro_ap": "macro AP", "micro_ap": "micro AP", "macro_f1": "ma
                  "ultralytics_map50": "ultralytics mAP50", "ultralytics_map50_95": "ultralytics mAP50-95"}
 
 
-def fmt(agg: dict[str, Any] | None, digits: int = 3) -> str:
-    """``mean ± std`` of an ``aggregate`` dict (``mean`` alone for one seed, ``–`` if undefined)."""
-    if not agg or agg.get("mean") is None:
+def fmt(agg: Aggregate | None, digits: int = 3) -> str:
+    """``mean ± std`` of an ``Aggregate`` (``mean`` alone for one seed, ``–`` if undefined)."""
+    if agg is None or agg.mean is None:
         return "–"
-    text = f"{agg['mean']:.{digits}f}"
-    return text if agg.get("std") is None else f"{text} ± {agg['std']:.{digits}f}"
+    text = f"{agg.mean:.{digits}f}"
+    return text if agg.std is None else f"{text} ± {agg.std:.{digits}f}"
 
 
 def fmt_diff(res: dict[str, Any] | None, digits: int = 3) -> str:
@@ -39,7 +40,7 @@ def fmt_diff(res: dict[str, Any] | None, digits: int = 3) -> str:
     return f"{text} [{ci[0]:+.{digits}f}, {ci[1]:+.{digits}f}]{mark}"
 
 
-def verdict_table(comparison: dict[str, Any], *sections: str) -> list[str]:
+def verdict_table(comparison: ComparisonFile, *sections: str) -> list[str]:
     """Markdown lines: per pair and metric, the effect, its seed-aware interval, the seeds per side,
     the seeds per side needed to detect the stated effect at 80 % power, and the verdict."""
     pairs, keys = _pairs_and_keys(comparison, sections)
@@ -63,9 +64,9 @@ def verdict_table(comparison: dict[str, Any], *sections: str) -> list[str]:
                      "seeds needed", "verdict"], rows)
 
 
-def aa_line(comparison: dict[str, Any]) -> list[str]:
+def aa_line(comparison: ComparisonFile) -> list[str]:
     """One line: the A/A control's false-``*`` rate (or why it was not measured)."""
-    aa = comparison.get("aa_control")
+    aa = comparison.aa_control
     if not aa:
         return []
     if not aa.get("cells"):
@@ -75,8 +76,8 @@ def aa_line(comparison: dict[str, Any]) -> list[str]:
             f"({aa['rate']:.1%})**; a trustworthy `*` needs this at or below 5 %.", ""]
 
 
-def variants_of(comparison: dict[str, Any], kind: str) -> list[dict[str, Any]]:
-    return [v for v in comparison["variants"].values() if v["kind"] == kind]
+def variants_of(comparison: ComparisonFile, kind: str) -> list[Variant]:
+    return comparison.variants_of(kind)
 
 
 def md_table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -84,50 +85,50 @@ def md_table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines + ["| " + " | ".join(r) + " |" for r in rows]
 
 
-def _pair_variants(comparison: dict[str, Any], section: str) -> list[str]:
+def _pair_variants(comparison: ComparisonFile, section: str) -> list[str]:
     names: list[str] = []
-    for key in comparison.get(section) or {}:
+    for key in comparison.section(section):
         names += [n for n in key.split("-vs-") if n not in names]
     return names
 
 
-def classifier_table(comparison: dict[str, Any], names: Sequence[str] | None = None, key: str = "test",
+def classifier_table(comparison: ComparisonFile, names: Sequence[str] | None = None, key: str = "test",
                      suffix: str = "", chance: bool = True) -> list[str]:
     """Markdown lines: classifier variants (all, or ``names``) x metrics (mean ± std) from
     each variant's ``key`` section (``test`` or ``test_tta``), then a chance row."""
-    classifiers = [v for v in variants_of(comparison, "classifier") if (names is None or v["name"] in names)
-                   and isinstance(v.get(key), dict)]
+    classifiers = [v for v in variants_of(comparison, "classifier") if (names is None or v.name in names)
+                   and v.scored(key) is not None]
     if not classifiers:
         return []
-    keys = comparison["metrics"]
-    rows = [[v["name"] + suffix, str(v["n_seeds"]), *(fmt(v[key].get(k)) for k in keys)] for v in classifiers]
-    levels = comparison.get("chance")
+    keys = comparison.metrics
+    rows = [[v.name + suffix, str(v.n_seeds), *(fmt((v.scored(key) or {}).get(k)) for k in keys)] for v in classifiers]
+    levels = comparison.chance
     if chance and levels:
         rows.append(["*chance*", "", *(f"*{levels[k]:.3f}*" if levels.get(k) is not None else "" for k in keys)])
     return md_table(["variant", "seeds", *(METRIC_TITLES.get(k, k) for k in keys)], rows)
 
 
-def _pairs_and_keys(comparison: dict[str, Any], sections: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
-    """The pairs of the ``comparison[section]``s and their metrics, the comparison's order first."""
-    pairs = {k: v for section in sections for k, v in (comparison.get(section) or {}).items()}
+def _pairs_and_keys(comparison: ComparisonFile, sections: Sequence[str]) -> tuple[PairedSection, list[str]]:
+    """The pairs of the comparison's ``sections`` and their metrics, the comparison's order first."""
+    pairs = {k: v for section in sections for k, v in comparison.section(section).items()}
     keys = list(dict.fromkeys(k for res in pairs.values() for k in res))
-    return pairs, [k for k in comparison["metrics"] if k in keys] + [k for k in keys if k not in comparison["metrics"]]
+    return pairs, [k for k in comparison.metrics if k in keys] + [k for k in keys if k not in comparison.metrics]
 
 
-def _pair_rows(comparison: dict[str, Any], sections: Sequence[str], first: str, cell) -> list[str]:
+def _pair_rows(comparison: ComparisonFile, sections: Sequence[str], first: str, cell) -> list[str]:
     pairs, keys = _pairs_and_keys(comparison, sections)
     rows = [[name.replace("-vs-", " − "), *(cell(res.get(k)) for k in keys)] for name, res in pairs.items()]
     return md_table([first, *(METRIC_TITLES.get(k, k) for k in keys)], rows)
 
 
-def paired_table(comparison: dict[str, Any], *sections: str) -> list[str]:
+def paired_table(comparison: ComparisonFile, *sections: str) -> list[str]:
     """Markdown lines: one row per pair of the ``comparison[section]``s, ``diff [95% CI]`` per metric."""
     if not _pairs_and_keys(comparison, sections)[0]:
         return []
     return _pair_rows(comparison, sections, "difference", fmt_diff)
 
 
-def seed_table(comparison: dict[str, Any], *sections: str) -> list[str]:
+def seed_table(comparison: ComparisonFile, *sections: str) -> list[str]:
     """Markdown lines: per pair and metric, the lowest and highest per-seed difference (the
     runs of one seed on the full test set); empty unless some pair has two seeds in common."""
     pairs, _ = _pairs_and_keys(comparison, sections)
@@ -141,25 +142,25 @@ def seed_table(comparison: dict[str, Any], *sections: str) -> list[str]:
     return _pair_rows(comparison, sections, "difference, per seed", cell)
 
 
-def detector_table(comparison: dict[str, Any]) -> list[str]:
+def detector_table(comparison: ComparisonFile) -> list[str]:
     """Markdown lines: detector variants x COCO/ultralytics metrics (mean ± std)."""
     detectors = variants_of(comparison, "detector")
     if not detectors:
         return []
-    keys = comparison["detector_metrics"]
+    keys = comparison.detector_metrics
     return md_table(["detector", "seeds", *(METRIC_TITLES.get(k, k) for k in keys)],
-                    [[v["name"], str(v["n_seeds"]), *(fmt(v["test"].get(k)) for k in keys)] for v in detectors])
+                    [[v.name, str(v.n_seeds), *(fmt(v.test.get(k)) for k in keys)] for v in detectors])
 
 
-def _sections(comparison: dict[str, Any]) -> list[tuple[str, list[str], tuple[str, ...]]]:
+def _sections(comparison: ComparisonFile) -> list[tuple[str, list[str], tuple[str, ...]]]:
     """(title, variant table, its paired sections of ``comparison``) of each part of the report that has content."""
     controlled = _pair_variants(comparison, "paired")
     ablation = [n for n in _pair_variants(comparison, "inset_ablation")]
     shown = set(controlled) | set(ablation)
-    rest = [v["name"] for v in variants_of(comparison, "classifier") if v["name"] not in shown]
+    rest = [v.name for v in variants_of(comparison, "classifier") if v.name not in shown]
     out = []
     if controlled:
-        design = comparison.get("design") or {}
+        design = comparison.design
         title = ("Multi-label vs single-label, controlled (same inset mode, budget and selection rule)"
                  if design.get("controlled", True) else
                  "Multi-label vs single-label, UNCONTROLLED (the runs differ in more than the task; no verdict)")
@@ -177,8 +178,9 @@ def _sections(comparison: dict[str, Any]) -> list[tuple[str, list[str], tuple[st
     return out
 
 
-def section_lines(comparison: dict[str, Any], level: str = "##") -> list[str]:
+def section_lines(comparison: ComparisonFile | dict[str, Any], level: str = "##") -> list[str]:
     """Every classifier section (variant table, then its paired differences) as Markdown lines."""
+    comparison = as_comparison(comparison)
     lines: list[str] = []
     for title, table, sections in _sections(comparison):
         lines += [f"{level} {title}", "", *table, ""]
@@ -195,8 +197,11 @@ def section_lines(comparison: dict[str, Any], level: str = "##") -> list[str]:
     return lines + aa_line(comparison)
 
 
-def metrics_table(comparison: dict[str, Any]) -> str:
-    """The headline tables (Markdown, also printed by the CLIs): classifier sections, then detectors."""
+def metrics_table(comparison: ComparisonFile | dict[str, Any]) -> str:
+    """The headline tables (Markdown, also printed by the CLIs): classifier sections, then detectors.
+
+    ``comparison``: a ``ComparisonFile`` or ``compare_runs``' dict (validated here)."""
+    comparison = as_comparison(comparison)
     lines = section_lines(comparison, level="###")
     det = detector_table(comparison)
     if det:

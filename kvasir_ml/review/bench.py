@@ -96,13 +96,14 @@ def _evaluate(canonical: Path, root: Path, work: Path, k: int, label_noise, box_
 
 def _fold_quality(runs: Sequence[str]) -> dict[str, list[float | None]]:
     """How good the fold models were, on their (noisy) test folds: the ranking is only as good."""
-    from kvasir_ml.io import read_json
+    from kvasir_ml.results_schema import read_metrics
 
     out: dict[str, list[float | None]] = {}
     for run in runs:
-        m = read_json(Path(run) / "metrics.json")
-        key, value = (("classifier_test_macro_ap", m["test"].get("macro_ap")) if m["kind"] == "classifier"
-                      else ("detector_test_coco_ap50", m["test"].get("coco_ap50")))
+        m = read_metrics(Path(run) / "metrics.json")
+        test = m.scored("test")
+        key, value = (("classifier_test_macro_ap", test.macro_ap) if m.kind == "classifier"
+                      else ("detector_test_coco_ap50", test.coco_ap50))
         out.setdefault(key, []).append(round(value, 4) if value is not None else None)
     return out
 

@@ -25,6 +25,7 @@ from kvasir_ml.config import load_config
 from kvasir_ml.data.coco import CanonicalDataset, load_canonical
 from kvasir_ml.data.splits import Split, canonical_sha256, load_split
 from kvasir_ml.io import read_json
+from kvasir_ml.results_schema import ResultsError, read_metrics
 
 log = logging.getLogger(__name__)
 
@@ -129,10 +130,10 @@ def _run_kind(run_dir: Path) -> str:
     metrics = run_dir / "metrics.json"
     if not metrics.is_file():
         raise OofError(f"{run_dir}: no metrics.json (not a finished run folder)")
-    kind = read_json(metrics).get("kind")
-    if kind not in ("classifier", "detector"):
-        raise OofError(f"{metrics}: kind {kind!r} is neither classifier nor detector")
-    return kind
+    try:
+        return read_metrics(metrics).kind  # a kind other than classifier/detector is refused, naming the file
+    except ResultsError as exc:
+        raise OofError(str(exc)) from None
 
 
 def collect_oof(ds: CanonicalDataset, run_dirs: Sequence[str | Path]) -> OofPredictions:
@@ -184,7 +185,7 @@ def _finished_for(run_dir: Path, split: Split, cfg: Any) -> bool:
     from kvasir_ml.rundir import config_differences
 
     metrics, saved = run_dir / "metrics.json", run_dir / "config.yaml"
-    if not (metrics.is_file() and saved.is_file()) or read_json(metrics).get("split_sha256") != split.sha256:
+    if not (metrics.is_file() and saved.is_file()) or read_metrics(metrics).split_sha256 != split.sha256:
         return False
     loaded = load_config(type(cfg), saved)
     return not config_differences(dump_config(cfg), dump_config(loaded))

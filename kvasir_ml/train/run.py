@@ -26,7 +26,8 @@ from torch.nn.parallel import DistributedDataParallel
 from kvasir_ml.config import dump_config, save_config
 from kvasir_ml.device import resolve_device
 from kvasir_ml.evaluation import posthoc
-from kvasir_ml.io import atomic_write_json, orphaned_temp_files
+from kvasir_ml.io import orphaned_temp_files
+from kvasir_ml.results_schema import write_metrics
 from kvasir_ml.models.classifier import build_model, check_weights_file
 from kvasir_ml.rundir import RunDirError, check_run_dir, config_differences
 from kvasir_ml.runlock import run_lock
@@ -410,7 +411,7 @@ class _Trainer:
             metrics.update(self._tta_report(task))
         if self.lr_find_result is not None:
             metrics["lr_find"] = self.lr_find_result
-        atomic_write_json(self.run_dir / "metrics.json", metrics)
+        write_metrics(self.run_dir / "metrics.json", metrics)
         report.log_final(self.tracker, task, test_out, test, self.data, plot_paths, self.run_dir,
                          self.cfg.tracking, self.run_name, post)
         return metrics

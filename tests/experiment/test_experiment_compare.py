@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from kvasir_ml.results_schema import Aggregate
 from kvasir_ml.cli import main as cli_main
 from kvasir_ml.experiment.compare import (
     CLASSIFIER_METRICS,
@@ -73,7 +74,7 @@ def test_markdown_shows_the_same_numbers(experiment):
     for name, entry in comparison["variants"].items():
         row = next(line for line in md.splitlines() if line.startswith(f"| {name} | {entry['n_seeds']} |"))
         cells = [c.strip() for c in row.strip("|").split("|")][2:]
-        assert cells == [fmt(entry["test"][k]) for k in CLASSIFIER_METRICS]
+        assert cells == [fmt(Aggregate.model_validate(entry["test"][k])) for k in CLASSIFIER_METRICS]
     assert "esophagitis / normal-z-line" in md and "dyed-lifted-polyps / dyed-resection-margins" in md
     for key, rel in comparison["plots"].items():
         assert (experiment["out"] / rel).is_file(), key
@@ -107,15 +108,15 @@ def test_wandb_summary_rebuilds_the_metrics(experiment):
     offline = read_offline_run(Path(run_dir) / "wandb")
     rebuilt = metrics_from_wandb(offline["summary"], offline["config"], offline["tables"])
     saved = _metrics(run_dir)
-    assert (rebuilt["kind"], rebuilt["task"], rebuilt["inset_mode"], rebuilt["seed"]) == \
+    assert (rebuilt.kind, rebuilt.task, rebuilt.inset_mode, rebuilt.seed) == \
         ("classifier", saved["task"], saved["inset_mode"], saved["seed"])
     for key in CLASSIFIER_METRICS:
-        assert rebuilt["test"][key] == pytest.approx(saved["test"][key])
+        assert rebuilt.scored("test").get(key) == pytest.approx(saved["test"][key])
     for label, pc in saved["test"]["per_class"].items():
-        assert rebuilt["test"]["per_class"][label]["ap"] == pc["ap"]
+        assert rebuilt.scored("test").per_class[label]["ap"] == pc["ap"]
     # calibration reaches W&B: ECE before/after, the per-label table and the reliability diagram
-    assert rebuilt["test"]["ece"] == pytest.approx(saved["test"]["ece"])
-    assert rebuilt["test"]["ece_uncalibrated"] == pytest.approx(saved["test"]["ece_uncalibrated"])
+    assert rebuilt.scored("test").ece == pytest.approx(saved["test"]["ece"])
+    assert rebuilt.scored("test").ece_uncalibrated == pytest.approx(saved["test"]["ece_uncalibrated"])
     assert offline["tables"]["test/calibration"]["columns"] == ["label", "ece_before", "ece_after", "temperature"]
     assert any("reliability" in key for key in offline["summary"])
 
@@ -168,13 +169,13 @@ def test_saved_test_predictions_match_metrics_and_feed_the_pr_overlay(experiment
     for run_dir in experiment["run_dirs"]:
         record = load_run(run_dir)
         assert isinstance(record, RunRecord) and record.group == "test-compare"
-        pred, test = record.predictions, record.metrics["test"]
+        pred, test = record.predictions, record.metrics.scored("test")
         assert pred is not None, f"{run_dir}: train_classifier wrote no predictions_test.npz"
-        assert pred["y_labels"].shape == pred["label_scores"].shape == (test["n_images"], len(pred["label_names"]))
+        assert pred["y_labels"].shape == pred["label_scores"].shape == (test.n_images, len(pred["label_names"]))
         for c, label in enumerate(pred["label_names"]):
             if pred["y_labels"][:, c].any():
                 ap = average_precision_score(pred["y_labels"][:, c], pred["label_scores"][:, c])
-                assert ap == pytest.approx(test["per_class"][str(label)]["ap"], abs=1e-12)
+                assert ap == pytest.approx(test.per_class[str(label)]["ap"], abs=1e-12)
     assert (experiment["out"] / experiment["comparison"]["plots"]["pr_overlay"]).is_file()
 
 
@@ -222,7 +223,7 @@ def test_tta_is_reported_apart_and_leaves_the_untouched_numbers_alone(experiment
         assert tta is not None and list(tta["file_names"]) == list(plain["file_names"])
         assert not np.allclose(plain["label_scores"], tta["label_scores"])
         m = record.metrics
-        assert m["test_tta"]["tta"].startswith("dihedral-8") and "tta" not in m["test"]
+        assert m.scored("test_tta").tta.startswith("dihedral-8") and m.scored("test").get("tta") is None
 
 
 @pytest.mark.parametrize("override, message", [

@@ -106,8 +106,8 @@ def test_wandb_paths_and_detector_summaries(tmp_path):
     metrics = metrics_from_wandb({"test/coco_ap": 0.2, "test/coco_ap50": 0.4, "val/coco_ap": 0.1},
                                  {"data": {"inset_mode": "raw"}, "model": {"arch": "yolov8n.yaml"},
                                   "train": {"seed": 3}, "eval": {}})
-    assert metrics["kind"] == "detector" and metrics["seed"] == 3 and metrics["model"] == "yolov8n"
-    assert metrics["test"] == {"coco_ap": 0.2, "coco_ap50": 0.4}
+    assert metrics.kind == "detector" and metrics.seed == 3 and metrics.model == "yolov8n"
+    assert metrics.scored("test").model_dump(exclude_unset=True) == {"coco_ap": 0.2, "coco_ap50": 0.4}
 
 
 def test_shipped_comparison_configs_are_controlled(tmp_path):
