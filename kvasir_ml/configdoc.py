@@ -23,7 +23,7 @@ from typing import Any, Iterator, Literal
 import yaml
 from pydantic import BaseModel
 
-from kvasir_ml.config import CONFIG_KINDS, ConfigError, compose_yaml, load_config, read_yaml_mapping, sub_model
+from kvasir_ml.config import CONFIG_KINDS, ConfigError, base_chain, compose_yaml, load_config, read_yaml_mapping, sub_model
 
 __all__ = ["CONFIG_KINDS", "field_docs", "kind_of", "model_class", "render_config", "rendered_file", "show_config",
            "sync_configs"]
@@ -230,11 +230,15 @@ def sync_configs(folder: str | Path, check: bool = False) -> list[Path]:
 def show_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = (), kind: str | None = None) -> str:
     """``kvasir-ml config show``: the resolved config whole (bases merged in, every key, with its
     description; overrides marked ``[set]``), YAML that loads back to the same config."""
+    from kvasir_ml.resources import find_config
+
     if path is None and kind is None:
         raise ConfigError("give a config file or --kind")
     kind = kind or kind_of(path)
     cfg = load_config(model_class(kind), path, overrides)
     overridden = {item.split("=", 1)[0].strip() for item in overrides}
-    source = f"# {kind} config: {path or 'defaults'}" + (f" + {' '.join(overrides)}" if overrides else "")
+    bases = [] if path is None else [str(p.name) for p, _ in base_chain(find_config(path) or path)[1:]]
+    source = (f"# {kind} config: {path or 'defaults'}" + (f" (base: {' -> '.join(bases)})" if bases else "")
+              + (f" + {' '.join(overrides)}" if overrides else ""))
     return render_config(cfg, source, overridden, kind=kind)
 
