@@ -5,6 +5,12 @@ Experiment configs are YAML files under ``configs/`` plus ``key=value`` override
 rejected everywhere (``extra="forbid"``). Subsystems define their own config models by
 subclassing ``StrictModel``; this module holds the shared pieces.
 
+Two keys belong to the file, not to the model (``FILE_KEYS``): ``kind`` names the model that
+reads the file (``classifier``, ``detector``, ``experiment``; never guessed from the file
+name), and ``base`` names another config file (relative to this one) that this file starts
+from: the chain is deep-merged, the child winning (mappings merge key by key; lists and
+scalars are replaced), and the result is validated once, as a file without ``base`` is.
+
 Secrets (W&B and Label Studio API keys) are never part of a config: they come from the
 environment at the point of use.
 """
@@ -22,6 +28,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from kvasir_ml.io import DuplicateKeyError, loads_yaml, read_yaml
 
 T = TypeVar("T", bound=BaseModel)
+# Config kinds -> "module:Model" (imported lazily: torch is heavy). A file names its kind (`kind:`).
+CONFIG_KINDS = {
+    "classifier": "kvasir_ml.train.config:ClassifierConfig",
+    "detector": "kvasir_ml.detection.config:DetectorConfig",
+    "experiment": "kvasir_ml.experiment.config:ExperimentConfig",
+}
+FILE_KEYS = ("base", "kind")  # read by the composition, never by a model
 # numpy's RandomState (splits, bootstrap, synthetic data) takes seeds in [0, 2**32 - 1] only.
 MAX_SEED = 2**32 - 1
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
@@ -205,12 +218,87 @@ def read_yaml_mapping(path: str | Path) -> dict:
     return raw
 
 
+def deep_merge(base: dict, child: dict) -> dict:
+    """``child`` over ``base``: mappings merge key by key (recursively); anything else in
+    ``child`` (a scalar, a list, null) replaces the base's value whole. Inputs are not changed."""
+    out = copy.deepcopy(base)
+    for key, value in child.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def base_chain(path: str | Path) -> list[tuple[Path, dict]]:
+    """The files a config is composed of, with their own mappings: ``path``, its ``base``, that
+    file's ``base``, ...
+
+    Raises:
+        ConfigError: a ``base`` that is not a file name, does not exist, or leads back to a
+            file already in the chain (naming the files of the cycle).
+    """
+    chain = [(Path(path), read_yaml_mapping(path))]
+    while chain[-1][1].get("base") is not None:
+        here, base = chain[-1][0], chain[-1][1]["base"]
+        if not isinstance(base, str) or not base.strip():
+            raise ConfigError(f"config {here}: base must be a config file name (relative to this file), "
+                              f"got {base!r}")
+        nxt = here.parent / base
+        if not nxt.is_file():
+            raise ConfigError(f"config {here}: base {base!r} not found (looked for {nxt})")
+        if nxt.resolve() in [p.resolve() for p, _ in chain]:
+            cycle = " -> ".join(str(p) for p in [*(p for p, _ in chain), nxt])
+            raise ConfigError(f"config {chain[0][0]}: the base chain is a cycle: {cycle}")
+        chain.append((nxt, read_yaml_mapping(nxt)))
+    return chain
+
+
+def compose_yaml(path: str | Path, chain: list[tuple[Path, dict]] | None = None) -> dict:
+    """A config file's mapping with its ``base`` chain merged in (the child wins), ``base``
+    removed and ``kind`` kept (the nearest file that names it wins).
+
+    Args:
+        path: the config file.
+        chain: ``base_chain(path)`` when the caller has it already.
+
+    Raises:
+        ConfigError: as ``base_chain`` and ``read_yaml_mapping``.
+    """
+    raw: dict = {}
+    for _, own in reversed(chain if chain is not None else base_chain(path)):
+        raw = deep_merge(raw, {k: v for k, v in own.items() if k != "base"})
+    return raw
+
+
+def kind_of_model(model: type[BaseModel]) -> str | None:
+    """The ``kind`` a config model reads (None for a model that is no kind's)."""
+    name = f"{model.__module__}:{model.__qualname__}"
+    return next((kind for kind, target in CONFIG_KINDS.items() if target == name), None)
+
+
+def check_kind(kind: Any, model: type[BaseModel], source: str) -> None:
+    """Refuse a file whose ``kind`` is unknown or is not the kind ``model`` reads.
+
+    A file without ``kind`` passes here: the caller names the model (``train classifier
+    --config``, a run folder's resolved ``config.yaml``); where the kind must come from the
+    file, ``configdoc.kind_of`` requires the key.
+    """
+    if kind is None:
+        return
+    if kind not in CONFIG_KINDS:
+        raise ConfigError(f"{source}: kind {kind!r} is not one of {', '.join(CONFIG_KINDS)}")
+    expected = kind_of_model(model)
+    if expected is not None and kind != expected:
+        raise ConfigError(f"{source} is a {kind} config (kind: {kind}); this reads {expected} configs")
+
+
 def load_config(
     model: type[T],
     path: str | Path | None = None,
     overrides: list[str] | tuple[str, ...] = (),
 ) -> T:
-    """Build a validated config from a YAML file plus overrides.
+    """Build a validated config from a YAML file (its ``base`` chain merged in) plus overrides.
 
     Args:
         model: the pydantic config class (a ``StrictModel`` subclass).
@@ -219,8 +307,9 @@ def load_config(
         overrides: ``key=value`` strings, dotted keys for nested sections.
 
     Raises:
-        ConfigError: unreadable YAML, unknown keys (with the closest known key), wrong types —
-            naming the key and whether the file or which override set it.
+        ConfigError: unreadable YAML, a broken ``base`` chain, a ``kind`` other than the model's,
+            unknown keys (with the closest known key), wrong types — naming the key and whether
+            the file (or its bases) or which override set it.
     """
     raw: dict = {}
     source = "the defaults"
@@ -228,8 +317,11 @@ def load_config(
         from kvasir_ml.resources import find_config
 
         path = find_config(path) or path
-        source = f"config file {path}"
-        raw = read_yaml_mapping(path)
+        chain = base_chain(path)
+        source = f"config file {path}" + (f" or its base {', '.join(str(p) for p, _ in chain[1:])}"
+                                          if len(chain) > 1 else "")
+        raw = compose_yaml(path, chain)
+        check_kind(raw.pop("kind", None), model, f"config {path}")
     raw = apply_overrides(raw, overrides)
     try:
         return model.model_validate(raw)

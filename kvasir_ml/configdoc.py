@@ -4,9 +4,11 @@ The YAML files under ``configs/`` are *generated* from the models: every key wit
 and a ``# (type) description`` comment, like ultralytics' ``default.yaml``. A file keeps its
 own header (the comment lines above the first key: what the config is for and why its
 values were chosen); everything below is rendered, so a description can never drift from
-the model and no key is ever left out. ``kvasir-ml config sync`` rewrites the files after a
-model changes, ``kvasir-ml config sync --check`` (and a test) fail when they are stale, and
-``kvasir-ml config show CONFIG [key=value ...]`` prints a resolved config the same way.
+the model. A file without ``base`` lists every key; a file with ``base`` (a variant) lists
+only the keys it sets itself, each documented the same way. ``kvasir-ml config sync``
+rewrites the files after a model changes, ``kvasir-ml config sync --check`` (and a test) fail
+when they are stale, and ``kvasir-ml config show CONFIG [key=value ...]`` prints a resolved
+config whole (every key, bases merged in) in the same form, loadable as a config itself.
 """
 
 from __future__ import annotations
@@ -19,16 +21,16 @@ from pathlib import Path
 from typing import Any, Iterator, Literal
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from kvasir_ml.config import ConfigError, load_config, read_yaml_mapping, sub_model
+from kvasir_ml.config import CONFIG_KINDS, ConfigError, base_chain, compose_yaml, load_config, read_yaml_mapping, sub_model
 
-# Config kinds by file-name prefix -> "module:Model" (imported lazily: torch is heavy).
-CONFIG_KINDS = {
-    "classifier": "kvasir_ml.train.config:ClassifierConfig",
-    "detector": "kvasir_ml.detection.config:DetectorConfig",
-    "experiment": "kvasir_ml.experiment.config:ExperimentConfig",
-}
+__all__ = ["CONFIG_KINDS", "field_docs", "kind_of", "model_class", "render_config", "rendered_file", "show_config",
+           "sync_configs"]
+_KIND_DOC = (f"({' | '.join(CONFIG_KINDS)}) which config model reads this file (never guessed from the file "
+             "name)")
+_BASE_DOC = ("(str) the config file this one starts from (relative to this file): only the keys below differ "
+             "from it; `kvasir-ml config show` prints the whole")
 _COMMENT_COLUMN = 35  # where the "# (type) description" comments start (ultralytics style)
 _INDENT = "  "
 
@@ -52,28 +54,20 @@ def model_class(kind: str) -> type[BaseModel]:
 
 
 def kind_of(path: str | Path) -> str:
-    """The kind of a config file: from its name (``classifier_*.yaml``), else from which model
-    accepts its contents.
+    """The kind of a config file: its ``kind`` key (or the nearest of its bases' that has one).
 
     Raises:
-        ConfigError: no model, or several, accept the file.
+        ConfigError: no ``kind`` key (naming the file), or an unknown kind.
     """
-    name = Path(path).name
-    for kind in CONFIG_KINDS:
-        if name.startswith(f"{kind}_") or name == f"{kind}.yaml":
-            return kind
-    raw = read_yaml_mapping(path)
-    fits = []
-    for kind in CONFIG_KINDS:
-        try:
-            model_class(kind).model_validate(raw)
-            fits.append(kind)
-        except ValidationError:
-            pass
-    if len(fits) != 1:
-        raise ConfigError(f"{path}: cannot tell which kind of config this is ({' or '.join(fits) or 'none fits'}); "
-                          f"name it {'|'.join(CONFIG_KINDS)}_*.yaml or pass --kind")
-    return fits[0]
+    from kvasir_ml.resources import find_config
+
+    kind = compose_yaml(find_config(path) or path).get("kind")
+    if kind is None:
+        raise ConfigError(f"{path}: no `kind:` key; add `kind: {'|'.join(CONFIG_KINDS)}` to the file (or to its "
+                          "base), or pass --kind (the kind is not taken from the file name)")
+    if kind not in CONFIG_KINDS:
+        raise ConfigError(f"{path}: kind {kind!r} is not one of {', '.join(CONFIG_KINDS)}")
+    return kind
 
 
 def type_name(annotation: Any) -> str:
@@ -123,19 +117,22 @@ def _value_text(value: Any) -> str:
     return text.removesuffix("\n...").strip()
 
 
-def _render(cfg: BaseModel, depth: int, overridden: frozenset[str], prefix: str) -> list[str]:
+def _render(cfg: BaseModel, depth: int, overridden: frozenset[str], prefix: str,
+            only: frozenset[str] | None = None) -> list[str]:
     lines: list[str] = []
     values = cfg.model_dump(mode="json")
     last = ""
     for name, info in type(cfg).model_fields.items():
         key, pad = f"{prefix}{name}", _INDENT * depth
         sub = sub_model(info.annotation)
+        if only is not None and key not in only and not any(k.startswith(f"{key}.") for k in only):
+            continue  # a variant lists only the keys it sets
         if sub is not None:
             doc = _section_doc(info, sub)
             if depth == 0 and lines:
                 lines.append("")
             lines.append(f"{pad}{name}:".ljust(_COMMENT_COLUMN) + f"# {doc}" if doc else f"{pad}{name}:")
-            lines += _render(getattr(cfg, name), depth + 1, overridden, f"{key}.")
+            lines += _render(getattr(cfg, name), depth + 1, overridden, f"{key}.", only)
             last = name
             continue
         if depth == 0 and lines and sub_model(type(cfg).model_fields[last].annotation) is not None:
@@ -148,16 +145,41 @@ def _render(cfg: BaseModel, depth: int, overridden: frozenset[str], prefix: str)
     return lines
 
 
-def render_config(cfg: BaseModel, header: str = "", overridden: set[str] | frozenset[str] = frozenset()) -> str:
-    """YAML text of a config: ``header`` (comment lines) then every key with its description.
+def _file_line(key: str, value: str, doc: str) -> str:
+    return f"{f'{key}: {value}'.ljust(_COMMENT_COLUMN - 1)} # {doc}"
+
+
+def render_config(cfg: BaseModel, header: str = "", overridden: set[str] | frozenset[str] = frozenset(),
+                  kind: str | None = None, base: str | None = None, only: set[str] | frozenset[str] | None = None) -> str:
+    """YAML text of a config: ``header`` (comment lines), ``base`` and ``kind``, then every key
+    (or the ``only`` ones) with its description.
 
     Args:
         cfg: a validated config.
         header: comment lines kept verbatim at the top.
         overridden: dotted keys to mark ``[set]`` (``config show`` marks the key=value overrides).
+        kind: the ``kind:`` line to write (None: none).
+        base: the ``base:`` line to write (a variant's base file; None: none).
+        only: dotted keys to list (a variant's own keys; their sections come along); None = all.
     """
-    body = "\n".join(_render(cfg, 0, frozenset(overridden), ""))
-    return (header.rstrip() + "\n\n" if header.strip() else "") + body + "\n"
+    top = ([_file_line("base", base, _BASE_DOC)] if base else []) + ([_file_line("kind", kind, _KIND_DOC)]
+                                                                      if kind else [])
+    body = "\n".join(_render(cfg, 0, frozenset(overridden), "", None if only is None else frozenset(only)))
+    return (header.rstrip() + "\n\n" if header.strip() else "") + "".join(f"{line}\n" for line in top) + body + "\n"
+
+
+def own_keys(model: type[BaseModel], raw: dict, prefix: str = "") -> set[str]:
+    """Dotted keys a file's own mapping sets (down to the model's leaves; a mapping-valued key
+    such as ``variants`` counts as one)."""
+    keys = set()
+    for name, value in raw.items():
+        info = model.model_fields.get(name)
+        sub = sub_model(info.annotation) if info is not None else None
+        if sub is not None and isinstance(value, dict):
+            keys |= own_keys(sub, value, f"{prefix}{name}.")
+        else:
+            keys.add(f"{prefix}{name}")
+    return keys
 
 
 def file_header(path: str | Path) -> str:
@@ -172,14 +194,21 @@ def file_header(path: str | Path) -> str:
 
 
 def rendered_file(path: str | Path) -> str:
-    """What a config file should contain: its header, then its resolved values, documented."""
+    """What a config file should contain: its header, ``base`` and ``kind``, then its resolved
+    values, documented (a variant: only the keys it sets itself)."""
     kind = kind_of(path)
-    cfg = load_config(model_class(kind), path)
-    return render_config(cfg, file_header(path))
+    model = model_class(kind)
+    cfg = load_config(model, path)
+    own = read_yaml_mapping(path)
+    base = own.pop("base", None)
+    own.pop("kind", None)
+    return render_config(cfg, file_header(path), kind=kind, base=base,
+                         only=None if base is None else own_keys(model, own))
 
 
 def sync_configs(folder: str | Path, check: bool = False) -> list[Path]:
-    """Regenerate every ``<kind>_*.yaml`` in ``folder``; with ``check``, only list stale files.
+    """Regenerate every config file in ``folder`` (a YAML file with a ``kind``, its own or a
+    base's; others, such as W&B sweep files, are not ours); with ``check``, only list stale ones.
 
     Returns:
         The files that were (or, with ``check``, would be) rewritten.
@@ -188,7 +217,7 @@ def sync_configs(folder: str | Path, check: bool = False) -> list[Path]:
 
     stale = []
     for path in sorted(Path(folder).glob("*.yaml")):
-        if not any(path.name.startswith(f"{kind}_") for kind in CONFIG_KINDS):
+        if compose_yaml(path).get("kind") is None:
             continue  # e.g. a W&B sweep file: not one of our models
         text = rendered_file(path)
         if text != path.read_text(encoding="utf-8"):
@@ -199,12 +228,17 @@ def sync_configs(folder: str | Path, check: bool = False) -> list[Path]:
 
 
 def show_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = (), kind: str | None = None) -> str:
-    """``kvasir-ml config show``: the resolved config with descriptions, overrides marked."""
+    """``kvasir-ml config show``: the resolved config whole (bases merged in, every key, with its
+    description; overrides marked ``[set]``), YAML that loads back to the same config."""
+    from kvasir_ml.resources import find_config
+
     if path is None and kind is None:
         raise ConfigError("give a config file or --kind")
     kind = kind or kind_of(path)
     cfg = load_config(model_class(kind), path, overrides)
     overridden = {item.split("=", 1)[0].strip() for item in overrides}
-    source = f"# {kind} config: {path or 'defaults'}" + (f" + {' '.join(overrides)}" if overrides else "")
-    return render_config(cfg, source, overridden)
+    bases = [] if path is None else [str(p.name) for p, _ in base_chain(find_config(path) or path)[1:]]
+    source = (f"# {kind} config: {path or 'defaults'}" + (f" (base: {' -> '.join(bases)})" if bases else "")
+              + (f" + {' '.join(overrides)}" if overrides else ""))
+    return render_config(cfg, source, overridden, kind=kind)
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kvasir_ml.config import load_config
+from kvasir_ml.config import load_config, read_yaml_mapping
+from kvasir_ml.configdoc import kind_of
 from kvasir_ml.detection.config import DetectorConfig
 from kvasir_ml.experiment.config import load_experiment_config
 from kvasir_ml.train.config import load_classifier_config
@@ -40,22 +41,22 @@ def _named_config_paths() -> dict[str, set[str]]:
 
 
 def _load(path: Path) -> None:
-    """Load ``path`` with the model its name promises (classifier_/detector_/experiment_/sweep_)."""
-    name = path.name
-    if name.startswith("classifier_"):
+    """Load ``path`` with the model its ``kind:`` names (a W&B sweep file: its trial command's config)."""
+    raw = read_yaml_mapping(path)
+    if "kind" not in raw and {"command", "parameters"} <= set(raw):
+        _check_sweep(path)
+        return
+    kind = kind_of(path)  # the file's (or its base's) `kind:`, never its name
+    if kind == "classifier":
         load_classifier_config(path)
-    elif name.startswith("detector_"):
+    elif kind == "detector":
         load_config(DetectorConfig, path)
-    elif name.startswith("experiment_"):
+    else:
         cfg = load_experiment_config(path)
         for task, base in cfg.base_configs.items():
             base_path = REPO / base
             assert base_path.is_file(), f"{path}: base config of {task} {base} does not exist"
             load_classifier_config(base_path, cfg.overrides)
-    elif name.startswith("sweep_"):
-        _check_sweep(path)
-    else:
-        raise AssertionError(f"{path}: no known config kind for this name")
 
 
 def _sample(spec: dict) -> object:

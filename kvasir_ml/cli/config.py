@@ -1,5 +1,5 @@
-"""``kvasir-ml config {show,sync}``: read a resolved config with its documentation; keep
-``configs/`` generated from the models."""
+"""``kvasir-ml config {show,sync}``: read a resolved config (its ``base:`` chain merged in) with
+its documentation; keep ``configs/`` generated from the models."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def _sync(args: argparse.Namespace) -> int:
 
     if not Path(args.folder).is_dir():
         raise FileNotFoundError(f"--folder {args.folder}: no such folder (run from the checkout, or name "
-                                "the folder that holds the <kind>_*.yaml configs)")
+                                "the folder that holds the config files)")
     stale = sync_configs(args.folder, check=args.check)
     verb = "out of date" if args.check else "rewritten"
     for path in stale:
@@ -43,8 +43,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                      description="Configs are pydantic models; their field descriptions are the one source of "
                                  "the documentation that `config show` prints and `config sync` writes into "
                                  "configs/*.yaml.")
-    p = add_command(cmds, "show", help="print the resolved config: every key, its value, type and description",
+    p = add_command(cmds, "show", help="print the resolved config whole (bases merged in): every key, its value, "
+                    "type and description, as YAML that loads as a config",
                     examples=["kvasir-ml config show configs/classifier_multilabel_tiny.yaml optim.lr=3e-4",
+                              "kvasir-ml config show configs/classifier_singlelabel_resnet50.yaml  # a variant, whole",
                               "kvasir-ml config show detector_tiny.yaml                # a shipped config, by name",
                               "kvasir-ml config show --kind detector train.epochs=3    # defaults + an override"])
     p.add_argument("config", nargs="?", metavar="CONFIG",
@@ -52,12 +54,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "leave out with --kind for the model's defaults")
     add_overrides(p, help="overrides, as for `train` (dotted keys, YAML values); marked [set] in the output")
     p.add_argument("--kind", choices=sorted(CONFIG_KINDS),
-                   help="config model to use (default: from the file name, <kind>_*.yaml, or its contents)")
+                   help="config model to use (default: the file's `kind:` key; needed for a file without "
+                        "one, such as a run folder's config.yaml)")
     p.set_defaults(func=_show)
     p = add_command(cmds, "sync", help="regenerate configs/*.yaml from the models' descriptions "
                     "(headers and values kept)",
                     examples=["kvasir-ml config sync                # after changing a config model",
                               "kvasir-ml config sync --check        # exit 1 if any file is stale (CI)"])
-    p.add_argument("--folder", default="configs", metavar="DIR", help="folder of <kind>_*.yaml files")
+    p.add_argument("--folder", default="configs", metavar="DIR",
+                   help="folder of config files (the *.yaml with a `kind:` key, their own or a base's)")
     p.add_argument("--check", action="store_true", help="only list stale files; exit 1 if any")
     p.set_defaults(func=_sync)

@@ -6,8 +6,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kvasir_ml.cli.common import add_command, add_group, add_hidden_alias, count
+
+if TYPE_CHECKING:
+    from kvasir_ml.config import DatasetConfig
 
 
 def _index(args: argparse.Namespace) -> int:
@@ -37,30 +41,52 @@ def _stats(args: argparse.Namespace) -> int:
     return 0
 
 
+# `data split` option -> DatasetConfig key: the one place the CLI's names meet the library's.
+SPLIT_OPTIONS = {"seed": "split_seed", "fractions": "fractions", "uuid_map": "twin_map",
+                 "near_duplicate_max_distance": "near_duplicate_max_distance", "max_group": "near_duplicate_max_group"}
+
+
+def split_settings(args: argparse.Namespace) -> DatasetConfig:
+    """The ``data split`` options as the ``DatasetConfig`` that runs use (``-1`` bits = null).
+
+    Raises:
+        ConfigError: an option out of range, named as the command line spells it.
+    """
+    from pydantic import ValidationError
+
+    from kvasir_ml.config import ConfigError, DatasetConfig
+
+    values = {key: getattr(args, option) for option, key in SPLIT_OPTIONS.items()}
+    if values["near_duplicate_max_distance"] is not None and values["near_duplicate_max_distance"] < 0:
+        values["near_duplicate_max_distance"] = None  # -1 on the command line: exact duplicates only
+    try:
+        return DatasetConfig(**values)
+    except ValidationError as exc:
+        option = {key: option for option, key in SPLIT_OPTIONS.items()}
+        problems = [f"--{option.get(str(err['loc'][0]), str(err['loc'][0])).replace('_', '-')}: {err['msg']}"
+                    if err["loc"] else err["msg"] for err in exc.errors()]
+        raise ConfigError("data split: " + "; ".join(problems)) from None
+
+
 def _split(args: argparse.Namespace) -> int:
     from kvasir_ml.data.coco import load_canonical
-    from kvasir_ml.data.near_duplicates import format_near_duplicates, near_duplicate_groups
-    from kvasir_ml.data.split_audit import audit_given_split, format_straddling
-    from kvasir_ml.data.splits import kvasirseg_hyperkvasir_groups, make_splits, split_from_hyperkvasir_folds
-
-    ds = load_canonical(args.file)
-    groups = kvasirseg_hyperkvasir_groups(ds, args.uuid_map) if args.uuid_map else None
     from kvasir_ml.data.image_root import image_root
+    from kvasir_ml.data.near_duplicates import format_near_duplicates
+    from kvasir_ml.data.resolve import audit_split, new_split
+    from kvasir_ml.data.split_audit import format_straddling
+    from kvasir_ml.data.splits import split_from_hyperkvasir_folds
 
+    cfg = split_settings(args)
+    ds = load_canonical(args.file)
     root = image_root(args.file, args.root, ds.info)  # for the perceptual hashes
     if args.folds:  # the official folds as they are; copies across them are reported, not moved
         split = split_from_hyperkvasir_folds(ds, args.folds, args.val_fold, args.test_fold,
                                              unlisted="train" if args.unlisted_train else "error")
-        max_bits = args.near_duplicate_max_distance if args.near_duplicate_max_distance >= 0 else None
-        print(format_straddling(audit_given_split(ds, split, root, max_bits, groups)))
+        print(format_straddling(audit_split(split, ds, cfg, root)))
     else:
-        near = None
-        if args.near_duplicate_max_distance >= 0:
-            near = near_duplicate_groups([img["file_name"] for img in ds.images], root,
-                                         args.near_duplicate_max_distance, max_group_images=args.max_group,
-                                         cache_dir=args.hash_cache or Path(args.out).parent, progress=True)
-            print(format_near_duplicates(near.info))
-        split = make_splits(ds, args.seed, tuple(args.fractions), groups=groups, near_duplicates=near)
+        split = new_split(ds, cfg, root, hash_cache=args.hash_cache or Path(args.out).parent, progress=True)
+        if split.info.get("near_duplicates"):
+            print(format_near_duplicates(split.info["near_duplicates"]))
     split.save(args.out)
     print(f"wrote {args.out}  sha256 {split.sha256}")
     for name in (n for n in split.splits if not split.splits[n]):

@@ -10,7 +10,7 @@ from kvasir_ml.cli.common import add_command, add_group, add_overrides
 
 def _add_common(p: argparse.ArgumentParser, kind: str, resume_help: str) -> None:
     p.add_argument("--config", required=True, metavar="CONFIG",
-                   help=f"{kind} YAML: a file or a shipped config's name (a {kind}_*.yaml under configs/)")
+                   help=f"{kind} YAML (kind: {kind}): a file or a shipped config's name (under configs/)")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="run folder (created; an existing run is never overwritten); {wandb_run_id} is "
                         "replaced by $WANDB_RUN_ID (W&B sweep trials)")

@@ -105,32 +105,68 @@ def resolve_split(ds: CanonicalDataset, cfg: DatasetConfig, work_dir: Path, may_
 
 
 def _new_split(ds: CanonicalDataset, cfg: DatasetConfig, work_dir: Path, root: Path | None) -> Split:
-    from kvasir_ml.data.near_duplicates import near_duplicate_groups
-    from kvasir_ml.data.splits import kvasirseg_hyperkvasir_groups
-
-    twins = kvasirseg_hyperkvasir_groups(ds, cfg.twin_map) if cfg.twin_map else None
-    near = None
-    if cfg.near_duplicate_max_distance is not None:
-        root = root if root is not None else resolve_dataset(cfg, work_dir, may_write=False)[1]
-        near = near_duplicate_groups([img["file_name"] for img in ds.images], root, cfg.near_duplicate_max_distance,
-                                     max_group_images=cfg.near_duplicate_max_group,
-                                     cache_dir=Path(cfg.cache_dir) if getattr(cfg, "cache_dir", None) else work_dir / "cache")
+    if cfg.near_duplicate_max_distance is not None and root is None:
+        root = resolve_dataset(cfg, work_dir, may_write=False)[1]
+    cache = Path(cfg.cache_dir) if getattr(cfg, "cache_dir", None) else work_dir / "cache"
+    split = new_split(ds, cfg, root, hash_cache=cache)
+    near = split.info.get("near_duplicates")
+    if near:
         log.info("near-duplicates: %d groups of %d images (perceptual hash, <= %d bits)",
-                 near.info["n_groups"], near.info["n_images_grouped"], cfg.near_duplicate_max_distance)
-    split = make_splits(ds, seed=cfg.split_seed, fractions=tuple(cfg.fractions), groups=twins, near_duplicates=near)
+                 near["n_groups"], near["n_images_grouped"], near["max_distance"])
     if cfg.twin_map:
         split.info["twin_map"] = Path(cfg.twin_map).name
     return split
 
 
-def _audit_given(split: Split, ds: CanonicalDataset, cfg: DatasetConfig, work_dir: Path, root: Path | None) -> None:
-    from kvasir_ml.data.split_audit import audit_given_split, report_straddling
+def new_split(ds: CanonicalDataset, cfg: DatasetConfig, root: str | Path | None, hash_cache: str | Path | None,
+              progress: bool = False) -> Split:
+    """The split recipe, written once for runs and ``kvasir-ml data split``: exact duplicates,
+    near-duplicates by perceptual hash and Kvasir-SEG/HyperKvasir twins each stay in one split,
+    stratified over labels, source class and box classes.
+
+    Args:
+        ds: the dataset to split.
+        cfg: ``split_seed``, ``fractions``, ``near_duplicate_max_distance`` (None = exact duplicates
+            only), ``near_duplicate_max_group`` and ``twin_map`` are used.
+        root: the folder ``ds``'s file names are relative to (read for the perceptual hashes).
+        hash_cache: folder of the perceptual-hash cache (by file content).
+        progress: show a progress bar while hashing.
+
+    Returns:
+        The split; ``info["near_duplicates"]`` records the grouping (None without hashing).
+    """
+    from kvasir_ml.data.near_duplicates import near_duplicate_groups
+
+    near = None
+    if cfg.near_duplicate_max_distance is not None:
+        near = near_duplicate_groups([img["file_name"] for img in ds.images], root, cfg.near_duplicate_max_distance,
+                                     max_group_images=cfg.near_duplicate_max_group, cache_dir=hash_cache,
+                                     progress=progress)
+    return make_splits(ds, seed=cfg.split_seed, fractions=tuple(cfg.fractions), groups=twin_groups(ds, cfg),
+                       near_duplicates=near)
+
+
+def twin_groups(ds: CanonicalDataset, cfg: DatasetConfig) -> dict[str, str] | None:
+    """``{file_name: group key}`` from ``cfg.twin_map`` (Kvasir-SEG/HyperKvasir twins), else None."""
     from kvasir_ml.data.splits import kvasirseg_hyperkvasir_groups
 
-    twins = kvasirseg_hyperkvasir_groups(ds, cfg.twin_map) if cfg.twin_map else None
+    return kvasirseg_hyperkvasir_groups(ds, cfg.twin_map) if cfg.twin_map else None
+
+
+def audit_split(split: Split, ds: CanonicalDataset, cfg: DatasetConfig, root: str | Path | None) -> dict:
+    """Find the copies (exact, near-duplicate, twins, as ``new_split`` groups them) that a given
+    split lets straddle; the split is not changed, the record goes into ``info["straddling"]``."""
+    from kvasir_ml.data.split_audit import audit_given_split
+
+    return audit_given_split(ds, split, root, cfg.near_duplicate_max_distance, twin_groups(ds, cfg))
+
+
+def _audit_given(split: Split, ds: CanonicalDataset, cfg: DatasetConfig, work_dir: Path, root: Path | None) -> None:
+    from kvasir_ml.data.split_audit import report_straddling
+
     if cfg.near_duplicate_max_distance is not None and root is None:
         root = resolve_dataset(cfg, work_dir, may_write=False)[1]
-    report_straddling(audit_given_split(ds, split, root, cfg.near_duplicate_max_distance, twins))
+    report_straddling(audit_split(split, ds, cfg, root))
 
 
 def _load_given_split(path: str, ds: CanonicalDataset) -> Split:
