@@ -162,7 +162,7 @@ def render_config(cfg: BaseModel, header: str = "", overridden: set[str] | froze
 
 def file_header(path: str | Path) -> str:
     """The comment block above a YAML file's first key (kept when the file is regenerated)."""
-    lines = []
+    lines: list[str] = []
     for line in Path(path).read_text(encoding="utf-8").splitlines():
         if line.startswith("#") or (not line.strip() and lines):
             lines.append(line)
@@ -200,9 +200,10 @@ def sync_configs(folder: str | Path, check: bool = False) -> list[Path]:
 
 def show_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = (), kind: str | None = None) -> str:
     """``kvasir-ml config show``: the resolved config with descriptions, overrides marked."""
-    if path is None and kind is None:
-        raise ConfigError("give a config file or --kind")
-    kind = kind or kind_of(path)
+    if not kind:
+        if path is None:
+            raise ConfigError("give a config file or --kind")
+        kind = kind_of(path)
     cfg = load_config(model_class(kind), path, overrides)
     overridden = {item.split("=", 1)[0].strip() for item in overrides}
     source = f"# {kind} config: {path or 'defaults'}" + (f" + {' '.join(overrides)}" if overrides else "")

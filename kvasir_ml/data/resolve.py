@@ -42,6 +42,7 @@ def resolve_dataset(cfg: DatasetConfig, work_dir: Path, may_write: bool = True) 
         DatasetError: ``cfg.canonical`` names a file that does not exist.
     """
     if not cfg.is_synthetic:
+        assert cfg.canonical is not None  # is_synthetic covers None
         canonical = Path(cfg.canonical)
         if not canonical.is_file():
             raise DatasetError(f"data.canonical: {canonical} does not exist")
@@ -114,7 +115,7 @@ def _new_split(ds: CanonicalDataset, cfg: DatasetConfig, work_dir: Path, root: P
         root = root if root is not None else resolve_dataset(cfg, work_dir, may_write=False)[1]
         near = near_duplicate_groups([img["file_name"] for img in ds.images], root, cfg.near_duplicate_max_distance,
                                      max_group_images=cfg.near_duplicate_max_group,
-                                     cache_dir=Path(cfg.cache_dir) if getattr(cfg, "cache_dir", None) else work_dir / "cache")
+                                     cache_dir=Path(c) if (c := getattr(cfg, "cache_dir", None)) else work_dir / "cache")
         log.info("near-duplicates: %d groups of %d images (perceptual hash, <= %d bits)",
                  near.info["n_groups"], near.info["n_images_grouped"], cfg.near_duplicate_max_distance)
     split = make_splits(ds, seed=cfg.split_seed, fractions=tuple(cfg.fractions), groups=twins, near_duplicates=near)
