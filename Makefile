@@ -27,11 +27,11 @@ demo: setup
 test: setup
 	$(PY) -m pytest
 
-# ruff, then mypy on kvasir_ml/ (pyproject.toml [tool.ruff], [tool.mypy]; cache in .mypy_cache/);
-# CI (.ci/run) runs it before the tests.
+# ruff, then mypy on kvasir_ml/ and scripts/ (pyproject.toml [tool.ruff], [tool.mypy] files; cache in
+# .mypy_cache/); CI (.ci/run) runs it before the tests.
 lint: setup
 	$(VENV)/bin/ruff check kvasir_ml tests scripts
-	$(PY) -m mypy kvasir_ml
+	$(PY) -m mypy
 
 # Everything, slow tests included (GPU tests skip without a GPU).
 test-all: setup
