@@ -23,7 +23,7 @@ averages.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -139,7 +139,7 @@ def top1_and_mcc(weights: np.ndarray, y_class: np.ndarray, class_proba: np.ndarr
 
 
 def weighted_metrics(weights: np.ndarray, run: RunScores, metrics: Sequence[str] = METRICS,
-                     label_subsets: dict[str, Sequence[int]] | None = None) -> dict[str, np.ndarray]:
+                     label_subsets: Mapping[str, Sequence[int]] | None = None) -> dict[str, np.ndarray]:
     """Every requested metric of one run under each row of ``weights`` (B, N).
 
     ``label_subsets`` adds ``macro_ap[<name>]``: macro AP over those label columns only.
@@ -170,13 +170,13 @@ def _mean(per_run: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 
 
 def _seed_mean(weights: np.ndarray, runs: Sequence[RunScores], metrics: Sequence[str],
-               label_subsets: dict[str, Sequence[int]] | None) -> dict[str, np.ndarray]:
+               label_subsets: Mapping[str, Sequence[int]] | None) -> dict[str, np.ndarray]:
     return _mean([weighted_metrics(weights, r, metrics, label_subsets) for r in runs])
 
 
 def paired_bootstrap(runs_a: Sequence[RunScores], runs_b: Sequence[RunScores], metrics: Sequence[str] = METRICS,
                      n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
-                     label_subsets: dict[str, Sequence[int]] | None = None,
+                     label_subsets: Mapping[str, Sequence[int]] | None = None,
                      seeds_a: Sequence[int] | None = None,
                      seeds_b: Sequence[int] | None = None, effect: float = DEFAULT_EFFECT,
                      min_seeds: int = MIN_SEEDS_FOR_VERDICT) -> dict[str, dict[str, object]]:

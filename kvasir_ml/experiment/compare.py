@@ -17,7 +17,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -105,7 +105,7 @@ def metrics_from_wandb(summary: dict[str, Any], config: dict[str, Any],
     Returns:
         ``{"kind", "task", "model", "inset_mode", "seed", "dataset", "split_sha256", "test"}``.
     """
-    test = {k[len("test/"):]: v for k, v in summary.items()
+    test: dict[str, Any] = {k[len("test/"):]: v for k, v in summary.items()
             if k.startswith("test/") and isinstance(v, (int, float)) and not isinstance(v, bool)}
     if "train" in config and "eval" in config:  # DetectorConfig
         out = {"kind": "detector", "task": "detection", "model": Path(config.get("model", {}).get("arch", "?")).stem,
@@ -222,7 +222,7 @@ def _group(records: Sequence[RunRecord]) -> dict[str, list[RunRecord]]:
     for rec in records:
         groups.setdefault(variant_name(rec.metrics), []).append(rec)
     for name, recs in groups.items():
-        seeds = [r.metrics.get("seed") for r in recs if r.metrics.get("seed") is not None]
+        seeds = [s for r in recs if (s := r.metrics.get("seed")) is not None]
         dup = sorted({s for s in seeds if seeds.count(s) > 1})
         if dup:
             raise CompareError(f"variant {name}: several runs with seed(s) {dup} "
@@ -245,7 +245,7 @@ def _variant_entry(name: str, recs: list[RunRecord], hard_pairs: Sequence[tuple[
     }
     tta = [r.metrics.get("test_tta") for r in recs]
     if kind != "detector" and all(isinstance(t, dict) for t in tta):
-        entry["test_tta"] = {k: aggregate([t.get(k) for t in tta]) for k in keys}
+        entry["test_tta"] = {k: aggregate([t.get(k) for t in tta if isinstance(t, dict)]) for k in keys}
     if kind == "detector":
         classes = list(dict.fromkeys(c for t in tests for c in t.get("per_class_ap", {})))
         entry["per_class_ap"] = {c: aggregate([t.get("per_class_ap", {}).get(c) for t in tests]) for c in classes}
@@ -271,7 +271,7 @@ def _variant_entry(name: str, recs: list[RunRecord], hard_pairs: Sequence[tuple[
 
 
 def paired_sections(records: Sequence[RunRecord], n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
-                    label_subsets: dict[str, Sequence[str]] | None = None) -> dict[str, Any]:
+                    label_subsets: Mapping[str, Sequence[str]] | None = None) -> dict[str, Any]:
     """The paired-bootstrap sections of a comparison (see ``experiment.paired``).
 
     Returns:
@@ -316,7 +316,7 @@ def paired_sections(records: Sequence[RunRecord], n_resamples: int = DEFAULT_RES
 
 def compare_runs(records: Sequence[RunRecord],
                  hard_pairs: Sequence[tuple[str, str]] = DEFAULT_HARD_PAIRS, n_resamples: int = DEFAULT_RESAMPLES,
-                 bootstrap_seed: int = 0, label_subsets: dict[str, Sequence[str]] | None = None,
+                 bootstrap_seed: int = 0, label_subsets: Mapping[str, Sequence[str]] | None = None,
                  design: dict[str, Any] | None = None) -> dict[str, Any]:
     """Group runs into variants, aggregate their test metrics over seeds, add paired intervals.
 
@@ -355,7 +355,7 @@ def compare_runs(records: Sequence[RunRecord],
     class_names = next((m["class_names"] for m in classifier if m.get("class_names")), None)
     if label_names is None and classifier:
         label_names = list(dict.fromkeys(lbl for m in classifier for lbl in m["test"].get("per_class", {})))
-    comparison = {
+    comparison: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "metrics": list(CLASSIFIER_METRICS),
         "detector_metrics": list(DETECTOR_METRICS),
