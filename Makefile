@@ -27,9 +27,11 @@ demo: setup
 test: setup
 	$(PY) -m pytest
 
-# ruff with the rules in pyproject.toml ([tool.ruff]); CI (.ci/run) runs it before the tests.
+# ruff, then mypy on kvasir_ml/ and scripts/ (pyproject.toml [tool.ruff], [tool.mypy] files; cache in
+# .mypy_cache/); CI (.ci/run) runs it before the tests.
 lint: setup
 	$(VENV)/bin/ruff check kvasir_ml tests scripts
+	$(PY) -m mypy
 
 # Everything, slow tests included (GPU tests skip without a GPU).
 test-all: setup
@@ -42,4 +44,4 @@ gpu-check: setup
 	$(PY) scripts/gpu_check.py --out $(OUT)
 
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs .pytest_cache .mypy_cache

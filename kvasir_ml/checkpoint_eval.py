@@ -53,14 +53,15 @@ def _run_dir(ckpt: Path) -> Path | None:
 
 def _split(split_file: str | Path | None, run_dir: Path | None, own_data: bool, names: set[str]) -> Split | None:
     if split_file is not None:
-        split = load_split(split_file)
+        source: str | Path = split_file
     elif own_data and run_dir is not None and (run_dir / "split.json").is_file():
-        split = load_split(run_dir / "split.json")
+        source = run_dir / "split.json"
     else:
         return None
+    split = load_split(source)
     missing = [f for files in split.splits.values() for f in files if f not in names]
     if missing:
-        raise EvalError(f"{split_file or run_dir / 'split.json'}: {len(missing)} files are not in the scored "
+        raise EvalError(f"{split_file or source}: {len(missing)} files are not in the scored "
                         f"dataset, e.g. {missing[:3]}")
     return split
 
@@ -146,7 +147,7 @@ def evaluate_checkpoint(ckpt: str | Path, out_dir: str | Path, canonical: str | 
     metrics["evaluated"] = {
         "checkpoint": str(ckpt), "checkpoint_sha256": sha256_file(ckpt), "canonical": str(path),
         "canonical_sha256": sha256_file(path), "root": str(data_root), "own_data": own,
-        "split": str(split_file) if split_file else (str(run_dir / "split.json") if split is not None else None),
+        "split": str(split_file) if split_file else (str(run_dir / "split.json") if split is not None and run_dir is not None else None),
         "subset": subset,
     }
     target = out / "metrics.json"

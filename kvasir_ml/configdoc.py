@@ -184,7 +184,7 @@ def own_keys(model: type[BaseModel], raw: dict, prefix: str = "") -> set[str]:
 
 def file_header(path: str | Path) -> str:
     """The comment block above a YAML file's first key (kept when the file is regenerated)."""
-    lines = []
+    lines: list[str] = []
     for line in Path(path).read_text(encoding="utf-8").splitlines():
         if line.startswith("#") or (not line.strip() and lines):
             lines.append(line)

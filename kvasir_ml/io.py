@@ -43,7 +43,7 @@ class DiskFullError(OSError):
                                        "the previous version of the file, if any, is unchanged")
 
     def __str__(self) -> str:
-        return self.strerror
+        return self.strerror or ""
 
 
 class UnsafePathError(ValueError):
@@ -109,7 +109,7 @@ def backup_existing(path: str | Path) -> Path | None:
     return backup
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None], keep_backup: bool = False) -> Path | None:
+def atomic_write(path: str | Path, write: Callable[[Path], object], keep_backup: bool = False) -> Path | None:
     """Write ``path`` atomically by calling ``write(tmp_path)`` then renaming.
 
     Args:
@@ -147,7 +147,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None], keep_backup: b
     return backup
 
 
-def _is_disk_full(exc: BaseException) -> bool:
+def _is_disk_full(exc: BaseException | None) -> bool:
     """ENOSPC/EDQUOT anywhere in the exception chain (torch wraps writer errors in RuntimeError)."""
     seen = 0
     while exc is not None and seen < 8:

@@ -59,7 +59,7 @@ def write_frames(folder: str | Path, n: int, width_px: int = 720, height_px: int
         path = folder / f"frame{i:06d}.jpg"
         if not path.exists():
             small = rng.integers(0, 256, (9, 12, 3), dtype=np.uint8)
-            Image.fromarray(small).resize((width_px, height_px), Image.BILINEAR).save(path, quality=85)
+            Image.fromarray(small).resize((width_px, height_px), Image.Resampling.BILINEAR).save(path, quality=85)
         paths.append(path)
     return paths
 
@@ -70,6 +70,7 @@ def bare_forward_img_s(predictor: Predictor, sample: list[Path], n_images: int, 
     from kvasir_ml.data.images import load_rgb
     from kvasir_ml.train.predict import classifier_inputs
 
+    assert predictor.classifier is not None, "the bare forward pass needs a classifier"
     model, cfg, _ = predictor.classifier
     items = []
     for path in sample[:batch]:

@@ -181,7 +181,7 @@ def predict_to_jsonl(predictor: Predictor, paths: Sequence[str | Path], out_path
     out_path = Path(out_path)
     paths = [Path(p) for p in paths]
     done = written_images(out_path)
-    todo = [p for p in paths if str(p) not in done]
+    todo = [Path(p) for p in paths if str(p) not in done]  # (Path(p): paths holds Paths by now)
     report = StreamReport(n_images=len(paths), n_already=len(paths) - len(todo))
     if report.n_already:
         log.info("%s holds %d of the %d images: resuming with the other %d", out_path, report.n_already,
@@ -217,6 +217,7 @@ def run_models(predictor: Predictor, items: list[dict[str, Any]]) -> list[dict[s
         from kvasir_ml.train.predict import classify_inputs
 
         def classify(inputs: list[Any], _insets: list[Any]) -> list[Any]:
+            assert predictor.classifier is not None and predictor.device is not None  # loaded together
             return classify_inputs(predictor.classifier, inputs, predictor.device, batch_size=len(inputs))
 
         _apply("classifier", classify, entries, [it["inputs"] for it in ok], insets, lambda e, out: e.update(out))

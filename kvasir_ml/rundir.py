@@ -77,10 +77,10 @@ def config_differences(now: dict[str, Any], saved: dict[str, Any], free: Sequenc
     ``optim.lr`` is also free when ``optim.lr_find`` is on: the saved config holds the LR the
     finder chose, not the one the YAML asked for.
     """
-    free = set(free)
+    free_keys = set(free)
     if (now.get("optim") or {}).get("lr_find"):
-        free.add("optim.lr")
-    return _diff(now, saved or {}, "", free)
+        free_keys.add("optim.lr")
+    return _diff(now, saved or {}, "", free_keys)
 
 
 def _diff(a: dict[str, Any], b: dict[str, Any], prefix: str, free: set[str]) -> list[str]:

@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -81,7 +82,8 @@ def loader_only(data_dir: Path, size_px: int, workers: int | None, batch: int | 
     workers = rt.workers if workers is None else workers
     batch = rt.batch_size if batch is None else batch
     with tempfile.TemporaryDirectory(prefix="bench-loader-") as tmp:
-        source, extra = "synthetic (400 images)", {"canonical": "synthetic"}
+        source = "synthetic (400 images)"
+        extra: dict[str, Any] = {"canonical": "synthetic"}
         if (data_dir / "images").is_dir():
             from kvasir_ml.data.sources import index_kvasir_seg
 

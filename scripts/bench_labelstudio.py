@@ -112,7 +112,9 @@ def run_cli(argv: list[str], conn: LSConnection) -> tuple[float, float, str]:
     proc = subprocess.Popen([sys.executable, "-m", "kvasir_ml", *argv], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     chunks: list[str] = []
-    reader = threading.Thread(target=lambda: chunks.append(proc.stdout.read()), daemon=True)
+    stdout = proc.stdout
+    assert stdout is not None  # stdout=PIPE
+    reader = threading.Thread(target=lambda: chunks.append(stdout.read()), daemon=True)
     reader.start()
     child, peak_bytes = psutil.Process(proc.pid), 0
     while proc.poll() is None:
@@ -150,6 +152,7 @@ def bench_one(client: LSClient, conn: LSConnection, root: Path, n: int, n_annota
             "--model-version", "bench-v1", "--no-expert-draft"]
     push_s, push_rss_mb, _ = run_cli(push, conn)
     pid = find_project(client, title)
+    assert pid is not None, f"the push made no project {title!r}"
     res = {"n_tasks": n, "push_s": round(push_s, 3), "push_peak_rss_mb": round(push_rss_mb, 1)}
     if repush:
         repush_s, _, out = run_cli(push[:3] + ["--project", str(pid)] + push[5:], conn)

@@ -39,8 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="also write the result to this JSON file (atomically)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    with tempfile.TemporaryDirectory(prefix="kvasir-bench-video-") as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory(prefix="kvasir-bench-video-") as tmp_name:
+        tmp = Path(tmp_name)
         video = args.video or synthesize_video(tmp / "synth", n_frames=args.frames,
                                                frame_size_px=(args.width, args.height)).parent / "video.mp4"
         res = bench_video(video, tmp / "pred", args.classifier, args.detector, args.device, args.batch)

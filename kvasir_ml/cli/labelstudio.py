@@ -87,7 +87,8 @@ def _push(args: argparse.Namespace) -> int:
                                                trust_detector=args.trust_checkpoint, conf=args.conf,
                                                max_boxes=args.max_boxes)
         version = version or model_version_for(args.classifier, args.detector)
-    predictions, problems = (None, [])
+    predictions: dict[str, dict] | None = None
+    problems: list = []
     if entries is not None:
         predictions, problems = match_predictions(entries, data_root, {img["file_name"] for img in dataset.images})
     client = _client(args)
@@ -200,6 +201,7 @@ def _loop(args: argparse.Namespace) -> int:
     print(f"new canonical version {result.canonical}")
     for kind, run in result.runs.items():
         print(f"fine-tuned {kind}: {run}")
+    assert result.push_report is not None  # a turn that did not stop pushed
     print("\n".join(result.push_report.summary_lines()))
     print(f"prelabeling model of the project: {result.prelabel_before} -> {result.model_version}")
     for url, version in result.backends.items():
@@ -209,7 +211,7 @@ def _loop(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_report(report, path: Path, report_path: Path, strict: bool) -> int:
+def _print_report(report, path: Path, report_path: Path | None, strict: bool) -> int:
     print("\n".join(report.summary_lines()))
     print(f"wrote {path} (report {report_path})")
     return 1 if strict and report.errors else 0

@@ -80,7 +80,7 @@ class CanonicalImage(_Entry):
         known = (info.context or {}).get("label_names")
         unknown = [v for v in value if known is not None and v not in known]
         if unknown:
-            raise ValueError(f"{unknown} not in the taxonomy's labels ({', '.join(sorted(known))})")
+            raise ValueError(f"{unknown} not in the taxonomy's labels ({', '.join(sorted(known or []))})")
         return value
 
     @field_validator("inset_box")

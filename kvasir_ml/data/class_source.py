@@ -37,7 +37,7 @@ def single_label_class(taxonomy: Taxonomy, source: str | None, source_class: str
     if source_class in classes:
         return classes.index(source_class)
     try:
-        wanted = set(taxonomy.labels_for(source, source_class))
+        wanted = set(taxonomy.labels_for(source or "", source_class))  # no source: unknown, like any other
     except TaxonomyError:  # unknown source/class: the image simply has no single-label target
         return -1
     matches = [i for i, c in enumerate(classes) if set(taxonomy.labels_for(class_source, c)) == wanted]
@@ -59,7 +59,7 @@ def dropped_classes(ds: CanonicalDataset, class_source: str, taxonomy: Taxonomy)
         if not cls:
             continue
         try:
-            taxonomy.labels_for(source, cls)
+            taxonomy.labels_for(source or "", cls)
         except TaxonomyError:
             continue
         if single_label_class(taxonomy, source, cls, class_source) < 0:

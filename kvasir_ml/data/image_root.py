@@ -50,7 +50,7 @@ def image_root(canonical: str | Path, given: str | Path | None = None, info: dic
     if info is None:
         raw = read_json(canonical)
         info = raw.get("info") if isinstance(raw, dict) and isinstance(raw.get("info"), dict) else {}
-    stored = info.get(ROOT_KEY)
+    stored = (info or {}).get(ROOT_KEY)
     if isinstance(stored, str) and stored:
         return canonical.parent / stored if not Path(stored).is_absolute() else Path(stored)
     return canonical.parent

@@ -192,8 +192,8 @@ def _size_report(clusters: list[list[str]], whole: list[np.ndarray], n_images: i
                  max_group_images: int | None) -> dict:
     """Largest group (before and after the cap) and the groups large enough to unbalance a split."""
     min_large = max(2, math.ceil(LARGE_GROUP_SHARE * n_images))
-    large = sorted(({"n_images": len(c), "first_file": c[0]} for c in clusters if len(c) >= min_large),
-                   key=lambda g: (-g["n_images"], g["first_file"]))
+    large = [{"n_images": len(c), "first_file": c[0]}
+             for c in sorted(clusters, key=lambda c: (-len(c), c[0])) if len(c) >= min_large]
     return {"max_group_images": max_group_images,
             "largest_group": max((len(c) for c in clusters), default=0),
             "largest_group_uncut": max((len(m) for m in whole), default=0),

@@ -143,7 +143,7 @@ def hash_images(paths: Sequence[str | Path], hash_fn: Callable[[str], int], stor
     todo = [i for i, s in enumerate(shas) if s is None or s not in known]
     results = _map(_hash_task, [(hash_fn, names[i]) for i in todo], workers, "perceptual hash", progress)
     _raise_first([names[i] for i in todo], results)
-    fresh = {i: int(h) for i, (h, _) in zip(todo, results)}  # type: ignore[arg-type]
+    fresh = {i: int(h) for i, (h, _) in zip(todo, results)}
     hashes = np.array([fresh[i] if i in fresh else known[str(shas[i])] for i in range(len(names))], dtype=np.uint64)
     if store is not None and fresh:
         save_store(store, {str(shas[i]): h for i, h in fresh.items()})

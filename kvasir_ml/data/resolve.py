@@ -42,6 +42,7 @@ def resolve_dataset(cfg: DatasetConfig, work_dir: Path, may_write: bool = True) 
         DatasetError: ``cfg.canonical`` names a file that does not exist.
     """
     if not cfg.is_synthetic:
+        assert cfg.canonical is not None  # is_synthetic covers None
         canonical = Path(cfg.canonical)
         if not canonical.is_file():
             raise DatasetError(f"data.canonical: {canonical} does not exist")

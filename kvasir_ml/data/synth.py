@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -73,7 +73,7 @@ def _noise(rng: np.random.Generator, h: int, w: int, cells: int) -> np.ndarray:
     cells = max(2, int(cells))
     ch = max(2, int(round(cells * h / w)))
     grid = rng.random((ch, cells), dtype=np.float32)
-    img = Image.fromarray(grid, mode="F").resize((w, h), Image.BILINEAR)
+    img = Image.fromarray(grid, mode="F").resize((w, h), Image.Resampling.BILINEAR)
     return np.asarray(img, dtype=np.float32) * 2.0 - 1.0
 
 
@@ -138,6 +138,8 @@ def _window(shape: tuple[int, ...], cx: float, cy: float, rx: float, ry: float, 
 # ---- the scene -----------------------------------------------------------------------
 class _Scene:
     """One frame being drawn: canvas, grid, lumen centre and the boxes found so far."""
+
+    _zline: tuple[Any, ...]  # (r0, k, p1, p2), set by _zline_radius on first use
 
     def __init__(self, rng: np.random.Generator, w: int, h: int, upper: bool):
         self.rng, self.w, self.h, self.upper = rng, w, h, upper

@@ -49,7 +49,7 @@ def plan_scenes(n: int, seed: int = 0, run_share: float = 0.5, max_run: int = 40
     lengths = [max(2, round(chain_share * n))] if n >= 4 else []
     in_runs = int(run_share * (n - sum(lengths)))
     while in_runs >= 2:
-        length = int(min(in_runs, rng.integers(2, max_run + 1)))
+        length = min(in_runs, int(rng.integers(2, max_run + 1)))
         lengths.append(length)
         in_runs -= length
     lengths += [1] * (n - sum(lengths))

@@ -224,7 +224,7 @@ def export_yolo(
             result.image_paths[file_name] = dest
             result.n_boxes[split] += len(lines)
             manifest.append({"split": split, "stem": stem, "file_name": file_name, "image_id": entry["id"]})
-    data = {"path": str(out.resolve()), "train": "images/train", "val": "images/val"}
+    data: dict[str, object] = {"path": str(out.resolve()), "train": "images/train", "val": "images/val"}
     if result.file_names["test"]:
         data["test"] = "images/test"
     data["names"] = {i: name for i, name in enumerate(result.names)}

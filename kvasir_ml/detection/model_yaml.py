@@ -72,7 +72,7 @@ def check_activation(act: Any, where: str) -> None:
     allowed = f"one of nn.{{{', '.join(sorted(ACTIVATIONS))}}}(...) with number arguments"
     if not isinstance(call, ast.Call):
         raise _refuse(where, "activation", f"{act!r} is not {allowed}")
-    func, chain = call.func, []
+    func, chain = call.func, list[str]()
     while isinstance(func, ast.Attribute):
         chain.insert(0, func.attr)
         func = func.value

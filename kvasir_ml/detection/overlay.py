@@ -41,7 +41,7 @@ def draw_overlay(
     img = Image.fromarray(load_rgb(image_path))
     scale = min(1.0, max_side_px / max(img.size))
     if scale < 1.0:
-        img = img.resize((round(img.width * scale), round(img.height * scale)), Image.BILINEAR)
+        img = img.resize((round(img.width * scale), round(img.height * scale)), Image.Resampling.BILINEAR)
     draw = ImageDraw.Draw(img)
     font = ImageFont.load_default()
     width = max(1, round(2 * max(img.size) / 640))

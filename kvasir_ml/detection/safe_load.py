@@ -56,6 +56,10 @@ class UnsafeCheckpointError(WeightsError):
 class _NoCall(type):
     """Metaclass of the stand-ins: calling one (pickle's REDUCE) is refused or builds an empty object."""
 
+    _zero_arg_call: bool  # class attributes of each stand-in (_stand_in)
+    _target: Any  # a class (type.__new__'s overloads do not fit target.__new__(target))
+    _target_name: str
+
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
         if args or kwargs or not cls._zero_arg_call:
             raise pickle.UnpicklingError(f"the checkpoint calls {cls._target_name}(...) with arguments of its own; "
@@ -63,7 +67,7 @@ class _NoCall(type):
         return cls._target.__new__(cls._target)
 
 
-def _stand_in(target: type, name: str, zero_arg_call: bool = False) -> type:
+def _stand_in(target: Any, name: str, zero_arg_call: bool = False) -> type:
     """A class pickle's NEWOBJ can instantiate (giving an empty ``target``) but REDUCE cannot call."""
 
     def __new__(cls, *args: Any) -> Any:

@@ -67,10 +67,10 @@ def label_agreement(answers: Mapping[Hashable, Mapping[Hashable, bool]]) -> dict
             import krippendorff
 
             matrix = np.full((len(annotators), len(rated)), np.nan)
-            for col, a in enumerate(rated.values()):
+            for col, given in enumerate(rated.values()):
                 for row, who in enumerate(annotators):
-                    if who in a:
-                        matrix[row, col] = float(a[who])
+                    if who in given:
+                        matrix[row, col] = float(given[who])
             out["method"] = "krippendorff_alpha"
             out["value"] = _finite_or_none(krippendorff.alpha(reliability_data=matrix, level_of_measurement="nominal",
                                                               value_domain=[0.0, 1.0]))

@@ -23,7 +23,7 @@ averages.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -139,7 +139,7 @@ def top1_and_mcc(weights: np.ndarray, y_class: np.ndarray, class_proba: np.ndarr
 
 
 def weighted_metrics(weights: np.ndarray, run: RunScores, metrics: Sequence[str] = METRICS,
-                     label_subsets: dict[str, Sequence[int]] | None = None) -> dict[str, np.ndarray]:
+                     label_subsets: Mapping[str, Sequence[int]] | None = None) -> dict[str, np.ndarray]:
     """Every requested metric of one run under each row of ``weights`` (B, N).
 
     ``label_subsets`` adds ``macro_ap[<name>]``: macro AP over those label columns only.
@@ -170,13 +170,13 @@ def _mean(per_run: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 
 
 def _seed_mean(weights: np.ndarray, runs: Sequence[RunScores], metrics: Sequence[str],
-               label_subsets: dict[str, Sequence[int]] | None) -> dict[str, np.ndarray]:
+               label_subsets: Mapping[str, Sequence[int]] | None) -> dict[str, np.ndarray]:
     return _mean([weighted_metrics(weights, r, metrics, label_subsets) for r in runs])
 
 
 def paired_bootstrap(runs_a: Sequence[RunScores], runs_b: Sequence[RunScores], metrics: Sequence[str] = METRICS,
                      n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
-                     label_subsets: dict[str, Sequence[int]] | None = None,
+                     label_subsets: Mapping[str, Sequence[int]] | None = None,
                      seeds_a: Sequence[int] | None = None,
                      seeds_b: Sequence[int] | None = None, effect: float = DEFAULT_EFFECT,
                      min_seeds: int = MIN_SEEDS_FOR_VERDICT) -> dict[str, dict[str, object]]:
@@ -212,13 +212,13 @@ def paired_bootstrap(runs_a: Sequence[RunScores], runs_b: Sequence[RunScores], m
     if any(r.y_labels.shape[0] != n for r in [*runs_a, *runs_b]):
         raise ValueError("paired_bootstrap: runs are on different numbers of test images")
     if (seeds_a is None) != (seeds_b is None) or (seeds_a is not None and (
-            len(seeds_a) != len(runs_a) or len(seeds_b) != len(runs_b))):
+            len(seeds_a) != len(runs_a) or len(seeds_b or []) != len(runs_b))):
         raise ValueError("paired_bootstrap: give one seed per run on both sides, or none")
     full = np.ones((1, n), dtype=np.int32)
     full_a = [weighted_metrics(full, r, metrics, label_subsets) for r in runs_a]
     full_b = [weighted_metrics(full, r, metrics, label_subsets) for r in runs_b]
     point_a, point_b = _mean(full_a), _mean(full_b)
-    same_seed = [(i, list(seeds_b).index(s)) for i, s in enumerate(seeds_a or []) if s in (seeds_b or [])]
+    same_seed = [(i, list(seeds_b or []).index(s)) for i, s in enumerate(seeds_a or []) if s in (seeds_b or [])]
     counts = resample_counts(n, n_resamples, seed)
     diffs: dict[str, list[np.ndarray]] = {k: [] for k in point_a}
     for start in range(0, n_resamples, _CHUNK):
@@ -233,7 +233,7 @@ def paired_bootstrap(runs_a: Sequence[RunScores], runs_b: Sequence[RunScores], m
         d = d[np.isfinite(d)]
         va, vb = float(point_a[k][0]), float(point_b[k][0])
         ok = np.isfinite(va) and np.isfinite(vb)
-        per_seed = {str(seeds_a[i]): float(full_a[i][k][0] - full_b[j][k][0]) for i, j in same_seed}
+        per_seed = {str((seeds_a or [])[i]): float(full_a[i][k][0] - full_b[j][k][0]) for i, j in same_seed}
         runs_va = [float(m[k][0]) for m in full_a if np.isfinite(m[k][0])]
         runs_vb = [float(m[k][0]) for m in full_b if np.isfinite(m[k][0])]
         verdict = seed_aware(runs_va, runs_vb, d, effect, min_seeds)
@@ -249,6 +249,6 @@ def paired_bootstrap(runs_a: Sequence[RunScores], runs_b: Sequence[RunScores], m
     return out
 
 
-def seed_differences(result: dict[str, object] | None) -> list[float]:
+def seed_differences(result: dict[str, Any] | None) -> list[float]:
     """The defined per-seed differences of one ``paired_bootstrap`` metric result."""
     return [v for v in ((result or {}).get("per_seed") or {}).values() if v is not None]

@@ -177,7 +177,7 @@ def ece_summary(y_labels: Any, label_scores: Any, label_names: Sequence[str], y_
     s = np.asarray(label_scores, dtype=np.float64)
     per = {n: ece(y[:, c], s[:, c], n_bins) for c, n in enumerate(label_names)}
     scored = y.sum(axis=0) > 0
-    macro = [per[n] for n, ok in zip(label_names, scored) if ok]
+    macro = [e for n, ok in zip(label_names, scored) if ok and (e := per[n]) is not None]
     out: dict[str, Any] = {
         "macro_ece": float(np.mean(macro)) if macro else None,
         "pooled_ece": ece(y[:, scored], s[:, scored], n_bins) if scored.any() else None,

@@ -177,9 +177,9 @@ def multilabel_metrics(y_true: Any, y_score: Any, thresholds: Any, label_names: 
     scored = y_true.sum(axis=0) > 0
     per_class = _per_class(y_true, y_score, y_pred, thresholds, label_names)
     if scored.any():
-        macro_ap = float(np.mean([per_class[n]["ap"] for n, ok in zip(label_names, scored) if ok]))
-        micro_ap = float(average_precision_score(y_true[:, scored], y_score[:, scored], average="micro"))
-        macro_f1 = float(f1_score(y_true[:, scored], y_pred[:, scored], average="macro", zero_division=0))
+        macro_ap: float | None = float(np.mean([per_class[n]["ap"] for n, ok in zip(label_names, scored) if ok]))
+        micro_ap: float | None = float(average_precision_score(y_true[:, scored], y_score[:, scored], average="micro"))
+        macro_f1: float | None = float(f1_score(y_true[:, scored], y_pred[:, scored], average="macro", zero_division=0))
     else:
         macro_ap = micro_ap = macro_f1 = None
     return {
@@ -383,7 +383,7 @@ def evaluate_classifier(
         tuned_on = "given"
     result: dict[str, Any] = {"task": task, **sources}
     result.update(multilabel_metrics(y_labels, label_scores, thresholds, label_names))
-    result["macro_ap_source_labels"] = _macro_ap_over(result["per_class"], label_names, matrix.any(axis=0))
+    result["macro_ap_source_labels"] = _macro_ap_over(result["per_class"], label_names, np.asarray(matrix.any(axis=0)))
     keep = y_class >= 0
     single = singlelabel_metrics(y_class[keep], class_proba[keep], class_names)
     single["singlelabel_n_images"] = single.pop("n_images")

@@ -95,9 +95,9 @@ def fit_decoder(label_scores: Any, y_class: Any, class_label_matrix: Any, label_
     from sklearn.linear_model import LogisticRegression
 
     matrix = np.asarray(class_label_matrix, dtype=np.float64)
-    used = matrix.any(axis=0)
+    used = np.asarray(matrix.any(axis=0))
     features = [n for n, u in zip(label_names, used) if u]
-    y = np.asarray(y_class).reshape(-1).astype(np.int64)
+    y: np.ndarray = np.asarray(y_class).reshape(-1).astype(np.int64)
     keep = y >= 0
     x = _logit(np.asarray(label_scores, dtype=np.float64)[keep][:, used])
     y = y[keep]
@@ -144,7 +144,7 @@ def top1_ceiling(class_label_matrix: Any, class_names: Sequence[str], y_class: A
         ``top1_ceiling_multilabel`` (None without images) and ``top1_ceiling_groups``
         [{classes, counts, best}] for the groups of >= 2 classes.
     """
-    y = np.asarray(y_class).reshape(-1)
+    y: np.ndarray = np.asarray(y_class).reshape(-1)
     y = y[y >= 0].astype(np.int64)
     counts = np.bincount(y, minlength=len(class_names))
     matrix = np.asarray(class_label_matrix)

@@ -252,7 +252,7 @@ def top_losses(y_true: Any, y_score: Any, task: str, k: int) -> np.ndarray:
     return np.argsort(-loss, kind="stable")[: max(0, int(k))].astype(np.int64)
 
 
-def top_loss_titles(y_true: Any, y_score: Any, task: str, indices: Sequence[int], names: Sequence[str],
+def top_loss_titles(y_true: Any, y_score: Any, task: str, indices: Sequence[int] | np.ndarray, names: Sequence[str],
                     n_scores: int = 3) -> list[str]:
     """Titles for ``plot_top_losses``: true label(s), the top scores, and the loss.
 

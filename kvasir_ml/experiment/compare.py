@@ -17,7 +17,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -112,7 +112,7 @@ def metrics_from_wandb(summary: dict[str, Any], config: dict[str, Any],
     Returns:
         A ``MetricsFile`` with ``kind``, ``task``, ``model``, ``inset_mode``, ``seed`` and ``test``.
     """
-    test = {k[len("test/"):]: v for k, v in summary.items()
+    test: dict[str, Any] = {k[len("test/"):]: v for k, v in summary.items()
             if k.startswith("test/") and isinstance(v, (int, float)) and not isinstance(v, bool)}
     if "train" in config and "eval" in config:  # DetectorConfig
         out = {"kind": "detector", "task": "detection", "model": Path(config.get("model", {}).get("arch", "?")).stem,
@@ -284,7 +284,7 @@ def _variant_entry(name: str, recs: list[RunRecord], hard_pairs: Sequence[tuple[
 
 
 def paired_sections(records: Sequence[RunRecord], n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
-                    label_subsets: dict[str, Sequence[str]] | None = None) -> dict[str, Any]:
+                    label_subsets: Mapping[str, Sequence[str]] | None = None) -> dict[str, Any]:
     """The paired-bootstrap sections of a comparison (see ``experiment.paired``).
 
     Returns:
@@ -328,7 +328,7 @@ def paired_sections(records: Sequence[RunRecord], n_resamples: int = DEFAULT_RES
 
 def compare_runs(records: Sequence[RunRecord],
                  hard_pairs: Sequence[tuple[str, str]] = DEFAULT_HARD_PAIRS, n_resamples: int = DEFAULT_RESAMPLES,
-                 bootstrap_seed: int = 0, label_subsets: dict[str, Sequence[str]] | None = None,
+                 bootstrap_seed: int = 0, label_subsets: Mapping[str, Sequence[str]] | None = None,
                  design: dict[str, Any] | None = None) -> dict[str, Any]:
     """Group runs into variants, aggregate their test metrics over seeds, add paired intervals.
 
@@ -368,7 +368,7 @@ def compare_runs(records: Sequence[RunRecord],
     class_names = next((m.class_names for m in classifier if m.class_names), None)
     if label_names is None and classifier:
         label_names = list(dict.fromkeys(lbl for m in classifier for lbl in m.scored("test").per_class))
-    comparison = {
+    comparison: dict[str, Any] = {
         "schema_version": FORMAT_VERSION,
         "format_version": FORMAT_VERSION,
         "metrics": list(CLASSIFIER_METRICS),

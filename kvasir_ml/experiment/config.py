@@ -51,7 +51,7 @@ class ExperimentConfig(StrictModel):
     overrides: list[str] = Field([], description="key=value overrides applied to every run, after its base config")
     skip_finished: bool = Field(True, description="reuse runs whose folder already holds metrics.json (after a "
                                                   "config check); continue an interrupted experiment")
-    hard_pairs: list[tuple[str, str]] = Field([tuple(p) for p in DEFAULT_HARD_PAIRS],
+    hard_pairs: list[tuple[str, str]] = Field([(a, b) for a, b in DEFAULT_HARD_PAIRS],
                                               description="source-class pairs whose confusion the report shows")
     tracking: TrackingConfig = Field(TrackingConfig(), description="W&B settings given to every run; group "
                                                                    "defaults to the experiment's name")

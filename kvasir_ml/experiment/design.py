@@ -41,8 +41,7 @@ def _problems(runs: dict[tuple[str, Any], dict[str, Any]]) -> tuple[list[str], l
     and inset mode; without one (runs gathered by hand), against every single-label run of
     that mode, the training seed then left out of the check.
     """
-    rules = {((cfg.get("eval") or {}).get("select")) for cfg in runs.values()}
-    rules.discard(None)
+    rules = {r for cfg in runs.values() if (r := (cfg.get("eval") or {}).get("select")) is not None}
     problems = []
     if len(rules) > 1:
         problems.append(f"the variants select checkpoints by different rules {sorted(rules)}")

@@ -25,7 +25,7 @@ import copy
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import yaml
 from pydantic import BaseModel
@@ -208,7 +208,7 @@ def _skip_finished(run: PlannedRun, skip_finished: bool) -> bool:
 def report_records(records: Sequence[RunRecord], out_dir: str | Path, name: str, tracking: TrackingConfig,
                    hard_pairs: Sequence[tuple[str, str]], title: str = "Multi-label vs single-label",
                    n_resamples: int = DEFAULT_RESAMPLES, bootstrap_seed: int = 0,
-                   label_subsets: dict[str, Sequence[str]] | None = None,
+                   label_subsets: Mapping[str, Sequence[str]] | None = None,
                    design: dict[str, Any] | None = None) -> dict[str, Any]:
     """Compare finished runs, write the report into ``out_dir`` and log the W&B compare run.
 

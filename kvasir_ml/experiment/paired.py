@@ -15,7 +15,7 @@ TTA predictions, when the runs made them, give the same pairs again under ``*_tt
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence, cast
 
 import numpy as np
 
@@ -68,7 +68,7 @@ def _same_images(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
 
 def pair_intervals(scores: dict[str, list[tuple[int | None, dict[str, np.ndarray], Sequence[float]]]],
                    pairs: Sequence[tuple[str, str]], n_resamples: int, seed: int,
-                   label_subsets: dict[str, Sequence[str]] | None = None) -> dict[str, dict[str, Any]]:
+                   label_subsets: Mapping[str, Sequence[str]] | None = None) -> dict[str, dict[str, Any]]:
     """``{"<a>-vs-<b>": {metric: {"diff", "ci95", "a", "b", "n_valid"}}}`` for each pair.
 
     Args:
@@ -95,12 +95,13 @@ def pair_intervals(scores: dict[str, list[tuple[int | None, dict[str, np.ndarray
         out[f"{a}-vs-{b}"] = paired_bootstrap([run_scores(p, t) for _, p, t in scores[a]],
                                               [run_scores(p, t) for _, p, t in scores[b]], METRICS,
                                               n_resamples, seed, subsets or None,
-                                              seeds_a if known else None, seeds_b if known else None)
+                                              cast(list[int], seeds_a) if known else None,  # known: no None
+                                              cast(list[int], seeds_b) if known else None)
     return out
 
 
 def aa_control(scores: dict[str, list[tuple[int | None, dict[str, np.ndarray], Sequence[float]]]],
-               label_subsets: dict[str, Sequence[str]] | None = None, n_resamples: int = AA_RESAMPLES,
+               label_subsets: Mapping[str, Sequence[str]] | None = None, n_resamples: int = AA_RESAMPLES,
                seed: int = 0, max_splits: int = AA_MAX_SPLITS,
                min_seeds: int = MIN_SEEDS_FOR_VERDICT) -> dict[str, Any]:
     """The A/A control: each variant against ITSELF, one half of its seeds against the other half.

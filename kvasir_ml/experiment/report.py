@@ -233,6 +233,7 @@ def write_plots(comparison: ComparisonFile, plot_dir: Path,
                                             plot_dir / "hard_pairs.png",
                                             "confusion rate between hard pairs (lower is better)", "error rate")
     if curves:
+        assert curve_labels is not None, "PR curves come with their label names"
         paths["pr_overlay"] = plots.plot_pr_overlay(curves, curve_labels, plot_dir / "pr_overlay.png",
                                                     title="test PR curves per label; each variant's seeds pooled "
                                                           "(legend AP of the pool, not the per-seed mean)")

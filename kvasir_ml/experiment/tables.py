@@ -158,7 +158,7 @@ def _sections(comparison: ComparisonFile) -> list[tuple[str, list[str], tuple[st
     ablation = [n for n in _pair_variants(comparison, "inset_ablation")]
     shown = set(controlled) | set(ablation)
     rest = [v.name for v in variants_of(comparison, "classifier") if v.name not in shown]
-    out = []
+    out: list[tuple[str, list[str], tuple[str, ...]]] = []
     if controlled:
         design = comparison.design
         title = ("Multi-label vs single-label, controlled (same inset mode, budget and selection rule)"

@@ -213,7 +213,8 @@ def run_check(out: str | Path, budget_s: float = DEFAULT_BUDGET_S, dry_run: bool
 
 def summarize(results: dict[str, Any]) -> dict[str, Any]:
     """The headline numbers (and the issue's goals) from whatever steps have results."""
-    steps, summary = results["steps"], {}
+    steps = results["steps"]
+    summary: dict[str, Any] = {}
     env = steps.get("env", {})
     summary["device"] = env["gpus"][0]["name"] if env.get("gpus") else ("cpu" if env else None)
     bench = steps.get("bench_train", {})

@@ -66,7 +66,7 @@ def env_step(p: dict[str, Any], save: Save) -> None:
         "work_disk_free_gib": _gib(tmp.free), "torch": torch.__version__, "cuda_available": torch.cuda.is_available(),
         "torch_cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
     }
-    versions = {}
+    versions: dict[str, str | None] = {}
     for dist in ("torchvision", "numpy", "pydantic", "pydantic-core", "typing-extensions", "iterative-stratification",
                  "scikit-learn", "ultralytics", "pycocotools", "polars", "opencv-python-headless", "opencv-python",
                  "wandb", "pillow"):

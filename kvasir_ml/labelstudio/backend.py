@@ -134,7 +134,9 @@ class Backend:
         tasks = body.get("tasks")
         if not isinstance(tasks, list):
             raise BackendError("'tasks' must be a list of Label Studio tasks")
-        paths, slots, reasons = [], [], {}
+        paths: list[Path] = []
+        slots: list[int | None] = []
+        reasons: dict[int, str] = {}
         for i, task in enumerate(tasks):
             tid = printable(repr(task.get("id") if isinstance(task, dict) else i), 80)
             try:
@@ -158,7 +160,7 @@ class Backend:
                     log.warning("%s", self._public(p))
                 if pred is None and problems:
                     reasons[i] = "; ".join(self._public(p) for p in problems)
-            empty = {"result": [], "score": None, "model_version": version}
+            empty: dict[str, Any] = {"result": [], "score": None, "model_version": version}
             results.append(pred or ({**empty, "error": reasons[i]} if i in reasons else empty))
         answer = {"results": results, "model_version": version}
         return {**answer, "errors": [reasons[i] for i in sorted(reasons)]} if reasons else answer

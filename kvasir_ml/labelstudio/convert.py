@@ -30,7 +30,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, TypeGuard
 from urllib.parse import parse_qs, quote, urlparse
 
 from kvasir_ml.geometry import (
@@ -256,7 +256,7 @@ def result_box_xywh_px(
     value = result.get("value")
     value = value if isinstance(value, dict) else {}
     # Strict: "10" or true are not coordinates (float() would quietly make them 10.0 and 1.0).
-    raw = [value.get(k) for k in ("x", "y", "width", "height")]
+    raw: list[Any] = [value.get(k) for k in ("x", "y", "width", "height")]
     rotation = value.get("rotation", 0) if value.get("rotation") is not None else 0
     if not all(_is_number(v) for v in (*raw, rotation)):
         bad = {k: v for k, v in zip(("x", "y", "width", "height", "rotation"), (*raw, rotation)) if not _is_number(v)}
@@ -294,7 +294,7 @@ def _is_str_list(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 

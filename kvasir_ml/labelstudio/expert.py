@@ -22,9 +22,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
-from kvasir_ml.geometry import iou_xywh_px
+from kvasir_ml.geometry import Box, iou_xywh_px
 from kvasir_ml.io import atomic_write_json, sha256_file
 from kvasir_ml.labelstudio.config import INSET_NAME, LABELS_NAME
 from kvasir_ml.labelstudio.convert import (
@@ -55,7 +55,7 @@ def is_expert_version(model_version: Any) -> bool:
 
 def labeling_of_image(img: dict[str, Any], boxes: Sequence[tuple[str, Sequence[float]]]) -> Labeling:
     """What the canonical file says about one image (``boxes``: ``(class name, xywh_px)``)."""
-    return Labeling(labels=list(img.get("labels") or []), boxes=[(c, tuple(b)) for c, b in boxes],
+    return Labeling(labels=list(img.get("labels") or []), boxes=[(c, cast(Box, tuple(b))) for c, b in boxes],
                     inset=img.get("inset"))
 
 

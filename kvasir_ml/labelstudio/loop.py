@@ -174,6 +174,7 @@ def _fine_tune(kind: str, prev: Path, result: LoopResult, data_root: Path, out_d
         return best
     resume = run.is_dir() and any(run.iterdir())
     tune = fine_tune_classifier if kind == "classifier" else fine_tune_detector
+    assert result.canonical is not None  # pulled before any fine-tuning
     return tune(prev, result.canonical, data_root, run, overrides, resume=resume)
 
 

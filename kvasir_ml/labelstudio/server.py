@@ -218,6 +218,8 @@ class LabelStudioServer:
         """Snapshot the migrated, still empty database (sqlite online backup: consistent)."""
         import sqlite3
 
+        assert self.template_dir is not None  # called only when templates are kept
+
         self.template_dir.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.template_dir.parent))
         try:

@@ -261,6 +261,7 @@ def push_dataset(
         entry = (predictions or {}).get(img["file_name"])
         if entry is None:
             return None
+        assert model_version is not None  # checked on entry: predictions need one
         pred, problems = prediction_from_combined(entry, img["width"], img["height"], model_version, taxonomy, task_id)
         for p in problems:
             p.file_name = img["file_name"]
@@ -285,12 +286,12 @@ def push_dataset(
                     report.n_predictions_existing += 1
                 elif (pred := prediction_for(img, tid)) is not None:
                     extra_preds.append({"task": tid, **pred})
-                    fields[tid] = uncertainty_fields(predictions[key])
+                    fields[tid] = uncertainty_fields((predictions or {})[key])
             continue
         pred = prediction_for(img, None) if predictions else None
         new_batch.append(task_payload(key, [pred] if pred else []))
         if pred:  # why the models are unsure, readable in the task list and on the labeling page
-            new_batch[-1]["data"].update(uncertainty_fields(predictions[key]))
+            new_batch[-1]["data"].update(uncertainty_fields((predictions or {})[key]))
         if len(new_batch) >= batch_size:
             send(new_batch)
             new_batch = []
@@ -537,7 +538,7 @@ def connect_backend(client: LSClient, project: str | int, url: str, title: str |
     url = url.rstrip("/")
     existing = client.call(f"list ML backends of project {pid}", client.sdk.ml.list, project=pid)
     set_uncertainty_sampling(client, pid)
-    auth = ({"auth_method": "BASIC_AUTH", "basic_auth_user": basic_auth[0], "basic_auth_pass": basic_auth[1]}
+    auth: dict[str, Any] = ({"auth_method": "BASIC_AUTH", "basic_auth_user": basic_auth[0], "basic_auth_pass": basic_auth[1]}
             if basic_auth else {})
     for ml in existing:
         if (ml.url or "").rstrip("/") == url:

@@ -212,7 +212,7 @@ def ensure_labeling_project(client: LSClient, project: str, config: str, setting
     data_root = Path(data_root).resolve()
     pid = find_project(client, project)
     created = pid is None
-    if created:
+    if pid is None:
         made = client.call(f"create project {project!r}", client.sdk.projects.create, idempotent=False,
                            title=project, label_config=config, description=description, **settings)
         pid = int(made.id)

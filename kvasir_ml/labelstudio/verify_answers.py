@@ -61,7 +61,7 @@ class Resolution:
 def answer_from_annotation(ann: dict[str, Any], task_id: Any, size_px: tuple[int, int],
                            taxonomy: Taxonomy) -> tuple[Answer, list[Problem]]:
     """One annotation's yes/no answers and boxes (boxes converted as on the main page)."""
-    results = ann.get("result") if isinstance(ann.get("result"), list) else []
+    results = ann["result"] if isinstance(ann.get("result"), list) else []
     answer = Answer(annotator=_annotator(ann), annotation_id=ann.get("id"), task_id=task_id,
                     updated_at=str(ann.get("updated_at") or ann.get("created_at") or ""))
     problems: list[Problem] = []
@@ -81,7 +81,7 @@ def answer_from_annotation(ann: dict[str, Any], task_id: Any, size_px: tuple[int
     labeling, box_problems = labeling_from_results(rectangles, size_px, taxonomy, task_id)
     problems += box_problems
     for cls, box in labeling.boxes:
-        answer.boxes.setdefault(cls, []).append(tuple(box))
+        answer.boxes.setdefault(cls, []).append(box)
     return answer, problems
 
 
@@ -103,7 +103,7 @@ def collect_answers(tasks: Sequence[dict[str, Any]], sizes: dict[str, tuple[int,
     for task in tasks:
         tid = task.get("id") if isinstance(task, dict) else None
         try:
-            key = image_key_from_task_data(task.get("data") if isinstance(task.get("data"), dict) else {})
+            key = image_key_from_task_data(task["data"] if isinstance(task.get("data"), dict) else {})
         except ConvertError as exc:
             problems.append(Problem(tid, "unresolvable-image", str(exc)))
             continue

@@ -35,7 +35,7 @@ def diff_canonical(old: CanonicalDataset | None, new: CanonicalDataset, max_list
     totals = dict.fromkeys(("images_added", "images_removed", "images_changed", "labels_added", "labels_removed",
                             "boxes_added", "boxes_removed", "inset_changed"), 0)
     totals["images_added"], totals["images_removed"] = len(b.keys() - a.keys()), len(a.keys() - b.keys())
-    changed = []
+    changed: list[dict[str, Any]] = []
     for key in sorted(a.keys() | b.keys()):
         (img_a, boxes_a), (img_b, boxes_b) = a.get(key, ({}, [])), b.get(key, ({}, []))
         la, lb = set(img_a.get("labels", [])), set(img_b.get("labels", []))

@@ -128,6 +128,9 @@ class KvasirClassifier(nn.Module):
         mean, std: per-channel normalisation applied to ``uint8`` input.
     """
 
+    mean: torch.Tensor  # buffers (register_buffer)
+    std: torch.Tensor
+
     def __init__(self, arch: str, n_outputs: int, inset_mode: str, branch_features: int = 64,
                  dropout: float = 0.0, mean: list[float] | None = None, std: list[float] | None = None):
         super().__init__()

@@ -73,6 +73,9 @@ class CalibratedPosWeightBCE(nn.Module):
     decoding (see the module docstring). Calibration is post-hoc (``evaluation.calibration``).
     """
 
+    pos_weight: torch.Tensor  # buffers (register_buffer)
+    logit_offset: torch.Tensor
+
     def __init__(self, pos_weight: torch.Tensor):
         super().__init__()
         pos_weight = torch.as_tensor(pos_weight, dtype=torch.float32)

@@ -43,8 +43,8 @@ def image_features(path: str | Path, side_px: int = FEATURE_SIDE_PX) -> np.ndarr
     from PIL import Image
 
     try:
-        with Image.open(path) as im:
-            im = im.convert("RGB").resize((side_px, side_px), Image.BILINEAR)
+        with Image.open(path) as src:
+            im = src.convert("RGB").resize((side_px, side_px), Image.Resampling.BILINEAR)
     except (OSError, ValueError) as e:
         raise ValueError(f"{path}: cannot read the image for the class view ({e})") from e
     a = np.asarray(im, dtype=np.float32) / 255

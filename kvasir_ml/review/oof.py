@@ -73,9 +73,9 @@ def make_folds(ds: CanonicalDataset, k: int, seed: int = 0, val_fraction: float 
     fold_groups: list[list[list[str]]] = [[] for _ in range(k)]
     slot = 0
     for cls in sorted(by_class):
-        members = sorted(by_class[cls])
-        rng.shuffle(members)
-        for group in members:
+        cls_groups = sorted(by_class[cls])
+        rng.shuffle(cls_groups)
+        for group in cls_groups:
             fold_groups[slot % k].append(group)
             slot += 1
     sha = canonical_sha256(ds)
@@ -148,7 +148,8 @@ def collect_oof(ds: CanonicalDataset, run_dirs: Sequence[str | Path]) -> OofPred
     """
     names = [img["file_name"] for img in ds.images]
     index = {f: i for i, f in enumerate(names)}
-    sums, counts, label_names, dets = None, np.zeros(len(names)), None, None
+    sums, counts, label_names = None, np.zeros(len(names)), None
+    dets: dict[str, list[Detection]] | None = None
     for run in map(Path, run_dirs):
         if _run_kind(run) == "classifier":
             files, run_labels, scores = classifier_test_scores(run)
@@ -172,8 +173,8 @@ def collect_oof(ds: CanonicalDataset, run_dirs: Sequence[str | Path]) -> OofPred
                            f"prediction (e.g. {missing[:3]}); give runs whose test splits cover every image")
     if sums is None and dets is None:
         raise OofError("no classifier or detector run given")
-    scores = sums / counts[:, None] if sums is not None else None
-    return OofPredictions(names, label_names, scores, dets, [str(r) for r in run_dirs])
+    oof_scores = sums / counts[:, None] if sums is not None else None
+    return OofPredictions(names, label_names, oof_scores, dets, [str(r) for r in run_dirs])
 
 
 # ---- k-fold training ------------------------------------------------------------------------
@@ -247,9 +248,9 @@ def run_kfold(canonical: str | Path, work_dir: str | Path, k: int = 5, root: str
             runs.append(run)
         if detector_config is not None and ds.annotations:
             run = work / "detector" / f"fold{i}"
-            cfg = load_config(DetectorConfig, _config_path(detector_config), [*fold_data, *detector_overrides])
-            if not _finished_for(run, split, cfg):
-                train_detector(cfg, run)
+            det_cfg = load_config(DetectorConfig, _config_path(detector_config), [*fold_data, *detector_overrides])
+            if not _finished_for(run, split, det_cfg):
+                train_detector(det_cfg, run)
             runs.append(run)
         log.info("fold %d/%d done", i + 1, k)
     oof = collect_oof(ds, runs)

@@ -52,7 +52,7 @@ def suggestion_entry(img: dict[str, Any], boxes: Sequence[tuple[str, list[float]
     """
     labels = list(img.get("labels") or [])
     label_scores: dict[str, float] = {}
-    kept = [{"class": c, "xywh_px": list(b), "score": 1.0} for c, b in boxes]
+    kept: list[dict[str, Any]] = [{"class": c, "xywh_px": list(b), "score": 1.0} for c, b in boxes]
     for s in sorted(suspects, key=lambda s: -s["score"]):
         if s["score"] < min_score:
             continue

@@ -59,7 +59,7 @@ def iter_records(wandb_file: str | Path) -> Iterator[Any]:
         pos += _RECORD.size + length
         parts.append(payload)
         if kind in (_FULL, _LAST):
-            record = pb.Record()
+            record = pb.Record()  # type: ignore[attr-defined]  # generated protobuf module: no stubs
             record.ParseFromString(b"".join(parts))
             parts = []
             yield record

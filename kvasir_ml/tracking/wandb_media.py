@@ -58,7 +58,7 @@ def boxed_image(sample: dict[str, Any], class_names: Sequence[str], max_side_px:
     scale = min(1.0, max_side_px / max(rgb.shape[:2]))
     if scale < 1.0:
         size = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[0] * scale)))
-        rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.BILINEAR))
+        rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
     index = {name: i for i, name in enumerate(class_names)}
     groups: dict[str, list[dict[str, Any]]] = {"ground_truth": [], "predictions": []}
     for box in sample.get("boxes", []):

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch.utils.data import RandomSampler
 
-from kvasir_ml.models.classifier import build_model
+from kvasir_ml.models.classifier import KvasirClassifier, build_model
 from kvasir_ml.models.losses import build_loss
 from kvasir_ml.train.augment import build_batch_augment
 from kvasir_ml.train.config import ClassifierConfig
@@ -101,7 +101,7 @@ def loader_throughput(cfg: ClassifierConfig, run_dir: Path, min_seconds: float =
             "timed_s": round(elapsed, 3), "pin_memory": loader.pin_memory}
 
 
-def _model(cfg: ClassifierConfig, n_out: int, device: torch.device, compile_: bool) -> tuple[torch.nn.Module, Any]:
+def _model(cfg: ClassifierConfig, n_out: int, device: torch.device, compile_: bool) -> tuple[KvasirClassifier, Any]:
     model = build_model(cfg.model, n_out).to(device)
     if cfg.runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -121,7 +121,7 @@ def _project_img_s(cfg: ClassifierConfig, data: RunData, device: torch.device, s
     optimizer = make_optimizer(model, 1e-3, 0.1, 1e-4)
     scheduler = make_scheduler(optimizer, cfg, 10 * (warmup + steps))
     batches = iter(loader)
-    kw = dict(task="multilabel", amp=rt.amp, channels_last=rt.channels_last, progress=False,
+    kw: dict[str, Any] = dict(task="multilabel", amp=rt.amp, channels_last=rt.channels_last, progress=False,
               augment=build_batch_augment(cfg.aug))
     train_one_epoch(net, itertools.islice(batches, warmup), loss_fn, optimizer, scheduler, device, **kw)
     stats = train_one_epoch(net, itertools.islice(batches, steps), loss_fn, optimizer, scheduler, device, **kw)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import platform
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -55,7 +55,7 @@ def library_versions() -> dict[str, str]:
 
 def rng_state() -> dict[str, Any]:
     """Python, numpy, torch (and CUDA) RNG states as tensors/primitives."""
-    np_state = np.random.get_state()
+    np_state = cast(tuple, np.random.get_state())  # legacy=True (the default): the MT19937 tuple
     state: dict[str, Any] = {
         "python": random.getstate(),
         "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),

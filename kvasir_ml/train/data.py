@@ -210,6 +210,7 @@ class ClassifierDataset(Dataset):
         self.insets: np.ndarray | None = None
         self.inset_states: np.ndarray | None = None
         if inset_mode == "branch":
+            assert self.hide is not None  # set above: "branch" is not "raw"
             self.insets = np.stack([inset_crop(pack[i], slice(r0, r1), slice(c0, c1), branch_px).numpy()
                                     for i, (r0, r1, c0, c1) in enumerate(self.hide)])
             self.inset_states = np.stack([inset_onehot(s).numpy() for s in records.inset_states])

@@ -102,7 +102,8 @@ def split_records(cfg: ClassifierConfig, ds: Any, folder: Any, files_by_split: d
         ``(records, file names in record order, ground-truth record of the scored split)``.
     """
     taxonomy = load_taxonomy()
-    records, file_names, ground_truth = {}, {}, {}
+    records, file_names = {}, {}
+    ground_truth: dict[str, Any] = {}
     for name, split_files in files_by_split.items():
         files, source = list(split_files), folder
         if name in scored:

@@ -133,7 +133,7 @@ def write_plots(task: str, outputs: np.ndarray, metrics: dict[str, Any], data: R
     }
     model_out = scores if task == "multilabel" else proba
     if task == "multilabel":
-        keep = np.arange(len(rec))
+        keep: np.ndarray = np.arange(len(rec))
         y_true, names = rec.y_labels, data.label_names
     else:
         keep = np.flatnonzero(keep_cls)
@@ -185,7 +185,7 @@ def save_predictions(path: Path, task: str, outputs: np.ndarray, data: RunData, 
     if len(file_names) != len(rec):
         raise ValueError(f"{split}: {len(rec)} records but {len(file_names)} file names in the split")
     scores, proba = calibrated(task, outputs, data, post)
-    arrays = {"y_labels": np.asarray(rec.y_labels, dtype=np.int8), "y_class": np.asarray(rec.y_class, dtype=np.int64),
+    arrays: dict[str, Any] = {"y_labels": np.asarray(rec.y_labels, dtype=np.int8), "y_class": np.asarray(rec.y_class, dtype=np.int64),
               "label_scores": np.asarray(scores, dtype=np.float64),
               "class_proba": np.asarray(proba, dtype=np.float64),
               "label_names": np.array(data.label_names), "class_names": np.array(data.class_names),

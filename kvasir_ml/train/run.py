@@ -16,7 +16,7 @@ import logging
 import os
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -28,12 +28,12 @@ from kvasir_ml.device import resolve_device
 from kvasir_ml.evaluation import posthoc
 from kvasir_ml.io import orphaned_temp_files
 from kvasir_ml.results_schema import write_metrics
-from kvasir_ml.models.classifier import build_model, check_weights_file
+from kvasir_ml.models.classifier import KvasirClassifier, build_model, check_weights_file
 from kvasir_ml.rundir import RunDirError, check_run_dir, config_differences
 from kvasir_ml.runlock import run_lock
 from kvasir_ml.taxonomy import load_taxonomy
 from kvasir_ml.models.losses import build_loss
-from kvasir_ml.tracking import NullTracker, make_tracker
+from kvasir_ml.tracking import NullTracker, Tracker, make_tracker
 from kvasir_ml.train import augment, report
 from kvasir_ml.train import distributed as ddp
 from kvasir_ml.train.checkpoint import (
@@ -89,7 +89,7 @@ def _check_resume_world(saved: int, now: int, batch_size: int, run_dir: Path) ->
                           f"{saved} x {batch_size}), this launch has {now}; resume it with {how}")
 
 
-def make_optimizer(model: nn.Module, lr: float, backbone_lr_factor: float, weight_decay: float) -> torch.optim.AdamW:
+def make_optimizer(model: KvasirClassifier, lr: float, backbone_lr_factor: float, weight_decay: float) -> torch.optim.AdamW:
     """AdamW with two groups: head (+ inset branch) at ``lr``, backbone at ``lr * factor``."""
     groups = [{"params": model.head_parameters(), "lr": lr, "name": "head"},
               {"params": model.backbone_parameters(), "lr": lr * backbone_lr_factor, "name": "backbone"}]
@@ -183,12 +183,13 @@ class _Trainer:
         self.ckpt_dir = run_dir / "checkpoints"
         self._setup_data()
         self._setup_model(resume)
-        self.start_epoch, self.best_score, self.history = 0, -float("inf"), []
+        self.start_epoch, self.best_score = 0, -float("inf")
+        self.history: list[dict[str, Any]] = []
         # thresholds, calibration and decoder fitted on val at the last epoch (PostHoc.to_state)
         self.posthoc_state: dict[str, Any] = {"thresholds": None, "calibration": None, "decoder": None}
         self.best_epoch = 0  # the epoch best.pt holds (0: none yet)
         self.run_name = f"{cfg.name}-{run_dir.name}"
-        self.tracker = NullTracker()
+        self.tracker: Tracker = NullTracker()
         if self.is_main:
             save_config(self.cfg, run_dir / "config.yaml")  # resolved: after the LR finder
             tags = [cfg.model.task, f"inset-{cfg.model.inset_mode}", self.data.dataset_name]
@@ -236,7 +237,7 @@ class _Trainer:
         result = None
         if self.is_main:  # one finder, on rank 0's shard: every replica must train with the same LR
             result = lr_find(self.model, self.train_loader, self.loss_fn,
-                             lambda m, lr: make_optimizer(m, lr, o.backbone_lr_factor, o.weight_decay),
+                             lambda m, lr: make_optimizer(cast(KvasirClassifier, m), lr, o.backbone_lr_factor, o.weight_decay),
                              self.device, self.cfg.model.task, amp=self.cfg.runtime.amp,
                              channels_last=self.cfg.runtime.channels_last, augment=self.augment)
         result = ddp.broadcast_from_rank0(result, self.world)
@@ -293,7 +294,7 @@ class _Trainer:
         if self.world > 1:  # gradients are averaged over ranks: the global batch is world x batch_size
             net = DistributedDataParallel(net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         if self.cfg.runtime.compile and self.device.type in COMPILE_DEVICES:
-            net = torch.compile(net, backend=COMPILE_BACKEND)
+            net = cast(nn.Module, torch.compile(net, backend=COMPILE_BACKEND))  # an OptimizedModule
         return net
 
     def run_epoch(self, epoch: int, net: nn.Module) -> dict[str, Any]:
@@ -303,7 +304,7 @@ class _Trainer:
         if self.augment is not None:  # its own stream per rank: replicas see differently augmented images
             self.augment.generator.manual_seed(epoch_seed + 7_777_777 + 1_000_003 * self.rank)
         if self.world > 1:
-            self.train_loader.sampler.sampler.set_epoch(epoch)  # sampler = BatchSampler(DistributedSampler)
+            self.train_loader.sampler.sampler.set_epoch(epoch)  # type: ignore[attr-defined]  # sampler = BatchSampler(DistributedSampler); torch types it Iterable
         stats = train_one_epoch(net, self.train_loader, self.loss_fn, self.optimizer, self.scheduler, self.device,
                                 cfg.model.task, cfg.runtime.amp, cfg.runtime.channels_last,
                                 progress=cfg.runtime.progress and self.is_main, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}",
@@ -335,6 +336,7 @@ class _Trainer:
             if frozen != (epoch < cfg.optim.warmup_epochs):
                 frozen = epoch < cfg.optim.warmup_epochs
                 net = self._wrapped(frozen)
+            assert net is not None  # wrapped in the first iteration (frozen starts as None)
             entry = self.run_epoch(epoch, net)
             if self.is_main:
                 self._end_epoch(epoch, entry)

@@ -45,7 +45,7 @@ def evaluate_tta(model: nn.Module, loader: Iterable, device: torch.device, task:
     outs = []
     for batch in loader:
         inputs: dict[str, Any] = model_inputs(batch, device, channels_last)
-        total = None
+        total: torch.Tensor | None = None
         for view in dihedral_views(inputs["image"]):
             if channels_last:
                 view = view.contiguous(memory_format=torch.channels_last)
@@ -53,5 +53,6 @@ def evaluate_tta(model: nn.Module, loader: Iterable, device: torch.device, task:
                 logits = model(**{**inputs, "image": view}).float()
             probs = probabilities(logits, task)
             total = probs if total is None else total + probs
+        assert total is not None  # dihedral_views yields 8 views
         outs.append(total / 8.0)
     return torch.cat(outs).double().numpy() if outs else np.zeros((0, 0))

@@ -34,7 +34,9 @@ def bare_forward_fps(frames: list, classifier_ckpt: str | Path | None, detector_
     from kvasir_ml.train.predict import load_classifier
 
     dev = resolve_device(device)
-    cls_batches, det_batches, det = [], [], None
+    cls_batches: list[dict[str, torch.Tensor]] = []
+    det_batches: list[Any] = []
+    det: Any = None
     insets = [detect_inset(rgb) for rgb in frames]
     if classifier_ckpt:
         model, cfg, _ = load_classifier(classifier_ckpt, dev)
@@ -52,14 +54,14 @@ def bare_forward_fps(frames: list, classifier_ckpt: str | Path | None, detector_
                        for s in range(0, len(frames), batch)]
         det.predict(det_batches[0], imgsz=meta["imgsz"], device=udev, verbose=False)  # warm-up
     _sync(dev)
-    start = time.perf_counter()
+    t0 = time.perf_counter()
     for _ in range(repeats):
         for b in cls_batches:
             model(**b)
         for b in det_batches:
             det.predict(b, imgsz=meta["imgsz"], conf=meta["predict_conf"], device=udev, verbose=False)
     _sync(dev)
-    seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - t0
     return {"fps": round(repeats * len(frames) / seconds, 3), "ms_per_frame": round(1000 * seconds / (repeats * len(frames)), 3)}
 
 

@@ -123,15 +123,17 @@ class VideoWriter:
         self.size = (int(frame_size_px[0]), int(frame_size_px[1]))
         self._tmp = self.path.with_name(self.path.stem + ".partial" + (self.path.suffix or ".mp4"))
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), self.size)
-        if not self._writer.isOpened():
+        writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter.fourcc(*"mp4v"), float(fps), self.size)
+        if not writer.isOpened():
             raise VideoError(f"{self.path}: OpenCV cannot open an mp4v encoder for it")
+        self._writer: cv2.VideoWriter | None = writer
 
     def write(self, rgb: np.ndarray) -> None:
         import cv2
 
         if (rgb.shape[1], rgb.shape[0]) != self.size:
             rgb = cv2.resize(rgb, self.size, interpolation=cv2.INTER_AREA)
+        assert self._writer is not None, f"{self.path}: written after close()"
         self._writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
 
     def close(self, keep: bool = True) -> None:

@@ -41,7 +41,8 @@ class _Worker(threading.Thread):
 
     def __init__(self, target: Callable[[], None], name: str):
         super().__init__(name=name, daemon=True)
-        self._target_fn, self.error = target, None
+        self._target_fn = target
+        self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
@@ -227,7 +228,7 @@ class _Run:
         for w in workers:
             w.join_checked()
 
-    def process(self, chunk: list[tuple[int, float, np.ndarray, Any]]) -> list[dict[str, Any]]:
+    def process(self, chunk: list[tuple[int, float, np.ndarray, Any, Any]]) -> list[dict[str, Any]]:
         """Classifier and detector on a batch of frames (their insets measured at decode), then the tracker and the smoother frame by frame."""
         from kvasir_ml.detection.predict import detect_arrays
 

@@ -59,7 +59,7 @@ def annotate_frame(rgb: np.ndarray, entry: dict[str, Any]) -> np.ndarray:
 
 def _episodes_s(times: list[float], on: list[bool]) -> list[tuple[float, float]]:
     """Runs of frames with the alert on: ``[(first frame time, last frame time)]``."""
-    out, start, last = [], None, None
+    out, start, last = [], None, 0.0  # last: set with start
     for t, o in zip(times, on):
         if o:
             start = t if start is None else start
@@ -126,7 +126,10 @@ def plot_timeline(frames_path: str | Path, png_path: str | Path, thresholds: dic
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    times, raw, smooth, alerts, n_tracked = [], {}, {}, {}, []
+    times, n_tracked = [], []
+    raw: dict[str, list[float]] = {}
+    smooth: dict[str, list[float]] = {}
+    alerts: dict[str, list[bool]] = {}
     for entry in iter_frame_log(frames_path):
         times.append(entry["time_s"])
         for name, s in entry.get("labels", {}).items():

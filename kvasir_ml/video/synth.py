@@ -102,11 +102,12 @@ def strip_world(frames: Sequence[np.ndarray], boxes: Sequence[Sequence[dict[str,
     """
     if not frames or len(frames) != len(boxes):
         raise VideoSynthError(f"strip_world: {len(frames)} frames and {len(boxes)} box lists (need >= 1, equal)")
-    parts, objects, x_off = [], [], 0
+    parts, x_off = [], 0
+    objects: list[dict[str, Any]] = []
     for rgb, frame_boxes in zip(frames, boxes):
         s = height_px / rgb.shape[0]
         w = max(1, int(round(rgb.shape[1] * s)))
-        parts.append(np.asarray(Image.fromarray(rgb).resize((w, height_px), Image.BILINEAR)))
+        parts.append(np.asarray(Image.fromarray(rgb).resize((w, height_px), Image.Resampling.BILINEAR)))
         for b in frame_boxes:
             x, y, bw, bh = b["xywh_px"]
             objects.append({"id": len(objects) + 1, "class": b["class"],

@@ -66,7 +66,7 @@ class BoxTracker:
         args.track_low_thresh, args.track_high_thresh, args.new_track_thresh = low_conf, high_conf, high_conf
         self.kind = kind
         self.names = list(class_names)
-        self._tracker = TRACKER_MAP[kind](args)
+        self._tracker: Any = TRACKER_MAP[kind](args)  # BYTETracker or BOTSORT
 
     def update(self, boxes: Sequence[dict[str, Any]], bgr: np.ndarray | None = None) -> list[dict[str, Any]]:
         """The frame's boxes (``{"class", "score", "xywh_px"}``), each with ``track_id`` added

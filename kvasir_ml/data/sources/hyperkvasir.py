@@ -179,6 +179,7 @@ def _index_segmented(
             problems.append(Problem(f"{json_rel}#{uuid}", "JSON entry has no image (segmented or labeled); skipped", kind="JSON entry without image"))
             continue
         stand_in = ImageProbe(path=twin["file_name"], width=twin["width"], height=twin["height"])
+        assert entries is not None  # the loop runs over its keys
         attach_boxes(ds, twin["id"], twin["file_name"], stand_in, entries[uuid], json_rel, taxonomy, problems)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from kvasir_ml.data.coco import CanonicalDataset
 from kvasir_ml.data.sources.common import (
@@ -77,7 +77,7 @@ def _json_boxes(
 def add_boxes(
     ds: CanonicalDataset,
     image_id: int,
-    boxes: list[tuple[int, str, tuple[float, float, float, float]]],
+    boxes: Sequence[tuple[int, str, tuple[float, ...]]],
     rel: str,
     problems: list[Problem],
     origin: str,
@@ -195,7 +195,7 @@ def index_kvasir_seg(
     entries: dict[str, dict[str, Any]] | None = None
     if json_path is not None and json_path.exists():
         entries = read_box_json(json_path, root, problems)
-    json_rel = relative(json_path, root) if entries is not None else None
+    json_rel = relative(json_path, root) if json_path is not None and entries is not None else None
     images = list_images(image_dir, root, problems)
     # Masks are decoded only where boxes must come from them (no entry, or an empty box list).
     masks = [
