@@ -19,6 +19,7 @@ import logging
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from kvasir_ml.cpu_threads import ThreadTuner
 from kvasir_ml.data.images import MIN_FRAME_SIDE_PX, ImageError, load_rgb
 from kvasir_ml.data.inset import detect_inset
 
@@ -51,14 +52,19 @@ class Predictor:
         self.classify: Callable | None = None
         self.detect: Callable | None = None
         self.classifier: tuple | None = None  # (model, config, checkpoint) from load_classifier
+        from kvasir_ml.device import resolve_device
+
         self.device = None
+        # One thread tuner per model: their costs per image differ (cpu_threads says why).
+        self.classifier_threads = ThreadTuner(resolve_device(device) if classifier_ckpt else None)
+        self.detector_threads = ThreadTuner(resolve_device(device) if detector_ckpt else None)
         if classifier_ckpt:
-            from kvasir_ml.device import resolve_device
-            from kvasir_ml.train.predict import classify_arrays, load_classifier
+            from kvasir_ml.train.predict import classifier_inputs, load_classifier
 
             dev = self.device = resolve_device(device)
             loaded = self.classifier = load_classifier(classifier_ckpt, dev)
-            self.classify = lambda rgbs, insets: classify_arrays(loaded, rgbs, insets, dev)
+            self.classify = lambda rgbs, insets: self.classify_prepared(
+                [classifier_inputs(loaded[1], rgb, inset) for rgb, inset in zip(rgbs, insets)])
         if detector_ckpt:
             from kvasir_ml.detection.predict import detect_arrays
             from kvasir_ml.detection.yolo import WeightsError, load_yolo
@@ -68,8 +74,21 @@ class Predictor:
                                    "detector: its boxes would be random; give a trained checkpoint "
                                    "(RUN_DIR/checkpoints/best.pt)")
             model = load_yolo(detector_ckpt, trust=trust_detector)
-            self.detect = lambda rgbs, insets: detect_arrays(model, rgbs, device=device, insets=insets,
-                                                             conf=detector_conf, max_det=max_boxes)
+
+            def detect(rgbs: list[Any], insets: list[Any]) -> list[Any]:
+                with self.detector_threads.batch(len(rgbs)):
+                    return detect_arrays(model, rgbs, device=device, insets=insets, conf=detector_conf,
+                                         max_det=max_boxes, batch=max(1, len(rgbs)))
+
+            self.detect = detect
+
+    def classify_prepared(self, inputs: Sequence[Any]) -> list[dict[str, Any]]:
+        """The classifier on inputs made by ``train.predict.classifier_inputs``, as one batch,
+        with the thread count ``classifier_threads`` picks."""
+        from kvasir_ml.train.predict import classify_inputs
+
+        with self.classifier_threads.batch(len(inputs)):
+            return classify_inputs(self.classifier, inputs, self.device, batch_size=max(1, len(inputs)))
 
     def __call__(self, image_paths: Sequence[str | Path]) -> list[dict[str, Any]]:
         """One entry per image, in order; failed images carry ``"error"``."""
