@@ -12,56 +12,76 @@ On a GPU it does nothing.
 
 from __future__ import annotations
 
+import os
 import time
 from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 
 
 def thread_candidates(cores: int | None = None) -> list[int]:
-    """1 thread and every core (torch's default), without repeats."""
-    default = torch.get_num_threads() if cores is None else cores
-    return sorted({1, max(1, default)}, reverse=True)
+    """1 thread and one per core this process may use, without repeats (not torch's current
+    count: importing ultralytics sets it to cores - 1)."""
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return sorted({1, max(1, cores)}, reverse=True)
 
 
 class ThreadTuner:
     """Picks the intra-op thread count per batch from measured seconds per image.
 
+    Starts with 1 thread (a warm-up batch, then a timed one). A larger count is tried (one
+    batch) only while the 1-minute load average leaves it idle cores: on a busy machine a probe
+    with more threads costs several batches' time and would lose anyway. Every
+    ``reprobe_every`` batches the counts not in use are tried again, as the load allows.
+
     Args:
         device: the models' device; only ``cpu`` tunes (anything else: threads are left alone).
         candidates: thread counts to choose from; default ``thread_candidates()``.
-        reprobe_every: after this many batches with the best count, each other count runs one
-            batch again (the load may have changed). Costs at most one slow batch per period.
+        reprobe_every: batches between probes of the counts not in use.
+        load: the machine's load (default: ``os.getloadavg()[0]``, which counts this process too).
 
     Use ``with tuner.batch(n_images): model(...)`` around each batch.
     """
 
     def __init__(self, device: torch.device | str | None, candidates: Sequence[int] | None = None,
-                 reprobe_every: int = 50):
+                 reprobe_every: int = 50, load: Callable[[], float] | None = None):
         self.active = device is not None and torch.device(device).type == "cpu"
-        self.candidates = list(candidates or thread_candidates())
+        self.candidates = sorted(candidates or thread_candidates())
+        self.cores = max(self.candidates)
         self.reprobe_every = reprobe_every
+        self.load = load or (lambda: os.getloadavg()[0])
         self.s_per_image: dict[int, float] = {}
-        self._queue: list[int] = list(self.candidates) * 2  # each twice: the first batch carries warm-up
+        self._queue: list[int] = [self.candidates[0]]  # warm-up: not recorded as a measurement
+        self._warm = False
         self._since_probe = 0
         self.history: list[int] = []  # threads of every batch (tests, reports)
+
+    def _probes(self, current: int) -> list[int]:
+        """The counts other than ``current`` that the load leaves room for (1 always has room)."""
+        room = self.cores + 0.5 - self.load()  # cores idle besides this process's own
+        return [t for t in self.candidates if t != current and (t == 1 or t - 1 <= room)]
 
     def next_threads(self) -> int:
         if self._queue:
             return self._queue[0]
-        return min(self.s_per_image, key=self.s_per_image.__getitem__)
+        return self.best or self.candidates[0]
 
     def record(self, threads: int, seconds: float, n_images: int) -> None:
+        self.history.append(threads)
+        if not self._warm:
+            self._warm = True
+            self._queue = [threads] + self._probes(threads)
+            return
+        self.s_per_image[threads] = seconds / max(1, n_images)
         if self._queue and self._queue[0] == threads:
             self._queue.pop(0)
-        else:
-            self._since_probe += 1
-            if self._since_probe >= self.reprobe_every:
-                self._since_probe = 0
-                self._queue = [t for t in self.candidates if t != threads]
-        self.s_per_image[threads] = seconds / max(1, n_images)
-        self.history.append(threads)
+            return
+        self._since_probe += 1
+        if self._since_probe >= self.reprobe_every:
+            self._since_probe = 0
+            self._queue = self._probes(threads)
 
     @property
     def best(self) -> int | None:

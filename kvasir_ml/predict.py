@@ -16,6 +16,7 @@ was computed before the failure) and do not stop the rest: one bad image costs o
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -93,9 +94,17 @@ class Predictor:
     def __call__(self, image_paths: Sequence[str | Path]) -> list[dict[str, Any]]:
         """One entry per image, in order; failed images carry ``"error"``."""
         paths = [Path(p) for p in image_paths]
+        chunks = [paths[start:start + CHUNK_IMAGES] for start in range(0, len(paths), CHUNK_IMAGES)]
         results: list[dict[str, Any]] = []
-        for start in range(0, len(paths), CHUNK_IMAGES):
-            results += _predict_chunk(paths[start:start + CHUNK_IMAGES], self.classify, self.detect)
+        # The next chunk is decoded in a thread while the models run on this one (PIL's decode
+        # and torch release the GIL); only two chunks of frames are in memory at a time.
+        with ThreadPoolExecutor(1, thread_name_prefix="predict-decode") as pool:
+            pending = pool.submit(_decode_chunk, chunks[0]) if chunks else None
+            for i in range(len(chunks)):
+                decoded = pending.result()
+                if i + 1 < len(chunks):
+                    pending = pool.submit(_decode_chunk, chunks[i + 1])
+                results += _run_chunk(decoded, self.classify, self.detect)
         return results
 
 
@@ -141,17 +150,22 @@ def decode_frame(path: Path) -> tuple[dict[str, Any], Any, Any]:
     return entry, rgb, inset
 
 
+def _decode_chunk(paths: list[Path]) -> list[tuple[dict[str, Any], Any, Any]]:
+    return [decode_frame(path) for path in paths]
+
+
 def _predict_chunk(paths: list[Path], classify: Callable | None, detect: Callable | None) -> list[dict[str, Any]]:
     """Decode each image once; the inset, the classifier and the detector all use that decode."""
-    results: list[dict[str, Any]] = []
-    frames, insets, ok = [], [], []
-    for path in paths:
-        entry, rgb, inset = decode_frame(path)
-        results.append(entry)
-        if rgb is not None:
-            frames.append(rgb)
-            insets.append(inset)
-            ok.append(entry)
+    return _run_chunk(_decode_chunk(paths), classify, detect)
+
+
+def _run_chunk(decoded: list[tuple[dict[str, Any], Any, Any]], classify: Callable | None,
+               detect: Callable | None) -> list[dict[str, Any]]:
+    """The models on decoded frames (``decode_frame``'s triples); the entries, in order."""
+    results = [entry for entry, _, _ in decoded]
+    frames = [rgb for _, rgb, _ in decoded if rgb is not None]
+    insets = [inset for _, rgb, inset in decoded if rgb is not None]
+    ok = [entry for entry, rgb, _ in decoded if rgb is not None]
     if classify is not None:
         _apply("classifier", classify, ok, frames, insets, lambda entry, out: entry.update(out))
     if detect is not None:
