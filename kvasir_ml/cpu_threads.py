@@ -28,30 +28,55 @@ def thread_candidates(cores: int | None = None) -> list[int]:
     return sorted({1, max(1, cores)}, reverse=True)
 
 
+class IdleCores:
+    """Idle cores (CPU time not used by any process, in cores) since the previous call, from
+    ``/proc/stat``; where that file is missing, cores minus the 1-minute load average."""
+
+    def __init__(self) -> None:
+        self._last = self._read()
+
+    @staticmethod
+    def _read() -> tuple[int, int] | None:
+        try:
+            with open("/proc/stat", encoding="ascii") as fh:
+                ticks = [int(v) for v in fh.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        return ticks[3] + ticks[4], sum(ticks[:8])  # idle + iowait, total (guest time is in user)
+
+    def __call__(self) -> float:
+        now, cores = self._read(), os.cpu_count() or 1
+        if now is None or self._last is None or now[1] <= self._last[1]:
+            return max(0.0, cores - os.getloadavg()[0])
+        idle = (now[0] - self._last[0]) / (now[1] - self._last[1]) * cores
+        self._last = now
+        return idle
+
+
 class ThreadTuner:
     """Picks the intra-op thread count per batch from measured seconds per image.
 
     Starts with 1 thread (a warm-up batch, then a timed one). A larger count is tried (one
-    batch) only while the 1-minute load average leaves it idle cores: on a busy machine a probe
-    with more threads costs several batches' time and would lose anyway. Every
-    ``reprobe_every`` batches the counts not in use are tried again, as the load allows.
+    batch) only when the cores it would add were idle during the last batch: on a busy machine
+    a probe with more threads costs several batches' time and would lose anyway. Every
+    ``reprobe_every`` batches the counts not in use are tried again, as idle cores allow.
 
     Args:
         device: the models' device; only ``cpu`` tunes (anything else: threads are left alone).
         candidates: thread counts to choose from; default ``thread_candidates()``.
         reprobe_every: batches between probes of the counts not in use.
-        load: the machine's load (default: ``os.getloadavg()[0]``, which counts this process too).
+        idle_cores: idle cores since its last call (default ``IdleCores()``, from /proc/stat).
 
     Use ``with tuner.batch(n_images): model(...)`` around each batch.
     """
 
     def __init__(self, device: torch.device | str | None, candidates: Sequence[int] | None = None,
-                 reprobe_every: int = 50, load: Callable[[], float] | None = None):
+                 reprobe_every: int = 50, idle_cores: Callable[[], float] | None = None):
         self.active = device is not None and torch.device(device).type == "cpu"
         self.candidates = sorted(candidates or thread_candidates())
         self.cores = max(self.candidates)
         self.reprobe_every = reprobe_every
-        self.load = load or (lambda: os.getloadavg()[0])
+        self.idle_cores = idle_cores or IdleCores()
         self.s_per_image: dict[int, float] = {}
         self._queue: list[int] = [self.candidates[0]]  # warm-up: not recorded as a measurement
         self._warm = False
@@ -59,8 +84,8 @@ class ThreadTuner:
         self.history: list[int] = []  # threads of every batch (tests, reports)
 
     def _probes(self, current: int) -> list[int]:
-        """The counts other than ``current`` that the load leaves room for (1 always has room)."""
-        room = self.cores + 0.5 - self.load()  # cores idle besides this process's own
+        """The counts other than ``current`` whose extra threads find idle cores (1 always fits)."""
+        room = self.idle_cores() + current - 1 + 0.25  # a batch with `current` threads ran meanwhile
         return [t for t in self.candidates if t != current and (t == 1 or t - 1 <= room)]
 
     def next_threads(self) -> int:
