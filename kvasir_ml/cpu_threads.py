@@ -121,6 +121,7 @@ class ThreadTuner:
             return
         saved, threads = torch.get_num_threads(), self.next_threads()
         torch.set_num_threads(threads)
+        self.idle_cores()  # start the idle-time window: a probe decision after this batch sees only it
         start = time.perf_counter()
         try:
             yield
