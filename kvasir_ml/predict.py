@@ -58,7 +58,7 @@ class Predictor:
         self.device = None
         # One thread tuner per model: their costs per image differ (cpu_threads says why).
         self.classifier_threads = ThreadTuner(resolve_device(device) if classifier_ckpt else None)
-        self.detector_threads = ThreadTuner(resolve_device(device) if detector_ckpt else None)
+        self.detector_threads = ThreadTuner(_device_or_none(device) if detector_ckpt else None)
         if classifier_ckpt:
             from kvasir_ml.train.predict import classifier_inputs, load_classifier
 
@@ -106,6 +106,16 @@ class Predictor:
                     pending = pool.submit(_decode_chunk, chunks[i + 1])
                 results += _run_chunk(decoded, self.classify, self.detect)
         return results
+
+
+def _device_or_none(name: str) -> Any:
+    """The torch device, or None where only ultralytics understands the name (its own errors then)."""
+    from kvasir_ml.device import resolve_device
+
+    try:
+        return resolve_device(name)
+    except ValueError:
+        return None
 
 
 def predict_images(
