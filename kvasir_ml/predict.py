@@ -16,9 +16,11 @@ was computed before the failure) and do not stop the rest: one bad image costs o
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from kvasir_ml.cpu_threads import ThreadTuner
 from kvasir_ml.data.images import MIN_FRAME_SIDE_PX, ImageError, load_rgb
 from kvasir_ml.data.inset import detect_inset
 
@@ -51,14 +53,19 @@ class Predictor:
         self.classify: Callable | None = None
         self.detect: Callable | None = None
         self.classifier: tuple | None = None  # (model, config, checkpoint) from load_classifier
+        from kvasir_ml.device import resolve_device
+
         self.device = None
+        # One thread tuner per model: their costs per image differ (cpu_threads says why).
+        self.classifier_threads = ThreadTuner(resolve_device(device) if classifier_ckpt else None)
+        self.detector_threads = ThreadTuner(_device_or_none(device) if detector_ckpt else None)
         if classifier_ckpt:
-            from kvasir_ml.device import resolve_device
-            from kvasir_ml.train.predict import classify_arrays, load_classifier
+            from kvasir_ml.train.predict import classifier_inputs, load_classifier
 
             dev = self.device = resolve_device(device)
             loaded = self.classifier = load_classifier(classifier_ckpt, dev)
-            self.classify = lambda rgbs, insets: classify_arrays(loaded, rgbs, insets, dev)
+            self.classify = lambda rgbs, insets: self.classify_prepared(
+                [classifier_inputs(loaded[1], rgb, inset) for rgb, inset in zip(rgbs, insets)])
         if detector_ckpt:
             from kvasir_ml.detection.predict import detect_arrays
             from kvasir_ml.detection.yolo import WeightsError, load_yolo
@@ -68,16 +75,47 @@ class Predictor:
                                    "detector: its boxes would be random; give a trained checkpoint "
                                    "(RUN_DIR/checkpoints/best.pt)")
             model = load_yolo(detector_ckpt, trust=trust_detector)
-            self.detect = lambda rgbs, insets: detect_arrays(model, rgbs, device=device, insets=insets,
-                                                             conf=detector_conf, max_det=max_boxes)
+
+            def detect(rgbs: list[Any], insets: list[Any]) -> list[Any]:
+                with self.detector_threads.batch(len(rgbs)):
+                    return detect_arrays(model, rgbs, device=device, insets=insets, conf=detector_conf,
+                                         max_det=max_boxes, batch=max(1, len(rgbs)))
+
+            self.detect = detect
+
+    def classify_prepared(self, inputs: Sequence[Any]) -> list[dict[str, Any]]:
+        """The classifier on inputs made by ``train.predict.classifier_inputs``, as one batch,
+        with the thread count ``classifier_threads`` picks."""
+        from kvasir_ml.train.predict import classify_inputs
+
+        with self.classifier_threads.batch(len(inputs)):
+            return classify_inputs(self.classifier, inputs, self.device, batch_size=max(1, len(inputs)))
 
     def __call__(self, image_paths: Sequence[str | Path]) -> list[dict[str, Any]]:
         """One entry per image, in order; failed images carry ``"error"``."""
         paths = [Path(p) for p in image_paths]
+        chunks = [paths[start:start + CHUNK_IMAGES] for start in range(0, len(paths), CHUNK_IMAGES)]
         results: list[dict[str, Any]] = []
-        for start in range(0, len(paths), CHUNK_IMAGES):
-            results += _predict_chunk(paths[start:start + CHUNK_IMAGES], self.classify, self.detect)
+        # The next chunk is decoded in a thread while the models run on this one (PIL's decode
+        # and torch release the GIL); only two chunks of frames are in memory at a time.
+        with ThreadPoolExecutor(1, thread_name_prefix="predict-decode") as pool:
+            pending = pool.submit(_decode_chunk, chunks[0]) if chunks else None
+            for i in range(len(chunks)):
+                decoded = pending.result()
+                if i + 1 < len(chunks):
+                    pending = pool.submit(_decode_chunk, chunks[i + 1])
+                results += _run_chunk(decoded, self.classify, self.detect)
         return results
+
+
+def _device_or_none(name: str) -> Any:
+    """The torch device, or None where only ultralytics understands the name (its own errors then)."""
+    from kvasir_ml.device import resolve_device
+
+    try:
+        return resolve_device(name)
+    except ValueError:
+        return None
 
 
 def predict_images(
@@ -122,17 +160,22 @@ def decode_frame(path: Path) -> tuple[dict[str, Any], Any, Any]:
     return entry, rgb, inset
 
 
+def _decode_chunk(paths: list[Path]) -> list[tuple[dict[str, Any], Any, Any]]:
+    return [decode_frame(path) for path in paths]
+
+
 def _predict_chunk(paths: list[Path], classify: Callable | None, detect: Callable | None) -> list[dict[str, Any]]:
     """Decode each image once; the inset, the classifier and the detector all use that decode."""
-    results: list[dict[str, Any]] = []
-    frames, insets, ok = [], [], []
-    for path in paths:
-        entry, rgb, inset = decode_frame(path)
-        results.append(entry)
-        if rgb is not None:
-            frames.append(rgb)
-            insets.append(inset)
-            ok.append(entry)
+    return _run_chunk(_decode_chunk(paths), classify, detect)
+
+
+def _run_chunk(decoded: list[tuple[dict[str, Any], Any, Any]], classify: Callable | None,
+               detect: Callable | None) -> list[dict[str, Any]]:
+    """The models on decoded frames (``decode_frame``'s triples); the entries, in order."""
+    results = [entry for entry, _, _ in decoded]
+    frames = [rgb for _, rgb, _ in decoded if rgb is not None]
+    insets = [inset for _, rgb, inset in decoded if rgb is not None]
+    ok = [entry for entry, rgb, _ in decoded if rgb is not None]
     if classify is not None:
         _apply("classifier", classify, ok, frames, insets, lambda entry, out: entry.update(out))
     if detect is not None:

@@ -2,7 +2,8 @@
 (``scripts/bench_predict.py``; the ratio the archive-scale predict is held to).
 
 * bare: the classifier's forward pass alone on inputs already prepared and in memory
-  (same batch size, device and threads), no decode, no post-processing, no output;
+  (same batch size and device), no decode, no post-processing, no output; on a CPU timed at
+  each thread count the stream's ``ThreadTuner`` may pick, and the fastest is the baseline;
 * stream: ``predict_stream.predict_to_jsonl`` over the image files, everything included
   (decode, inset, input preparation in workers, the model, calibration, JSON Lines writes).
 
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from kvasir_ml.cpu_threads import thread_candidates
 from kvasir_ml.data.inset import detect_inset
 from kvasir_ml.predict import Predictor
 from kvasir_ml.predict_stream import predict_to_jsonl
@@ -64,8 +66,25 @@ def write_frames(folder: str | Path, n: int, width_px: int = 720, height_px: int
     return paths
 
 
+def bare_forward_img_s(predictor: Predictor, sample: list[Path], n_images: int, batch: int) -> tuple[float, int]:
+    """The classifier's forward pass alone at each thread count the stream may pick
+    (``cpu_threads``): the fastest one's images per second and its thread count (the
+    strictest baseline: the stream is held to the best the bare model does on this machine now)."""
+    candidates = thread_candidates() if predictor.device.type == "cpu" else [torch.get_num_threads()]
+    saved = torch.get_num_threads()
+    rates = {}
+    try:
+        for threads in candidates:
+            torch.set_num_threads(threads)
+            rates[threads] = _bare_img_s(predictor, sample, n_images // len(candidates), batch)
+    finally:
+        torch.set_num_threads(saved)
+    best = max(rates, key=rates.__getitem__)
+    return rates[best], best
+
+
 @torch.no_grad()
-def bare_forward_img_s(predictor: Predictor, sample: list[Path], n_images: int, batch: int) -> float:
+def _bare_img_s(predictor: Predictor, sample: list[Path], n_images: int, batch: int) -> float:
     """Images per second of the classifier's forward pass alone, on ``sample``'s inputs prepared beforehand."""
     from kvasir_ml.data.images import load_rgb
     from kvasir_ml.train.predict import classifier_inputs
@@ -98,13 +117,16 @@ def predict_throughput(checkpoint: str | Path, images: list[Path], out_path: str
     predictor = Predictor(checkpoint, device=device)
     out_path = Path(out_path)
     out_path.unlink(missing_ok=True)
-    bare_before = bare_forward_img_s(predictor, images, len(images), batch)
+    bare_before, threads_before = bare_forward_img_s(predictor, images, len(images), batch)
     rep = predict_to_jsonl(predictor, images, out_path, workers=workers, batch_images=batch, progress=False)
-    bare_after = bare_forward_img_s(predictor, images, len(images), batch)
+    bare_after, threads_after = bare_forward_img_s(predictor, images, len(images), batch)
     bare = (bare_before + bare_after) / 2
+    tuner = predictor.classifier_threads
     n_lines = sum(1 for _ in open(out_path, encoding="utf-8"))
     return {"n_images": len(images), "n_lines": n_lines, "n_failed": rep.n_failed, "batch": batch,
             "workers": workers, "device": str(predictor.device), "threads": torch.get_num_threads(),
+            "bare_threads_before_after": [threads_before, threads_after],
+            "stream_threads_per_batch": "".join(str(t) for t in tuner.history) or None,
             "stream_img_s": round(rep.images_per_s, 2), "bare_img_s": round(bare, 2),
             "bare_before_img_s": round(bare_before, 2), "bare_after_img_s": round(bare_after, 2),
             "ratio": round(rep.images_per_s / bare, 3),

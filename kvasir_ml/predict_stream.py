@@ -214,13 +214,8 @@ def run_models(predictor: Predictor, items: list[dict[str, Any]]) -> list[dict[s
     ok = [it for it in items if "error" not in it["entry"]]
     entries, insets = [it["entry"] for it in ok], [it["inset"] for it in ok]
     if predictor.classifier is not None:
-        from kvasir_ml.train.predict import classify_inputs
-
-        def classify(inputs: list[Any], _insets: list[Any]) -> list[Any]:
-            assert predictor.classifier is not None and predictor.device is not None  # loaded together
-            return classify_inputs(predictor.classifier, inputs, predictor.device, batch_size=len(inputs))
-
-        _apply("classifier", classify, entries, [it["inputs"] for it in ok], insets, lambda e, out: e.update(out))
+        _apply("classifier", lambda inputs, _insets: predictor.classify_prepared(inputs), entries,
+               [it["inputs"] for it in ok], insets, lambda e, out: e.update(out))
     if predictor.detect is not None:
         _apply("detector", predictor.detect, entries, [it["frame"].numpy() for it in ok], insets,
                lambda e, boxes: e.__setitem__("boxes", boxes))

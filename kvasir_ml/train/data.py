@@ -169,7 +169,8 @@ def inset_inputs(rgb: np.ndarray, size: tuple[int, int], state: str | None,
             out["inset"] = inset_crop(rgb, rows, cols, branch_px)  # cropped before masking
             out["inset_state"] = inset_onehot(state)
         image[rows, cols] = 0
-    return {"image": torch.from_numpy(image).permute(2, 0, 1).contiguous(), **out}
+    # HWC -> CHW in numpy: torch's copy would start its OpenMP threads, which stall on busy cores.
+    return {"image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), **out}
 
 
 def _batch_buffer(shape: tuple[int, ...]) -> torch.Tensor:

@@ -6,7 +6,8 @@ on the same frames, in one process (``scripts/bench_video.py``, the GPU check's 
   its per-stage milliseconds per frame (decode, inference, tracking, encode).
 - ``bare``: the same frames decoded into memory beforehand; the classifier's ``model(**batch)``
   on input tensors built beforehand, and ultralytics' ``predict`` of the detector on the
-  frames, at the same batch size: the models' own cost, nothing of the pipeline.
+  frames, at the same batch size: the models' own cost, nothing of the pipeline. On a CPU it
+  is timed at each thread count the pipeline's ``ThreadTuner`` may pick; the fastest counts.
 - ``ratio`` = end-to-end fps / bare fps (goal >= 0.8 on a CPU at the tiny models' size).
 """
 
@@ -18,6 +19,7 @@ from typing import Any
 
 import torch
 
+from kvasir_ml.cpu_threads import thread_candidates
 from kvasir_ml.video.io import iter_frames
 
 
@@ -53,16 +55,31 @@ def bare_forward_fps(frames: list, classifier_ckpt: str | Path | None, detector_
         det_batches = [_frames(frames[s:s + batch], meta["inset_mode"], insets[s:s + batch])
                        for s in range(0, len(frames), batch)]
         det.predict(det_batches[0], imgsz=meta["imgsz"], device=udev, verbose=False)  # warm-up
-    _sync(dev)
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        for b in cls_batches:
-            model(**b)
-        for b in det_batches:
-            det.predict(b, imgsz=meta["imgsz"], conf=meta["predict_conf"], device=udev, verbose=False)
-    _sync(dev)
-    seconds = time.perf_counter() - t0
-    return {"fps": round(repeats * len(frames) / seconds, 3), "ms_per_frame": round(1000 * seconds / (repeats * len(frames)), 3)}
+
+    def run() -> float:
+        _sync(dev)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            for b in cls_batches:
+                model(**b)
+            for b in det_batches:
+                det.predict(b, imgsz=meta["imgsz"], conf=meta["predict_conf"], device=udev, verbose=False)
+        _sync(dev)
+        return time.perf_counter() - start
+
+    # On a CPU, at each thread count predict_video's tuner may pick; the fastest is the baseline.
+    candidates = thread_candidates() if dev.type == "cpu" else [torch.get_num_threads()]
+    saved, seconds = torch.get_num_threads(), {}
+    try:
+        for threads in candidates:
+            torch.set_num_threads(threads)
+            seconds[threads] = run()
+    finally:
+        torch.set_num_threads(saved)
+    best = min(seconds, key=seconds.__getitem__)
+    n = repeats * len(frames)
+    return {"fps": round(n / seconds[best], 3), "ms_per_frame": round(1000 * seconds[best] / n, 3), "threads": best,
+            "fps_by_threads": {str(t): round(n / s, 3) for t, s in seconds.items()}}
 
 
 def _sync(dev: torch.device) -> None:

@@ -151,7 +151,9 @@ class _Run:
 
     def __init__(self, predictor, detector, device: str, fps_processed: float, tracker: str,
                  smoothing: SmoothingConfig):
-        from kvasir_ml.train.predict import classifier_inputs, classify_inputs
+        from kvasir_ml.cpu_threads import ThreadTuner
+        from kvasir_ml.device import resolve_device
+        from kvasir_ml.train.predict import classifier_inputs
         from kvasir_ml.video.tracks import BoxTracker
 
         self.detector, self.device, self.smoothing_cfg = detector, device, smoothing
@@ -160,9 +162,10 @@ class _Run:
         self.prepare: Callable | None = None
         self.classify: Callable | None = None
         if predictor.classifier is not None:
-            loaded, dev = predictor.classifier, predictor.device
-            self.prepare = lambda rgb, inset: classifier_inputs(loaded[1], rgb, inset)
-            self.classify = lambda inputs: classify_inputs(loaded, inputs, dev)
+            cfg = predictor.classifier[1]
+            self.prepare = lambda rgb, inset: classifier_inputs(cfg, rgb, inset)
+            self.classify = predictor.classify_prepared  # its thread count tuned per batch (cpu_threads)
+        self.detector_threads = ThreadTuner(resolve_device(device) if detector is not None else None)
         self.times = dict.fromkeys(STAGES, 0.0)
         self.n_frames = 0
         self.smoother: LabelSmoother | None = None  # built from the first classifier output's thresholds
@@ -235,8 +238,11 @@ class _Run:
         t0 = time.perf_counter()
         rgbs, insets = [c[2] for c in chunk], [c[3] for c in chunk]
         labels = self.classify([c[4] for c in chunk]) if self.classify else [None] * len(rgbs)
-        boxes = (detect_arrays(self.detector, rgbs, device=self.device, conf=self.low_conf, insets=insets)
-                 if self.detector is not None else [[] for _ in rgbs])
+        boxes = [[] for _ in rgbs]
+        if self.detector is not None:
+            with self.detector_threads.batch(len(rgbs)):
+                boxes = detect_arrays(self.detector, rgbs, device=self.device, conf=self.low_conf, insets=insets,
+                                      batch=len(rgbs))
         self.times["inference"] += time.perf_counter() - t0
         entries = []
         for (index, time_s, rgb, inset, _), lab, frame_boxes in zip(chunk, labels, boxes):
