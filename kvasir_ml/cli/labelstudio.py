@@ -53,51 +53,20 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _push(args: argparse.Namespace) -> int:
     from kvasir_ml.data.coco import load_canonical
-    from kvasir_ml.io import read_json, sha256_file
-    from kvasir_ml.labelstudio.sync import (
-        match_predictions, model_version_for, predictions_from_checkpoints, push_dataset, set_prelabeling_model,
-    )
-    from kvasir_ml.labelstudio.expert import expert_version_for
-
-    if args.predictions and (args.classifier or args.detector):
-        raise ValueError("give either --predictions (a file from `kvasir-ml predict`) or --classifier/--detector, "
-                         "not both: the same model would be pushed twice under two versions")
-    dataset = load_canonical(args.canonical)
     from kvasir_ml.data.image_root import image_root
+    from kvasir_ml.labelstudio.expert import expert_version_for
+    from kvasir_ml.labelstudio.push_models import push_with_predictions
+    from kvasir_ml.labelstudio.sync import set_prelabeling_model
 
-    data_root = image_root(args.canonical, args.data_root)
-    entries, version = None, args.model_version
-    if args.predictions:
-        if str(args.predictions).endswith(".jsonl"):  # `kvasir-ml predict --out FILE.jsonl`
-            from kvasir_ml.predict_stream import read_predictions
-
-            # checked record by record (file, line and field named), then handed on as the entries they were
-            entries = [r.model_dump(exclude_unset=True, by_alias=True) for r in read_predictions(args.predictions)]
-        else:
-            entries = read_json(args.predictions)
-        if not isinstance(entries, list):
-            raise ValueError(f"{args.predictions}: expected a list of prediction entries")
-        # `kvasir-ml predict` stamps the checkpoints' version: pushing its file or the same
-        # checkpoints directly then gives one version, never two copies of one model.
-        stamped = {e.get("model_version") for e in entries if isinstance(e, dict)}
-        version = version or (stamped.pop() if len(stamped) == 1 and None not in stamped else
-                              f"predictions-{sha256_file(args.predictions)[:8]}")
-    elif args.classifier or args.detector:
-        entries = predictions_from_checkpoints(dataset, data_root, args.classifier, args.detector, args.device,
-                                               trust_detector=args.trust_checkpoint, conf=args.conf,
-                                               max_boxes=args.max_boxes)
-        version = version or model_version_for(args.classifier, args.detector)
-    predictions: dict[str, dict] | None = None
-    problems: list = []
-    if entries is not None:
-        predictions, problems = match_predictions(entries, data_root, {img["file_name"] for img in dataset.images})
     client = _client(args)
     expert = None if args.no_expert_draft else expert_version_for(args.canonical)
-    report = push_dataset(client, dataset, data_root, args.project, predictions=predictions,
-                          model_version=version, batch_size=args.batch_size, expert_version=expert)
-    report.problems = problems + report.problems
+    report = push_with_predictions(client, load_canonical(args.canonical), image_root(args.canonical, args.data_root),
+                                   args.project, predictions_file=args.predictions, classifier=args.classifier,
+                                   detector=args.detector, model_version=args.model_version, device=args.device,
+                                   trust_detector=args.trust_checkpoint, conf=args.conf, max_boxes=args.max_boxes,
+                                   batch_size=args.batch_size, expert_version=expert)
     print("\n".join(report.summary_lines()))
-    prefill = version if args.prelabel and version and entries is not None else expert
+    prefill = report.model_version if args.prelabel and report.model_version else expert
     if prefill:
         before = set_prelabeling_model(client, report.project_id, prefill)
         print(f"prelabeling model of project {report.project_id} (pre-fills drafts): {before} -> {prefill}")

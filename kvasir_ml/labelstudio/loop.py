@@ -27,10 +27,8 @@ from kvasir_ml.labelstudio.client import LSClient
 from kvasir_ml.labelstudio.export import ConvertReport
 from kvasir_ml.labelstudio.serving import write_current_model
 from kvasir_ml.labelstudio.uncertainty import PRELABEL_CONF, PRELABEL_MAX_BOXES
-from kvasir_ml.labelstudio.sync import (
-    PushReport, match_predictions, model_version_for, predictions_from_checkpoints, pull_project, push_dataset,
-    set_prelabeling_model,
-)
+from kvasir_ml.labelstudio.push_models import push_with_predictions
+from kvasir_ml.labelstudio.sync import PushReport, model_version_for, pull_project, set_prelabeling_model
 from kvasir_ml.rundir import RunDirError
 
 log = logging.getLogger(__name__)
@@ -243,13 +241,10 @@ def run_loop(
     result.model_version = model_version_for(result.classifier, result.detector)
     from kvasir_ml.data.coco import load_canonical
 
-    dataset = load_canonical(result.canonical)
-    entries = predictions_from_checkpoints(dataset, data_root, result.classifier, result.detector, device,
-                                           conf=conf, max_boxes=max_boxes)
-    predictions, problems = match_predictions(entries, data_root, {img["file_name"] for img in dataset.images})
-    result.push_report = push_dataset(client, dataset, data_root, project, predictions=predictions,
-                                      model_version=result.model_version)
-    result.push_report.problems = problems + result.push_report.problems
+    result.push_report = push_with_predictions(client, load_canonical(result.canonical), data_root, project,
+                                               classifier=result.classifier, detector=result.detector,
+                                               model_version=result.model_version, device=device, conf=conf,
+                                               max_boxes=max_boxes)
     _save(out_dir, state, result, "push")
     if "prelabel" in done:  # the version it replaced was recorded by the attempt that moved it
         result.prelabel_before = state.get("prelabel_before")

@@ -47,6 +47,7 @@ class PushReport:
     problems: list[Problem] = field(default_factory=list)
     sampling_before: str | None = None  # set when the push switched the queue to uncertainty sampling
     expert: ExpertPush | None = None  # the expert drafts pushed (None: none asked for)
+    model_version: str | None = None  # the pre-annotations' version (set by push_models.push_with_predictions)
 
     def summary_lines(self, max_items: int = 20) -> list[str]:
         lines = [f"project {self.project_id}: {self.n_images} images; tasks created {self.n_tasks_created}, "

@@ -89,7 +89,7 @@ def test_a_turn_that_failed_at_push_resumes_and_the_backend_switches_to_the_new_
 
     import httpx
 
-    import kvasir_ml.labelstudio.loop as loop_mod
+    import kvasir_ml.labelstudio.push_models as push_mod  # the loop pushes through it
     from kvasir_ml.labelstudio.backend import Backend, checkpoint_predict_fn, make_backend_server
     from kvasir_ml.labelstudio.client import LabelStudioError
     from kvasir_ml.labelstudio.serving import ModelWatcher, read_current_model, write_current_model
@@ -123,7 +123,7 @@ def test_a_turn_that_failed_at_push_resumes_and_the_backend_switches_to_the_new_
         ls_client.sdk.annotations.create(id=tasks[ds.images[0]["file_name"]], result=[
             choices_result("labels", ["ileum"]), choices_result("inset", ["none"])])
 
-        real_push, calls = loop_mod.push_dataset, []
+        real_push, calls = push_mod.push_dataset, []
 
         def push_fails_once(*args, **kwargs):  # the server goes away during the push, once
             calls.append(1)
@@ -131,7 +131,7 @@ def test_a_turn_that_failed_at_push_resumes_and_the_backend_switches_to_the_new_
                 raise LabelStudioError("Label Studio at ...: import 24 tasks failed after 4 attempt(s): cannot connect")
             return real_push(*args, **kwargs)
 
-        monkeypatch.setattr(loop_mod, "push_dataset", push_fails_once)
+        monkeypatch.setattr(push_mod, "push_dataset", push_fails_once)
         out = tmp_path / "turn"
         kwargs = dict(detector=detector, detector_overrides=tiny_fine_tune["detector"], device="cpu",
                       current_model=current, backend_wait_s=60, expert_changes="apply")  # "ileum" replaces labels
