@@ -38,7 +38,7 @@ from kvasir_ml.geometry import (
 )
 from kvasir_ml.io import UnsafePathError
 from kvasir_ml.io import safe_relative_path as io_safe_relative_path
-from kvasir_ml.labelstudio.config import BOXES_NAME, IMAGE_KEY, IMAGE_NAME, INSET_NAME, LABELS_NAME
+from kvasir_ml.labelstudio.labeling_config import BOXES_NAME, IMAGE_KEY, IMAGE_NAME, INSET_NAME, LABELS_NAME
 from kvasir_ml.labelstudio.uncertainty import frame_confidence
 from kvasir_ml.taxonomy import Taxonomy
 

@@ -5,7 +5,7 @@ task data), predictions by ``model_version``; whatever already exists is skipped
 that stopped half-way is simply run again. New tasks go in batches through the bulk import
 API with their predictions inline (one request per batch, not per task).
 
-Pull takes a snapshot export through the SDK, converts it with ``export.py`` and writes
+Pull takes a snapshot export through the SDK, converts it with ``from_export.py`` and writes
 the next version of the canonical file beside the previous one (never in place).
 """
 
@@ -21,12 +21,12 @@ from typing import Any, Iterable, Sequence
 from kvasir_ml.data.coco import CanonicalDataset, load_canonical
 from kvasir_ml.io import atomic_write
 from kvasir_ml.labelstudio.client import LabelStudioError, LSClient
-from kvasir_ml.labelstudio.config import labeling_config_xml
+from kvasir_ml.labelstudio.labeling_config import labeling_config_xml
 from kvasir_ml.labelstudio.convert import (
     ConvertError, Problem, image_key_from_task_data, prediction_from_combined, safe_relative_path, task_payload,
 )
 from kvasir_ml.labelstudio.expert import ExpertPush, push_expert_drafts, review_path_for, write_review_file
-from kvasir_ml.labelstudio.export import ConvertReport, export_to_canonical, slim_task
+from kvasir_ml.labelstudio.from_export import ConvertReport, export_to_canonical, slim_task
 from kvasir_ml.labelstudio.snapshot import DEFAULT_EXPORT_WAIT_S, download_snapshot, iter_export_file
 from kvasir_ml.labelstudio.queue import UNCERTAINTY_SAMPLING, set_uncertainty_sampling, update_task_fields
 from kvasir_ml.labelstudio.uncertainty import PRELABEL_CONF, PRELABEL_MAX_BOXES, frame_confidence, uncertainty_fields

@@ -9,7 +9,7 @@ import pytest
 
 from kvasir_ml.data.coco import load_canonical
 from kvasir_ml.labelstudio.convert import choices_result, image_key_from_task_data
-from kvasir_ml.labelstudio.loop import run_loop
+from kvasir_ml.labelstudio.annotation_round import run_loop
 from kvasir_ml.labelstudio.sync import (
     match_predictions, model_version_for, predictions_from_checkpoints, push_dataset, set_prelabeling_model,
 )
@@ -89,7 +89,7 @@ def test_a_turn_that_failed_at_push_resumes_and_the_backend_switches_to_the_new_
 
     import httpx
 
-    import kvasir_ml.labelstudio.loop as loop_mod
+    import kvasir_ml.labelstudio.annotation_round as loop_mod
     from kvasir_ml.labelstudio.backend import Backend, checkpoint_predict_fn, make_backend_server
     from kvasir_ml.labelstudio.client import LabelStudioError
     from kvasir_ml.labelstudio.serving import ModelWatcher, read_current_model, write_current_model
