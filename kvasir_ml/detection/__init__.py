@@ -1,6 +1,6 @@
 """kvasir_ml.detection: YOLO detector for key findings, through ultralytics, offline.
 
-* ``export``   canonical COCO file + split -> ultralytics dataset (links/copies/masked copies)
+* ``yolo_dataset`` canonical COCO file + split -> ultralytics dataset folder (links/copies/masked copies)
 * ``config``   ``DetectorConfig`` (configs/detector_*.yaml)
 * ``yolo``     offline-safe import and settings of ultralytics (what it would download, and why not)
 * ``training`` ``YOLO(...).train`` with timing callbacks; checkpoints with our metadata

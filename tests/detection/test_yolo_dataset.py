@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from kvasir_ml.data.coco import load_canonical
 from kvasir_ml.data.images import load_rgb
-from kvasir_ml.detection.export import ExportError, export_yolo, unique_stem, yolo_label_lines
+from kvasir_ml.detection.yolo_dataset import ExportError, export_yolo, unique_stem, yolo_label_lines
 from kvasir_ml.geometry import cxcywh_norm_to_xywh_px
 from kvasir_ml.taxonomy import load_taxonomy
 
