@@ -69,7 +69,7 @@ def _push(args: argparse.Namespace) -> int:
     entries, version = None, args.model_version
     if args.predictions:
         if str(args.predictions).endswith(".jsonl"):  # `kvasir-ml predict --out FILE.jsonl`
-            from kvasir_ml.predict_stream import read_jsonl
+            from kvasir_ml.inference.stream import read_jsonl
 
             entries = read_jsonl(args.predictions)
         else:

@@ -5,7 +5,7 @@
 * ``yolo``     offline-safe import and settings of ultralytics (what it would download, and why not)
 * ``training`` ``YOLO(...).train`` with timing callbacks; checkpoints with our metadata
 * ``scoring``  pycocotools AP next to ultralytics' mAP for one split
-* ``predict``  ``run_detector`` / ``detect_arrays`` and COCO results JSON
+* ``detect``   ``run_detector`` / ``detect_arrays`` and COCO results JSON
 * ``overlay``  ground truth vs prediction drawings
 * ``run``      ``train_detector`` / ``train_detector_from_cli``: the whole run
 """

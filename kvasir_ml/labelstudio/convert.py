@@ -200,7 +200,7 @@ def prediction_from_combined(
     entry: dict[str, Any], width_px: int, height_px: int, model_version: str, taxonomy: Taxonomy,
     task_id: Any = None,
 ) -> tuple[dict[str, Any] | None, list[Problem]]:
-    """A Label Studio prediction from one ``kvasir_ml.predict`` entry.
+    """A Label Studio prediction from one ``kvasir_ml.inference.combined`` entry.
 
     Boxes are in the pixel frame of the predicted image (``entry["width"/"height"]`` when
     present); percent is relative, so they are converted with that frame and stamped with

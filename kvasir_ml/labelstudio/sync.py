@@ -158,7 +158,7 @@ def check_image_served(client: LSClient, data_root: Path, file_name: str) -> Non
 
 # ---- predictions ----------------------------------------------------------------------------
 def match_predictions(entries: Sequence[dict[str, Any]], data_root: Path, known: set[str]) -> tuple[dict[str, dict], list[Problem]]:
-    """Map combined-prediction entries (``kvasir_ml.predict`` format) to canonical file names.
+    """Map combined-prediction entries (``kvasir_ml.inference.combined`` format) to canonical file names.
 
     An entry is matched by ``file_name`` if present, else by its ``image`` path (absolute,
     or relative to the data root or to the working directory), which must lie in the data root.
@@ -191,13 +191,13 @@ def match_predictions(entries: Sequence[dict[str, Any]], data_root: Path, known:
 def predictions_from_checkpoints(dataset: CanonicalDataset, data_root: Path, classifier_ckpt=None, detector_ckpt=None,
                                  device: str = "auto", trust_detector: bool = False, conf: float | None = PRELABEL_CONF,
                                  max_boxes: int = PRELABEL_MAX_BOXES) -> list[dict[str, Any]]:
-    """Run ``kvasir_ml.predict.predict_images`` on every image of the dataset.
+    """Run ``kvasir_ml.inference.combined.predict_images`` on every image of the dataset.
 
     ``trust_detector`` skips the check that the detector file cannot run code (files you trust);
     ``conf`` / ``max_boxes``: the pre-annotation box threshold and per-frame cap (None = the
     checkpoint's ``predict_conf``).
     """
-    from kvasir_ml.predict import predict_images
+    from kvasir_ml.inference.combined import predict_images
 
     paths = [data_root / img["file_name"] for img in dataset.images]
     return predict_images(paths, classifier_ckpt=classifier_ckpt, detector_ckpt=detector_ckpt, device=device,

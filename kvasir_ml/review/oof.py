@@ -28,7 +28,7 @@ from kvasir_ml.io import read_json
 
 log = logging.getLogger(__name__)
 
-Detection = dict[str, Any]  # {"class", "score", "xywh_px"} as detection.predict returns them
+Detection = dict[str, Any]  # {"class", "score", "xywh_px"} as detection.detect returns them
 
 
 class OofError(ValueError):

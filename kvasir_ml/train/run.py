@@ -274,7 +274,7 @@ class _Trainer:
             "config": dump_config(self.cfg),
             "label_names": self.data.label_names,
             "class_names": self.data.class_names,
-            "taxonomy_version": load_taxonomy().version,  # checked by predict (train.predict.check_taxonomy_version)
+            "taxonomy_version": load_taxonomy().version,  # checked by predict (train.classify.check_taxonomy_version)
             **self.posthoc_state,  # thresholds, calibration, decoder
             "split_sha256": self.data.split.sha256,
             "dataset": self.data.dataset_name,

@@ -126,7 +126,7 @@ def test_predict_keeps_good_results_names_failures_and_exits_1(odd_folder, check
 
 
 def test_a_model_failing_on_one_image_costs_only_that_image(tmp_path):
-    from kvasir_ml.predict import _apply
+    from kvasir_ml.inference.combined import _apply
 
     paths = [tmp_path / f"{i}.png" for i in range(4)]
     entries = [{"image": str(p)} for p in paths]

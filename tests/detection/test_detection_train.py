@@ -129,7 +129,7 @@ def _fake_classifier_checkpoint(path: Path) -> Path:
 
 
 def test_run_detector_and_combined_predict_json(trained_run, synth_dir, tmp_path, guard):
-    from kvasir_ml.detection.predict import run_detector
+    from kvasir_ml.detection.detect import run_detector
     from kvasir_ml.detection.yolo import load_yolo
 
     images = sorted((synth_dir / "images").glob("*.jpg"))[:3]

@@ -3,7 +3,7 @@
 
 * bare: the classifier's forward pass alone on inputs already prepared and in memory
   (same batch size, device and threads), no decode, no post-processing, no output;
-* stream: ``predict_stream.predict_to_jsonl`` over the image files, everything included
+* stream: ``inference.stream.predict_to_jsonl`` over the image files, everything included
   (decode, inset, input preparation in workers, the model, calibration, JSON Lines writes).
 
 The bare pass is timed before and after the stream and averaged, so a machine whose load
@@ -23,8 +23,8 @@ import torch
 from PIL import Image
 
 from kvasir_ml.data.inset import detect_inset
-from kvasir_ml.predict import Predictor
-from kvasir_ml.predict_stream import predict_to_jsonl
+from kvasir_ml.inference.combined import Predictor
+from kvasir_ml.inference.stream import predict_to_jsonl
 
 
 def untrained_checkpoint(path: str | Path, arch: str = "resnet50", image_size_px: int = 224,
@@ -68,7 +68,7 @@ def write_frames(folder: str | Path, n: int, width_px: int = 720, height_px: int
 def bare_forward_img_s(predictor: Predictor, sample: list[Path], n_images: int, batch: int) -> float:
     """Images per second of the classifier's forward pass alone, on ``sample``'s inputs prepared beforehand."""
     from kvasir_ml.data.images import load_rgb
-    from kvasir_ml.train.predict import classifier_inputs
+    from kvasir_ml.train.classify import classifier_inputs
 
     model, cfg, _ = predictor.classifier
     items = []

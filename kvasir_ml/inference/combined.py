@@ -54,13 +54,13 @@ class Predictor:
         self.device = None
         if classifier_ckpt:
             from kvasir_ml.device import resolve_device
-            from kvasir_ml.train.predict import classify_arrays, load_classifier
+            from kvasir_ml.train.classify import classify_arrays, load_classifier
 
             dev = self.device = resolve_device(device)
             loaded = self.classifier = load_classifier(classifier_ckpt, dev)
             self.classify = lambda rgbs, insets: classify_arrays(loaded, rgbs, insets, dev)
         if detector_ckpt:
-            from kvasir_ml.detection.predict import detect_arrays
+            from kvasir_ml.detection.detect import detect_arrays
             from kvasir_ml.detection.yolo import WeightsError, load_yolo
 
             if str(detector_ckpt).endswith((".yaml", ".yml")):  # an architecture, no trained weights
