@@ -61,7 +61,8 @@ class Predictor:
             self.classify = lambda rgbs, insets: classify_arrays(loaded, rgbs, insets, dev)
         if detector_ckpt:
             from kvasir_ml.detection.detect import detect_arrays
-            from kvasir_ml.detection.yolo import WeightsError, load_yolo
+            from kvasir_ml.detection.ultralytics_env import WeightsError
+            from kvasir_ml.detection.yolo import load_yolo
 
             if str(detector_ckpt).endswith((".yaml", ".yml")):  # an architecture, no trained weights
                 raise WeightsError(f"detector {detector_ckpt} is a model description (YAML), not a trained "

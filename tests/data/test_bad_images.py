@@ -84,7 +84,7 @@ def test_index_names_the_bomb_and_tiny_frames_and_flags_conflicting_twins(odd_fo
 def checkpoints(tmp_path_factory) -> tuple[Path, Path]:
     """An untrained classifier checkpoint (no training needed to test the plumbing) and an
     ultralytics detector checkpoint as ultralytics writes it."""
-    from kvasir_ml.detection.yolo import ensure_ultralytics
+    from kvasir_ml.detection.ultralytics_env import ensure_ultralytics
 
     out = tmp_path_factory.mktemp("ckpts")
     cfg = load_classifier_config(REPO / "configs" / "classifier_multilabel_tiny.yaml", ["tracking.mode=disabled"])
