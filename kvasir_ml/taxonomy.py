@@ -16,6 +16,9 @@ from kvasir_ml.io import read_yaml
 from kvasir_ml.resources import annotation_file
 
 DEFAULT_TAXONOMY_PATH = annotation_file("taxonomy.yaml")
+# What the inset detector (``data.inset.detect_inset``) can return; the taxonomy file must list
+# exactly these. Defined here, the lower layer, so the taxonomy imports nothing from data/.
+INSET_STATES = ("green", "black", "none")
 
 
 class TaxonomyError(ValueError):
@@ -166,8 +169,6 @@ def _parse(raw: dict, path: str) -> Taxonomy:
             ignored_folders=tuple(src.get("ignored_folders", [])),
             description=src.get("description", ""),
         )
-    from kvasir_ml.data.inset import INSET_STATES  # what the inset detector can return
-
     if tuple(raw["inset_states"]) != INSET_STATES:
         raise TaxonomyError(f"{path}: inset_states {raw['inset_states']} must be {list(INSET_STATES)} "
                             "(the states kvasir_ml.data.inset detects)")

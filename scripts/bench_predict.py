@@ -20,8 +20,8 @@ import tempfile
 from pathlib import Path
 
 from kvasir_ml.io import atomic_write_json
-from kvasir_ml.predict_bench import predict_throughput, untrained_checkpoint, write_frames
-from kvasir_ml.predict_stream import list_images
+from kvasir_ml.inference.bench import predict_throughput, untrained_checkpoint, write_frames
+from kvasir_ml.inference.stream import list_images
 
 
 def main(argv: list[str] | None = None) -> int:

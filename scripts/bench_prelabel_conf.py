@@ -28,7 +28,7 @@ CAPS = (3, 5, 10, 100)
 def _evaluate(det_ckpt: Path, canonical: Path, split_file: Path) -> dict:
     from kvasir_ml.data.coco import load_canonical
     from kvasir_ml.data.images import load_rgb
-    from kvasir_ml.detection.predict import detect_arrays
+    from kvasir_ml.detection.detect import detect_arrays
     from kvasir_ml.detection.prelabel_sweep import conf_sweep
     from kvasir_ml.detection.yolo import load_yolo
 

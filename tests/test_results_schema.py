@@ -9,7 +9,7 @@ import pytest
 
 from kvasir_ml.experiment.compare import CompareError, load_run
 from kvasir_ml.experiment.tables import metrics_table
-from kvasir_ml.predict_stream import read_predictions
+from kvasir_ml.inference.stream import read_predictions
 from kvasir_ml.results_schema import (
     MetricsFile,
     ResultsError,

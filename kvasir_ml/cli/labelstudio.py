@@ -20,7 +20,7 @@ def _client(args: argparse.Namespace):
 
 
 def _config(args: argparse.Namespace) -> int:
-    from kvasir_ml.labelstudio.config import labeling_config_xml, write_labeling_config
+    from kvasir_ml.labelstudio.labeling_config import labeling_config_xml, write_labeling_config
 
     if args.out == "-":
         sys.stdout.write(labeling_config_xml())
@@ -152,7 +152,7 @@ def _loop(args: argparse.Namespace) -> int:
     import os
 
     from kvasir_ml.labelstudio.backend_server import basic_auth_from_env
-    from kvasir_ml.labelstudio.loop import run_loop
+    from kvasir_ml.labelstudio.annotation_round import run_loop
 
     result = run_loop(_client(args), args.project, args.base, args.data_root, args.out, classifier=args.classifier,
                       detector=args.detector, classifier_overrides=args.classifier_set,
@@ -207,7 +207,7 @@ def _pull(args: argparse.Namespace) -> int:
 
 def _convert(args: argparse.Namespace) -> int:
     from kvasir_ml.data.coco import load_canonical
-    from kvasir_ml.labelstudio.export import export_to_canonical, load_export
+    from kvasir_ml.labelstudio.from_export import export_to_canonical, load_export
     from kvasir_ml.labelstudio.versions import write_version
 
     if args.base and Path(args.out).resolve() == Path(args.base).resolve():
@@ -254,7 +254,7 @@ def _video_pull(args: argparse.Namespace) -> int:
 
 
 def _add_conversion_options(p: argparse.ArgumentParser) -> None:
-    from kvasir_ml.labelstudio.export import POLICIES, SKIPPED_POLICIES
+    from kvasir_ml.labelstudio.from_export import POLICIES, SKIPPED_POLICIES
 
     _add_policy(p, POLICIES)
     p.add_argument("--skipped", choices=SKIPPED_POLICIES, default="keep",
@@ -529,7 +529,7 @@ def _register_loop(sub: argparse._SubParsersAction) -> None:
     _add_current_model(p, "current-model file of the ML backend (`ls backend --current-model FILE`): point it at "
                           "the new models, and wait until the connected backends serve them")
     _add_prelabel_options(p)
-    from kvasir_ml.labelstudio.export import POLICIES
+    from kvasir_ml.labelstudio.from_export import POLICIES
 
     _add_policy(p, POLICIES)
     _add_server_options(p)

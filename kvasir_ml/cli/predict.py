@@ -15,8 +15,8 @@ EXIT_SOME_FAILED = 1
 def _predict(args: argparse.Namespace) -> int:
     from kvasir_ml.io import atomic_write_json
     from kvasir_ml.labelstudio.sync import model_version_for
-    from kvasir_ml.predict import Predictor, count_failures
-    from kvasir_ml.predict_stream import IMAGE_SUFFIXES, list_images
+    from kvasir_ml.inference.combined import Predictor, count_failures
+    from kvasir_ml.inference.stream import IMAGE_SUFFIXES, list_images
     from kvasir_ml.results_schema import dump_prediction
 
     classifier = args.classifier
@@ -47,7 +47,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _stream(args: argparse.Namespace, predictor, images: list, version: str) -> int:
-    from kvasir_ml.predict_stream import predict_to_jsonl
+    from kvasir_ml.inference.stream import predict_to_jsonl
 
     rep = predict_to_jsonl(predictor, images, args.out, model_version=version, workers=args.workers,
                            batch_images=args.batch, progress=not args.no_progress)

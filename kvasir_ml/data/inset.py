@@ -31,7 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-INSET_STATES = ("green", "black", "none")
+from kvasir_ml.taxonomy import INSET_STATES as INSET_STATES  # the states detect_inset returns
+
 PANEL_RGB = (0, 191, 149)  # the ScopeGuide panel colour
 
 # Where the panel lives, as fractions of (width, height). Measured on the real images

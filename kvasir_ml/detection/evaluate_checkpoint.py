@@ -16,7 +16,7 @@ from typing import Any
 from kvasir_ml.data.coco import CanonicalDataset
 from kvasir_ml.data.splits import Split
 from kvasir_ml.detection.config import DetectorConfig
-from kvasir_ml.detection.export import export_yolo
+from kvasir_ml.detection.yolo_dataset import export_yolo
 from kvasir_ml.detection.safe_load import check_detector_checkpoint, load_detector_checkpoint
 from kvasir_ml.tracking import NullTracker
 

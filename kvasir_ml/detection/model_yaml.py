@@ -29,7 +29,7 @@ import ast
 from pathlib import Path
 from typing import Any
 
-from kvasir_ml.detection.yolo import WeightsError, ensure_ultralytics
+from kvasir_ml.detection.ultralytics_env import WeightsError, ensure_ultralytics
 
 # torch.nn activations a model description may name (torch.nn.modules.activation, element-wise).
 ACTIVATIONS = frozenset({

@@ -30,7 +30,7 @@ from kvasir_ml.data.coco import CanonicalDataset, load_canonical
 from kvasir_ml.data.resolve import dataset_name, resolve_dataset, resolve_split
 from kvasir_ml.data.verified import folder_view
 from kvasir_ml.detection.config import DetectorConfig
-from kvasir_ml.detection.export import YoloExport, export_yolo
+from kvasir_ml.detection.yolo_dataset import YoloExport, export_yolo
 from kvasir_ml.detection.training import check_resume_checkpoint, fit, history_from_results
 from kvasir_ml.detection.yolo import resolve_weights
 from kvasir_ml.results_schema import write_metrics

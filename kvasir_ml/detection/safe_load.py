@@ -39,7 +39,8 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from kvasir_ml.detection.yolo import WeightsError, ensure_ultralytics
+from kvasir_ml.detection.model_yaml import check_model_description
+from kvasir_ml.detection.ultralytics_env import WeightsError, ensure_ultralytics
 
 _LAYER_PACKAGES = ("torch.nn.modules", "ultralytics.nn.modules")
 _MODEL_MODULES = ("ultralytics.nn.tasks",)
@@ -196,8 +197,6 @@ def _check_descriptions(ckpt: dict[str, Any], path: Path) -> None:
     """The model YAML each model of the checkpoint carries: ultralytics builds a new model from
     it (``parse_model``, which evaluates its strings) when training from the weights or resuming,
     and copies it into every checkpoint it writes."""
-    from kvasir_ml.detection.model_yaml import check_model_description
-
     for key in ("model", "ema"):
         model = ckpt.get(key)
         if model is not None and hasattr(model, "yaml"):

@@ -12,10 +12,11 @@ from typing import Any
 
 from kvasir_ml.data.coco import CanonicalDataset
 from kvasir_ml.detection.config import DetectorConfig
-from kvasir_ml.detection.export import YoloExport, unique_stem
+from kvasir_ml.detection.yolo_dataset import YoloExport, unique_stem
 from kvasir_ml.detection.overlay import draw_overlay
-from kvasir_ml.detection.predict import run_detector, save_coco_results, to_coco_results
-from kvasir_ml.detection.yolo import load_yolo, no_platform_key, ultralytics_device
+from kvasir_ml.detection.detect import run_detector, save_coco_results, to_coco_results
+from kvasir_ml.detection.ultralytics_env import no_platform_key
+from kvasir_ml.detection.yolo import load_yolo, ultralytics_device
 from kvasir_ml.evaluation.detection import coco_evaluate
 from kvasir_ml.tracking import Tracker
 

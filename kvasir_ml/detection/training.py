@@ -16,11 +16,11 @@ from typing import Any
 
 from kvasir_ml.config import dump_config
 from kvasir_ml.detection.config import DetectorConfig
-from kvasir_ml.detection.export import YoloExport
+from kvasir_ml.detection.yolo_dataset import YoloExport
 from kvasir_ml.detection.safe_load import check_resume_args, load_detector_checkpoint
+from kvasir_ml.detection.ultralytics_env import no_platform_key
 from kvasir_ml.detection.yolo import (
     load_yolo,
-    no_platform_key,
     resolve_amp,
     resolve_weights,
     ultralytics_device,

@@ -18,7 +18,7 @@ logged side by side in ``metrics.json``):
   ``iscrowd`` boxes; ultralytics has no area ranges and no crowd handling. Our "AP" is the
   ``area=all`` row.
 * **Inputs.** ultralytics' val scores its letterboxed, rect-batched forward passes;
-  our COCO results come from ``detection.predict.run_detector`` (one letterboxed image at a time, the same
+  our COCO results come from ``detection.detect.run_detector`` (one letterboxed image at a time, the same
   code path as ``kvasir-ml predict``), so NMS sees slightly different scores.
 * **Class averaging.** Both average over classes with ground truth; a class with no
   ground-truth box in the split has no AP (``None`` here, rather than silently 0).

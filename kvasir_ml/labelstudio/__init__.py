@@ -1,8 +1,8 @@
 """kvasir_ml.labelstudio: the Label Studio round trip.
 
-* ``config``  — labeling config generated from the taxonomy (annotations/labeling_config.xml).
+* ``labeling_config`` — labeling config generated from the taxonomy (annotations/labeling_config.xml).
 * ``convert`` — pure converters: canonical boxes/labels <-> Label Studio results and tasks.
-* ``export``  — a JSON export (list of tasks) -> a new canonical version, with a report.
+* ``from_export`` — a JSON export (list of tasks) -> a new canonical version, with a report.
 * ``client``  — SDK wrapper: bounded retries, clear and redacted errors.
 * ``server``  — start/stop a local offline server (development, tests, benchmarks).
 * ``sync``    — push (idempotent, batched, with pre-annotations) and pull (snapshot export).

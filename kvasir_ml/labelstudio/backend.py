@@ -54,7 +54,7 @@ class BackendError(ValueError):
 def checkpoint_predict_fn(classifier: str | Path | None, detector: str | Path | None, device: str = "auto",
                           trust_detector: bool = False, conf: float | None = PRELABEL_CONF,
                           max_boxes: int = PRELABEL_MAX_BOXES) -> PredictFn:
-    """``kvasir_ml.predict.Predictor`` for the checkpoints, loaded once, here (a bad checkpoint
+    """``kvasir_ml.inference.combined.Predictor`` for the checkpoints, loaded once, here (a bad checkpoint
     fails at start-up, not on an annotator's first task).
 
     The backend serves the weights it loaded, under the version named from the files at
@@ -62,7 +62,7 @@ def checkpoint_predict_fn(classifier: str | Path | None, detector: str | Path | 
     not picked up: switch models through a current-model file (``serving``) instead.
     ``conf`` / ``max_boxes``: the box threshold and per-frame cap (None = the checkpoint's).
     """
-    from kvasir_ml.predict import Predictor
+    from kvasir_ml.inference.combined import Predictor
 
     if not classifier and not detector:
         raise ValueError("the ML backend needs --classifier and/or --detector")
@@ -99,7 +99,7 @@ class Backend:
 
     Args:
         data_root: the folder task images are relative to (Label Studio's document root).
-        predict_fn: image paths -> ``kvasir_ml.predict`` entries (``checkpoint_predict_fn``).
+        predict_fn: image paths -> ``kvasir_ml.inference.combined`` entries (``checkpoint_predict_fn``).
         model_version: the name predictions are stored under in Label Studio.
     """
 

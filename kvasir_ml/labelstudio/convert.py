@@ -38,7 +38,7 @@ from kvasir_ml.geometry import (
 )
 from kvasir_ml.io import UnsafePathError
 from kvasir_ml.io import safe_relative_path as io_safe_relative_path
-from kvasir_ml.labelstudio.config import BOXES_NAME, IMAGE_KEY, IMAGE_NAME, INSET_NAME, LABELS_NAME
+from kvasir_ml.labelstudio.labeling_config import BOXES_NAME, IMAGE_KEY, IMAGE_NAME, INSET_NAME, LABELS_NAME
 from kvasir_ml.labelstudio.uncertainty import frame_confidence
 from kvasir_ml.taxonomy import Taxonomy
 
@@ -200,7 +200,7 @@ def prediction_from_combined(
     entry: dict[str, Any], width_px: int, height_px: int, model_version: str, taxonomy: Taxonomy,
     task_id: Any = None,
 ) -> tuple[dict[str, Any] | None, list[Problem]]:
-    """A Label Studio prediction from one ``kvasir_ml.predict`` entry.
+    """A Label Studio prediction from one ``kvasir_ml.inference.combined`` entry.
 
     Boxes are in the pixel frame of the predicted image (``entry["width"/"height"]`` when
     present); percent is relative, so they are converted with that frame and stamped with

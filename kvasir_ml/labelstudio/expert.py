@@ -26,7 +26,7 @@ from typing import Any, Sequence, cast
 
 from kvasir_ml.geometry import Box, iou_xywh_px
 from kvasir_ml.io import atomic_write_json, sha256_file
-from kvasir_ml.labelstudio.config import INSET_NAME, LABELS_NAME
+from kvasir_ml.labelstudio.labeling_config import INSET_NAME, LABELS_NAME
 from kvasir_ml.labelstudio.convert import (
     ConvertError, Labeling, box_to_result, choices_result, image_key_from_task_data, labeling_from_results,
     prediction_from_combined,

@@ -29,7 +29,7 @@ def read_prediction_file(path: str | Path) -> tuple[list[Any], str]:
     from kvasir_ml.io import read_json, sha256_file
 
     if str(path).endswith(".jsonl"):  # `kvasir-ml predict --out FILE.jsonl`
-        from kvasir_ml.predict_stream import read_predictions
+        from kvasir_ml.inference.stream import read_predictions
 
         # checked record by record (file, line and field named), then handed on as the entries they were
         entries = [r.model_dump(exclude_unset=True, by_alias=True) for r in read_predictions(path)]

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from kvasir_ml.labelstudio.client import LabelStudioError, LSClient
-from kvasir_ml.labelstudio.export import ExportError
+from kvasir_ml.labelstudio.from_export import ExportError
 
 log = logging.getLogger(__name__)
 

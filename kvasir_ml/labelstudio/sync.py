@@ -5,7 +5,7 @@ task data), predictions by ``model_version``; whatever already exists is skipped
 that stopped half-way is simply run again. New tasks go in batches through the bulk import
 API with their predictions inline (one request per batch, not per task).
 
-Pull takes a snapshot export through the SDK, converts it with ``export.py`` and writes
+Pull takes a snapshot export through the SDK, converts it with ``from_export.py`` and writes
 the next version of the canonical file beside the previous one (never in place).
 """
 
@@ -21,12 +21,12 @@ from typing import Any, Iterable, Sequence
 from kvasir_ml.data.coco import CanonicalDataset, load_canonical
 from kvasir_ml.io import atomic_write
 from kvasir_ml.labelstudio.client import LabelStudioError, LSClient
-from kvasir_ml.labelstudio.config import labeling_config_xml
+from kvasir_ml.labelstudio.labeling_config import labeling_config_xml
 from kvasir_ml.labelstudio.convert import (
     ConvertError, Problem, image_key_from_task_data, prediction_from_combined, safe_relative_path, task_payload,
 )
 from kvasir_ml.labelstudio.expert import ExpertPush, push_expert_drafts, review_path_for, write_review_file
-from kvasir_ml.labelstudio.export import ConvertReport, export_to_canonical, slim_task
+from kvasir_ml.labelstudio.from_export import ConvertReport, export_to_canonical, slim_task
 from kvasir_ml.labelstudio.snapshot import DEFAULT_EXPORT_WAIT_S, download_snapshot, iter_export_file
 from kvasir_ml.labelstudio.queue import UNCERTAINTY_SAMPLING, set_uncertainty_sampling, update_task_fields
 from kvasir_ml.labelstudio.uncertainty import PRELABEL_CONF, PRELABEL_MAX_BOXES, frame_confidence, uncertainty_fields
@@ -159,7 +159,7 @@ def check_image_served(client: LSClient, data_root: Path, file_name: str) -> Non
 
 # ---- predictions ----------------------------------------------------------------------------
 def match_predictions(entries: Sequence[dict[str, Any]], data_root: Path, known: set[str]) -> tuple[dict[str, dict], list[Problem]]:
-    """Map combined-prediction entries (``kvasir_ml.predict`` format) to canonical file names.
+    """Map combined-prediction entries (``kvasir_ml.inference.combined`` format) to canonical file names.
 
     An entry is matched by ``file_name`` if present, else by its ``image`` path (absolute,
     or relative to the data root or to the working directory), which must lie in the data root.
@@ -192,13 +192,13 @@ def match_predictions(entries: Sequence[dict[str, Any]], data_root: Path, known:
 def predictions_from_checkpoints(dataset: CanonicalDataset, data_root: Path, classifier_ckpt=None, detector_ckpt=None,
                                  device: str = "auto", trust_detector: bool = False, conf: float | None = PRELABEL_CONF,
                                  max_boxes: int = PRELABEL_MAX_BOXES) -> list[dict[str, Any]]:
-    """Run ``kvasir_ml.predict.predict_images`` on every image of the dataset.
+    """Run ``kvasir_ml.inference.combined.predict_images`` on every image of the dataset.
 
     ``trust_detector`` skips the check that the detector file cannot run code (files you trust);
     ``conf`` / ``max_boxes``: the pre-annotation box threshold and per-frame cap (None = the
     checkpoint's ``predict_conf``).
     """
-    from kvasir_ml.predict import predict_images
+    from kvasir_ml.inference.combined import predict_images
 
     paths = [data_root / img["file_name"] for img in dataset.images]
     return predict_images(paths, classifier_ckpt=classifier_ckpt, detector_ckpt=detector_ckpt, device=device,

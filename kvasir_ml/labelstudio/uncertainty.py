@@ -39,11 +39,11 @@ def label_margin(score: float, threshold: float) -> float:
 
 
 def frame_confidence(entry: Mapping[str, Any]) -> float | None:
-    """The frame's confidence in [0, 1] from one ``kvasir_ml.predict`` entry (see module doc).
+    """The frame's confidence in [0, 1] from one ``kvasir_ml.inference.combined`` entry (see module doc).
 
     Args:
         entry: ``labels`` {label: score}, optional ``thresholds`` {label: threshold} (written
-            by ``train.predict.classify_arrays``; missing ones count as 0.5), ``boxes`` [{score, ...}].
+            by ``train.classify.classify_arrays``; missing ones count as 0.5), ``boxes`` [{score, ...}].
 
     Returns:
         The minimum over label margins and box scores, or None when the entry has neither

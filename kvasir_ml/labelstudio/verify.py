@@ -29,7 +29,7 @@ from xml.sax.saxutils import quoteattr
 
 from kvasir_ml.data.coco import CanonicalDataset
 from kvasir_ml.labelstudio.client import LabelStudioError, LSClient
-from kvasir_ml.labelstudio.config import (
+from kvasir_ml.labelstudio.labeling_config import (
     _BOX_COLOURS, BOXES_NAME, GROUP_TITLES, IMAGE_NAME, REGION_TITLES,
 )
 from kvasir_ml.labelstudio.convert import ConvertError, image_key_from_task_data, image_url, safe_relative_path

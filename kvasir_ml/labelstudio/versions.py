@@ -16,7 +16,7 @@ from kvasir_ml.data.coco import CanonicalDataset
 from kvasir_ml.io import atomic_write_json, read_json, sha256_file, sha256_json
 
 if TYPE_CHECKING:
-    from kvasir_ml.labelstudio.export import ConvertReport
+    from kvasir_ml.labelstudio.from_export import ConvertReport
 
 _SAME_BOX_PX = 0.01  # boxes closer than this (each coordinate) count as unchanged in diffs
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from kvasir_ml.labelstudio.client import LabelStudioError, LSClient
-from kvasir_ml.labelstudio.config import IMAGE_KEY, VIDEO_NAME, video_labeling_config_xml
+from kvasir_ml.labelstudio.labeling_config import IMAGE_KEY, VIDEO_NAME, video_labeling_config_xml
 from kvasir_ml.labelstudio.convert import (
     ConvertError, Problem, image_key_from_task_data, image_url, resolve_in_root, safe_relative_path,
 )

@@ -196,7 +196,7 @@ TRACK_REGION_PREFIX = "track-"  # region id of a pushed track: "track-<track id>
 def region_from_track(track_id: int, box_class: str, keyframes: list[dict[str, Any]], video: VideoFrame,
                       score: float | None = None) -> dict[str, Any]:
     """One ``videorectangle`` result region (a prediction's or an annotation's) for one track."""
-    from kvasir_ml.labelstudio.config import VIDEO_BOXES_NAME, VIDEO_NAME
+    from kvasir_ml.labelstudio.labeling_config import VIDEO_BOXES_NAME, VIDEO_NAME
 
     region = {"id": f"{TRACK_REGION_PREFIX}{int(track_id)}", "type": "videorectangle", "from_name": VIDEO_BOXES_NAME,
               "to_name": VIDEO_NAME, "value": {"sequence": keyframes, "labels": [box_class],

@@ -29,7 +29,7 @@ from kvasir_ml.results_schema import ResultsError, read_metrics
 
 log = logging.getLogger(__name__)
 
-Detection = dict[str, Any]  # {"class", "score", "xywh_px"} as detection.predict returns them
+Detection = dict[str, Any]  # {"class", "score", "xywh_px"} as detection.detect returns them
 
 
 class OofError(ValueError):

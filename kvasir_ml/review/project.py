@@ -44,7 +44,7 @@ def top_files(suspects: Sequence[dict[str, Any]], k: int) -> list[str]:
 
 def suggestion_entry(img: dict[str, Any], boxes: Sequence[tuple[str, list[float]]],
                      suspects: Sequence[dict[str, Any]], min_score: float = DEFAULT_MIN_SCORE) -> dict[str, Any]:
-    """The suggested labeling of one image as a ``kvasir_ml.predict``-style entry.
+    """The suggested labeling of one image as a ``kvasir_ml.inference.combined``-style entry.
 
     Args:
         img: canonical image entry. boxes: its given boxes ``(class, xywh_px)``.

@@ -10,7 +10,7 @@ separately, the largest of its pool workers):
 * ``split``   — ``make_splits`` with those groups;
 * ``cache``   — the decode-once cache warmed for every image and one pack per split;
 * ``loader``  — one pass of the training DataLoader over the train split (no model);
-* ``predict`` — ``kvasir_ml.predict.Predictor`` (tiny classifier) over every image.
+* ``predict`` — ``kvasir_ml.inference.combined.Predictor`` (tiny classifier) over every image.
 
 Per-image cost = seconds / images the stage handles (the loader: train images). Setup
 (writing frames, training the tiny checkpoint, building the loader) is not timed.
@@ -130,7 +130,7 @@ def ensure_tiny_checkpoint(ckpt: Path) -> Path:
 
 def _predict(p: dict[str, Path]) -> tuple[int, float]:
     from kvasir_ml.data.coco import load_canonical
-    from kvasir_ml.predict import Predictor
+    from kvasir_ml.inference.combined import Predictor
 
     predictor = Predictor(classifier_ckpt=ensure_tiny_checkpoint(p["ckpt"]), device="cpu")
     paths = [p["root"] / img["file_name"] for img in load_canonical(p["canonical"]).images]
@@ -143,7 +143,7 @@ def _predict(p: dict[str, Path]) -> tuple[int, float]:
 
 _IMPORTS = ("kvasir_ml.data.coco", "kvasir_ml.data.sources", "kvasir_ml.data.near_duplicates", "kvasir_ml.data.splits",
             "kvasir_ml.data.phash_cache", "kvasir_ml.data.cache", "imagehash", "scipy.sparse.csgraph",
-            "iterstrat.ml_stratifiers", "kvasir_ml.train.prepare", "kvasir_ml.predict", "kvasir_ml.train.predict")
+            "iterstrat.ml_stratifiers", "kvasir_ml.train.prepare", "kvasir_ml.inference.combined", "kvasir_ml.train.classify")
 _TIMED: dict[str, Callable[[dict[str, Path]], int]] = {
     "index": _index, "hashes": _hashes, "hashes_warm": _hashes, "split": _split, "cache": _cache}
 _SELF_TIMED: dict[str, Callable[[dict[str, Path]], tuple[int, float]]] = {"loader": _loader, "predict": _predict}

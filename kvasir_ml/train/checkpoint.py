@@ -15,11 +15,15 @@ numbers, fitted on val at the checkpoint's epoch.
 
 ``last.pt`` holds all of it (for ``--resume``); ``best.pt`` (the epoch chosen by the
 ``eval.select`` rule, ``best_score`` its score, higher is better; used by
-``predict`` and logged as the model artifact) leaves out optimizer, scheduler and RNG.
+``predict`` and logged as the model artifact) leaves out optimizer, scheduler and RNG. Both are
+written as one commit (``commit_checkpoints``) that ``recover_checkpoints`` completes or rolls
+back after a kill.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import platform
 import random
 from pathlib import Path
@@ -28,9 +32,13 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from kvasir_ml.io import atomic_write
+from kvasir_ml.io import atomic_write, orphaned_temp_files
+from kvasir_ml.rundir import RunDirError
 
 CHECKPOINT_FORMAT = 1
+PENDING_BEST = "best.next.pt"  # a new best.pt waiting for last.pt to name its epoch
+
+log = logging.getLogger(__name__)
 
 
 class CheckpointError(ValueError):
@@ -116,3 +124,78 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         if not isinstance(state, dict) or key not in state:
             raise CheckpointError(f"checkpoint {path} is not a kvasir_ml classifier checkpoint (no {key!r})")
     return state
+
+
+def commit_checkpoints(ckpt_dir: Path, state: dict[str, Any], new_best: bool) -> None:
+    """Write last.pt (and, with ``new_best``, best.pt) as one commit whose record is last.pt.
+
+    best.pt may only change together with last.pt's ``best_epoch``, else a kill between
+    the two writes leaves a stale best.pt that a resumed run would report. So a new best
+    goes to ``best.next.pt`` first, then last.pt (naming its epoch) is written, then
+    best.next.pt is renamed over best.pt; ``recover_checkpoints`` rolls a kill at any
+    point back (orphan best.next.pt) or forward (rename not done yet).
+
+    Args:
+        ckpt_dir: ``RUN_DIR/checkpoints``.
+        state: the whole checkpoint of this epoch (``last.pt``).
+        new_best: this epoch becomes best.pt (``state["best_epoch"]`` names it).
+    """
+    pending = ckpt_dir / PENDING_BEST
+    if new_best:
+        # best.pt is for predict and the model artifact: no optimizer/scheduler/RNG (3x smaller).
+        save_checkpoint(pending, {k: v for k, v in state.items() if k not in ("optimizer", "scheduler", "rng")})
+    save_checkpoint(ckpt_dir / "last.pt", state)
+    if new_best:
+        os.replace(pending, ckpt_dir / "best.pt")
+
+
+def recover_checkpoints(ckpt_dir: Path, last: dict[str, Any]) -> list[str]:
+    """Make ``best.pt`` agree with ``last.pt`` after an interrupted ``commit_checkpoints``.
+
+    Deletes temporary files of killed writes; renames a pending ``best.next.pt`` into place
+    when ``last.pt`` already names its epoch (roll forward), else deletes it (roll back: its
+    epoch is re-run); then checks that ``best.pt`` holds ``last["best_epoch"]``. A missing
+    or different best.pt is rebuilt from last.pt when last.pt holds that very epoch.
+
+    Args:
+        ckpt_dir: ``RUN_DIR/checkpoints``.
+        last: the loaded ``last.pt``.
+
+    Returns:
+        What was done, one line each (also logged).
+
+    Raises:
+        RunDirError: best.pt does not hold the best epoch and cannot be rebuilt.
+    """
+    actions = []
+    for tmp in orphaned_temp_files(ckpt_dir):
+        tmp.unlink()
+        actions.append(f"removed {tmp.name} (a write killed half-way)")
+    best_epoch, pending, best = last.get("best_epoch"), ckpt_dir / PENDING_BEST, ckpt_dir / "best.pt"
+    if pending.is_file():
+        if best_epoch is not None and _epoch_of(pending) == int(best_epoch):
+            os.replace(pending, best)
+            actions.append(f"completed the commit of {best.name} (epoch {best_epoch})")
+        else:
+            pending.unlink()
+            actions.append(f"removed {pending.name}: its epoch was not committed to last.pt and is re-run")
+    if best_epoch is None:  # written before checkpoints recorded best_epoch: nothing to check against
+        actions.append(f"{best.name} not verified: last.pt predates best_epoch records")
+    elif int(best_epoch) > 0 and _epoch_of(best) != int(best_epoch):
+        found = _epoch_of(best)
+        if int(last["epoch"]) != int(best_epoch):
+            raise RunDirError(f"cannot resume: {best} holds epoch {found} but {ckpt_dir / 'last.pt'} says the best "
+                              f"model is epoch {best_epoch}, which no checkpoint holds any more")
+        save_checkpoint(best, {k: v for k, v in last.items() if k not in ("format", "optimizer", "scheduler", "rng")})
+        actions.append(f"rebuilt {best.name} from last.pt (it held epoch {found}, the best is {best_epoch})")
+    for line in actions:
+        log.warning("%s: %s", ckpt_dir, line)
+    return actions
+
+
+def _epoch_of(path: Path) -> int | None:
+    """The ``epoch`` a checkpoint holds; None when it is missing or unreadable."""
+    try:
+        return int(load_checkpoint(path)["epoch"])
+    except (CheckpointError, KeyError, TypeError, ValueError):
+        return None

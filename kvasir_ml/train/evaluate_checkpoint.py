@@ -24,7 +24,7 @@ from kvasir_ml.data.verified import folder_view
 from kvasir_ml.device import resolve_device
 from kvasir_ml.train import report
 from kvasir_ml.train.loop import evaluate
-from kvasir_ml.train.predict import load_classifier
+from kvasir_ml.train.classify import load_classifier
 from kvasir_ml.train.prepare import (
     RunData,
     batch_loader,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import random
 from pathlib import Path
 from typing import Any, cast
@@ -26,7 +25,6 @@ from torch.nn.parallel import DistributedDataParallel
 from kvasir_ml.config import dump_config, save_config
 from kvasir_ml.device import resolve_device
 from kvasir_ml.evaluation import posthoc
-from kvasir_ml.io import orphaned_temp_files
 from kvasir_ml.results_schema import write_metrics
 from kvasir_ml.models.classifier import KvasirClassifier, build_model, check_weights_file
 from kvasir_ml.rundir import RunDirError, check_run_dir, config_differences
@@ -37,11 +35,11 @@ from kvasir_ml.tracking import NullTracker, Tracker, make_tracker
 from kvasir_ml.train import augment, report
 from kvasir_ml.train import distributed as ddp
 from kvasir_ml.train.checkpoint import (
-    CheckpointError,
+    commit_checkpoints,
     library_versions,
     load_checkpoint,
+    recover_checkpoints,
     rng_state,
-    save_checkpoint,
     set_rng_state,
 )
 from kvasir_ml.train.config import ClassifierConfig, load_classifier_config
@@ -106,65 +104,11 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: ClassifierConfig, step
     return None
 
 
-PENDING_BEST = "best.next.pt"  # a new best.pt waiting for last.pt to name its epoch
-
-
 # runtime.compile applies on these devices, with this torch.compile backend. Not on CPU: inductor
 # needs a C++ toolchain there and compiles for minutes; the CPU tests add "cpu" with "aot_eager"
 # (dynamo + AOTAutograd, the parts the frozen -> unfrozen re-wrap depends on).
 COMPILE_DEVICES: tuple[str, ...] = ("cuda",)
 COMPILE_BACKEND = "inductor"
-
-def recover_checkpoints(ckpt_dir: Path, last: dict[str, Any]) -> list[str]:
-    """Make ``best.pt`` agree with ``last.pt`` after an interrupted ``_save_checkpoints``.
-
-    Deletes temporary files of killed writes; renames a pending ``best.next.pt`` into place
-    when ``last.pt`` already names its epoch (roll forward), else deletes it (roll back: its
-    epoch is re-run); then checks that ``best.pt`` holds ``last["best_epoch"]``. A missing
-    or different best.pt is rebuilt from last.pt when last.pt holds that very epoch.
-
-    Args:
-        ckpt_dir: ``RUN_DIR/checkpoints``.
-        last: the loaded ``last.pt``.
-
-    Returns:
-        What was done, one line each (also logged).
-
-    Raises:
-        RunDirError: best.pt does not hold the best epoch and cannot be rebuilt.
-    """
-    actions = []
-    for tmp in orphaned_temp_files(ckpt_dir):
-        tmp.unlink()
-        actions.append(f"removed {tmp.name} (a write killed half-way)")
-    best_epoch, pending, best = last.get("best_epoch"), ckpt_dir / PENDING_BEST, ckpt_dir / "best.pt"
-    if pending.is_file():
-        if best_epoch is not None and _epoch_of(pending) == int(best_epoch):
-            os.replace(pending, best)
-            actions.append(f"completed the commit of {best.name} (epoch {best_epoch})")
-        else:
-            pending.unlink()
-            actions.append(f"removed {pending.name}: its epoch was not committed to last.pt and is re-run")
-    if best_epoch is None:  # written before checkpoints recorded best_epoch: nothing to check against
-        actions.append(f"{best.name} not verified: last.pt predates best_epoch records")
-    elif int(best_epoch) > 0 and _epoch_of(best) != int(best_epoch):
-        found = _epoch_of(best)
-        if int(last["epoch"]) != int(best_epoch):
-            raise RunDirError(f"cannot resume: {best} holds epoch {found} but {ckpt_dir / 'last.pt'} says the best "
-                              f"model is epoch {best_epoch}, which no checkpoint holds any more")
-        save_checkpoint(best, {k: v for k, v in last.items() if k not in ("format", "optimizer", "scheduler", "rng")})
-        actions.append(f"rebuilt {best.name} from last.pt (it held epoch {found}, the best is {best_epoch})")
-    for line in actions:
-        log.warning("%s: %s", ckpt_dir, line)
-    return actions
-
-
-def _epoch_of(path: Path) -> int | None:
-    """The ``epoch`` a checkpoint holds; None when it is missing or unreadable."""
-    try:
-        return int(load_checkpoint(path)["epoch"])
-    except (CheckpointError, KeyError, TypeError, ValueError):
-        return None
 
 
 class _Trainer:
@@ -249,7 +193,7 @@ class _Trainer:
         """Load ``last.pt`` (model, optimizer, scheduler, epoch, RNG, history) for ``--resume``.
 
         First finishes or undoes a checkpoint commit a kill interrupted (see
-        ``_save_checkpoints``) and checks that ``best.pt`` holds the epoch ``last.pt`` names.
+        ``checkpoint.commit_checkpoints``) and checks that ``best.pt`` holds the epoch ``last.pt`` names.
         """
         state = load_checkpoint(self.ckpt_dir / "last.pt", map_location=self.device)  # checked by _check_run_dir
         self.model.load_state_dict(state["model"])
@@ -276,7 +220,7 @@ class _Trainer:
             "config": dump_config(self.cfg),
             "label_names": self.data.label_names,
             "class_names": self.data.class_names,
-            "taxonomy_version": load_taxonomy().version,  # checked by predict (train.predict.check_taxonomy_version)
+            "taxonomy_version": load_taxonomy().version,  # checked by predict (train.classify.check_taxonomy_version)
             **self.posthoc_state,  # thresholds, calibration, decoder
             "split_sha256": self.data.split.sha256,
             "dataset": self.data.dataset_name,
@@ -359,25 +303,11 @@ class _Trainer:
                  "  *best*" if improved else "")
 
     def _save_checkpoints(self, epochs_done: int, improved: bool) -> None:
-        """Write best.pt and last.pt as one commit whose record is last.pt.
-
-        best.pt may only change together with last.pt's ``best_epoch``, else a kill between
-        the two writes leaves a stale best.pt that a resumed run would report. So a new best
-        goes to ``best.next.pt`` first, then last.pt (naming its epoch) is written, then
-        best.next.pt is renamed over best.pt; ``recover_checkpoints`` rolls a kill at any
-        point back (orphan best.next.pt) or forward (rename not done yet).
-        """
+        """Commit best.pt and last.pt of this epoch (``checkpoint.commit_checkpoints``)."""
         new_best = improved or not (self.ckpt_dir / "best.pt").is_file()
         if new_best:
             self.best_epoch = epochs_done
-        state = self.checkpoint_state(epochs_done)
-        pending = self.ckpt_dir / PENDING_BEST
-        if new_best:
-            # best.pt is for predict and the model artifact: no optimizer/scheduler/RNG (3x smaller).
-            save_checkpoint(pending, {k: v for k, v in state.items() if k not in ("optimizer", "scheduler", "rng")})
-        save_checkpoint(self.ckpt_dir / "last.pt", state)
-        if new_best:
-            os.replace(pending, self.ckpt_dir / "best.pt")
+        commit_checkpoints(self.ckpt_dir, self.checkpoint_state(epochs_done), new_best)
 
     def final_report(self) -> dict[str, Any]:
         """Best checkpoint on val (for the record) and test (the report); plots; metrics.json.

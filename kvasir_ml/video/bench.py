@@ -29,11 +29,11 @@ def bare_forward_fps(frames: list, classifier_ckpt: str | Path | None, detector_
     """Frames per second of the models alone on frames already in memory (inputs prepared outside the timing)."""
     from kvasir_ml.data.cache import square_from_rgb
     from kvasir_ml.data.inset import detect_inset
-    from kvasir_ml.detection.predict import _frames, checkpoint_meta
+    from kvasir_ml.detection.detect import _frames, checkpoint_meta
     from kvasir_ml.detection.yolo import load_yolo, ultralytics_device
     from kvasir_ml.device import resolve_device
     from kvasir_ml.train.data import inset_inputs
-    from kvasir_ml.train.predict import load_classifier
+    from kvasir_ml.train.classify import load_classifier
 
     dev = resolve_device(device)
     cls_batches: list[dict[str, torch.Tensor]] = []

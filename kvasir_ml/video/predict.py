@@ -3,7 +3,7 @@
 Pipeline (three threads, bounded queues, nothing but a few batches of pixels in memory):
 
     decode thread (decode, inset, classifier inputs) ──batches──▶ main: classifier + detector (the still-image
-    code paths of ``kvasir_ml.predict.Predictor``), tracker, smoother, frames.jsonl
+    code paths of ``kvasir_ml.inference.combined.Predictor``), tracker, smoother, frames.jsonl
     ──frames──▶ encode thread: annotated MP4
 
 OpenCV decoding/encoding and torch release the GIL, so decoding the next batch and encoding
@@ -95,7 +95,7 @@ def predict_video(video: str | Path, out_dir: str | Path, classifier_ckpt: str |
     Args:
         video: the video file (anything OpenCV's FFmpeg decodes).
         out_dir: output folder; an existing ``frames.jsonl`` there is backed up first.
-        classifier_ckpt, detector_ckpt, device, trust_detector: as for ``kvasir_ml.predict.Predictor``.
+        classifier_ckpt, detector_ckpt, device, trust_detector: as for ``kvasir_ml.inference.combined.Predictor``.
         every: process every k-th frame.
         batch_frames: frames per inference batch.
         tracker: ``bytetrack`` | ``botsort`` (box identities).
@@ -113,7 +113,7 @@ def predict_video(video: str | Path, out_dir: str | Path, classifier_ckpt: str |
         ValueError: neither checkpoint given.
     """
     from kvasir_ml.detection.yolo import load_yolo
-    from kvasir_ml.predict import Predictor
+    from kvasir_ml.inference.combined import Predictor
     from kvasir_ml.video import render
 
     if not classifier_ckpt and not detector_ckpt:
@@ -153,7 +153,7 @@ class _Run:
                  smoothing: SmoothingConfig):
         from kvasir_ml.cpu_threads import ThreadTuner
         from kvasir_ml.device import resolve_device
-        from kvasir_ml.train.predict import classifier_inputs
+        from kvasir_ml.train.classify import classifier_inputs
         from kvasir_ml.video.tracks import BoxTracker
 
         self.detector, self.device, self.smoothing_cfg = detector, device, smoothing
@@ -171,7 +171,7 @@ class _Run:
         self.smoother: LabelSmoother | None = None  # built from the first classifier output's thresholds
         self.tracker = None
         if detector is not None:
-            from kvasir_ml.detection.predict import checkpoint_meta
+            from kvasir_ml.detection.detect import checkpoint_meta
 
             meta = checkpoint_meta(detector)
             self.high_conf = float(meta["predict_conf"])
@@ -233,7 +233,7 @@ class _Run:
 
     def process(self, chunk: list[tuple[int, float, np.ndarray, Any, Any]]) -> list[dict[str, Any]]:
         """Classifier and detector on a batch of frames (their insets measured at decode), then the tracker and the smoother frame by frame."""
-        from kvasir_ml.detection.predict import detect_arrays
+        from kvasir_ml.detection.detect import detect_arrays
 
         t0 = time.perf_counter()
         rgbs, insets = [c[2] for c in chunk], [c[3] for c in chunk]

@@ -1,6 +1,6 @@
 """Box identities over time with ultralytics' own multi-object trackers (ByteTrack, BoT-SORT).
 
-The detector runs through ``detection.predict.detect_arrays`` (the still-image path, inset
+The detector runs through ``detection.detect.detect_arrays`` (the still-image path, inset
 masking included); its boxes are handed to the tracker as a small results-like object, the
 interface ``BYTETracker.update`` documents (``conf``, ``cls``, ``xywh`` centre format, boolean
 indexing). Each box that joins an active track gets that track's id; the rest get ``None``.

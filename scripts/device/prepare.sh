@@ -28,16 +28,16 @@ echo "== wheels for CPython $HOST_PYTHON (manylinux x86_64) =="
     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     -d "$DEST/wheels" -r "$HERE/requirements.txt"
 ls -s --block-size=K "$DEST/wheels"
-"$PYTHON" -m kvasir_ml.gpucheck.device check-wheels "$DEST/wheels" "$HERE/host-packages.txt" \
+"$PYTHON" -m kvasir_ml.gpucheck.offline_host check-wheels "$DEST/wheels" "$HERE/host-packages.txt" \
     "$HERE/not-shipped.txt" --python "$HOST_PYTHON"
 
 if [[ -f "$KVASIR_SEG/kavsir_bboxes.json" && -d "$KVASIR_SEG/images" ]]; then
     echo "== Kvasir-SEG resized to 512 px from $KVASIR_SEG =="
-    "$PYTHON" -m kvasir_ml.gpucheck.device resize "$KVASIR_SEG" "$DEST/kvasir-seg-512" --long-side 512 --quality 75
+    "$PYTHON" -m kvasir_ml.gpucheck.offline_host resize "$KVASIR_SEG" "$DEST/kvasir-seg-512" --long-side 512 --quality 75
 else
     echo "WARNING: no Kvasir-SEG at $KVASIR_SEG (set KVASIR_SEG): the check's detector step will use synthetic data" >&2
 fi
 
 echo "== what travels (tracked + untracked-not-ignored files + .device) =="
-"$PYTHON" -m kvasir_ml.gpucheck.device transfer-size "$REPO" "$DEST" --limit-mib "$LIMIT_MIB"
+"$PYTHON" -m kvasir_ml.gpucheck.offline_host transfer-size "$REPO" "$DEST" --limit-mib "$LIMIT_MIB"
 echo "ready: carry .device with the checkout, then on the host: OUT=DIR bash scripts/device/run.sh"

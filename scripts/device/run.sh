@@ -82,7 +82,7 @@ export MPLBACKEND=Agg WANDB_MODE=disabled YOLO_OFFLINE=1
 args=()
 (( HAS_BUDGET )) || args+=(--budget-s "${BUDGET_S:-350}")
 if (( DRY )) && [[ -d "$DEVICE_DIR/wheels" ]]; then  # without the wheels there is no host to simulate
-    "$PYTHON" -m kvasir_ml.gpucheck.device host-modules "$DEVICE_DIR/wheels" "$HERE/host-packages.txt" \
+    "$PYTHON" -m kvasir_ml.gpucheck.offline_host host-modules "$DEVICE_DIR/wheels" "$HERE/host-packages.txt" \
         > "$PREFIX/host-modules.txt" 2>>"$LOG"
     export KVASIR_HOST_MODULES="$PREFIX/host-modules.txt"
 elif (( ! DRY )) && [[ -d "$DEVICE_DIR/kvasir-seg-512" ]]; then

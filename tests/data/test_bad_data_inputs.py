@@ -24,7 +24,7 @@ from kvasir_ml.data.images import MIN_FRAME_SIDE_PX, ImageError, image_size, loa
 from kvasir_ml.data.sources import index_kvasir_seg, index_kvasir_v2, probe_image
 from kvasir_ml.data.splits import SplitError, make_splits, read_fold_file, split_from_hyperkvasir_folds
 from kvasir_ml.io import DuplicateKeyError, loads_yaml, read_json
-from kvasir_ml.predict import _predict_chunk
+from kvasir_ml.inference.combined import _predict_chunk
 from kvasir_ml.taxonomy import TaxonomyError, load_taxonomy
 from kvasir_ml.train.config import ClassifierConfig
 

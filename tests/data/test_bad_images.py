@@ -84,7 +84,7 @@ def test_index_names_the_bomb_and_tiny_frames_and_flags_conflicting_twins(odd_fo
 def checkpoints(tmp_path_factory) -> tuple[Path, Path]:
     """An untrained classifier checkpoint (no training needed to test the plumbing) and an
     ultralytics detector checkpoint as ultralytics writes it."""
-    from kvasir_ml.detection.yolo import ensure_ultralytics
+    from kvasir_ml.detection.ultralytics_env import ensure_ultralytics
 
     out = tmp_path_factory.mktemp("ckpts")
     cfg = load_classifier_config(REPO / "configs" / "classifier_multilabel_tiny.yaml", ["tracking.mode=disabled"])
@@ -126,7 +126,7 @@ def test_predict_keeps_good_results_names_failures_and_exits_1(odd_folder, check
 
 
 def test_a_model_failing_on_one_image_costs_only_that_image(tmp_path):
-    from kvasir_ml.predict import _apply
+    from kvasir_ml.inference.combined import _apply
 
     paths = [tmp_path / f"{i}.png" for i in range(4)]
     entries = [{"image": str(p)} for p in paths]

@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw
 from kvasir_ml.data.cache import square_from_rgb
 from kvasir_ml.data.images import image_size, load_rgb
 from kvasir_ml.data.inset import INSET_STATES, PANEL_RGB, box_slices, detect_inset, hiding_box_xywh_px
-from kvasir_ml.detection.export import inset_mask_box
+from kvasir_ml.detection.yolo_dataset import inset_mask_box
 from kvasir_ml.train.data import hide_slices, inset_inputs
 
 SIZE_PX = 64  # model input side for the checks below

@@ -23,7 +23,8 @@ from kvasir_ml.config import load_config, save_config
 from kvasir_ml.detection.config import DetectorConfig
 from kvasir_ml.detection.model_yaml import UnsafeModelDescriptionError, check_model_description
 from kvasir_ml.detection.safe_load import load_detector_checkpoint
-from kvasir_ml.detection.yolo import ensure_ultralytics, load_yolo
+from kvasir_ml.detection.ultralytics_env import ensure_ultralytics
+from kvasir_ml.detection.yolo import load_yolo
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "configs" / "detector_tiny.yaml"

@@ -17,7 +17,8 @@ from PIL import Image
 
 from kvasir_ml.cli import main as cli_main
 from kvasir_ml.detection.safe_load import UnsafeCheckpointError, load_detector_checkpoint
-from kvasir_ml.detection.yolo import ensure_ultralytics, load_yolo
+from kvasir_ml.detection.ultralytics_env import ensure_ultralytics
+from kvasir_ml.detection.yolo import load_yolo
 
 REPO = Path(__file__).resolve().parents[2]
 

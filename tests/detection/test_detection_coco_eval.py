@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kvasir_ml.data.coco import load_canonical
-from kvasir_ml.detection.predict import to_coco_results
+from kvasir_ml.detection.detect import to_coco_results
 from kvasir_ml.evaluation.detection import coco_evaluate
 
 

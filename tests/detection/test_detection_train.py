@@ -89,7 +89,7 @@ def test_coco_results_use_canonical_ids(trained_run, synth_dir):
 def test_refuses_missing_weights_and_busy_run_dir(tmp_path, synth_dir):
     from kvasir_ml.detection.config import DetectorConfig
     from kvasir_ml.detection.run import RunDirError, train_detector
-    from kvasir_ml.detection.yolo import WeightsError
+    from kvasir_ml.detection.ultralytics_env import WeightsError
 
     cfg = load_config(DetectorConfig, TINY, ["model.weights=/nonexistent/yolo11n.pt", "tracking.mode=disabled"])
     with pytest.raises(WeightsError, match="do not exist"):
@@ -129,7 +129,7 @@ def _fake_classifier_checkpoint(path: Path) -> Path:
 
 
 def test_run_detector_and_combined_predict_json(trained_run, synth_dir, tmp_path, guard):
-    from kvasir_ml.detection.predict import run_detector
+    from kvasir_ml.detection.detect import run_detector
     from kvasir_ml.detection.yolo import load_yolo
 
     images = sorted((synth_dir / "images").glob("*.jpg"))[:3]

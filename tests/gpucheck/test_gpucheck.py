@@ -15,7 +15,7 @@ from PIL import Image
 
 import kvasir_ml.gpucheck as gpucheck
 from kvasir_ml.gpucheck import Phase, _run_phase, run_check
-from kvasir_ml.gpucheck.device import check_wheels, resize_kvasir_seg
+from kvasir_ml.gpucheck.offline_host import check_wheels, resize_kvasir_seg
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -146,7 +146,7 @@ def test_backend_loads_its_models_once_and_reports_a_checkpoint_changed_on_disk(
                                                                                    monkeypatch, caplog):
     import shutil
 
-    import kvasir_ml.train.predict as train_predict
+    import kvasir_ml.train.classify as train_predict
 
     canonical, classifier, detector = loop_models
     ckpt = tmp_path / "best.pt"

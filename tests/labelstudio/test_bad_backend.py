@@ -279,7 +279,7 @@ def test_label_studio_reaches_a_backend_with_basic_auth(ls_client, ls_data_root)
     from kvasir_ml.data.coco import CanonicalDataset
     from kvasir_ml.labelstudio.client import LabelStudioError
     from kvasir_ml.labelstudio.convert import image_key_from_task_data
-    from kvasir_ml.labelstudio.loop import wait_for_backends
+    from kvasir_ml.labelstudio.annotation_round import wait_for_backends
     from kvasir_ml.labelstudio.sync import connect_backend, push_dataset
 
     folder = ls_data_root / "authbackend"

@@ -11,7 +11,7 @@ import pytest
 from kvasir_ml.data.coco import CanonicalDataset
 from kvasir_ml.labelstudio.client import LabelStudioError, LSClient, LSConnection
 from kvasir_ml.labelstudio.convert import ConvertError, box_to_result, result_box_xywh_px, result_size
-from kvasir_ml.labelstudio.export import export_to_canonical
+from kvasir_ml.labelstudio.from_export import export_to_canonical
 
 KEY = "f00dfeedf00dfeedf00dfeedf00dfeedf00dfeed"
 

@@ -9,7 +9,7 @@ from kvasir_ml.data.coco import CanonicalDataset
 from kvasir_ml.labelstudio.convert import (
     ConvertError, annotation_time, box_to_result, choices_result, image_url, result_box_xywh_px,
 )
-from kvasir_ml.labelstudio.export import export_to_canonical
+from kvasir_ml.labelstudio.from_export import export_to_canonical
 
 
 def _base(*names):

@@ -7,7 +7,7 @@ from pathlib import Path
 from cli_docs import documented_commands, leaf_of
 
 from kvasir_ml.cli import build_parser
-from kvasir_ml.labelstudio.config import hotkeys
+from kvasir_ml.labelstudio.labeling_config import hotkeys
 from kvasir_ml.taxonomy import load_taxonomy
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "labelstudio.md"

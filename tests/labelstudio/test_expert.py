@@ -71,7 +71,7 @@ def test_backend_answers_an_unusable_task_with_its_reason(tmp_path):
 def test_an_unedited_model_draft_on_an_unlabelled_image_is_held_by_default_and_taken_with_apply():
     from kvasir_ml.data.coco import CanonicalDataset
     from kvasir_ml.labelstudio.convert import box_to_result, choices_result
-    from kvasir_ml.labelstudio.export import export_to_canonical
+    from kvasir_ml.labelstudio.from_export import export_to_canonical
 
     base = CanonicalDataset.new("t")
     base.add_image("a/new.jpg", 100, 80, [], "t", None)

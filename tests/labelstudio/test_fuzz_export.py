@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 
 from kvasir_ml.data.canonical_schema import validate_canonical
 from kvasir_ml.data.coco import CanonicalDataset
-from kvasir_ml.labelstudio.config import IMAGE_NAME, LABELS_NAME
+from kvasir_ml.labelstudio.labeling_config import IMAGE_NAME, LABELS_NAME
 from kvasir_ml.labelstudio.convert import box_to_result, choices_result
-from kvasir_ml.labelstudio.export import export_to_canonical
+from kvasir_ml.labelstudio.from_export import export_to_canonical
 from kvasir_ml.taxonomy import load_taxonomy
 
 TAX = load_taxonomy()

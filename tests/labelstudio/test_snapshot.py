@@ -12,7 +12,7 @@ from PIL import Image
 
 from kvasir_ml.data.coco import CanonicalDataset
 from kvasir_ml.labelstudio.convert import choices_result, image_url
-from kvasir_ml.labelstudio.export import PackedPredictions, export_to_canonical, slim_task
+from kvasir_ml.labelstudio.from_export import PackedPredictions, export_to_canonical, slim_task
 from kvasir_ml.labelstudio.snapshot import DEFAULT_EXPORT_WAIT_S, download_snapshot, iter_export_file
 from kvasir_ml.labelstudio.sync import find_project, push_dataset
 

@@ -16,10 +16,11 @@ import torch
 
 from kvasir_ml.cli import main as cli_main
 from kvasir_ml.io import DiskFullError, orphaned_temp_files
+from kvasir_ml.train import checkpoint as ckpt_mod
 from kvasir_ml.train import run as run_mod
-from kvasir_ml.train.checkpoint import load_checkpoint, save_checkpoint
+from kvasir_ml.train.checkpoint import PENDING_BEST, load_checkpoint, recover_checkpoints, save_checkpoint
 from kvasir_ml.train.config import load_classifier_config
-from kvasir_ml.train.run import PENDING_BEST, RunDirError, _Trainer, recover_checkpoints, train_classifier
+from kvasir_ml.train.run import RunDirError, _Trainer, train_classifier
 
 REPO = Path(__file__).resolve().parents[2]
 ML_TINY = REPO / "configs" / "classifier_multilabel_tiny.yaml"
@@ -53,7 +54,7 @@ def test_kill_at_any_step_of_the_checkpoint_commit_is_repaired_on_resume(tmp_pat
     ckpt = tmp_path / "checkpoints"
     trainer = _fake_trainer(ckpt)
     _epochs(trainer, [True, False])
-    real_save, real_replace = run_mod.save_checkpoint, os.replace
+    real_save, real_replace = ckpt_mod.save_checkpoint, os.replace
 
     def save(path, state):
         if kill_at == "during-last" and path.name == "last.pt":
@@ -68,8 +69,8 @@ def test_kill_at_any_step_of_the_checkpoint_commit_is_repaired_on_resume(tmp_pat
             raise Killed
         real_replace(src, dst)
 
-    monkeypatch.setattr(run_mod, "save_checkpoint", save)
-    monkeypatch.setattr(run_mod.os, "replace", replace)
+    monkeypatch.setattr(ckpt_mod, "save_checkpoint", save)
+    monkeypatch.setattr(ckpt_mod.os, "replace", replace)
     with pytest.raises(Killed):
         _Trainer._save_checkpoints(trainer, 3, True)
     monkeypatch.undo()
@@ -204,14 +205,15 @@ def test_sigkill_between_best_and_last_resumes_to_the_uninterrupted_result(synth
     kill_epoch = improving[-1]
     script = f"""
 import os, signal, sys
+import kvasir_ml.train.checkpoint as checkpoint
 import kvasir_ml.train.run as run
 from kvasir_ml.train.config import load_classifier_config
-real = run.save_checkpoint
+real = checkpoint.save_checkpoint
 def save(path, state):
     real(path, state)
     if path.name == {PENDING_BEST!r} and state["epoch"] == {kill_epoch}:
         os.kill(os.getpid(), signal.SIGKILL)
-run.save_checkpoint = save
+checkpoint.save_checkpoint = save
 run.train_classifier(load_classifier_config({str(ML_TINY)!r}, {overrides!r}), {str(tmp_path / 'killed')!r})
 """
     proc = subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": str(REPO)},

@@ -18,7 +18,7 @@ from kvasir_ml.cli import main as cli_main
 from kvasir_ml.config import dump_config
 from kvasir_ml.evaluation.decoder import ClassDecoder
 from kvasir_ml.models.classifier import KvasirClassifier
-from kvasir_ml.predict import predict_images
+from kvasir_ml.inference.combined import predict_images
 from kvasir_ml.taxonomy import load_taxonomy
 from kvasir_ml.train.checkpoint import CheckpointError, save_checkpoint
 from kvasir_ml.train.config import load_classifier_config

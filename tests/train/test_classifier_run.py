@@ -99,7 +99,7 @@ def test_thresholds_tuned_on_val_are_in_checkpoint(ml_run):
 
 
 def test_predict_from_checkpoint(ml_run, synth_dir):
-    from kvasir_ml.predict import predict_images
+    from kvasir_ml.inference.combined import predict_images
 
     images = sorted((synth_dir / "images").glob("*.jpg"))[:3]
     out = predict_images(images, classifier_ckpt=ml_run / "checkpoints" / "best.pt", device="cpu")
@@ -115,7 +115,7 @@ def test_predict_from_checkpoint(ml_run, synth_dir):
     # own decode and inset detection must give exactly the same scores
     from kvasir_ml.data.images import load_rgb
     from kvasir_ml.data.inset import detect_inset
-    from kvasir_ml.train.predict import classify_arrays, load_classifier
+    from kvasir_ml.train.classify import classify_arrays, load_classifier
 
     rgbs = [load_rgb(p) for p in images]
     cpu = torch.device("cpu")
@@ -130,7 +130,7 @@ def test_predict_decodes_each_image_once_and_sees_the_training_pixels(ml_run, sy
     from kvasir_ml.data import images as images_mod
     from kvasir_ml.data.cache import ImageCache, square_from_rgb
     from kvasir_ml.data.images import load_rgb
-    from kvasir_ml.predict import predict_images
+    from kvasir_ml.inference.combined import predict_images
 
     images = sorted((synth_dir / "images").glob("*.jpg"))[:4]
     opened = []

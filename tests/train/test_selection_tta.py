@@ -12,7 +12,7 @@ from torch import nn
 
 from kvasir_ml.train.checkpoint import load_checkpoint
 from kvasir_ml.train.config import load_classifier_config
-from kvasir_ml.train.predict import load_classifier
+from kvasir_ml.train.classify import load_classifier
 from kvasir_ml.train.prepare import make_loaders, prepare_data
 from kvasir_ml.train.report import SELECTION_RULES, selection_score, tune_on_val
 from kvasir_ml.train.run import train_classifier

@@ -10,8 +10,8 @@ from PIL import Image
 
 from kvasir_ml.data.coco import CanonicalDataset, load_canonical
 from kvasir_ml.labelstudio.convert import choices_result, image_url
-from kvasir_ml.labelstudio.export import ExportError, load_export
-from kvasir_ml.labelstudio.export import export_to_canonical as _export_to_canonical
+from kvasir_ml.labelstudio.from_export import ExportError, load_export
+from kvasir_ml.labelstudio.from_export import export_to_canonical as _export_to_canonical
 from kvasir_ml.labelstudio.versions import next_version_path
 
 # These tests check the conversion itself, so submissions replace the base labels (the expert-label

@@ -1,6 +1,6 @@
 """Predict over a whole archive: JSON Lines written as it goes, bounded memory, resumable.
 
-``kvasir-ml predict FOLDER --out predictions.jsonl`` writes one ``kvasir_ml.predict`` entry
+``kvasir-ml predict FOLDER --out predictions.jsonl`` writes one ``kvasir_ml.inference.combined`` entry
 per line and flushes after every batch, so a run over 100k frames holds only the batches in
 flight, and a run that was killed is resumed by running the same command again: images
 whose line is already in the file are skipped (matched by the ``"image"`` path as written),
@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from kvasir_ml.predict import CHUNK_IMAGES, Predictor, _apply, decode_frame
+from kvasir_ml.inference.combined import CHUNK_IMAGES, Predictor, _apply, decode_frame
 from kvasir_ml.results_schema import PredictionRecord, parse_result, prediction_line
 
 log = logging.getLogger(__name__)
@@ -141,7 +141,7 @@ class _Frames(Dataset):
         if rgb is None:
             return item
         if self.cfg is not None:
-            from kvasir_ml.train.predict import classifier_inputs
+            from kvasir_ml.train.classify import classifier_inputs
 
             try:
                 item["inputs"] = classifier_inputs(self.cfg, rgb, inset)

@@ -60,15 +60,16 @@ class Predictor:
         self.classifier_threads = ThreadTuner(resolve_device(device) if classifier_ckpt else None)
         self.detector_threads = ThreadTuner(_device_or_none(device) if detector_ckpt else None)
         if classifier_ckpt:
-            from kvasir_ml.train.predict import classifier_inputs, load_classifier
+            from kvasir_ml.train.classify import classifier_inputs, load_classifier
 
             dev = self.device = resolve_device(device)
             loaded = self.classifier = load_classifier(classifier_ckpt, dev)
             self.classify = lambda rgbs, insets: self.classify_prepared(
                 [classifier_inputs(loaded[1], rgb, inset) for rgb, inset in zip(rgbs, insets)])
         if detector_ckpt:
-            from kvasir_ml.detection.predict import detect_arrays
-            from kvasir_ml.detection.yolo import WeightsError, load_yolo
+            from kvasir_ml.detection.detect import detect_arrays
+            from kvasir_ml.detection.ultralytics_env import WeightsError
+            from kvasir_ml.detection.yolo import load_yolo
 
             if str(detector_ckpt).endswith((".yaml", ".yml")):  # an architecture, no trained weights
                 raise WeightsError(f"detector {detector_ckpt} is a model description (YAML), not a trained "
@@ -84,9 +85,9 @@ class Predictor:
             self.detect = detect
 
     def classify_prepared(self, inputs: Sequence[Any]) -> list[dict[str, Any]]:
-        """The classifier on inputs made by ``train.predict.classifier_inputs``, as one batch,
+        """The classifier on inputs made by ``train.classify.classifier_inputs``, as one batch,
         with the thread count ``classifier_threads`` picks."""
-        from kvasir_ml.train.predict import classify_inputs
+        from kvasir_ml.train.classify import classify_inputs
 
         with self.classifier_threads.batch(len(inputs)):
             return classify_inputs(self.classifier, inputs, self.device, batch_size=max(1, len(inputs)))

@@ -15,7 +15,7 @@ import numpy as np
 
 from kvasir_ml.data.images import load_rgb
 from kvasir_ml.data.inset import mask_inset
-from kvasir_ml.detection.export import inset_mask_box
+from kvasir_ml.detection.yolo_dataset import inset_mask_box
 from kvasir_ml.detection.yolo import ultralytics_device
 from kvasir_ml.geometry import xyxy_px_to_xywh_px
 from kvasir_ml.io import atomic_write_json

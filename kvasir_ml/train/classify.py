@@ -116,7 +116,7 @@ def classifier_inputs(cfg: ClassifierConfig, rgb: np.ndarray, inset: InsetResult
 
     The square input is made by ``square_from_rgb``, as the training cache makes it, so the
     pixels match training; the inset is masked or cropped as in training. Pure CPU work: safe
-    in a DataLoader worker (``predict_stream`` prepares frames there while the model runs).
+    in a DataLoader worker (``inference.stream`` prepares frames there while the model runs).
     """
     small = square_from_rgb(rgb, cfg.data.image_size_px)
     return inset_inputs(small, (rgb.shape[1], rgb.shape[0]), inset.state, cfg.model.inset_mode,

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from kvasir_ml.predict import Predictor
-from kvasir_ml.predict_bench import untrained_checkpoint, write_frames
-from kvasir_ml.predict_stream import list_images, predict_to_jsonl, read_jsonl, written_images
+from kvasir_ml.inference.combined import Predictor
+from kvasir_ml.inference.bench import untrained_checkpoint, write_frames
+from kvasir_ml.inference.stream import list_images, predict_to_jsonl, read_jsonl, written_images
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

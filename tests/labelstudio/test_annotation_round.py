@@ -9,7 +9,7 @@ import pytest
 
 from kvasir_ml.data.coco import load_canonical
 from kvasir_ml.labelstudio.convert import choices_result, image_key_from_task_data
-from kvasir_ml.labelstudio.loop import run_loop
+from kvasir_ml.labelstudio.annotation_round import run_loop
 from kvasir_ml.labelstudio.sync import (
     match_predictions, model_version_for, predictions_from_checkpoints, push_dataset, set_prelabeling_model,
 )

@@ -1,10 +1,10 @@
 """Helpers of ``scripts/device/prepare.sh`` (offline GPU hosts): resized Kvasir-SEG, wheel
 closure check, transfer size, and the host's package set for dry runs.
 
-    python -m kvasir_ml.gpucheck.device resize SRC DST [--long-side 512] [--quality 75]
-    python -m kvasir_ml.gpucheck.device check-wheels WHEELS_DIR HOST_PACKAGES NOT_SHIPPED [--python 3.12]
-    python -m kvasir_ml.gpucheck.device transfer-size REPO [PATH ...] [--limit-mib 64]
-    python -m kvasir_ml.gpucheck.device host-modules WHEELS_DIR HOST_PACKAGES > ALLOWED
+    python -m kvasir_ml.gpucheck.offline_host resize SRC DST [--long-side 512] [--quality 75]
+    python -m kvasir_ml.gpucheck.offline_host check-wheels WHEELS_DIR HOST_PACKAGES NOT_SHIPPED [--python 3.12]
+    python -m kvasir_ml.gpucheck.offline_host transfer-size REPO [PATH ...] [--limit-mib 64]
+    python -m kvasir_ml.gpucheck.offline_host host-modules WHEELS_DIR HOST_PACKAGES > ALLOWED
 
 ``resize`` rescales the boxes with the images (a box file that does not match its images
 would otherwise keep boxes at the wrong scale with only size warnings): the JSON's

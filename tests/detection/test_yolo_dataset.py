@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from kvasir_ml.data.coco import load_canonical
 from kvasir_ml.data.images import load_rgb
-from kvasir_ml.detection.export import ExportError, export_yolo, unique_stem, yolo_label_lines
+from kvasir_ml.detection.yolo_dataset import ExportError, export_yolo, unique_stem, yolo_label_lines
 from kvasir_ml.geometry import cxcywh_norm_to_xywh_px
 from kvasir_ml.taxonomy import load_taxonomy
 
@@ -154,7 +154,7 @@ def test_importing_ultralytics_keeps_corrupt_images_a_clear_error(tmp_path):
     """ultralytics patches PIL.Image.open globally; a non-image must still raise ImageError
     (not try to pip-install pi-heif and fail with ModuleNotFoundError)."""
     from kvasir_ml.data.images import ImageError, load_rgb
-    from kvasir_ml.detection.yolo import ensure_ultralytics
+    from kvasir_ml.detection.ultralytics_env import ensure_ultralytics
 
     ensure_ultralytics()
     bad = tmp_path / "not-an-image.jpg"

@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from kvasir_ml.labelstudio.config import (
+from kvasir_ml.labelstudio.labeling_config import (
     BOXES_NAME, DEFAULT_CONFIG_PATH, INSET_NAME, LABELS_NAME, RESERVED_HOTKEYS, labeling_config_xml,
 )
 from kvasir_ml.taxonomy import TaxonomyError, _parse

@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 from kvasir_ml.io import atomic_write_json, read_json
 from kvasir_ml.labelstudio.client import LSClient
-from kvasir_ml.labelstudio.export import ConvertReport
+from kvasir_ml.labelstudio.from_export import ConvertReport
 from kvasir_ml.labelstudio.serving import write_current_model
 from kvasir_ml.labelstudio.uncertainty import PRELABEL_CONF, PRELABEL_MAX_BOXES
 from kvasir_ml.labelstudio.push_models import push_with_predictions

@@ -4,7 +4,7 @@
 * bare: the classifier's forward pass alone on inputs already prepared and in memory
   (same batch size and device), no decode, no post-processing, no output; on a CPU timed at
   each thread count the stream's ``ThreadTuner`` may pick, and the fastest is the baseline;
-* stream: ``predict_stream.predict_to_jsonl`` over the image files, everything included
+* stream: ``inference.stream.predict_to_jsonl`` over the image files, everything included
   (decode, inset, input preparation in workers, the model, calibration, JSON Lines writes).
 
 The bare pass is timed before and after the stream and averaged, so a machine whose load
@@ -25,8 +25,8 @@ from PIL import Image
 
 from kvasir_ml.cpu_threads import thread_candidates
 from kvasir_ml.data.inset import detect_inset
-from kvasir_ml.predict import Predictor
-from kvasir_ml.predict_stream import predict_to_jsonl
+from kvasir_ml.inference.combined import Predictor
+from kvasir_ml.inference.stream import predict_to_jsonl
 
 
 def untrained_checkpoint(path: str | Path, arch: str = "resnet50", image_size_px: int = 224,
@@ -87,7 +87,7 @@ def bare_forward_img_s(predictor: Predictor, sample: list[Path], n_images: int, 
 def _bare_img_s(predictor: Predictor, sample: list[Path], n_images: int, batch: int) -> float:
     """Images per second of the classifier's forward pass alone, on ``sample``'s inputs prepared beforehand."""
     from kvasir_ml.data.images import load_rgb
-    from kvasir_ml.train.predict import classifier_inputs
+    from kvasir_ml.train.classify import classifier_inputs
 
     assert predictor.classifier is not None, "the bare forward pass needs a classifier"
     model, cfg, _ = predictor.classifier
