@@ -234,7 +234,7 @@ def show_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
 
     if path is None and kind is None:
         raise ConfigError("give a config file or --kind")
-    kind = kind or kind_of(path)
+    kind = kind or kind_of(path)  # type: ignore[arg-type]  # path is not None when kind is None (checked above)
     cfg = load_config(model_class(kind), path, overrides)
     overridden = {item.split("=", 1)[0].strip() for item in overrides}
     bases = [] if path is None else [str(p.name) for p, _ in base_chain(find_config(path) or path)[1:]]

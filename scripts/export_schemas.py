@@ -11,10 +11,12 @@ import json
 import sys
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from kvasir_ml.results_schema import ComparisonFile, MetricsFile, PredictionRecord
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "schemas"
-MODELS = {"metrics": MetricsFile, "comparison": ComparisonFile, "prediction": PredictionRecord}
+MODELS: dict[str, type[BaseModel]] = {"metrics": MetricsFile, "comparison": ComparisonFile, "prediction": PredictionRecord}
 
 
 def schema_texts() -> dict[str, str]:

@@ -108,7 +108,8 @@ def resolve_split(ds: CanonicalDataset, cfg: DatasetConfig, work_dir: Path, may_
 def _new_split(ds: CanonicalDataset, cfg: DatasetConfig, work_dir: Path, root: Path | None) -> Split:
     if cfg.near_duplicate_max_distance is not None and root is None:
         root = resolve_dataset(cfg, work_dir, may_write=False)[1]
-    cache = Path(cfg.cache_dir) if getattr(cfg, "cache_dir", None) else work_dir / "cache"
+    cache_dir = getattr(cfg, "cache_dir", None)  # not a DatasetConfig key in every config
+    cache = Path(cache_dir) if cache_dir else work_dir / "cache"
     split = new_split(ds, cfg, root, hash_cache=cache)
     near = split.info.get("near_duplicates")
     if near:
@@ -140,6 +141,8 @@ def new_split(ds: CanonicalDataset, cfg: DatasetConfig, root: str | Path | None,
 
     near = None
     if cfg.near_duplicate_max_distance is not None:
+        if root is None:
+            raise ValueError("near-duplicate grouping needs the image root")
         near = near_duplicate_groups([img["file_name"] for img in ds.images], root, cfg.near_duplicate_max_distance,
                                      max_group_images=cfg.near_duplicate_max_group, cache_dir=hash_cache,
                                      progress=progress)

@@ -70,6 +70,7 @@ def bare_forward_img_s(predictor: Predictor, sample: list[Path], n_images: int, 
     """The classifier's forward pass alone at each thread count the stream may pick
     (``cpu_threads``): the fastest one's images per second and its thread count (the
     strictest baseline: the stream is held to the best the bare model does on this machine now)."""
+    assert predictor.device is not None  # set when a model is loaded
     candidates = thread_candidates() if predictor.device.type == "cpu" else [torch.get_num_threads()]
     saved = torch.get_num_threads()
     rates = {}

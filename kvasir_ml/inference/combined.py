@@ -89,6 +89,7 @@ class Predictor:
         with the thread count ``classifier_threads`` picks."""
         from kvasir_ml.train.classify import classify_inputs
 
+        assert self.classifier is not None and self.device is not None  # loaded together
         with self.classifier_threads.batch(len(inputs)):
             return classify_inputs(self.classifier, inputs, self.device, batch_size=max(1, len(inputs)))
 
@@ -102,6 +103,7 @@ class Predictor:
         with ThreadPoolExecutor(1, thread_name_prefix="predict-decode") as pool:
             pending = pool.submit(_decode_chunk, chunks[0]) if chunks else None
             for i in range(len(chunks)):
+                assert pending is not None  # one pending decode per chunk
                 decoded = pending.result()
                 if i + 1 < len(chunks):
                     pending = pool.submit(_decode_chunk, chunks[i + 1])

@@ -10,6 +10,7 @@ from typing import Any
 
 from kvasir_ml.data.coco import CanonicalDataset
 from kvasir_ml.labelstudio.client import LSClient
+from kvasir_ml.labelstudio.convert import Problem
 from kvasir_ml.labelstudio.sync import (
     PushReport, match_predictions, model_version_for, predictions_from_checkpoints, push_dataset,
 )
@@ -39,7 +40,7 @@ def read_prediction_file(path: str | Path) -> tuple[list[Any], str]:
         raise ValueError(f"{path}: expected a list of prediction entries")
     stamped = {e.get("model_version") for e in entries if isinstance(e, dict)}
     version = stamped.pop() if len(stamped) == 1 and None not in stamped else f"predictions-{sha256_file(path)[:8]}"
-    return entries, version
+    return entries, str(version)
 
 
 def push_with_predictions(
@@ -77,7 +78,8 @@ def push_with_predictions(
         entries = predictions_from_checkpoints(dataset, data_root, classifier, detector, device,
                                                trust_detector=trust_detector, conf=conf, max_boxes=max_boxes)
         model_version = model_version or model_version_for(classifier, detector)
-    predictions, problems = None, []
+    predictions: dict[str, dict] | None = None
+    problems: list[Problem] = []
     if entries is not None:
         predictions, problems = match_predictions(entries, data_root, {img["file_name"] for img in dataset.images})
     report = push_dataset(client, dataset, data_root, project, predictions=predictions,

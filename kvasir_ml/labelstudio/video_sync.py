@@ -294,6 +294,7 @@ def pull_videos(client: LSClient, project: str | int, out_dir: str | Path, data_
         report.written.append(str(path))
         pulled.append((source, video, tracks))
     if stills_every is not None and pulled:
+        assert data_root is not None  # checked on entry
         report.stills, report.n_stills = write_stills(pulled, Path(data_root), out, stills_every, taxonomy)
     return report
 

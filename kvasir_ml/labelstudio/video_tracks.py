@@ -198,7 +198,7 @@ def region_from_track(track_id: int, box_class: str, keyframes: list[dict[str, A
     """One ``videorectangle`` result region (a prediction's or an annotation's) for one track."""
     from kvasir_ml.labelstudio.labeling_config import VIDEO_BOXES_NAME, VIDEO_NAME
 
-    region = {"id": f"{TRACK_REGION_PREFIX}{int(track_id)}", "type": "videorectangle", "from_name": VIDEO_BOXES_NAME,
+    region: dict[str, Any] = {"id": f"{TRACK_REGION_PREFIX}{int(track_id)}", "type": "videorectangle", "from_name": VIDEO_BOXES_NAME,
               "to_name": VIDEO_NAME, "value": {"sequence": keyframes, "labels": [box_class],
                                                "framesCount": video.n_frames,
                                                "duration": round(video.n_frames / video.fps, 6)}}

@@ -182,7 +182,7 @@ def transcode_webm(src: str | Path, dst: str | Path) -> int:
     info = probe_video(src)
     dst = Path(dst)
     tmp = dst.with_name(dst.stem + ".partial.webm")
-    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"VP80"), float(info.fps), (info.width, info.height))
+    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter.fourcc(*"VP80"), float(info.fps), (info.width, info.height))
     if not writer.isOpened():
         raise VideoError(f"{dst}: OpenCV cannot open a VP8 (WebM) encoder")
     n = 0

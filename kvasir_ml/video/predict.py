@@ -238,7 +238,7 @@ class _Run:
         t0 = time.perf_counter()
         rgbs, insets = [c[2] for c in chunk], [c[3] for c in chunk]
         labels = self.classify([c[4] for c in chunk]) if self.classify else [None] * len(rgbs)
-        boxes = [[] for _ in rgbs]
+        boxes: list[list[dict[str, Any]]] = [[] for _ in rgbs]
         if self.detector is not None:
             with self.detector_threads.batch(len(rgbs)):
                 boxes = detect_arrays(self.detector, rgbs, device=self.device, conf=self.low_conf, insets=insets,
