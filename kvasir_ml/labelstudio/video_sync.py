@@ -90,21 +90,6 @@ def ensure_video_project(client: LSClient, project: str | int, fps: float, taxon
     return pid, False
 
 
-def iter_frame_log(path: str | Path) -> Iterator[dict[str, Any]]:
-    """The lines of a ``frames.jsonl`` (``video predict``), one at a time (hours of video stream).
-
-    Raises:
-        ConvertError: a line that is not JSON (the message names the file and line).
-    """
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if line.strip():
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ConvertError(f"{path}: line {n} is not JSON ({exc.msg})") from None
-
-
 def prediction_from_frame_log(entries: Iterable[dict[str, Any]], video: VideoFrame, model_version: str, where: str,
                               tolerance_pct: float = DEFAULT_TOLERANCE_PCT) -> tuple[dict[str, Any], VideoPushReport]:
     """One Label Studio prediction: a ``videorectangle`` region per track id, keyframes reduced.
@@ -172,6 +157,8 @@ def push_video(client: LSClient, video_path: str | Path, frames_path: str | Path
     served, transcoded = _browser_playable(path, browser_copy)
     key = served.relative_to(root).as_posix()
     video = VideoFrame(info.fps, info.n_frames, info.width, info.height)
+    from kvasir_ml.video.render import iter_frame_log  # the one frames.jsonl reader
+
     pred, report = prediction_from_frame_log(iter_frame_log(frames_path), video, model_version, str(frames_path),
                                              tolerance_pct)
     unknown = sorted({r["value"]["labels"][0] for r in pred["result"]} - set(taxonomy.box_class_names))

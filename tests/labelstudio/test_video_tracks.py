@@ -189,11 +189,12 @@ def test_prediction_from_frame_log_one_region_per_track_and_every_kth_frame():
 
 
 def test_frame_log_errors_name_the_file(tmp_path):
-    from kvasir_ml.labelstudio.video_sync import iter_frame_log, prediction_from_frame_log
+    from kvasir_ml.labelstudio.video_sync import prediction_from_frame_log
+    from kvasir_ml.video.render import iter_frame_log
 
     path = tmp_path / "frames.jsonl"
     path.write_text('{"frame": 0, "boxes": []}\n{oops\n')
-    with pytest.raises(ConvertError, match=r"frames.jsonl: line 2 is not JSON"):
+    with pytest.raises(ValueError, match=r"frames.jsonl:2: not a JSON line"):
         list(iter_frame_log(path))
     with pytest.raises(ConvertError, match="f.jsonl: frame 40 lies outside the video"):
         prediction_from_frame_log([_log_line(40, ("polyp", 0.9, [1, 1, 5, 5], 1))], VIDEO, "v", "f.jsonl")
