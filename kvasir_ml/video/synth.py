@@ -30,6 +30,7 @@ from PIL import Image
 
 from kvasir_ml.data import synth as still
 from kvasir_ml.io import atomic_write_json
+from kvasir_ml.taxonomy import INSET_STATES
 
 GENERATOR_VERSION = 1
 VIDEO_NAME = "video.mp4"
@@ -44,7 +45,6 @@ ZOOM_MAX = 1.35
 BLUR_SPEED_PX = 6.0
 # Random extra blur (defocus) and flash probabilities per frame.
 DEFOCUS_P, FLASH_P = 0.04, 0.04
-INSET_STATES = ("green", "black", "none")
 # The stream numbers of default_rng([seed, stream]): each random part draws from its own stream.
 _WORLD, _PATH, _EFFECTS, _OVERLAY, _INSET = 0, 1, 2, 3, 4
 
