@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from kvasir_ml.results_schema import read_metrics
+
 Save = Callable[[dict[str, Any]], None]
 
 
@@ -163,14 +165,14 @@ def classifier_step(p: dict[str, Any], save: Save) -> None:
                         "history": last["history"]}})
         return
     train_classifier(cfg, run_dir, resume=True)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    epochs = [h["epoch"] for h in metrics["history"]]
+    metrics = read_metrics(run_dir / "metrics.json")
+    epochs = [h["epoch"] for h in metrics.history]
     resumed_ok = epochs == list(range(1, p["epochs"] + 1))
     save({"resume": {"seconds": round(time.perf_counter() - start, 1), "epochs": epochs,
-                     "img_s_per_epoch": [round(h["img_s"], 1) for h in metrics["history"]],
-                     "train_loss_per_epoch": [round(h["train_loss"], 4) for h in metrics["history"]],
-                     "test_macro_ap": metrics["test"]["macro_ap"], "val_macro_ap": metrics["val"]["macro_ap"],
-                     "n_images": metrics["n_images"]},
+                     "img_s_per_epoch": [round(h["img_s"], 1) for h in metrics.history],
+                     "train_loss_per_epoch": [round(h["train_loss"], 4) for h in metrics.history],
+                     "test_macro_ap": metrics.scored("test").macro_ap, "val_macro_ap": metrics.scored("val").macro_ap,
+                     "n_images": metrics.n_images},
           "note": "the first epoch of each process includes torch.compile (FX graph cache shared with bench_train)",
           "config": {k: p[k] for k in ("arch", "size_px", "batch", "epochs", "stop_after", "compile", "bf16",
                                        "channels_last", "workers", "n_images")},
@@ -208,15 +210,15 @@ def detector_step(p: dict[str, Any], save: Save) -> None:
     save({"source": source})
     start = time.perf_counter()
     run_dir = train_detector(load_config(DetectorConfig, None, overrides), work / "detector-run")
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    test = metrics["test"]
-    save({"seconds": round(time.perf_counter() - start, 1), "ap": test.get("coco_ap"), "ap50": test.get("coco_ap50"),
-          "ap75": test.get("coco_ap75"), "fps": test.get("inference_img_s"), "scored_with": "pycocotools, test split",
-          "epochs": len(metrics["history"]), "epoch_time_s_mean": metrics.get("epoch_time_s_mean"),
-          "val_ap": metrics["val"].get("coco_ap"), "n_images": metrics["n_images"], "model": metrics["model"],
-          "imgsz": metrics["imgsz"], "device": metrics["device"], "time_h": p.get("time_h"),
+    metrics = read_metrics(run_dir / "metrics.json")
+    test = metrics.scored("test")
+    save({"seconds": round(time.perf_counter() - start, 1), "ap": test.coco_ap, "ap50": test.coco_ap50,
+          "ap75": test.coco_ap75, "fps": test.get("inference_img_s"), "scored_with": "pycocotools, test split",
+          "epochs": len(metrics.history), "epoch_time_s_mean": metrics.epoch_time_s_mean,
+          "val_ap": metrics.scored("val").coco_ap, "n_images": metrics.n_images, "model": metrics.model,
+          "imgsz": metrics.imgsz, "device": metrics.device, "time_h": p.get("time_h"),
           "note": "from scratch (no pretrained weights travel), time-bounded: a pipeline and speed check, "
-                  "not the benchmark's accuracy", "ok": test.get("coco_ap") is not None})
+                  "not the benchmark's accuracy", "ok": test.coco_ap is not None})
 
 
 def _video_step(p: dict[str, Any], save: Save) -> None:

@@ -101,7 +101,7 @@ def test_run_sh_dry_run_runs_every_step_with_only_the_hosts_imports(tmp_path):
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert {name: step["ok"] for name, step in results["steps"].items()} == \
-        {"env": True, "bench_train": True, "classifier": True, "detector": True, "gpu_tests": True}
+        {"env": True, "bench_train": True, "classifier": True, "detector": True, "video": True, "gpu_tests": True}
     assert results["steps"]["classifier"]["resume"]["epochs"] == [1, 2]
     assert results["steps"]["bench_train"]["eager"]["flops_per_image"] > 0
 
