@@ -276,7 +276,63 @@ def push_dataset(
         report.n_predictions_created += sum(1 for t in batch if t.get("predictions"))
 
     # New tasks go out a batch at a time as they are made: 100k payloads are never held at once.
-    new_batch, extra_preds, fields = [], [], {}
+    # The next batch is built while the server imports the previous one (its import is ~2/3 of a push).
+    with _Pipelined(send) as sender:
+        extra_preds, fields = _build_and_send(dataset, existing, have_pred, predictions, prediction_for, report,
+                                              sender.submit, batch_size)
+    for batch in _chunks(extra_preds, batch_size):
+        client.post_json(f"import {len(batch)} predictions into project {pid}",
+                         f"api/projects/{pid}/import/predictions", list(batch))
+        report.n_predictions_created += len(batch)
+    if expert_version:
+        report.expert = push_expert_drafts(client, pid, dataset, expert_version, predictions, taxonomy, batch_size)
+    update_task_fields(client, task_data, fields)
+    if predictions and any(frame_confidence(e) is not None for e in predictions.values()):
+        before = set_uncertainty_sampling(client, pid)
+        report.sampling_before = before if before != UNCERTAINTY_SAMPLING else None
+    return report
+
+
+class _Pipelined:
+    """Runs ``send`` on one batch at a time in a worker thread, so the caller builds the next batch
+    while the server imports this one. Batches reach the server one after another, in order; a
+    send's error is raised by the next ``submit`` or on leaving the ``with`` block."""
+
+    def __init__(self, send: Any):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._send = send
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ls-import")
+        self._pending: Any = None
+
+    def submit(self, batch: list[dict[str, Any]]) -> None:
+        self.wait()
+        self._pending = self._pool.submit(self._send, batch)
+
+    def wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def __enter__(self) -> "_Pipelined":
+        return self
+
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        try:
+            if exc_type is None:
+                self.wait()
+        finally:
+            self._pool.shutdown(wait=True)  # an import in flight finishes (a push is safe to run again)
+
+
+def _build_and_send(dataset: CanonicalDataset, existing: dict[str, int], have_pred: set[int],
+                    predictions: dict[str, dict[str, Any]] | None, prediction_for: Any, report: PushReport,
+                    submit: Any, batch_size: int) -> tuple[list[dict[str, Any]], dict[int, dict[str, Any]]]:
+    """Payloads of the tasks the project lacks, handed to ``submit`` ``batch_size`` at a time; returns
+    the predictions for existing tasks and their uncertainty fields (``push_dataset``)."""
+    new_batch: list[dict[str, Any]] = []
+    extra_preds: list[dict[str, Any]] = []
+    fields: dict[int, dict[str, Any]] = {}
     for img in dataset.images:
         key = safe_relative_path(img["file_name"], "canonical file_name")
         if key in existing:
@@ -294,21 +350,11 @@ def push_dataset(
         if pred:  # why the models are unsure, readable in the task list and on the labeling page
             new_batch[-1]["data"].update(uncertainty_fields((predictions or {})[key]))
         if len(new_batch) >= batch_size:
-            send(new_batch)
+            submit(new_batch)
             new_batch = []
     if new_batch:
-        send(new_batch)
-    for batch in _chunks(extra_preds, batch_size):
-        client.post_json(f"import {len(batch)} predictions into project {pid}",
-                         f"api/projects/{pid}/import/predictions", list(batch))
-        report.n_predictions_created += len(batch)
-    if expert_version:
-        report.expert = push_expert_drafts(client, pid, dataset, expert_version, predictions, taxonomy, batch_size)
-    update_task_fields(client, task_data, fields)
-    if predictions and any(frame_confidence(e) is not None for e in predictions.values()):
-        before = set_uncertainty_sampling(client, pid)
-        report.sampling_before = before if before != UNCERTAINTY_SAMPLING else None
-    return report
+        submit(new_batch)
+    return extra_preds, fields
 
 
 # ---- pull -------------------------------------------------------------------------------------
