@@ -423,7 +423,8 @@ def _register_ls(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-root", metavar="DIR", help="image root (default: the base file's folder)")
     p.add_argument("--save-export", action="store_true", help="keep the raw Label Studio export beside the output")
     p.add_argument("--all-tasks", action="store_true",
-                   help="export every task, not only annotated/skipped ones (slower; full counts in the report)")
+                   help="pull every task, not only annotated/skipped ones (the others from the task listing; "
+                        "slower; full counts in the report)")
     p.add_argument("--export-wait-s", type=float, default=900.0, metavar="S",
                    help="longest time Label Studio may take to build a snapshot export (default 900: ~10x the "
                         "83 s a 100k-task project takes; an export whose answer is lost is found and polled, "
