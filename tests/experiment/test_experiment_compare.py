@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from kvasir_ml.results_schema import Aggregate
 from kvasir_ml.cli import main as cli_main
@@ -153,6 +155,30 @@ def test_runs_compare_cli_from_run_folders(experiment, tmp_path, capsys):
     quiet = tmp_path / "quiet"
     assert cli_main(["runs", "compare", *run_dirs, "--out", str(quiet), "--tracking-mode", "disabled"]) == 0
     assert (quiet / "comparison.json").is_file() and not (quiet / "wandb").exists()
+
+
+def test_runs_compare_marks_an_uncontrolled_pair_and_withholds_stars(experiment, tmp_path, capsys):
+    """Real run folders from the tiny experiment, one single-label config edited as if trained
+    with another budget: the printed table and comparison.json say uncontrolled, no star."""
+    comparison = experiment["comparison"]
+    multi, single = (Path(comparison["variants"][v]["run_dirs"][0]) for v in ("multilabel-masked", "singlelabel-masked"))
+    edited = tmp_path / "single-edited"
+    shutil.copytree(single, edited)
+    cfg = yaml.safe_load((edited / "config.yaml").read_text())
+    cfg["optim"]["epochs"] = 8
+    (edited / "config.yaml").write_text(yaml.safe_dump(cfg))
+    capsys.readouterr()
+    assert cli_main(["runs", "compare", str(multi), str(edited), "--out", str(tmp_path / "cmp"),
+                     "--tracking-mode", "disabled"]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
+    assert result["design"]["controlled"] is False and "optim.epochs" in result["design"]["differences"][0]
+    assert "UNCONTROLLED" in printed and "]*" not in printed
+    pair = result["paired"]["multilabel-masked-vs-singlelabel-masked"]
+    assert all(not r["star"] and r["verdict"] == "uncontrolled design: no verdict" for r in pair.values())
+    # the untouched pair is controlled
+    assert cli_main(["runs", "compare", str(multi), str(single)]) == 0
+    assert "UNCONTROLLED" not in capsys.readouterr().out
 
 
 def test_runs_compare_rejects_unfinished_and_duplicate_runs(experiment, tmp_path, capsys):

@@ -1,10 +1,10 @@
 """Run under ``torchrun --nproc_per_node 2`` by test_ddp.py (not collected by pytest itself).
 
-    python -m torch.distributed.run --standalone --nproc_per_node 2 tests/train/ddp_job.py OUT [key=value ...]
+    python -m torch.distributed.run --standalone --nproc_per_node 2 tests/train/ddp_job.py OUT [--full-only] [key=value ...]
 
 A 2-epoch run into OUT/full, the same run stopped after epoch 1 into OUT/killed, then
 resumed (in the same processes: one launch keeps the test short; the resume restores
-everything from last.pt, as a new process would). Every rank writes what it trained with
+everything from last.pt, as a new process would). ``--full-only``: only the run into OUT/full. Every rank writes what it trained with
 (``OUT/<run>.rank<r>.json``: the LRs it built optimizers with and a checksum of its weights).
 """
 
@@ -47,9 +47,13 @@ def train(cfg: ClassifierConfig, out: Path, record: Path, **kwargs) -> None:
 
 def main() -> None:
     out, overrides = Path(sys.argv[1]), sys.argv[2:]
+    full_only = "--full-only" in overrides
+    overrides = [o for o in overrides if o != "--full-only"]
     torch.set_num_threads(1)
     cfg = load_classifier_config(REPO / "configs" / "classifier_multilabel_tiny.yaml", overrides)
     train(cfg, out / "full", out / "full")
+    if full_only:
+        return
     train(cfg, out / "killed", out / "killed", stop_after_epoch=1)
     train(cfg, out / "killed", out / "resumed", resume=True)
 

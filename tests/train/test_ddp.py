@@ -32,18 +32,43 @@ def _ranks(out: Path, name: str) -> list[dict]:
     return [json.loads((out / f"{name}.rank{r}.json").read_text()) for r in (0, 1)]
 
 
-def test_ddp_lr_find_on_rank0_resume_and_world_size_guard(synth_dir, tmp_path):
-    overrides = [f"data.canonical={synth_dir / 'annotations.coco.json'}", f"data.cache_dir={tmp_path / 'cache'}",
-                 "data.image_size_px=32", "model.inset_mode=masked", "model.branch_size_px=16",
-                 "optim.epochs=2", "optim.lr_find=true", "runtime.batch_size=8", "tracking.mode=disabled"]
-    _torchrun(tmp_path, overrides)
+def _overrides(synth_dir: Path, tmp_path: Path, epochs: int) -> list[str]:
+    return [f"data.canonical={synth_dir / 'annotations.coco.json'}", f"data.cache_dir={tmp_path / 'cache'}",
+            "data.image_size_px=32", "model.inset_mode=masked", "model.branch_size_px=16",
+            f"optim.epochs={epochs}", "optim.lr_find=true", "runtime.batch_size=8", "tracking.mode=disabled"]
 
-    full = _ranks(tmp_path, "full")
+
+def _assert_lr_find_on_rank0_and_replicas_identical(out: Path) -> None:
+    full = _ranks(out, "full")
     # one LR finder (rank 0), its choice on every rank; replicas stay identical
     assert [r["world"] for r in full] == [2, 2]
     assert len(full[0]["lrs"]) == 2 and len(full[1]["lrs"]) == 1  # the finder's probe optimizer: rank 0 only
     assert full[0]["lrs"][-1] == full[1]["lrs"][-1] != 0.001  # the finder's LR, not the config's, on both
     assert full[0]["checksum"] == full[1]["checksum"]
+
+
+def test_ddp_lr_find_on_rank0_and_world_size_guard(synth_dir, tmp_path):
+    """One 1-epoch run: the default suite's DDP test (the stop/resume below adds three epochs)."""
+    overrides = _overrides(synth_dir, tmp_path, epochs=1)
+    _torchrun(tmp_path, ["--full-only", *overrides])
+    _assert_lr_find_on_rank0_and_replicas_identical(tmp_path)
+    metrics = json.loads((tmp_path / "full" / "metrics.json").read_text())
+    # stats over both ranks: 38 train images, shards of 19, two full batches of 8 per rank
+    assert [(h["n_images"], h["world_size"]) for h in metrics["history"]] == [(32, 2)]
+    one = load_classifier_config(REPO / "configs" / "classifier_multilabel_tiny.yaml", overrides)
+    (tmp_path / "full" / "metrics.json").unlink()
+    with pytest.raises(RunDirError, match="trained by 2 process"):
+        train_classifier(one, tmp_path / "full", resume=True)
+
+
+# Slow (~45 s on 2 quiet cores): the test above covers DDP with the LR finder and the
+# world-size guard by default; this one adds the stop after epoch 1 and the resume.
+@pytest.mark.slow
+def test_ddp_lr_find_on_rank0_resume_and_world_size_guard(synth_dir, tmp_path):
+    overrides = _overrides(synth_dir, tmp_path, epochs=2)
+    _torchrun(tmp_path, overrides)
+    _assert_lr_find_on_rank0_and_replicas_identical(tmp_path)
+    full = _ranks(tmp_path, "full")
     resumed = _ranks(tmp_path, "resumed")
     assert resumed[0]["checksum"] == resumed[1]["checksum"] == full[0]["checksum"]
 
