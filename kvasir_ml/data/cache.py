@@ -159,16 +159,18 @@ class ImageCache:
         if self._pack_ok(out, len(hashes)):
             return out
 
-        def write(tmp: Path) -> None:
-            arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
-                                            shape=(len(hashes), self.size_px, self.size_px, 3))
-            for i, path in enumerate(paths):
-                arr[i] = self.get(path)
-            arr.flush()
-            del arr
-
-        atomic_write(out, write)
+        atomic_write(out, lambda tmp: self._write_pack(tmp, paths))
         return out
+
+    def _write_pack(self, tmp: Path, paths: Sequence[str | Path]) -> None:
+        """Stream the images into ``tmp`` with buffered sequential writes: the same ``.npy`` as
+        ``open_memmap`` would make, but this process never maps the file, so its RSS stays flat
+        instead of growing by the pack's size (a memory-mapped writer holds every written page)."""
+        shape = (len(paths), self.size_px, self.size_px, 3)
+        with open(tmp, "wb", buffering=1 << 20) as fh:
+            np.lib.format.write_array_header_1_0(fh, {"descr": "|u1", "fortran_order": False, "shape": shape})
+            for path in paths:
+                fh.write(np.ascontiguousarray(self.get(path)).data)
 
     def _pack_ok(self, path: Path, n: int) -> bool:
         try:
