@@ -179,22 +179,43 @@ def _stage_in_subprocess(stage: str, work: Path) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def measure_size(n: int, work_root: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Write ``n`` frames under ``work_root/n<n>`` and run every stage on them."""
+# What each stage writes (removed before the stage is timed, so it starts cold) and, for the
+# stages later ones read, the file whose absence makes an unselected stage run as untimed setup.
+_CLEARS = {"index": ("canonical",), "hashes": ("hash_store", "near"), "split": ("split",), "cache": ("cache",)}
+_MAKES = {"index": "canonical", "hashes": "near", "split": "split", "cache": "cache"}
+
+
+def measure_size(n: int, work_root: Path, log: Callable[[str], None] = print,
+                 stages: tuple[str, ...] = STAGES) -> dict[str, Any]:
+    """Write ``n`` frames under ``work_root/n<n>`` and run ``stages`` on them (in ``STAGES`` order).
+
+    A selected stage starts cold (its outputs removed). An unselected stage before the last
+    selected one runs untimed only when a later stage needs its output and it is missing.
+    """
     from kvasir_ml.data.video_frames import write_video_frames
 
     import shutil
 
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown:
+        raise ValueError(f"unknown stage(s) {unknown}; choose from {list(STAGES)}")
     work = work_root / f"n{n}"
     start = time.perf_counter()
     if not (work / "frames").is_dir():
         write_video_frames(work / "frames", n, seed=0)
-    for stale in ("hash_store", "cache", "near", "split", "canonical"):  # every stage starts cold
-        path = _paths(work)[stale]
-        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    for stage in stages:
+        for stale in _CLEARS.get(stage, ()):
+            path = _paths(work)[stale]
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     shutil.rmtree(work / "loader-run", ignore_errors=True)
     out: dict[str, Any] = {"n": n, "frames_written_s": round(time.perf_counter() - start, 1), "stages": {}}
-    for stage in STAGES:
+    last = max(STAGES.index(s) for s in stages)
+    for stage in STAGES[:last + 1]:
+        if stage not in stages:
+            if stage in _MAKES and not _paths(work)[_MAKES[stage]].exists():
+                log(f"n={n} {stage}: setup (untimed)")
+                _stage_in_subprocess(stage, work)
+            continue
         result = _stage_in_subprocess(stage, work)
         result["per_image_ms"] = round(1000 * result["seconds"] / max(result["n_images"], 1), 3)
         out["stages"][stage] = result
@@ -225,11 +246,12 @@ def summarize(sizes: list[dict[str, Any]], target_n: int, compare_target_s: floa
     import numpy as np
 
     small, large = sizes[0], sizes[-1]
+    measured = [s for s in STAGES if s in small["stages"]]
     ratio = {s: round(large["stages"][s]["per_image_ms"] / max(small["stages"][s]["per_image_ms"], 1e-9), 2)
-             for s in STAGES}
+             for s in measured}
     ns = np.array([r["n"] for r in sizes], dtype=float)
     extrapolated = {}
-    for stage in STAGES:
+    for stage in measured:
         secs = np.array([r["stages"][stage]["seconds"] for r in sizes])
         if stage.startswith("hashes"):  # the linear part; the quadratic comparison is measured apart
             secs = secs - np.array([r["stages"][stage].get("compare_s", 0.0) for r in sizes])
@@ -254,7 +276,7 @@ def plot_scale(sizes: list[dict[str, Any]], summary: dict[str, Any], out_png: Pa
 
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     target = summary["extrapolated"]
-    for stage in STAGES:
+    for stage in (s for s in STAGES if s in sizes[0]["stages"]):
         ns = [r["n"] for r in sizes]
         ms = [r["stages"][stage]["per_image_ms"] for r in sizes]
         line, = ax.plot(ns, ms, "o-", label=stage)
