@@ -15,8 +15,8 @@ complete files, and the last rename wins). The resize is a plain stretch to a sq
 padding), so a box or inset region maps by ``(size_px / width, size_px / height)``.
 
 Training reads a *pack* instead (``ImageCache.pack``): the images of one split copied once
-into a single ``(N, S, S, 3)`` uint8 ``.npy`` that DataLoader workers memory-map and slice a
-whole batch from (one fancy-index per batch: no per-image file open, hash or decode).
+into a single ``(N, S, S, 3)`` uint8 ``.npy`` that DataLoader workers read a whole batch from
+(``train.data.ClassifierDataset``: one ``pread`` per image, no per-image file open, hash or decode).
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ class ImageCache:
         Keyed by the images' content hashes, so a later run over the same images reuses it
         and any change to an image makes a new one. Written to a temporary name and renamed
         (safe when several processes build the same pack). Open it with
-        ``np.load(path, mmap_mode="r")``.
+        ``np.load(path, mmap_mode="r")`` or read rows at ``offset + i * S * S * 3``.
 
         Returns:
             ``cache_dir/<size_px>px-v<DECODE_VERSION>/packs/<key>-<N>.npy``.
