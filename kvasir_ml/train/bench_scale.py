@@ -10,7 +10,7 @@ separately, the largest of its pool workers):
 * ``split``   — ``make_splits`` with those groups;
 * ``cache``   — the decode-once cache warmed for every image and one pack per split;
 * ``loader``  — the training DataLoader over the train split (no model): a first epoch that
-  starts the workers and maps the pack (``first_epoch_s``, reported apart), then whole epochs,
+  starts the workers (``first_epoch_s``, reported apart), then whole epochs,
   timed, until ``LOADER_MIN_IMAGES`` images: the steady cost every later epoch of a run pays,
   over the same number of images at every size;
 * ``predict`` — ``kvasir_ml.inference.combined.Predictor`` (tiny classifier) over every image.
@@ -270,8 +270,8 @@ def compare_seconds(n: int, max_distance: int = 12, seed: int = 0) -> float:
 def summarize(sizes: list[dict[str, Any]], target_n: int, compare_target_s: float | None) -> dict[str, Any]:
     """Per-stage ratio of per-image cost (largest size / smallest) and a 110k extrapolation.
 
-    The extrapolation fits seconds = a + b*n per stage by least squares over the measured
-    sizes (every stage is linear by construction except the comparison inside ``hashes``,
+    The extrapolation fits seconds = a + b*n per stage (the loader: seconds per timed epoch)
+    by least squares over the measured sizes (every stage is linear by construction except the comparison inside ``hashes``,
     which is N^2/2 popcounts: its measured time at ``target_n`` is added when given).
     """
     import numpy as np
@@ -285,7 +285,7 @@ def summarize(sizes: list[dict[str, Any]], target_n: int, compare_target_s: floa
     ns = np.array([r["n"] for r in sizes], dtype=float)
     extrapolated = {}
     for stage in measured:
-        secs = np.array([r["stages"][stage]["seconds"] for r in sizes])
+        secs = np.array([r["stages"][stage]["seconds"] / r["stages"][stage].get("timed_epochs", 1) for r in sizes])
         if stage.startswith("hashes"):  # the linear part; the quadratic comparison is measured apart
             secs = secs - np.array([r["stages"][stage].get("compare_s", 0.0) for r in sizes])
         b, a = np.polyfit(ns, secs, 1) if len(ns) > 1 else (secs[0] / ns[0], 0.0)
