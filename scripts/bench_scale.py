@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/bench_scale.py --json                       # 1k, 5k, 20k frames
     .venv/bin/python scripts/bench_scale.py --sizes 1000 5000 10000 --json --plot docs/scale.png
+    .venv/bin/python scripts/bench_scale.py --sizes 1000 5000 --stages cache loader --work /tmp/bs --json out.json
 
 Synthetic 720x576 JPEG frames with near-duplicate video runs (``kvasir_ml.data.video_frames``);
 stages index, hashes (cold and warm hash store), split, cache build, one loader pass, predict,
@@ -9,6 +10,7 @@ each in its own process (``kvasir_ml.train.bench_scale``). The last line is one 
 ``sizes`` (per size and stage: seconds, per_image_ms, peak_rss_mb), the per-image ratio of the
 largest size over the smallest, and a fit extrapolated to ``--extrapolate-n`` (110k: HyperKvasir's
 labelled + unlabelled frames), whose quadratic comparison is measured at that size on random hashes.
+``--stages`` times only those stages; earlier stages whose outputs are missing run untimed first.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from kvasir_ml.train.bench_scale import STAGES  # stdlib imports only: --help stays quick
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "bench_scale_cpu.json"
 
@@ -30,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000, 20000], metavar="N")
     ap.add_argument("--work", metavar="DIR", help="scratch folder (frames are reused if present); default: a temp dir")
+    ap.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES, metavar="STAGE",
+                    help=f"stages to time (default all: {' '.join(STAGES)})")
     ap.add_argument("--extrapolate-n", type=int, default=110_000, metavar="N")
     ap.add_argument("--json", nargs="?", const=str(DEFAULT_OUT), default=None, metavar="OUT",
                     help=f"write the result JSON (default {DEFAULT_OUT.relative_to(REPO)})")
@@ -41,9 +47,9 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bench-scale-"))
     load_before = os.getloadavg()
-    sizes = [measure_size(n, work, log=lambda line: print(line, file=sys.stderr, flush=True))
+    sizes = [measure_size(n, work, log=lambda line: print(line, file=sys.stderr, flush=True), stages=tuple(args.stages))
              for n in sorted(args.sizes)]
-    compare_s = compare_seconds(args.extrapolate_n)
+    compare_s = compare_seconds(args.extrapolate_n) if any(s.startswith("hashes") for s in args.stages) else None
     result = {
         "sizes": sizes, **summarize(sizes, args.extrapolate_n, compare_s),
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),

@@ -15,8 +15,8 @@ complete files, and the last rename wins). The resize is a plain stretch to a sq
 padding), so a box or inset region maps by ``(size_px / width, size_px / height)``.
 
 Training reads a *pack* instead (``ImageCache.pack``): the images of one split copied once
-into a single ``(N, S, S, 3)`` uint8 ``.npy`` that DataLoader workers memory-map and slice a
-whole batch from (one fancy-index per batch: no per-image file open, hash or decode).
+into a single ``(N, S, S, 3)`` uint8 ``.npy`` that DataLoader workers read a whole batch from
+(``train.data.ClassifierDataset``: one ``pread`` per image, no per-image file open, hash or decode).
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ class ImageCache:
         Keyed by the images' content hashes, so a later run over the same images reuses it
         and any change to an image makes a new one. Written to a temporary name and renamed
         (safe when several processes build the same pack). Open it with
-        ``np.load(path, mmap_mode="r")``.
+        ``np.load(path, mmap_mode="r")`` or read rows at ``offset + i * S * S * 3``.
 
         Returns:
             ``cache_dir/<size_px>px-v<DECODE_VERSION>/packs/<key>-<N>.npy``.
@@ -159,16 +159,18 @@ class ImageCache:
         if self._pack_ok(out, len(hashes)):
             return out
 
-        def write(tmp: Path) -> None:
-            arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
-                                            shape=(len(hashes), self.size_px, self.size_px, 3))
-            for i, path in enumerate(paths):
-                arr[i] = self.get(path)
-            arr.flush()
-            del arr
-
-        atomic_write(out, write)
+        atomic_write(out, lambda tmp: self._write_pack(tmp, paths))
         return out
+
+    def _write_pack(self, tmp: Path, paths: Sequence[str | Path]) -> None:
+        """Stream the images into ``tmp`` with buffered sequential writes: the same ``.npy`` as
+        ``open_memmap`` would make, but this process never maps the file, so its RSS stays flat
+        instead of growing by the pack's size (a memory-mapped writer holds every written page)."""
+        shape = (len(paths), self.size_px, self.size_px, 3)
+        with open(tmp, "wb", buffering=1 << 20) as fh:
+            np.lib.format.write_array_header_1_0(fh, {"descr": "|u1", "fortran_order": False, "shape": shape})
+            for path in paths:
+                fh.write(np.ascontiguousarray(self.get(path)).data)
 
     def _pack_ok(self, path: Path, n: int) -> bool:
         try:

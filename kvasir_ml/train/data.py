@@ -12,14 +12,16 @@ Order of operations per image (the same in training, evaluation and ``predict``)
    the panel's drawing has a fixed orientation) — on whole batches on the device
    (``kvasir_ml.train.augment``), after the loader has delivered the masked batch.
 
-Training slices a split's *pack* (all its cached images in one memory-mapped array), so a
-DataLoader worker does one read per batch; images stay ``uint8`` until the device.
+Training reads a split's *pack* (all its cached images in one ``.npy``): a DataLoader worker
+reads a batch's images straight into the batch buffer (one ``pread`` each, no memory map, so
+a worker's RSS does not grow with the pack); images stay ``uint8`` until the device.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -186,7 +188,7 @@ def _batch_buffer(shape: tuple[int, ...]) -> torch.Tensor:
 class ClassifierDataset(Dataset):
     """One split as model inputs + targets, sliced from the split's pack (``ImageCache.pack``).
 
-    ``ds[[i, j, ...]]`` returns a whole batch: one slice of the memory-mapped pack, then the
+    ``ds[[i, j, ...]]`` returns a whole batch: its images read from the pack, then the
     inset region blacked out per image (``masked``/``branch``; the branch's crops and one-hot
     states are precomputed here once). Used with ``batch_size=None`` and a ``BatchSampler``
     (``prepare.batch_loader``). Augmentation is the caller's, on whole batches on the device
@@ -200,9 +202,12 @@ class ClassifierDataset(Dataset):
     def __init__(self, records: Records, pack_path: str | Path, inset_mode: str, branch_px: int):
         self.records, self.pack_path, self.inset_mode = records, Path(pack_path), inset_mode
         self._pack: np.ndarray | None = None
+        self._fd: tuple[int, int] | None = None  # (process id, file descriptor) of the pack
         pack = self._images()
         if pack.shape[0] != len(records):
             raise ValueError(f"{self.pack_path} holds {pack.shape[0]} images, the split has {len(records)}")
+        self.image_shape: tuple[int, ...] = tuple(pack.shape[1:])
+        self._data_offset, self._image_bytes = int(pack.offset), math.prod(self.image_shape)
         shape_hw = pack.shape[1:3]
         self.hide: np.ndarray | None = None
         if inset_mode != "raw":
@@ -216,13 +221,34 @@ class ClassifierDataset(Dataset):
                                     for i, (r0, r1, c0, c1) in enumerate(self.hide)])
             self.inset_states = np.stack([inset_onehot(s).numpy() for s in records.inset_states])
 
-    def _images(self) -> np.ndarray:
-        if self._pack is None:  # opened once per process (DataLoader workers included)
+    def _images(self) -> np.memmap:
+        if self._pack is None:  # set-up only (shape, offset, branch crops); batches use pread
             self._pack = np.load(self.pack_path, mmap_mode="r")
-        return self._pack
+        return self._pack  # type: ignore[return-value]
+
+    def _read_into(self, images: np.ndarray, idx: np.ndarray) -> None:
+        """Read pack images ``idx`` into ``images`` (B, S, S, 3), one ``pread`` per image.
+
+        The file is opened once per process (a forked worker opens its own). Plain reads
+        instead of a memory map: a worker's RSS stays flat instead of growing by every pack
+        page it touches, at the same speed (both served from the page cache).
+        """
+        if self._fd is None or self._fd[0] != os.getpid():
+            self._fd = (os.getpid(), os.open(self.pack_path, os.O_RDONLY))
+        fd = self._fd[1]
+        for image, i in zip(images, idx.tolist()):
+            got = os.preadv(fd, [image], self._data_offset + i * self._image_bytes)
+            if got != self._image_bytes:
+                raise ValueError(f"{self.pack_path}: image {i} is cut short ({got} of {self._image_bytes} bytes); "
+                                 "the pack was truncated: delete it and it is rebuilt")
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_pack": None}  # workers started by spawn map the file themselves
+        return {**self.__dict__, "_pack": None, "_fd": None}  # workers started by spawn open the file themselves
+
+    def __del__(self) -> None:
+        fd = getattr(self, "_fd", None)
+        if fd is not None and fd[0] == os.getpid():
+            os.close(fd[1])
 
     def __len__(self) -> int:
         return len(self.records)
@@ -234,10 +260,11 @@ class ClassifierDataset(Dataset):
         return self._batch(np.asarray(index, dtype=np.int64))
 
     def _batch(self, idx: np.ndarray) -> dict[str, Any]:
-        pack = self._images()
-        out = _batch_buffer((len(idx), *pack.shape[1:]))
+        if len(idx) and (idx.min() < 0 or idx.max() >= len(self)):
+            raise IndexError(f"index out of range for {len(self)} images: {idx.min()}..{idx.max()}")
+        out = _batch_buffer((len(idx), *self.image_shape))
         images = out.numpy()
-        np.take(pack, idx, axis=0, out=images, mode="clip")  # idx are valid; "clip" avoids a buffered copy
+        self._read_into(images, idx)
         if self.hide is not None:
             for image, (y0, y1, x0, x1) in zip(images, self.hide[idx]):
                 image[y0:y1, x0:x1] = 0

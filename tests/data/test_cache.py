@@ -132,3 +132,19 @@ def test_pack_is_the_cached_images_in_order_and_follows_content(tmp_path):
     assert cache.pack([b, a, b]) != path
     with pytest.raises(ValueError, match="empty"):
         cache.pack([])
+
+
+def test_pack_file_is_byte_identical_to_a_saved_array(tmp_path):
+    """The streamed writer makes the same .npy as np.save / open_memmap (packs written before it
+    stay valid and are reused); a memory-mapped reader sees every image."""
+    paths = [_image(tmp_path / f"{i}.jpg", seed=i) for i in range(5)]
+    cache = ImageCache(tmp_path / "cache", 24)
+    path = cache.pack(paths)
+    expected = tmp_path / "expected.npy"
+    np.save(expected, np.stack([cache.get(p) for p in paths]))
+    assert path.read_bytes() == expected.read_bytes()
+    legacy = np.lib.format.open_memmap(tmp_path / "legacy.npy", mode="w+", dtype=np.uint8, shape=(5, 24, 24, 3))
+    legacy[:] = np.load(expected)
+    legacy.flush()
+    del legacy
+    assert (tmp_path / "legacy.npy").read_bytes() == path.read_bytes()

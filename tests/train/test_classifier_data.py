@@ -141,6 +141,28 @@ def test_batched_dataset_equals_per_image_reference(tiny_data, mode):
     assert single["index"] == 3 and torch.equal(single["image"], batch["image"][2])
 
 
+def test_dataset_reads_the_pack_without_mapping_it_and_names_a_cut_pack(tiny_data, tmp_path):
+    """Batches are read (pread) straight from the pack file: equal to the pack's rows; a pack
+    cut short after the dataset opened it, or an index past the end, is a clear error."""
+    import shutil
+
+    from kvasir_ml.train.data import ClassifierDataset
+
+    _, data = tiny_data
+    rec = data.records["train"]
+    pack = shutil.copy(data.packs["train"], tmp_path / "pack.npy")
+    ds = ClassifierDataset(rec, pack, "raw", 16)
+    rows = np.load(pack)
+    idx = [len(rec) - 1, 0, 2, 2]
+    assert np.array_equal(ds[idx]["image"].permute(0, 2, 3, 1).numpy(), rows[idx])
+    with pytest.raises(IndexError, match="out of range"):
+        ds[[0, len(rec)]]
+    with open(pack, "r+b") as fh:
+        fh.truncate(Path(pack).stat().st_size - 10)
+    with pytest.raises(ValueError, match="pack.npy.*cut short"):
+        ds[[len(rec) - 1]]
+
+
 def test_inset_is_masked_before_the_geometric_augmentation(tiny_data):
     """Flip a masked batch through the real path (loader -> model_inputs with the device
     augmentation): the black inset region moves with the image, so it was masked first."""
