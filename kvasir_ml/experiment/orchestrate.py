@@ -276,13 +276,21 @@ def run_comparison(cfg: ExperimentConfig, out_dir: str | Path, progress: bool = 
     except DesignError as exc:
         raise ExperimentError(str(exc)) from None
     run_dirs = train_runs(planned, cfg.skip_finished, progress)
+    reported: list[dict[str, Any]] = []
+
+    def report() -> None:
+        tracking = cfg.tracking.model_copy(update={"group": cfg.group})
+        result = report_records([load_run(d) for d in run_dirs], out_dir, cfg.name, tracking, cfg.hard_pairs,
+                                title=f"Multi-label vs single-label: {cfg.name}", n_resamples=cfg.bootstrap_resamples,
+                                bootstrap_seed=cfg.bootstrap_seed, label_subsets=cfg.label_subsets, design=design)
+        if result["comparison"]["split_sha256"] != [data.split_sha256]:
+            raise ExperimentError(f"{out_dir}: runs report splits {result['comparison']['split_sha256']}, "
+                                  f"expected only the frozen {data.split_sha256}")
+        reported.append(result)
+
+    # Rank 0 reports while the others wait, so every rank leaves the process group together (a rank
+    # that left early aborted at exit now and then under gloo) and a report error is raised on all.
+    ddp.on_rank0(report, rank, world)
     if rank != 0:
         return {"comparison": None, "paths": {}, "wandb_dir": None, "data": data, "run_dirs": run_dirs}
-    tracking = cfg.tracking.model_copy(update={"group": cfg.group})
-    result = report_records([load_run(d) for d in run_dirs], out_dir, cfg.name, tracking, cfg.hard_pairs,
-                            title=f"Multi-label vs single-label: {cfg.name}", n_resamples=cfg.bootstrap_resamples,
-                            bootstrap_seed=cfg.bootstrap_seed, label_subsets=cfg.label_subsets, design=design)
-    if result["comparison"]["split_sha256"] != [data.split_sha256]:
-        raise ExperimentError(f"{out_dir}: runs report splits {result['comparison']['split_sha256']}, "
-                              f"expected only the frozen {data.split_sha256}")
-    return {**result, "data": data, "run_dirs": run_dirs}
+    return {**reported[0], "data": data, "run_dirs": run_dirs}
