@@ -73,7 +73,7 @@ class BatchDetector:
                                        nc=0, end2end=self.end2end)
         out = []
         for boxes in kept:
-            boxes[:, :4] = ops.scale_boxes(im.shape[2:], boxes[:, :4], frame_shape)
+            boxes[:, :4] = ops.scale_boxes((im.shape[2], im.shape[3]), boxes[:, :4], (frame_shape[0], frame_shape[1]))
             dets = [{"class": self.names[int(cls)], "score": round(score, 5),
                      "xywh_px": [round(v, 2) for v in xyxy_px_to_xywh_px(xyxy)]}
                     for *xyxy, score, cls in boxes[:, :6].cpu().tolist()]
