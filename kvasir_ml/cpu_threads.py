@@ -28,6 +28,14 @@ def thread_candidates(cores: int | None = None) -> list[int]:
     return sorted({1, max(1, cores)}, reverse=True)
 
 
+def side_by_side_threads(n_models: int = 2, cores: int | None = None) -> int:
+    """Intra-op threads for each of ``n_models`` forwards run at once from their own Python
+    threads: the cores shared out, at least 1 (on 2 cores: 1 each, no thread waits for another)."""
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, n_models))
+
+
 class IdleCores:
     """Idle cores (CPU time not used by any process, in cores) since the previous call, from
     ``/proc/stat``; where that file is missing, cores minus the 1-minute load average."""
@@ -56,9 +64,11 @@ class IdleCores:
 class ThreadTuner:
     """Picks the intra-op thread count per batch from measured seconds per image.
 
-    Starts with 1 thread (a warm-up batch, then a timed one). A larger count is tried (one
-    batch) only when the cores it would add were idle during the last batch: on a busy machine
-    a probe with more threads costs several batches' time and would lose anyway. Every
+    Starts (a warm-up batch, then a timed one) with the largest count whose extra cores were
+    idle since the tuner was made, else 1 thread; then tries the other counts (one batch
+    each), a larger one only when the cores it would add were idle during the last batch: on
+    a busy machine a probe with more threads costs several batches' time and would lose anyway.
+    (On an idle machine the first batches thus run at the count that usually wins.) Every
     ``reprobe_every`` batches the counts not in use are tried again, as idle cores allow.
 
     Args:
@@ -78,7 +88,7 @@ class ThreadTuner:
         self.reprobe_every = reprobe_every
         self.idle_cores = idle_cores or IdleCores()
         self.s_per_image: dict[int, float] = {}
-        self._queue: list[int] = [self.candidates[0]]  # warm-up: not recorded as a measurement
+        self._queue: list[int] = []  # counts to run next; the first batch (warm-up) is not recorded
         self._warm = False
         self._since_probe = 0
         self.history: list[int] = []  # threads of every batch (tests, reports)
@@ -89,6 +99,9 @@ class ThreadTuner:
         return [t for t in self.candidates if t != current and (t == 1 or t - 1 <= room)]
 
     def next_threads(self) -> int:
+        if not self._warm and not self._queue:  # warm-up: the most threads the idle cores take
+            room = self.idle_cores() + 0.25
+            self._queue = [max(t for t in self.candidates if t == 1 or t - 1 <= room)]
         if self._queue:
             return self._queue[0]
         return self.best or self.candidates[0]

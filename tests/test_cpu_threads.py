@@ -15,7 +15,7 @@ def _feed(tuner: ThreadTuner, cost_s_per_image: dict[int, float], n_batches: int
 def test_idle_machine_probes_more_threads_and_keeps_the_fastest():
     tuner = ThreadTuner("cpu", candidates=[2, 1], reprobe_every=10, idle_cores=lambda: 1.0)
     _feed(tuner, {2: 0.01, 1: 0.03}, 8)
-    assert tuner.history[:3] == [1, 1, 2]  # warm-up, timed, probe
+    assert tuner.history[:3] == [2, 2, 1]  # warm-up and timed at the idle cores' count, probe
     assert tuner.history[3:] == [2] * 5 and tuner.best == 2
 
 
@@ -23,6 +23,13 @@ def test_busy_machine_never_probes_more_threads():
     tuner = ThreadTuner("cpu", candidates=[2, 1], reprobe_every=3, idle_cores=lambda: 0.0)
     _feed(tuner, {2: 0.09, 1: 0.03}, 12)
     assert tuner.history == [1] * 12
+
+
+def test_busy_start_warms_up_at_one_thread_then_probes_when_cores_idle():
+    readings = iter([0.0] + [1.0] * 20)  # busy when the first batch starts, idle after it
+    tuner = ThreadTuner("cpu", candidates=[2, 1], reprobe_every=10, idle_cores=lambda: next(readings))
+    _feed(tuner, {2: 0.01, 1: 0.03}, 6)
+    assert tuner.history == [1, 1, 2, 2, 2, 2]
 
 
 def test_tuner_follows_a_change_of_load_at_the_next_probe():
@@ -38,7 +45,7 @@ def test_tuner_follows_a_change_of_load_at_the_next_probe():
 def test_batch_sets_and_restores_threads_and_is_inert_off_cpu():
     before = torch.get_num_threads()
     tuner = ThreadTuner("cpu", candidates=[before + 1, 1], idle_cores=lambda: float(before))
-    for expected in (1, 1, before + 1):
+    for expected in (before + 1, before + 1, 1):
         with tuner.batch(4):
             assert torch.get_num_threads() == expected
         assert torch.get_num_threads() == before

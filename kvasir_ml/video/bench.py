@@ -5,17 +5,21 @@ on the same frames, in one process (``scripts/bench_video.py``, the GPU check's 
   detector, tracker, smoother, frames.jsonl, annotated MP4 in the encode thread), its fps and
   its per-stage milliseconds per frame (decode, inference, tracking, encode).
 - ``bare``: the same frames decoded into memory beforehand; the classifier's ``model(**batch)``
-  on input tensors built beforehand, and ultralytics' ``predict`` of the detector on the
-  frames, at the same batch size: the models' own cost, nothing of the pipeline. On a CPU it
-  is timed at each thread count the pipeline's ``ThreadTuner`` may pick; the fastest counts.
+  on input tensors built beforehand, and the detector's network + NMS (``BatchDetector``) on
+  letterboxed batches built beforehand, one model after the other at the same batch size: the
+  models' own cost, nothing of the pipeline. (Until 2026-12-06 the detector's part was
+  ``YOLO.predict`` on the frames, which also letterboxed and built ``Results`` in the timing:
+  an easier baseline.) On a CPU it is timed at each thread count the pipeline's
+  ``ThreadTuner`` may pick; the fastest counts.
 - ``ratio`` = end-to-end fps / bare fps (goal >= 0.8 on a CPU at the tiny models' size).
 """
 
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -29,16 +33,15 @@ def bare_forward_fps(frames: list, classifier_ckpt: str | Path | None, detector_
     """Frames per second of the models alone on frames already in memory (inputs prepared outside the timing)."""
     from kvasir_ml.data.cache import square_from_rgb
     from kvasir_ml.data.inset import detect_inset
-    from kvasir_ml.detection.detect import _frames, checkpoint_meta
-    from kvasir_ml.detection.yolo import load_yolo, ultralytics_device
+    from kvasir_ml.detection.batch import BatchDetector
+    from kvasir_ml.detection.yolo import load_yolo
     from kvasir_ml.device import resolve_device
     from kvasir_ml.train.data import inset_inputs
     from kvasir_ml.train.classify import load_classifier
 
     dev = resolve_device(device)
     cls_batches: list[dict[str, torch.Tensor]] = []
-    det_batches: list[Any] = []
-    det: Any = None
+    det_calls: list[Callable[[], Any]] = []
     insets = [detect_inset(rgb) for rgb in frames]
     if classifier_ckpt:
         model, cfg, _ = load_classifier(classifier_ckpt, dev)
@@ -49,12 +52,10 @@ def bare_forward_fps(frames: list, classifier_ckpt: str | Path | None, detector_
             cls_batches.append({k: torch.stack([it[k] for it in items]).to(dev) for k in items[0]})
         model(**cls_batches[0])  # warm-up
     if detector_ckpt:
-        det = load_yolo(detector_ckpt)
-        meta = checkpoint_meta(det)
-        udev = ultralytics_device(device)
-        det_batches = [_frames(frames[s:s + batch], meta["inset_mode"], insets[s:s + batch])
-                       for s in range(0, len(frames), batch)]
-        det.predict(det_batches[0], imgsz=meta["imgsz"], device=udev, verbose=False)  # warm-up
+        det = BatchDetector(load_yolo(detector_ckpt), device)  # at the checkpoint's predict_conf
+        det_calls = [partial(det, det.prepare(frames[s:s + batch], insets[s:s + batch]), frames[0].shape)
+                     for s in range(0, len(frames), batch)]
+        det_calls[0]()  # warm-up
 
     def run() -> float:
         _sync(dev)
@@ -62,8 +63,8 @@ def bare_forward_fps(frames: list, classifier_ckpt: str | Path | None, detector_
         for _ in range(repeats):
             for b in cls_batches:
                 model(**b)
-            for b in det_batches:
-                det.predict(b, imgsz=meta["imgsz"], conf=meta["predict_conf"], device=udev, verbose=False)
+            for call in det_calls:
+                call()
         _sync(dev)
         return time.perf_counter() - start
 

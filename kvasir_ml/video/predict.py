@@ -1,15 +1,23 @@
 """``kvasir-ml video predict``: labels, tracked boxes and smoothed alerts for every frame of a video.
 
-Pipeline (three threads, bounded queues, nothing but a few batches of pixels in memory):
+Pipeline (a decode process and three threads, bounded queues, nothing but a few batches of
+pixels in memory):
 
-    decode thread (decode, inset, classifier inputs) ──batches──▶ main: classifier + detector (the still-image
-    code paths of ``kvasir_ml.inference.combined.Predictor``), tracker, smoother, frames.jsonl
-    ──frames──▶ encode thread: annotated MP4
+    decode process (decode, inset, classifier inputs, the detector's letterboxed batch; a
+    DataLoader worker) ──batches in shared memory──▶ main: classifier, and beside it on a CPU the
+    detector in a thread of its own (``detection.batch.BatchDetector``), tracker, smoother,
+    frames.jsonl ──frames──▶ encode thread: annotated MP4
 
-OpenCV decoding/encoding and torch release the GIL, so decoding the next batch and encoding
-the last one overlap with inference. Outputs in ``out_dir``: ``frames.jsonl`` (one line per
-processed frame, streamed), ``annotated.mp4``, ``timeline.png``, ``summary.json``; the
-timeline and the summary are computed from ``frames.jsonl`` afterwards (``render``).
+Why a process: the inset detection is many small numpy steps that hold the GIL, and every
+torch op of the models needs the GIL back when it ends; in a thread of this process it delays
+the models. Why the two models side by side on a CPU: at the tiny models' size a
+forward split over 2 threads is only ~1.35x faster than on 1 (the threads wait for each other
+at every op), so two single-threaded forwards at once use the cores better. OpenCV's encoder
+and drawing release the GIL, so encoding stays a thread.
+
+Outputs in ``out_dir``: ``frames.jsonl`` (one line per processed frame, streamed),
+``annotated.mp4``, ``timeline.png``, ``summary.json``; the timeline and the summary are
+computed from ``frames.jsonl`` afterwards (``render``).
 """
 
 from __future__ import annotations
@@ -19,15 +27,22 @@ import logging
 import queue
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
+import torch
+from torch.utils.data import IterableDataset
 
 from kvasir_ml.data.inset import detect_inset
 from kvasir_ml.io import backup_existing
 from kvasir_ml.video.io import VideoWriter, iter_frames, probe_video
 from kvasir_ml.video.smoothing import LabelSmoother, SmoothingConfig
+
+if TYPE_CHECKING:
+    from kvasir_ml.detection.batch import BatchDetector
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +98,45 @@ def _batches(video: Path, every: int, batch: int, start_s: float, end_s: float |
         t0 = time.perf_counter()
     if chunk:
         yield chunk
+
+
+class _DecodedBatches(IterableDataset):
+    """``_batches`` packed for a DataLoader worker process (an iterable dataset): decoding, the
+    inset and both models' inputs run there, away from this process's GIL (the inset's many
+    small numpy steps hold it), and arrive as a few tensors in shared memory per batch.
+
+    Each item: ``{"meta": [(index, time_s, inset)], "rgb": (N, H, W, 3) uint8, "cls": {key: stacked
+    classifier inputs} | None, "det": the detector's input | None, "decode_s": seconds spent}``.
+    """
+
+    def __init__(self, video: Path, every: int, batch: int, start_s: float, end_s: float | None,
+                 prepare: Callable | None, prepare_det: Callable | None):
+        self.args = (video, every, batch, start_s, end_s)
+        self.prepare, self.prepare_det = prepare, prepare_det
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        times = {"decode": 0.0}
+        for chunk in _batches(*self.args, times, self.prepare):
+            t0 = time.perf_counter()
+            rgbs, insets = [c[2] for c in chunk], [c[3] for c in chunk]
+            cls = {k: torch.stack([c[4][k] for c in chunk]) for k in chunk[0][4]} if self.prepare else None
+            det = torch.from_numpy(self.prepare_det(rgbs, insets)) if self.prepare_det else None
+            item = {"meta": [(c[0], c[1], c[3]) for c in chunk], "rgb": torch.from_numpy(np.stack(rgbs)), "cls": cls,
+                    "det": det, "decode_s": times["decode"] + time.perf_counter() - t0}
+            times["decode"] = 0.0
+            yield item
+
+
+def _unpack(item: dict[str, Any]) -> tuple[list[tuple[int, float, np.ndarray, Any, Any]], np.ndarray | None]:
+    """A ``_DecodedBatches`` item as ``_batches`` yields it (views, no copies) plus the detector's input."""
+    rgb, cls = item["rgb"].numpy(), item["cls"]
+    chunk = [(index, time_s, rgb[i], inset, {k: v[i] for k, v in cls.items()} if cls is not None else None)
+             for i, (index, time_s, inset) in enumerate(item["meta"])]
+    return chunk, item["det"].numpy() if item["det"] is not None else None
+
+
+def _as_is(item: Any) -> Any:
+    return item
 
 
 def predict_video(video: str | Path, out_dir: str | Path, classifier_ckpt: str | Path | None = None,
@@ -153,10 +207,16 @@ class _Run:
                  smoothing: SmoothingConfig):
         from kvasir_ml.cpu_threads import ThreadTuner
         from kvasir_ml.device import resolve_device
-        from kvasir_ml.train.classify import classifier_inputs
+        from kvasir_ml.train.classify import classifier_inputs, classify_inputs
         from kvasir_ml.video.tracks import BoxTracker
 
         self.detector, self.device, self.smoothing_cfg = detector, device, smoothing
+        dev = resolve_device(device)
+        # On a CPU with both models, the detector runs in a thread of its own beside the
+        # classifier, each on its share of the cores (side_by_side_threads): for small models
+        # two single-threaded forwards at once use two cores better than one forward split
+        # over both, whose threads wait for each other at every op.
+        self.side_by_side = dev.type == "cpu" and predictor.classifier is not None and detector is not None
         # The classifier split as `kvasir-ml predict` streams it: inputs made beside decoding
         # (classifier_inputs, pure CPU), the model on the main thread (classify_inputs).
         self.prepare: Callable | None = None
@@ -164,31 +224,46 @@ class _Run:
         if predictor.classifier is not None:
             cfg = predictor.classifier[1]
             self.prepare = lambda rgb, inset: classifier_inputs(cfg, rgb, inset)
-            self.classify = predictor.classify_prepared  # its thread count tuned per batch (cpu_threads)
-        self.detector_threads = ThreadTuner(resolve_device(device) if detector is not None else None)
+            if self.side_by_side:
+                self.classify = lambda inputs: classify_inputs(predictor.classifier, inputs, dev, max(1, len(inputs)))
+            else:
+                self.classify = predictor.classify_prepared  # its thread count tuned per batch (cpu_threads)
+        self.detector_threads = ThreadTuner(dev if detector is not None and not self.side_by_side else None)
+        self._detect_pool: ThreadPoolExecutor | None = None
+        # Decoding, the inset and the models' inputs in a worker process (no GIL shared with the models).
+        self.decode_workers = 1
         self.times = dict.fromkeys(STAGES, 0.0)
         self.n_frames = 0
         self.smoother: LabelSmoother | None = None  # built from the first classifier output's thresholds
         self.tracker = None
+        self.detect: BatchDetector | None = None
         if detector is not None:
+            from kvasir_ml.detection.batch import BatchDetector
             from kvasir_ml.detection.detect import checkpoint_meta
 
             meta = checkpoint_meta(detector)
             self.high_conf = float(meta["predict_conf"])
             self.low_conf = min(0.1, self.high_conf)
+            # ultralytics' predict steps once per batch, the input made in the decode process (detection.batch).
+            self.detect = BatchDetector(detector, device, conf=self.low_conf)
             self.tracker = BoxTracker(meta["box_class_names"], fps_processed, tracker, self.low_conf, self.high_conf)
 
     def stream(self, video: Path, out: Path, every: int, batch: int, start_s: float, end_s: float | None,
                annotate: bool, info, n_expected: int, progress: bool) -> None:
-        from tqdm import tqdm
-
         stop = threading.Event()
         decoded: queue.Queue = queue.Queue(maxsize=2)
         to_encode: queue.Queue = queue.Queue(maxsize=2 * batch)
 
         def decode() -> None:
-            for chunk in _batches(video, every, batch, start_s, end_s, self.times, self.prepare):
-                if not _put(decoded, chunk, stop):
+            from torch.utils.data import DataLoader
+
+            source = _DecodedBatches(video, every, batch, start_s, end_s, self.prepare,
+                                     self.detect.prepare if self.detect else None)
+            loader = DataLoader(source, batch_size=None, num_workers=self.decode_workers, collate_fn=_as_is,
+                                prefetch_factor=2 if self.decode_workers else None)
+            for item in loader:
+                self.times["decode"] += item["decode_s"]
+                if not _put(decoded, _unpack(item), stop):
                     return
             _put(decoded, _DONE, stop)
 
@@ -201,14 +276,42 @@ class _Run:
                     writer.write(annotate_frame(*item))
                     self.times["encode"] += time.perf_counter() - t0
 
+        with self._models_side_by_side():
+            self._pump(decode, encode, out, annotate, decoded, to_encode, stop, n_expected, progress, video)
+
+    @contextmanager
+    def _models_side_by_side(self) -> Iterator[None]:
+        """With ``side_by_side``: the detector's thread, and torch's intra-op threads shared out (restored after)."""
+        from kvasir_ml.cpu_threads import side_by_side_threads
+
+        if not self.side_by_side:
+            yield
+            return
+        saved_threads = torch.get_num_threads()
+        torch.set_num_threads(side_by_side_threads())
+        self._detect_pool = ThreadPoolExecutor(1, thread_name_prefix="video-detect")
+        try:
+            yield
+        finally:
+            torch.set_num_threads(saved_threads)
+            self._detect_pool.shutdown()
+            self._detect_pool = None
+
+    def _pump(self, decode: Callable[[], None], encode: Callable[[], None], out: Path, annotate: bool,
+              decoded: queue.Queue, to_encode: queue.Queue, stop: threading.Event, n_expected: int, progress: bool,
+              video: Path) -> None:
+        """Start the decode and encode threads, run the models on each decoded batch, write the log."""
+        from tqdm import tqdm
+
         workers = [_Worker(decode, "video-decode")] + ([_Worker(encode, "video-encode")] if annotate else [])
         for w in workers:
             w.start()
         bar = tqdm(total=n_expected, unit="frame", disable=not progress, desc=video.name)
         try:
             with open(out / FRAMES_NAME, "w", encoding="utf-8") as log_file:
-                while (chunk := decoded.get()) is not _DONE:
-                    for rgb, entry in zip((c[2] for c in chunk), self.process(chunk)):
+                while (item := decoded.get()) is not _DONE:
+                    chunk = item[0]
+                    for rgb, entry in zip((c[2] for c in chunk), self.process(*item)):
                         log_file.write(json.dumps(entry) + "\n")
                         if annotate and not _put(to_encode, (rgb, entry), stop):
                             break
@@ -231,18 +334,24 @@ class _Run:
         for w in workers:
             w.join_checked()
 
-    def process(self, chunk: list[tuple[int, float, np.ndarray, Any, Any]]) -> list[dict[str, Any]]:
-        """Classifier and detector on a batch of frames (their insets measured at decode), then the tracker and the smoother frame by frame."""
-        from kvasir_ml.detection.detect import detect_arrays
-
+    def process(self, chunk: list[tuple[int, float, np.ndarray, Any, Any]], det_input: np.ndarray | None = None
+                ) -> list[dict[str, Any]]:
+        """Classifier and detector on a batch of frames (their insets and the models' inputs made
+        at decode: ``det_input`` from ``BatchDetector.prepare``), then the tracker and the smoother frame by frame."""
         t0 = time.perf_counter()
-        rgbs, insets = [c[2] for c in chunk], [c[3] for c in chunk]
-        labels = self.classify([c[4] for c in chunk]) if self.classify else [None] * len(rgbs)
-        boxes: list[list[dict[str, Any]]] = [[] for _ in rgbs]
-        if self.detector is not None:
-            with self.detector_threads.batch(len(rgbs)):
-                boxes = detect_arrays(self.detector, rgbs, device=self.device, conf=self.low_conf, insets=insets,
-                                      batch=len(rgbs))
+        boxes: list[list[dict[str, Any]]] = [[] for _ in chunk]
+        pending = None
+        if self.detect is not None:
+            if det_input is None:
+                det_input = self.detect.prepare([c[2] for c in chunk], [c[3] for c in chunk])
+            if self._detect_pool is not None:
+                pending = self._detect_pool.submit(self.detect, det_input, chunk[0][2].shape)
+            else:
+                with self.detector_threads.batch(len(chunk)):
+                    boxes = self.detect(det_input, chunk[0][2].shape)
+        labels = self.classify([c[4] for c in chunk]) if self.classify else [None] * len(chunk)
+        if pending is not None:
+            boxes = pending.result()
         self.times["inference"] += time.perf_counter() - t0
         entries = []
         for (index, time_s, rgb, inset, _), lab, frame_boxes in zip(chunk, labels, boxes):
