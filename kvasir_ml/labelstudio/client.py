@@ -202,20 +202,13 @@ class LSClient:
     def get_json(self, what: str, path: str, params: dict[str, Any], end_of_pages: bool = False) -> Any:
         """GET a server path with the SDK's authentication and this client's retries; its parsed JSON
         (None for a 404 when ``end_of_pages``: a page past the last one)."""
-        from label_studio_sdk.core.api_error import ApiError
-
         http = self.sdk._client_wrapper.httpx_client  # the SDK's authenticated client (no public accessor)
 
         def send() -> Any:
             resp = http.request(path, method="GET", params=params)
             if end_of_pages and resp.status_code == 404:
                 return None
-            if not 200 <= resp.status_code < 300:
-                try:
-                    detail = resp.json()
-                except ValueError:
-                    detail = resp.text[:500]
-                raise ApiError(status_code=resp.status_code, body=detail)
+            _raise_for_status(resp)
             return resp.json()
 
         return self.call(what, send)
@@ -233,20 +226,13 @@ class LSClient:
         """
         import json
 
-        from label_studio_sdk.core.api_error import ApiError
-
         http = self.sdk._client_wrapper.httpx_client  # the SDK's authenticated client (no public accessor)
         content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
         def send() -> Any:
             resp = http.request(path, method="POST", params=params, content=content,
                                 headers={"content-type": "application/json"})
-            if not 200 <= resp.status_code < 300:
-                try:
-                    detail = resp.json()
-                except ValueError:
-                    detail = resp.text[:500]
-                raise ApiError(status_code=resp.status_code, body=detail)
+            _raise_for_status(resp)
             return resp.json() if resp.content else None
 
         return self.call(what, send, idempotent=idempotent)
@@ -257,3 +243,17 @@ class LSClient:
         whatever its status (the caller decides what a 404 means)."""
         http = self.sdk._client_wrapper.httpx_client  # the SDK's authenticated client (no public accessor)
         return self.call(what, http.request, path, method="GET", params=params)
+
+
+def _raise_for_status(resp: Any) -> None:
+    """The SDK's ``ApiError`` (status and the server's detail) for a non-2xx answer, as its typed
+    methods raise it, so ``LSClient.call`` treats both alike."""
+    if 200 <= resp.status_code < 300:
+        return
+    from label_studio_sdk.core.api_error import ApiError
+
+    try:
+        detail = resp.json()
+    except ValueError:
+        detail = resp.text[:500]
+    raise ApiError(status_code=resp.status_code, body=detail)

@@ -233,6 +233,9 @@ class ClassifierDataset(Dataset):
         instead of a memory map: a worker's RSS stays flat instead of growing by every pack
         page it touches, at the same speed (both served from the page cache).
         """
+        if not hasattr(os, "preadv"):  # e.g. Windows: slice the memory map instead
+            np.take(self._images(), idx, axis=0, out=images, mode="clip")  # idx checked by _batch
+            return
         if self._fd is None or self._fd[0] != os.getpid():
             self._fd = (os.getpid(), os.open(self.pack_path, os.O_RDONLY))
         fd = self._fd[1]

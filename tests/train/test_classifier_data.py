@@ -163,6 +163,20 @@ def test_dataset_reads_the_pack_without_mapping_it_and_names_a_cut_pack(tiny_dat
         ds[[len(rec) - 1]]
 
 
+def test_dataset_without_preadv_slices_the_memory_map(tiny_data, monkeypatch):
+    """Where the OS has no ``preadv`` (Windows), batches come from the memory map: the same rows."""
+    from kvasir_ml.train.data import ClassifierDataset
+
+    _, data = tiny_data
+    rec = data.records["train"]
+    ds = ClassifierDataset(rec, data.packs["train"], "raw", 16)
+    idx = [len(rec) - 1, 0, 2]
+    with_pread = ds[idx]["image"].clone()
+    monkeypatch.delattr("os.preadv")
+    assert torch.equal(ds[idx]["image"], with_pread)
+    assert np.array_equal(with_pread.permute(0, 2, 3, 1).numpy(), np.load(data.packs["train"])[idx])
+
+
 def test_inset_is_masked_before_the_geometric_augmentation(tiny_data):
     """Flip a masked batch through the real path (loader -> model_inputs with the device
     augmentation): the black inset region moves with the image, so it was masked first."""
