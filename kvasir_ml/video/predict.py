@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -259,8 +260,12 @@ class _Run:
 
             source = _DecodedBatches(video, every, batch, start_s, end_s, self.prepare,
                                      self.detect.prepare if self.detect else None)
-            loader = DataLoader(source, batch_size=None, num_workers=self.decode_workers, collate_fn=_as_is,
-                                prefetch_factor=2 if self.decode_workers else None)
+            # The worker is forked: the classifier's input function is a closure, which a spawned
+            # worker (the default off Linux) cannot unpickle; there, decoding stays a thread.
+            workers = self.decode_workers if sys.platform == "linux" else 0
+            loader = DataLoader(source, batch_size=None, num_workers=workers, collate_fn=_as_is,
+                                prefetch_factor=2 if workers else None,
+                                multiprocessing_context="fork" if workers else None)
             for item in loader:
                 self.times["decode"] += item["decode_s"]
                 if not _put(decoded, _unpack(item), stop):

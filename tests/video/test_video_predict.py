@@ -47,3 +47,28 @@ def test_cli_predict_and_evaluate(tiny_models, synth_video, tmp_path):
     assert not (out / "annotated.mp4").exists() and (out / "frames.jsonl").is_file()
     assert main(["video", "evaluate", str(out / "frames.jsonl"), str(synth_video), "--out", str(out / "eval.json")]) == 0
     assert json.loads((out / "eval.json").read_text())["frames_scored"] == 12
+
+
+def test_decoding_in_a_thread_where_workers_cannot_fork_gives_the_same_log(tiny_models, synth_video, tmp_path,
+                                                                           monkeypatch):
+    """Off Linux (no forked worker: the classifier's input function is a closure) decoding runs
+    in a thread of this process; the frame log equals the worker path's."""
+    from types import SimpleNamespace
+
+    from kvasir_ml.video import predict as vp
+
+    classifier, detector = tiny_models
+    video = synth_video.parent / "video.mp4"
+
+    def log(folder):
+        vp.predict_video(video, folder, classifier, detector, every=3, batch_frames=4, device="cpu", progress=False,
+                         annotate=False)
+        return [json.loads(line) for line in (folder / "frames.jsonl").read_text().splitlines()]
+
+    forked = log(tmp_path / "forked")
+    monkeypatch.setattr(vp, "sys", SimpleNamespace(platform="darwin"))
+    threaded = log(tmp_path / "threaded")
+    assert [e["frame"] for e in threaded] == [e["frame"] for e in forked] == list(range(0, 48, 3))
+    for a, b in zip(threaded, forked):
+        assert a["labels"] == pytest.approx(b["labels"], abs=1e-5)
+        assert [x["xywh_px"] for x in a["boxes"]] == pytest.approx([x["xywh_px"] for x in b["boxes"]], abs=1e-3)
