@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from dataset_copies import add_copies
 
 from kvasir_ml.cli import main as cli_main
 from kvasir_ml.config import DatasetConfig
@@ -19,7 +19,6 @@ from kvasir_ml.data.coco import CanonicalDataset, load_canonical
 from kvasir_ml.data.resolve import resolve_split
 from kvasir_ml.data.split_audit import audit_given_split, format_straddling
 from kvasir_ml.data.splits import Split, load_split, make_splits, split_from_hyperkvasir_folds
-from kvasir_ml.io import sha256_file
 
 
 @pytest.fixture()
@@ -28,12 +27,7 @@ def with_copies(synth_dir, tmp_path) -> tuple[CanonicalDataset, Path, str, str]:
     root = tmp_path / "data"
     shutil.copytree(synth_dir / "images", root / "images")
     ds = load_canonical(synth_dir / "annotations.coco.json")
-    first, second = ds.images[0], ds.images[1]
-    shutil.copyfile(root / first["file_name"], root / "images" / "copy-exact.jpg")
-    Image.open(root / second["file_name"]).save(root / "images" / "copy-reencoded.jpg", quality=60)
-    for name, twin in (("copy-exact.jpg", first), ("copy-reencoded.jpg", second)):
-        ds.add_image(f"images/{name}", twin["width"], twin["height"], twin["labels"], twin["source"],
-                     twin["source_class"], content_sha256=sha256_file(root / "images" / name))
+    first, second = add_copies(ds, root)
     return ds, root, first["file_name"], second["file_name"]
 
 

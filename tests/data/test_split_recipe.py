@@ -15,13 +15,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from dataset_copies import add_copies
 
 from kvasir_ml.cli import main as cli_main
 from kvasir_ml.config import DatasetConfig
 from kvasir_ml.data.coco import load_canonical
 from kvasir_ml.data.resolve import new_split
-from kvasir_ml.io import sha256_file
 
 REFERENCE = Path(__file__).with_name("split_reference")
 # name -> `data split` options (the canonical file, --out and --hash-cache are added)
@@ -39,12 +38,7 @@ def _dataset(synth: Path, out: Path) -> tuple[Path, Path]:
     root = out / "synth"
     shutil.copytree(synth, root)
     ds = load_canonical(root / "annotations.coco.json")
-    first, second = ds.images[0], ds.images[1]
-    shutil.copyfile(root / first["file_name"], root / "images" / "copy-exact.jpg")
-    Image.open(root / second["file_name"]).save(root / "images" / "copy-reencoded.jpg", quality=60)
-    for name, twin in (("copy-exact.jpg", first), ("copy-reencoded.jpg", second)):
-        ds.add_image(f"images/{name}", twin["width"], twin["height"], twin["labels"], twin["source"],
-                     twin["source_class"], content_sha256=sha256_file(root / "images" / name))
+    first, second = add_copies(ds, root)
     canonical = root / "copies.coco.json"
     ds.save(canonical)
     folds = out / "2_fold_split.csv"
