@@ -20,11 +20,16 @@ from typing import Callable, Iterator, Sequence
 import torch
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS reports it)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def thread_candidates(cores: int | None = None) -> list[int]:
     """1 thread and one per core this process may use, without repeats (not torch's current
     count: importing ultralytics sets it to cores - 1)."""
     if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        cores = usable_cores()
     return sorted({1, max(1, cores)}, reverse=True)
 
 
@@ -32,7 +37,7 @@ def side_by_side_threads(n_models: int = 2, cores: int | None = None) -> int:
     """Intra-op threads for each of ``n_models`` forwards run at once from their own Python
     threads: the cores shared out, at least 1 (on 2 cores: 1 each, no thread waits for another)."""
     if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        cores = usable_cores()
     return max(1, cores // max(1, n_models))
 
 
