@@ -1,29 +1,32 @@
 """Video throughput: ``predict_video`` end to end against a bare forward of the same models
 on the same frames, in one process (``scripts/bench_video.py``, the GPU check's ``video`` step).
 
-- ``end_to_end``: ``predict_video`` on the file (decode thread, inset, classifier +
+- ``end_to_end``: ``predict_video`` on the file (decode process, inset, classifier +
   detector, tracker, smoother, frames.jsonl, annotated MP4 in the encode thread), its fps and
-  its per-stage milliseconds per frame (decode, inference, tracking, encode).
+  each stage's busy milliseconds per frame (decode, inference: both model threads' seconds
+  summed, tracking, encode; stages overlap).
 - ``bare``: the same frames decoded into memory beforehand; the classifier's ``model(**batch)``
   on input tensors built beforehand, and the detector's network + NMS (``BatchDetector``) on
-  letterboxed batches built beforehand, one model after the other at the same batch size: the
-  models' own cost, nothing of the pipeline. (Until 2026-12-06 the detector's part was
-  ``YOLO.predict`` on the frames, which also letterboxed and built ``Results`` in the timing:
-  an easier baseline.) On a CPU it is timed at each thread count the pipeline's
-  ``ThreadTuner`` may pick; the fastest counts.
+  letterboxed batches built beforehand, at the same batch size: the models' own cost, nothing
+  of the pipeline. One model after the other, and on a CPU also both at once in two threads
+  (``side_by_side``, as ``predict_video`` runs them there; from 2026-12-06). (Until 2026-12-06
+  the detector's part was ``YOLO.predict`` on the frames, which also letterboxed and built
+  ``Results`` in the timing: an easier baseline.) On a CPU it is timed at each thread count the pipeline's
+  ``ThreadTuner`` may pick and side by side; the fastest counts.
 - ``ratio`` = end-to-end fps / bare fps (goal >= 0.8 on a CPU at the tiny models' size).
 """
 
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from kvasir_ml.cpu_threads import thread_candidates
+from kvasir_ml.cpu_threads import side_by_side_threads, thread_candidates
 from kvasir_ml.video.io import iter_frames
 
 
@@ -57,30 +60,47 @@ def bare_forward_fps(frames: list, classifier_ckpt: str | Path | None, detector_
                      for s in range(0, len(frames), batch)]
         det_calls[0]()  # warm-up
 
-    def run() -> float:
-        _sync(dev)
-        start = time.perf_counter()
+    @torch.no_grad()  # grad mode is per thread: the side-by-side run calls this from a pool thread
+    def classify() -> None:
         for _ in range(repeats):
             for b in cls_batches:
                 model(**b)
+
+    def detect() -> None:
+        for _ in range(repeats):
             for call in det_calls:
                 call()
+
+    def run(side_by_side: bool = False) -> float:
+        _sync(dev)
+        start = time.perf_counter()
+        if side_by_side:  # the two models at once, each in a thread of its own (as predict_video on a CPU)
+            with ThreadPoolExecutor(2) as pool:
+                for done in [pool.submit(classify), pool.submit(detect)]:
+                    done.result()
+        else:
+            classify()
+            detect()
         _sync(dev)
         return time.perf_counter() - start
 
-    # On a CPU, at each thread count predict_video's tuner may pick; the fastest is the baseline.
+    # On a CPU, at each thread count predict_video's tuner may pick, and with both models side
+    # by side at the threads predict_video gives each: the fastest is the baseline.
     candidates = thread_candidates() if dev.type == "cpu" else [torch.get_num_threads()]
     saved, seconds = torch.get_num_threads(), {}
     try:
         for threads in candidates:
             torch.set_num_threads(threads)
-            seconds[threads] = run()
+            seconds[str(threads)] = run()
+        if dev.type == "cpu" and cls_batches and det_calls:
+            torch.set_num_threads(side_by_side_threads())
+            seconds["side_by_side"] = run(side_by_side=True)
     finally:
         torch.set_num_threads(saved)
     best = min(seconds, key=seconds.__getitem__)
     n = repeats * len(frames)
     return {"fps": round(n / seconds[best], 3), "ms_per_frame": round(1000 * seconds[best] / n, 3), "threads": best,
-            "fps_by_threads": {str(t): round(n / s, 3) for t, s in seconds.items()}}
+            "fps_by_threads": {t: round(n / s, 3) for t, s in seconds.items()}}
 
 
 def _sync(dev: torch.device) -> None:

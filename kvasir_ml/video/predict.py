@@ -1,12 +1,13 @@
 """``kvasir-ml video predict``: labels, tracked boxes and smoothed alerts for every frame of a video.
 
-Pipeline (a decode process and three threads, bounded queues, nothing but a few batches of
+Pipeline (a decode process and a few threads, bounded queues, nothing but a few batches of
 pixels in memory):
 
-    decode process (decode, inset, classifier inputs, the detector's letterboxed batch; a
-    DataLoader worker) ──batches in shared memory──▶ main: classifier, and beside it on a CPU the
-    detector in a thread of its own (``detection.batch.BatchDetector``), tracker, smoother,
-    frames.jsonl ──frames──▶ encode thread: annotated MP4
+    decode process (decode, inset, classifier inputs, the detector's letterboxed batch;
+    ``decode_process``) ──batches in shared-memory slots──▶ main: the models on batch k (on a
+    CPU, the classifier and the detector, ``detection.batch.BatchDetector``, side by side in
+    two model threads) while batch k-1 goes through the tracker and the smoother into
+    frames.jsonl ──frames──▶ encode thread: annotated MP4, then the batch's slot is reused
 
 Why a process: the inset detection is many small numpy steps that hold the GIL, and every
 torch op of the models needs the GIL back when it ends; in a thread of this process it delays
@@ -28,14 +29,14 @@ import queue
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import IterableDataset
 
 from kvasir_ml.data.inset import detect_inset
 from kvasir_ml.io import backup_existing
@@ -44,6 +45,7 @@ from kvasir_ml.video.smoothing import LabelSmoother, SmoothingConfig
 
 if TYPE_CHECKING:
     from kvasir_ml.detection.batch import BatchDetector
+    from kvasir_ml.video.decode_process import ForkedDecoder
 
 log = logging.getLogger(__name__)
 
@@ -101,10 +103,10 @@ def _batches(video: Path, every: int, batch: int, start_s: float, end_s: float |
         yield chunk
 
 
-class _DecodedBatches(IterableDataset):
-    """``_batches`` packed for a DataLoader worker process (an iterable dataset): decoding, the
-    inset and both models' inputs run there, away from this process's GIL (the inset's many
-    small numpy steps hold it), and arrive as a few tensors in shared memory per batch.
+class _DecodedBatches:
+    """``_batches`` packed for the decode process (``decode_process.ForkedDecoder``): decoding,
+    the inset and both models' inputs run there, away from this process's GIL (the inset's many
+    small numpy steps hold it), and arrive as a few arrays per batch.
 
     Each item: ``{"meta": [(index, time_s, inset)], "rgb": (N, H, W, 3) uint8, "cls": {key: stacked
     classifier inputs} | None, "det": the detector's input | None, "decode_s": seconds spent}``.
@@ -134,10 +136,6 @@ def _unpack(item: dict[str, Any]) -> tuple[list[tuple[int, float, np.ndarray, An
     chunk = [(index, time_s, rgb[i], inset, {k: v[i] for k, v in cls.items()} if cls is not None else None)
              for i, (index, time_s, inset) in enumerate(item["meta"])]
     return chunk, item["det"].numpy() if item["det"] is not None else None
-
-
-def _as_is(item: Any) -> Any:
-    return item
 
 
 def predict_video(video: str | Path, out_dir: str | Path, classifier_ckpt: str | Path | None = None,
@@ -213,13 +211,13 @@ class _Run:
 
         self.detector, self.device, self.smoothing_cfg = detector, device, smoothing
         dev = resolve_device(device)
-        # On a CPU with both models, the detector runs in a thread of its own beside the
-        # classifier, each on its share of the cores (side_by_side_threads): for small models
+        # On a CPU with both models, the detector and the classifier run in threads of their
+        # own, side by side, each on its share of the cores (side_by_side_threads): for small models
         # two single-threaded forwards at once use two cores better than one forward split
         # over both, whose threads wait for each other at every op.
         self.side_by_side = dev.type == "cpu" and predictor.classifier is not None and detector is not None
-        # The classifier split as `kvasir-ml predict` streams it: inputs made beside decoding
-        # (classifier_inputs, pure CPU), the model on the main thread (classify_inputs).
+        # The classifier split as `kvasir-ml predict` streams it: inputs made in the decode
+        # process (classifier_inputs, pure CPU), the model in a model thread (classify_inputs).
         self.prepare: Callable | None = None
         self.classify: Callable | None = None
         if predictor.classifier is not None:
@@ -230,9 +228,10 @@ class _Run:
             else:
                 self.classify = predictor.classify_prepared  # its thread count tuned per batch (cpu_threads)
         self.detector_threads = ThreadTuner(dev if detector is not None and not self.side_by_side else None)
-        self._detect_pool: ThreadPoolExecutor | None = None
-        # Decoding, the inset and the models' inputs in a worker process (no GIL shared with the models).
-        self.decode_workers = 1
+        self._model_pool: ThreadPoolExecutor | None = None  # side by side: the two model threads
+        self._times_lock = threading.Lock()
+        # Decoding, the inset and the models' inputs in a process of their own (no GIL shared with the models).
+        self.decode_in_process = True
         self.times = dict.fromkeys(STAGES, 0.0)
         self.n_frames = 0
         self.smoother: LabelSmoother | None = None  # built from the first classifier output's thresholds
@@ -255,22 +254,23 @@ class _Run:
         decoded: queue.Queue = queue.Queue(maxsize=2)
         to_encode: queue.Queue = queue.Queue(maxsize=2 * batch)
 
-        def decode() -> None:
-            from torch.utils.data import DataLoader
+        # The decode process is forked here, before this run starts any thread: a fork while another
+        # thread holds a lock (OpenCV's, opening the MP4 writer) leaves that lock held in the child,
+        # which then hangs opening the video.
+        source = _DecodedBatches(video, every, batch, start_s, end_s, self.prepare,
+                                 self.detect.prepare if self.detect else None)
+        forked = self._forked_decoder(source, batch, info)
+        batches = forked if forked is not None else source
 
-            source = _DecodedBatches(video, every, batch, start_s, end_s, self.prepare,
-                                     self.detect.prepare if self.detect else None)
-            # The worker is forked: the classifier's input function is a closure, which a spawned
-            # worker (the default off Linux) cannot unpickle; there, decoding stays a thread.
-            workers = self.decode_workers if sys.platform == "linux" else 0
-            loader = DataLoader(source, batch_size=None, num_workers=workers, collate_fn=_as_is,
-                                prefetch_factor=2 if workers else None,
-                                multiprocessing_context="fork" if workers else None)
-            for item in loader:
-                self.times["decode"] += item["decode_s"]
-                if not _put(decoded, _unpack(item), stop):
-                    return
-            _put(decoded, _DONE, stop)
+        def decode() -> None:
+            try:
+                for item in batches:
+                    self.times["decode"] += item["decode_s"]
+                    release = partial(forked.release, item["slot"]) if forked is not None else None
+                    if not _put(decoded, (*_unpack(item), release), stop):
+                        return
+            finally:  # also after an error (raised from this thread's join): the main loop must not wait on
+                _put(decoded, _DONE, stop)
 
         def encode() -> None:
             from kvasir_ml.video.render import annotate_frame
@@ -278,15 +278,40 @@ class _Run:
             with VideoWriter(out / VIDEO_NAME, info.fps / every, (info.width, info.height)) as writer:
                 while (item := to_encode.get()) is not _DONE:
                     t0 = time.perf_counter()
-                    writer.write(annotate_frame(*item))
+                    rgb, entry, release = item
+                    writer.write(annotate_frame(rgb, entry))
+                    if release is not None:
+                        release()  # the batch's last frame: its decode slot is free again
                     self.times["encode"] += time.perf_counter() - t0
+                writer.close(keep=not stop.is_set())  # a failed run leaves no annotated.mp4 that looks whole
 
-        with self._models_side_by_side():
-            self._pump(decode, encode, out, annotate, decoded, to_encode, stop, n_expected, progress, video)
+        try:
+            with self._models_side_by_side():
+                self._pump(decode, encode, out, annotate, decoded, to_encode, stop, n_expected, progress, video)
+        finally:
+            if forked is not None:
+                forked.close()
+
+    def _forked_decoder(self, source: "_DecodedBatches", batch: int, info) -> "ForkedDecoder | None":
+        """On Linux, ``source`` in a forked process (``decode_process``), its slots sized from a
+        blank frame of the video's size; elsewhere None (a spawned process cannot unpickle the
+        classifier's input closure: decoding stays a thread)."""
+        from kvasir_ml.video.decode_process import ForkedDecoder
+
+        if sys.platform != "linux" or not self.decode_in_process:
+            return None
+        blank = np.zeros((info.height, info.width, 3), np.uint8)
+        inset = detect_inset(blank)
+        sample: dict[str, Any] = {"rgb": blank}
+        if self.detect is not None:
+            sample["det"] = self.detect.prepare([blank], [inset])[0]
+        if self.prepare is not None:
+            sample.update({f"cls.{k}": v.numpy() for k, v in self.prepare(blank, inset).items()})
+        return ForkedDecoder(source, sample, batch).start()
 
     @contextmanager
     def _models_side_by_side(self) -> Iterator[None]:
-        """With ``side_by_side``: the detector's thread, and torch's intra-op threads shared out (restored after)."""
+        """With ``side_by_side``: the two model threads, and torch's intra-op threads shared out (restored after)."""
         from kvasir_ml.cpu_threads import side_by_side_threads
 
         if not self.side_by_side:
@@ -294,13 +319,13 @@ class _Run:
             return
         saved_threads = torch.get_num_threads()
         torch.set_num_threads(side_by_side_threads())
-        self._detect_pool = ThreadPoolExecutor(1, thread_name_prefix="video-detect")
+        self._model_pool = ThreadPoolExecutor(2, thread_name_prefix="video-model")
         try:
             yield
         finally:
             torch.set_num_threads(saved_threads)
-            self._detect_pool.shutdown()
-            self._detect_pool = None
+            self._model_pool.shutdown(cancel_futures=True)
+            self._model_pool = None
 
     def _pump(self, decode: Callable[[], None], encode: Callable[[], None], out: Path, annotate: bool,
               decoded: queue.Queue, to_encode: queue.Queue, stop: threading.Event, n_expected: int, progress: bool,
@@ -314,15 +339,22 @@ class _Run:
         bar = tqdm(total=n_expected, unit="frame", disable=not progress, desc=video.name)
         try:
             with open(out / FRAMES_NAME, "w", encoding="utf-8") as log_file:
-                while (item := decoded.get()) is not _DONE:
-                    chunk = item[0]
-                    for rgb, entry in zip((c[2] for c in chunk), self.process(*item)):
-                        log_file.write(json.dumps(entry) + "\n")
-                        if annotate and not _put(to_encode, (rgb, entry), stop):
-                            break
-                    bar.update(len(chunk))
-                    if annotate and workers[1].error is not None:
-                        break  # the encoder failed: join_checked raises its error below
+                # One batch in flight: the models run on batch k while batch k-1 is tracked and written.
+                pending: _Launched | None = None
+                while True:
+                    item = decoded.get()
+                    if item is _DONE:  # the decode thread ends here: an error it met ends this run too
+                        workers[0].join()
+                        if workers[0].error is not None:
+                            raise workers[0].error
+                    launched = self.launch(item[0], item[1]) if item is not _DONE else None
+                    if launched is not None:
+                        launched.release = item[2]
+                    if pending is not None and not self._write(pending, log_file, annotate, to_encode, stop, bar):
+                        break
+                    if launched is None or (annotate and workers[1].error is not None):
+                        break  # the end, or the encoder failed: join_checked raises its error below
+                    pending = launched
             if annotate:
                 _put(to_encode, _DONE, stop)
         except BaseException:
@@ -336,28 +368,72 @@ class _Run:
                         q.get_nowait()
                 if annotate:
                     to_encode.put(_DONE)
+                    workers[1].join()  # it drops its partial MP4 (below) before this run's error is raised
         for w in workers:
             w.join_checked()
+
+    def _write(self, launched: "_Launched", log_file, annotate: bool, to_encode: queue.Queue,
+               stop: threading.Event, bar) -> bool:
+        """Finish a launched batch: its log lines, its frames to the encoder; False if the encoder gave up."""
+        chunk, release = launched.chunk, launched.release
+        entries = self.finish(launched)
+        for i, (rgb, entry) in enumerate(zip((c[2] for c in chunk), entries)):
+            log_file.write(json.dumps(entry) + "\n")
+            # The batch's last frame takes its decode slot back to the decoder once encoded.
+            if annotate and not _put(to_encode, (rgb, entry, release if i == len(chunk) - 1 else None), stop):
+                return False
+        if not annotate and release is not None:
+            release()
+        bar.update(len(chunk))
+        return True
 
     def process(self, chunk: list[tuple[int, float, np.ndarray, Any, Any]], det_input: np.ndarray | None = None
                 ) -> list[dict[str, Any]]:
         """Classifier and detector on a batch of frames (their insets and the models' inputs made
-        at decode: ``det_input`` from ``BatchDetector.prepare``), then the tracker and the smoother frame by frame."""
+        at decode: ``det_input`` from ``BatchDetector.prepare``), then the tracker and the smoother
+        frame by frame: ``finish(launch(...))``."""
+        return self.finish(self.launch(chunk, det_input))
+
+    def launch(self, chunk: list[tuple[int, float, np.ndarray, Any, Any]], det_input: np.ndarray | None = None
+               ) -> "_Launched":
+        """Start the models on a batch. Side by side (a CPU, both models), the detector and the
+        classifier go to the two model threads and the caller is free until ``finish``: it
+        tracks and writes the previous batch meanwhile. (Splitting the classifier's batch between
+        the threads was tried: a small batch costs far more per frame, the weights are read per
+        call.) Otherwise the models run here, now."""
+        launched = _Launched(chunk)
+        if self._model_pool is not None:
+            if self.detect is not None:
+                if det_input is None:
+                    det_input = self.detect.prepare([c[2] for c in chunk], [c[3] for c in chunk])
+                launched.boxes = self._model_pool.submit(self._timed, self.detect, det_input, chunk[0][2].shape)
+            if self.classify is not None:
+                launched.labels = self._model_pool.submit(self._timed, self.classify, [c[4] for c in chunk])
+            return launched
         t0 = time.perf_counter()
-        boxes: list[list[dict[str, Any]]] = [[] for _ in chunk]
-        pending = None
         if self.detect is not None:
             if det_input is None:
                 det_input = self.detect.prepare([c[2] for c in chunk], [c[3] for c in chunk])
-            if self._detect_pool is not None:
-                pending = self._detect_pool.submit(self.detect, det_input, chunk[0][2].shape)
-            else:
-                with self.detector_threads.batch(len(chunk)):
-                    boxes = self.detect(det_input, chunk[0][2].shape)
-        labels = self.classify([c[4] for c in chunk]) if self.classify else [None] * len(chunk)
-        if pending is not None:
-            boxes = pending.result()
+            with self.detector_threads.batch(len(chunk)):
+                launched.boxes = self.detect(det_input, chunk[0][2].shape)
+        if self.classify is not None:
+            launched.labels = self.classify([c[4] for c in chunk])
         self.times["inference"] += time.perf_counter() - t0
+        return launched
+
+    def _timed(self, fn: Callable, *args: Any) -> Any:
+        """``fn(*args)`` in a model thread, its seconds added to the inference stage."""
+        t0 = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            with self._times_lock:
+                self.times["inference"] += time.perf_counter() - t0
+
+    def finish(self, launched: "_Launched") -> list[dict[str, Any]]:
+        """Wait for a launched batch's models, then run the tracker and the smoother frame by frame."""
+        chunk = launched.chunk
+        boxes, labels = launched.results()
         entries = []
         for (index, time_s, rgb, inset, _), lab, frame_boxes in zip(chunk, labels, boxes):
             t1 = time.perf_counter()
@@ -381,3 +457,21 @@ class _Run:
             entries.append(entry)
         self.n_frames += len(chunk)
         return entries
+
+
+class _Launched:
+    """A batch whose models were started (``_Run.launch``): results or futures of them."""
+
+    def __init__(self, chunk: list[tuple[int, float, np.ndarray, Any, Any]]):
+        self.chunk = chunk
+        self.boxes: Any = None  # list per frame, or a Future of it
+        self.labels: Any = None  # list per frame, or a Future of it
+        self.release: Callable[[], None] | None = None  # gives the batch's decode slot back
+
+    def results(self) -> tuple[list[Any], list[Any]]:
+        """``(boxes per frame, labels per frame)``, waiting for the model threads where needed."""
+        n = len(self.chunk)
+        boxes = self.boxes.result() if isinstance(self.boxes, Future) else self.boxes
+        labels = self.labels.result() if isinstance(self.labels, Future) else self.labels
+        return (boxes if boxes is not None else [[] for _ in range(n)],
+                labels if labels is not None else [None] * n)

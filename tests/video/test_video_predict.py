@@ -72,3 +72,23 @@ def test_decoding_in_a_thread_where_workers_cannot_fork_gives_the_same_log(tiny_
     for a, b in zip(threaded, forked):
         assert a["labels"] == pytest.approx(b["labels"], abs=1e-5)
         assert [x["xywh_px"] for x in a["boxes"]] == pytest.approx([x["xywh_px"] for x in b["boxes"]], abs=1e-3)
+
+
+def test_a_decode_error_mid_video_is_raised_not_a_hang(tiny_models, synth_video, tmp_path, monkeypatch):
+    """The decode process fails after its first batch: predict_video raises that error (and
+    leaves no annotated MP4 under its real name) instead of waiting for frames forever."""
+    from kvasir_ml.video import predict as vp
+
+    classifier, detector = tiny_models
+    real_iter = vp._DecodedBatches.__iter__
+
+    def one_batch_then_fail(self):
+        items = real_iter(self)
+        yield next(items)
+        raise RuntimeError("frame 4: corrupt packet (planted)")
+
+    monkeypatch.setattr(vp._DecodedBatches, "__iter__", one_batch_then_fail)
+    with pytest.raises(RuntimeError, match="corrupt packet"):
+        vp.predict_video(synth_video.parent / "video.mp4", tmp_path / "pred", classifier, detector, batch_frames=4,
+                         device="cpu", progress=False)
+    assert not (tmp_path / "pred" / "annotated.mp4").exists()
