@@ -6,7 +6,9 @@
 
 The last line is one JSON object with stream_img_s, bare_img_s and their ratio (the goal:
 ratio >= 0.9), the process's peak RSS and the machine's load (the bare pass is timed before
-and after the stream, averaged). Frames are synthetic 720x576 JPEGs unless --frames is given.
+and after the stream, averaged). With --repeats N the whole bare-stream-bare run is repeated
+and the median run is reported, with every run's ratio in "ratios" (on a shared 2-core
+machine one run's ratio carries roughly +-10 % of noise). Frames are synthetic 720x576 JPEGs unless --frames is given.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--workers", type=int, default=None, help="decoding processes (default: cores - 1)")
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="bare-stream-bare runs; the median run's figures are reported, with every ratio")
     parser.add_argument("--json", action="store_true", help="print only the result JSON (one line)")
     parser.add_argument("--out", help="also write the result to this JSON file")
     args = parser.parse_args(argv)
@@ -42,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp_name)
         ckpt = args.classifier or untrained_checkpoint(tmp / "untrained.pt", args.arch, args.size)
         images = list_images([args.frames]) if args.frames else write_frames(tmp / "frames", args.n)
-        res = predict_throughput(ckpt, images, tmp / "predictions.jsonl", args.device, args.workers, args.batch)
+        res = predict_throughput(ckpt, images, tmp / "predictions.jsonl", args.device, args.workers, args.batch,
+                                 args.repeats)
     res.update(model=f"{args.arch} @ {args.size} px (untrained)" if not args.classifier else str(args.classifier),
                load_avg_1m=round(os.getloadavg()[0], 2), cpu_count=os.cpu_count())
     if args.out:

@@ -91,8 +91,10 @@ def _predict(d: dict) -> str:
 
 def _video(d: dict) -> str:
     r = d["result"]
+    runs = d.get("runs_600_frames_ratio")
     return (f"{r['frames']} frames {r['frame_size_px'][0]}x{r['frame_size_px'][1]}: end to end "
-            f"{r['end_to_end']['fps']:.0f} vs bare {r['bare']['fps']:.0f} fps (ratio {r['ratio']}; load {r['load_avg_1m']})")
+            f"{r['end_to_end']['fps']:.0f} vs bare {r['bare']['fps']:.0f} fps (ratio {r['ratio']}; load {r['load_avg_1m']})"
+            + (f"; ratios of {len(runs)} runs: {', '.join(str(x) for x in runs)}" if runs else ""))
 
 
 def _controls_row(d: dict) -> str:
