@@ -70,7 +70,7 @@ class DatasetConfig(StrictModel):
     fractions: tuple[float, float, float] = Field((0.7, 0.15, 0.15),
                                                   description="train/val/test fractions of a new split")
     synthetic_n: int = Field(200, ge=16, description="images to synthesize when canonical is null/synthetic")
-    synthetic_seed: Seed = Field(0, description="seed of the synthetic data (same seed: byte-identical images)")
+    synthetic_seed: Seed = Field(0, description="seed of the synthetic data (same seed on the same kind of CPU: byte-identical images; numpy's CPU-specific math kernels can change a few pixels, so the JPEG bytes, across CPU types)")
     synthetic_cooccurrence: Literal["default", "independent", "none"] = Field(
         "default",
         description="label sets of the synthetic data: 'default' = each class's labels plus a few class-specific "

@@ -85,8 +85,15 @@ def _labelstudio_scale(d: dict) -> str:
 
 def _predict(d: dict) -> str:
     r = d["repeat"]
+    runs = d.get("runs_ratio_this_box")
     return (f"{r['n_images']} images: stream {r['stream_img_s']} vs bare forward {r['bare_img_s']} img/s "
-            f"(ratio {r['ratio']}), peak RSS {r['peak_rss_mb']:.0f} MB (load {r['load_avg_1m']})")
+            f"(ratio {r['ratio']}), peak RSS {r['peak_rss_mb']:.0f} MB (load {r['load_avg_1m']})"
+            + (f"; ratios of {len(runs)} runs {min(runs)}-{max(runs)}, median {_median(runs):.3f}" if runs else ""))
+
+
+def _median(xs: list[float]) -> float:
+    s = sorted(xs)
+    return (s[(len(s) - 1) // 2] + s[len(s) // 2]) / 2
 
 
 def _video(d: dict) -> str:

@@ -508,7 +508,10 @@ def synthesize(
     Args:
         out_dir: output folder; gets ``images/synth-<seed>-<i>.jpg`` and ``annotations.coco.json``.
         n: number of frames (>= 1).
-        seed: random seed; the same seed gives byte-identical output.
+        seed: random seed; the same seed gives byte-identical output on the same kind of CPU
+            (numpy's CPU-specific math kernels, e.g. sin and exp, can differ in the last bit between
+            CPU types, which can move a few pixels and so the JPEG bytes: the images' hashes differed
+            between an Intel AVX-512 and an AMD EPYC box).
         size_range_px: inclusive range of frame widths; heights are 0.82-0.9 of the width.
         overwrite: allow writing into a folder that already holds an annotation file (the
             old file is kept as a timestamped backup).
