@@ -15,6 +15,7 @@ unpickle); elsewhere ``video predict`` decodes in a thread.
 from __future__ import annotations
 
 import mmap
+import pickle
 import multiprocessing as mp
 import traceback
 from typing import Any, Iterator
@@ -82,9 +83,11 @@ def _produce(source, slots: _Slots, free: Any, ready: Any) -> None:
     except BaseException as exc:  # noqa: BLE001 — handed to the consumer
         text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         try:
-            ready.send(("error", exc, text))
-        except Exception:  # noqa: BLE001 — an exception that does not pickle: its text only
-            ready.send(("error", None, text))
+            pickle.loads(pickle.dumps(exc))  # one that does not round-trip would hide the error in the parent
+            payload: BaseException | None = exc
+        except Exception:  # noqa: BLE001 — then its text only
+            payload = None
+        ready.send(("error", payload, text))
 
 
 class ForkedDecoder:
@@ -143,9 +146,10 @@ class ForkedDecoder:
         self._proc.join(timeout=2)
         raise DecodeProcessError(f"the video decode process died (exit code {self._proc.exitcode})")
 
-    def close(self) -> None:
-        """Stop the process (if still running) and wait for it."""
-        if self._proc.pid is None:
+    def stop_process(self) -> None:
+        """Stop the process if still running and wait for it; a reader waiting in ``__iter__``
+        then gets ``DecodeProcessError`` (its pipe closes) instead of waiting for ever."""
+        if self._proc.pid is None or self._proc.exitcode is not None:
             return
         try:
             self._free.put(None)
@@ -155,6 +159,10 @@ class ForkedDecoder:
         if self._proc.is_alive():
             self._proc.terminate()
             self._proc.join(timeout=2)
+
+    def close(self) -> None:
+        """``stop_process``, then close the pipes (call it once no thread reads this any more)."""
+        self.stop_process()
         self._free.close()
         self._ready.close()
 

@@ -85,6 +85,16 @@ def _put(q: queue.Queue, item: Any, stop: threading.Event) -> bool:
     return False
 
 
+def _get(q: queue.Queue, stop: threading.Event) -> Any:
+    """The next item, or ``_DONE`` once another thread has set ``stop`` (it will send nothing more)."""
+    while True:
+        try:
+            return q.get(timeout=0.2)
+        except queue.Empty:
+            if stop.is_set():
+                return _DONE
+
+
 def _batches(video: Path, every: int, batch: int, start_s: float, end_s: float | None, times: dict[str, float],
              prepare: Callable | None) -> Iterator[list[tuple[int, float, np.ndarray, Any, Any]]]:
     """Decoded frames with their inset measured and the classifier's inputs made (``prepare``),
@@ -275,19 +285,24 @@ class _Run:
         def encode() -> None:
             from kvasir_ml.video.render import annotate_frame
 
-            with VideoWriter(out / VIDEO_NAME, info.fps / every, (info.width, info.height)) as writer:
-                while (item := to_encode.get()) is not _DONE:
-                    t0 = time.perf_counter()
-                    rgb, entry, release = item
-                    writer.write(annotate_frame(rgb, entry))
-                    if release is not None:
-                        release()  # the batch's last frame: its decode slot is free again
-                    self.times["encode"] += time.perf_counter() - t0
-                writer.close(keep=not stop.is_set())  # a failed run leaves no annotated.mp4 that looks whole
+            try:
+                with VideoWriter(out / VIDEO_NAME, info.fps / every, (info.width, info.height)) as writer:
+                    while (item := to_encode.get()) is not _DONE:
+                        t0 = time.perf_counter()
+                        rgb, entry, release = item
+                        writer.write(annotate_frame(rgb, entry))
+                        if release is not None:
+                            release()  # the batch's last frame: its decode slot is free again
+                        self.times["encode"] += time.perf_counter() - t0
+                    writer.close(keep=not stop.is_set())  # a failed run leaves no annotated.mp4 that looks whole
+            except BaseException:
+                stop.set()  # the main loop stops feeding frames and raises this error
+                raise
 
         try:
             with self._models_side_by_side():
-                self._pump(decode, encode, out, annotate, decoded, to_encode, stop, n_expected, progress, video)
+                self._pump(decode, encode, out, annotate, decoded, to_encode, stop, n_expected, progress, video,
+                           forked.stop_process if forked is not None else None)
         finally:
             if forked is not None:
                 forked.close()
@@ -329,8 +344,10 @@ class _Run:
 
     def _pump(self, decode: Callable[[], None], encode: Callable[[], None], out: Path, annotate: bool,
               decoded: queue.Queue, to_encode: queue.Queue, stop: threading.Event, n_expected: int, progress: bool,
-              video: Path) -> None:
-        """Start the decode and encode threads, run the models on each decoded batch, write the log."""
+              video: Path, halt_decoding: Callable[[], None] | None) -> None:
+        """Start the decode and encode threads, run the models on each decoded batch, write the log.
+        On an error anywhere (``stop`` set), the encoder drops its partial MP4 and the decode process
+        is stopped (``halt_decoding``) before this returns."""
         from tqdm import tqdm
 
         workers = [_Worker(decode, "video-decode")] + ([_Worker(encode, "video-encode")] if annotate else [])
@@ -342,8 +359,8 @@ class _Run:
                 # One batch in flight: the models run on batch k while batch k-1 is tracked and written.
                 pending: _Launched | None = None
                 while True:
-                    item = decoded.get()
-                    if item is _DONE:  # the decode thread ends here: an error it met ends this run too
+                    item = _get(decoded, stop)
+                    if item is _DONE and not stop.is_set():  # the decode thread ends here: its error ends the run
                         workers[0].join()
                         if workers[0].error is not None:
                             raise workers[0].error
@@ -352,9 +369,12 @@ class _Run:
                         launched.release = item[2]
                     if pending is not None and not self._write(pending, log_file, annotate, to_encode, stop, bar):
                         break
-                    if launched is None or (annotate and workers[1].error is not None):
-                        break  # the end, or the encoder failed: join_checked raises its error below
+                    if launched is None or stop.is_set():
+                        break
                     pending = launched
+                if stop.is_set():  # set by the encoder as it failed: its error is this run's
+                    workers[1].join()
+                    raise workers[1].error or RuntimeError("video predict: the encode thread stopped")
             if annotate:
                 _put(to_encode, _DONE, stop)
         except BaseException:
@@ -368,7 +388,10 @@ class _Run:
                         q.get_nowait()
                 if annotate:
                     to_encode.put(_DONE)
-                    workers[1].join()  # it drops its partial MP4 (below) before this run's error is raised
+                    workers[1].join()  # it drops its partial MP4 before this run's error is raised
+                if halt_decoding is not None:
+                    halt_decoding()  # a decode thread waiting on the process for a slot ends too
+                workers[0].join(timeout=10)
         for w in workers:
             w.join_checked()
 
@@ -377,7 +400,7 @@ class _Run:
         """Finish a launched batch: its log lines, its frames to the encoder; False if the encoder gave up."""
         chunk, release = launched.chunk, launched.release
         entries = self.finish(launched)
-        for i, (rgb, entry) in enumerate(zip((c[2] for c in chunk), entries)):
+        for i, (rgb, entry) in enumerate(zip((c[2] for c in chunk), entries, strict=True)):
             log_file.write(json.dumps(entry) + "\n")
             # The batch's last frame takes its decode slot back to the decoder once encoded.
             if annotate and not _put(to_encode, (rgb, entry, release if i == len(chunk) - 1 else None), stop):
@@ -435,7 +458,7 @@ class _Run:
         chunk = launched.chunk
         boxes, labels = launched.results()
         entries = []
-        for (index, time_s, rgb, inset, _), lab, frame_boxes in zip(chunk, labels, boxes):
+        for (index, time_s, rgb, inset, _), lab, frame_boxes in zip(chunk, labels, boxes, strict=True):
             t1 = time.perf_counter()
             entry: dict[str, Any] = {"frame": index, "time_s": round(time_s, 4),
                                      "inset": {"state": inset.state, "box_xywh_px": list(inset.box_xywh_px)

@@ -87,3 +87,25 @@ def test_a_frame_of_another_size_is_named(synth_video):
             list(forked)
     finally:
         forked.close()
+
+
+class _OddError(Exception):
+    """Pickles, but does not unpickle (its __init__ wants two arguments, its args hold one)."""
+
+    def __init__(self, path, reason):
+        super().__init__(f"{path}: {reason}")
+
+
+def test_an_error_that_does_not_unpickle_arrives_as_its_text(synth_video, monkeypatch):
+    def failing_iter(self):
+        raise _OddError("frame7.png", "truncated")
+        yield  # a generator, as the real one is
+
+    monkeypatch.setattr(_DecodedBatches, "__iter__", failing_iter)
+    _, forked = _decoder(synth_video.parent / "video.mp4")
+    forked.start()
+    try:
+        with pytest.raises(DecodeProcessError, match="_OddError: frame7.png: truncated"):
+            list(forked)
+    finally:
+        forked.close()

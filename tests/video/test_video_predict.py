@@ -92,3 +92,28 @@ def test_a_decode_error_mid_video_is_raised_not_a_hang(tiny_models, synth_video,
         vp.predict_video(synth_video.parent / "video.mp4", tmp_path / "pred", classifier, detector, batch_frames=4,
                          device="cpu", progress=False)
     assert not (tmp_path / "pred" / "annotated.mp4").exists()
+
+
+@pytest.mark.parametrize("fail_at_frame", [0, 9])
+def test_an_encoder_error_is_raised_not_a_hang(tiny_models, synth_video, tmp_path, monkeypatch, fail_at_frame):
+    """The annotated MP4's encoder fails (at the first frame, or mid-video with every decode slot
+    taken: 12 batches of 4 frames against 4 slots): predict_video raises its error, stops the
+    decode process and leaves no annotated.mp4."""
+    from kvasir_ml.video import render
+
+    classifier, detector = tiny_models
+    real_annotate, calls = render.annotate_frame, []
+
+    def failing_annotate(rgb, entry):
+        calls.append(entry["frame"])
+        if len(calls) > fail_at_frame:
+            raise OSError("disk full (planted)")
+        return real_annotate(rgb, entry)
+
+    monkeypatch.setattr(render, "annotate_frame", failing_annotate)
+    from kvasir_ml.video.predict import predict_video
+
+    with pytest.raises(OSError, match="disk full"):
+        predict_video(synth_video.parent / "video.mp4", tmp_path / "pred", classifier, detector, batch_frames=4,
+                      device="cpu", progress=False)
+    assert not list((tmp_path / "pred").glob("annotated*.mp4"))
