@@ -114,6 +114,12 @@ class ForkedDecoder:
         self._proc.start()
         return self
 
+    def __enter__(self) -> "ForkedDecoder":
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
     def release(self, slot: int) -> None:
         self._free.put(slot)
 

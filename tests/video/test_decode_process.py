@@ -36,16 +36,13 @@ def test_batches_equal_in_process_decoding_and_slots_are_reused(synth_video):
     video = synth_video.parent / "video.mp4"
     source, forked = _decoder(video, batch=5, every=2, n_slots=2)
     expected = list(source)  # 24 frames: 5 batches, more than the 2 slots
-    forked.start()
     got, slots = [], []
-    try:
+    with forked:
         for item in forked:
             got.append({"meta": item["meta"], "rgb": item["rgb"].numpy().copy(),
                         "image": item["cls"]["image"].numpy().copy()})
             slots.append(item["slot"])
             forked.release(item["slot"])
-    finally:
-        forked.close()
     assert len(got) == len(expected) == 5 and set(slots) == {0, 1}
     for a, b in zip(got, expected):
         assert [m[:2] for m in a["meta"]] == [m[:2] for m in b["meta"]]
@@ -58,35 +55,26 @@ def test_an_error_in_the_process_is_raised_in_the_consumer(tmp_path):
     bad = tmp_path / "notavideo.mp4"
     bad.write_bytes(b"not a video at all")
     _, forked = _decoder(bad)
-    forked.start()
-    try:
+    with forked:
         with pytest.raises(VideoError, match="notavideo.mp4"):
             list(forked)
-    finally:
-        forked.close()
 
 
 def test_a_process_that_dies_is_an_error_not_a_hang(synth_video):
     _, forked = _decoder(synth_video.parent / "video.mp4", n_slots=1)
-    forked.start()
-    try:
+    with forked:
         items = iter(forked)
         next(items)  # the only slot is taken and not released: the process waits for it
         os.kill(forked._proc.pid, signal.SIGKILL)
         with pytest.raises(DecodeProcessError, match="died"):
             next(items)
-    finally:
-        forked.close()
 
 
 def test_a_frame_of_another_size_is_named(synth_video):
     source = _DecodedBatches(synth_video.parent / "video.mp4", 1, 4, 0.0, None, None, None)
-    forked = ForkedDecoder(source, {"rgb": np.zeros((64, 64, 3), np.uint8)}, 4).start()
-    try:
+    with ForkedDecoder(source, {"rgb": np.zeros((64, 64, 3), np.uint8)}, 4) as forked:
         with pytest.raises(DecodeProcessError, match=r"\(128, 160, 3\) where the video's first frame gave \(64, 64, 3\)"):
             list(forked)
-    finally:
-        forked.close()
 
 
 class _OddError(Exception):
@@ -103,9 +91,6 @@ def test_an_error_that_does_not_unpickle_arrives_as_its_text(synth_video, monkey
 
     monkeypatch.setattr(_DecodedBatches, "__iter__", failing_iter)
     _, forked = _decoder(synth_video.parent / "video.mp4")
-    forked.start()
-    try:
+    with forked:
         with pytest.raises(DecodeProcessError, match="_OddError: frame7.png: truncated"):
             list(forked)
-    finally:
-        forked.close()
