@@ -240,8 +240,6 @@ class _Run:
         self.detector_threads = ThreadTuner(dev if detector is not None and not self.side_by_side else None)
         self._model_pool: ThreadPoolExecutor | None = None  # side by side: the two model threads
         self._times_lock = threading.Lock()
-        # Decoding, the inset and the models' inputs in a process of their own (no GIL shared with the models).
-        self.decode_in_process = True
         self.times = dict.fromkeys(STAGES, 0.0)
         self.n_frames = 0
         self.smoother: LabelSmoother | None = None  # built from the first classifier output's thresholds
@@ -279,7 +277,7 @@ class _Run:
                     release = partial(forked.release, item["slot"]) if forked is not None else None
                     if not _put(decoded, (*_unpack(item), release), stop):
                         return
-            finally:  # also after an error (raised from this thread's join): the main loop must not wait on
+            finally:  # also after an error (the main loop joins this thread and raises it) or a stop
                 _put(decoded, _DONE, stop)
 
         def encode() -> None:
@@ -313,7 +311,7 @@ class _Run:
         classifier's input closure: decoding stays a thread)."""
         from kvasir_ml.video.decode_process import ForkedDecoder
 
-        if sys.platform != "linux" or not self.decode_in_process:
+        if sys.platform != "linux":
             return None
         blank = np.zeros((info.height, info.width, 3), np.uint8)
         inset = detect_inset(blank)
@@ -410,13 +408,6 @@ class _Run:
         bar.update(len(chunk))
         return True
 
-    def process(self, chunk: list[tuple[int, float, np.ndarray, Any, Any]], det_input: np.ndarray | None = None
-                ) -> list[dict[str, Any]]:
-        """Classifier and detector on a batch of frames (their insets and the models' inputs made
-        at decode: ``det_input`` from ``BatchDetector.prepare``), then the tracker and the smoother
-        frame by frame: ``finish(launch(...))``."""
-        return self.finish(self.launch(chunk, det_input))
-
     def launch(self, chunk: list[tuple[int, float, np.ndarray, Any, Any]], det_input: np.ndarray | None = None
                ) -> "_Launched":
         """Start the models on a batch. Side by side (a CPU, both models), the detector and the
@@ -425,18 +416,16 @@ class _Run:
         the threads was tried: a small batch costs far more per frame, the weights are read per
         call.) Otherwise the models run here, now."""
         launched = _Launched(chunk)
+        if self.detect is not None and det_input is None:
+            det_input = self.detect.prepare([c[2] for c in chunk], [c[3] for c in chunk])
         if self._model_pool is not None:
             if self.detect is not None:
-                if det_input is None:
-                    det_input = self.detect.prepare([c[2] for c in chunk], [c[3] for c in chunk])
                 launched.boxes = self._model_pool.submit(self._timed, self.detect, det_input, chunk[0][2].shape)
             if self.classify is not None:
                 launched.labels = self._model_pool.submit(self._timed, self.classify, [c[4] for c in chunk])
             return launched
         t0 = time.perf_counter()
-        if self.detect is not None:
-            if det_input is None:
-                det_input = self.detect.prepare([c[2] for c in chunk], [c[3] for c in chunk])
+        if self.detect is not None and det_input is not None:
             with self.detector_threads.batch(len(chunk)):
                 launched.boxes = self.detect(det_input, chunk[0][2].shape)
         if self.classify is not None:
