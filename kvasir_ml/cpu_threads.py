@@ -1,21 +1,33 @@
-"""How many intra-op threads CPU inference uses: chosen by timing real batches.
+"""How CPU inference uses the cores: a ``CpuPlan`` per batch, chosen by timing real batches.
 
-Why: torch's OpenMP threads spin at every op's barrier. When the cores are shared (a decode
-worker or thread of this program, an encoder, other people's jobs), one descheduled thread
-stalls every op for a time slice, and a forward with all cores' threads costs several times
-one with a single thread. Measured on 2 busy cores (load ~5), resnet18 at 128 px, batch 16:
-2 threads 67-145 ms/img, 1 thread 17-29 ms/img; on idle cores 2 threads win. Which count is
-fastest depends on the load, and the load changes during a long run, so ``ThreadTuner``
-runs batches with each candidate, keeps the fastest, and tries the others again now and then.
-On a GPU it does nothing.
+A plan runs a batch either as one forward split over ``threads`` intra-op threads, or in
+``lanes``: the batch cut into chunks that single-threaded forwards take from a queue, one
+Python thread per core (torch releases the GIL inside its ops).
+
+Why: torch's OpenMP threads wait for each other at every op's barrier. When the cores are
+shared (a decode worker or thread of this program, an encoder, other people's jobs), one
+descheduled thread stalls every op for a time slice, and a forward with all cores' threads
+costs several times one with a single thread. Measured on 2 busy cores (load ~5), resnet18
+at 128 px, batch 16: 2 threads 67-145 ms/img, 1 thread 17-29 ms/img. Lanes have no barrier
+to stall on (a lane that loses its core delays only its chunk, and the other lanes take the
+queue's next chunks), and even on idle cores they can win: resnet50 at 224 px, batch 16, on
+an idle 2-core AMD EPYC VM, 2 lanes (chunks of 4) ran 14.5-16.0 img/s against 8.2-10.9 img/s
+for one forward at 2 threads and 6.1 img/s at 1 thread. So a model whose batch can be cut
+runs in lanes, one per core (``cpu_plans``). For one that cannot (ultralytics' predictor), the
+fastest thread count depends on the machine, the model and the load, which changes during a
+long run, so ``ThreadTuner`` runs batches with each candidate, keeps the fastest, and tries
+the others again now and then. On a GPU it does nothing.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence, TypeVar
 
 import torch
 
@@ -31,6 +43,75 @@ def thread_candidates(cores: int | None = None) -> list[int]:
     if cores is None:
         cores = usable_cores()
     return sorted({1, max(1, cores)}, reverse=True)
+
+
+@dataclass(frozen=True, order=True)
+class CpuPlan:
+    """How one batch uses the cores: ``lanes`` single-threaded forwards over chunks of the
+    batch (``lanes`` > 1), or one forward at ``threads`` intra-op threads (``lanes`` == 1)."""
+
+    lanes: int = 1
+    threads: int = 1
+
+    @property
+    def cores(self) -> int:
+        return self.lanes * self.threads
+
+    @property
+    def stalls(self) -> bool:
+        """Whether a busy core stalls the whole batch (intra-op threads wait at every op's barrier)."""
+        return self.threads > 1
+
+    def __str__(self) -> str:
+        return f"{self.lanes}x{self.threads}"
+
+
+def cpu_plans(cores: int | None = None, lanes: bool = True) -> list[CpuPlan]:
+    """The plans a tuner chooses from. With ``lanes`` (a model whose batch can be cut, run from
+    several Python threads): one lane per core, alone. Lanes never stall on a busy core, they
+    beat one forward on all the cores' threads where measured (module docstring), and with a
+    single plan an image's scores do not depend on which plan the load picked (a forward's
+    float sums run in another order at another batch size; ``Lanes`` cuts a batch the same
+    way every time). Without: the thread counts of ``thread_candidates``."""
+    cores = usable_cores() if cores is None else cores
+    if lanes and cores > 1:
+        return [CpuPlan(lanes=cores)]
+    return [CpuPlan(threads=t) for t in thread_candidates(cores)]
+
+
+T = TypeVar("T")
+
+
+class Lanes:
+    """Runs ``fn(start, stop)`` over a batch's chunks on a plan's lanes (a thread pool kept
+    across batches); the chunks' results, in order. Chunks are about a quarter of a lane's share,
+    so a lane that loses its core for a while leaves its later chunks to the others."""
+
+    CHUNKS_PER_LANE = 2
+
+    def __init__(self) -> None:
+        self._pool: ThreadPoolExecutor | None = None
+
+    def run(self, fn: Callable[[int, int], T], n_items: int, plan: CpuPlan) -> list[T]:
+        if plan.lanes <= 1 or n_items <= 1:
+            return [fn(0, n_items)]
+        chunk = max(1, math.ceil(n_items / (plan.lanes * self.CHUNKS_PER_LANE)))
+        bounds = [(start, min(n_items, start + chunk)) for start in range(0, n_items, chunk)]
+        if self._pool is None or self._pool._max_workers != plan.lanes:  # noqa: SLF001 — resized rarely
+            self.close()
+            self._pool = ThreadPoolExecutor(plan.lanes, thread_name_prefix="cpu-lane")
+
+        def lane(bound: tuple[int, int]) -> T:
+            torch.set_num_threads(plan.threads)  # per thread: a pool thread keeps the count it first ran with
+            with torch.inference_mode():  # grad mode is per thread too
+                return fn(*bound)
+
+        return list(self._pool.map(lane, bounds))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
 
 def side_by_side_threads(n_models: int = 2, cores: int | None = None) -> int:
@@ -67,84 +148,104 @@ class IdleCores:
 
 
 class ThreadTuner:
-    """Picks the intra-op thread count per batch from measured seconds per image.
+    """Picks the ``CpuPlan`` per batch from measured seconds per image.
 
-    Starts (a warm-up batch, then a timed one) with the largest count whose extra cores were
-    idle since the tuner was made, else 1 thread; then tries the other counts (one batch
-    each), a larger one only when the cores it would add were idle during the last batch: on
-    a busy machine a probe with more threads costs several batches' time and would lose anyway.
-    (On an idle machine the first batches thus run at the count that usually wins.) Every
-    ``reprobe_every`` batches the counts not in use are tried again, as idle cores allow.
+    Starts (a warm-up batch, then a timed one) with the plan of most cores that fits: lanes
+    always fit (they do not stall), intra-op threads only as far as their extra cores were idle
+    since the tuner was made. Then it tries the other plans (one batch each), a stalling one
+    only when the cores it would add were idle during the last batch: on a busy machine such a
+    probe costs several batches' time and would lose anyway. (On an idle machine the first
+    batches thus run at the plan that usually wins.) Every ``reprobe_every`` batches the plans
+    not in use are tried again, as idle cores allow; while every other plan loses by more than
+    ``clear_loss`` the wait doubles (up to 8x): a probe of a plan that lost clearly is one slow
+    batch spent for nothing.
 
     Args:
         device: the models' device; only ``cpu`` tunes (anything else: threads are left alone).
-        candidates: thread counts to choose from; default ``thread_candidates()``.
-        reprobe_every: batches between probes of the counts not in use.
+        candidates: plans (or intra-op thread counts) to choose from, ties going to the first
+            listed; default ``cpu_plans()``.
+        reprobe_every: batches between probes of the plans not in use (at first; see above).
+        clear_loss: how much slower per image (1.2: 20 %) the other plans must all be for the wait to double.
         idle_cores: idle cores since its last call (default ``IdleCores()``, from /proc/stat).
 
-    Use ``with tuner.batch(n_images): model(...)`` around each batch.
+    Use ``with tuner.batch(n_images) as plan: ...`` around each batch (``Lanes.run`` runs a batch on a plan).
     """
 
-    def __init__(self, device: torch.device | str | None, candidates: Sequence[int] | None = None,
-                 reprobe_every: int = 50, idle_cores: Callable[[], float] | None = None):
+    def __init__(self, device: torch.device | str | None, candidates: Sequence[CpuPlan | int] | None = None,
+                 reprobe_every: int = 50, idle_cores: Callable[[], float] | None = None, clear_loss: float = 1.2):
         self.active = device is not None and torch.device(device).type == "cpu"
-        self.candidates = sorted(candidates or thread_candidates())
-        self.cores = max(self.candidates)
-        self.reprobe_every = reprobe_every
+        plans = [c if isinstance(c, CpuPlan) else CpuPlan(threads=c) for c in (candidates or cpu_plans())]
+        self.candidates = sorted(plans, key=lambda c: -c.cores)  # stable: ties keep the order given
+        self.reprobe_every = self._reprobe_after = reprobe_every
+        self.clear_loss = clear_loss
         self.idle_cores = idle_cores or IdleCores()
-        self.s_per_image: dict[int, float] = {}
-        self._queue: list[int] = []  # counts to run next; the first batch (warm-up) is not recorded
+        self.s_per_image: dict[CpuPlan, float] = {}
+        self._queue: list[CpuPlan] = []  # plans to run next; the first batch (warm-up) is not recorded
         self._warm = False
         self._since_probe = 0
-        self.history: list[int] = []  # threads of every batch (tests, reports)
+        self.history: list[CpuPlan] = []  # the plan of every batch (tests, reports)
 
-    def _probes(self, current: int) -> list[int]:
-        """The counts other than ``current`` whose extra threads find idle cores (1 always fits)."""
-        room = self.idle_cores() + current - 1 + 0.25  # a batch with `current` threads ran meanwhile
-        return [t for t in self.candidates if t != current and (t == 1 or t - 1 <= room)]
+    def _fits(self, plan: CpuPlan, room: float) -> bool:
+        return not plan.stalls or plan.cores - 1 <= room
 
-    def next_threads(self) -> int:
-        if not self._warm and not self._queue:  # warm-up: the most threads the idle cores take
+    def _probes(self, current: CpuPlan) -> list[CpuPlan]:
+        """The plans other than ``current`` that fit the idle cores (lanes and 1 thread always do)."""
+        room = self.idle_cores() + current.cores - 1 + 0.25  # a batch on `current` ran meanwhile
+        return [c for c in self.candidates if c != current and self._fits(c, room)]
+
+    def next_plan(self) -> CpuPlan:
+        if not self._warm and not self._queue:  # warm-up: the most cores that fit the idle ones
             room = self.idle_cores() + 0.25
-            self._queue = [max(t for t in self.candidates if t == 1 or t - 1 <= room)]
+            fitting = [c for c in self.candidates if self._fits(c, room)]
+            self._queue = [fitting[0] if fitting else min(self.candidates, key=lambda c: c.cores)]
         if self._queue:
             return self._queue[0]
         return self.best or self.candidates[0]
 
-    def record(self, threads: int, seconds: float, n_images: int) -> None:
-        self.history.append(threads)
+    def record(self, plan: CpuPlan, seconds: float, n_images: int) -> None:
+        self.history.append(plan)
         if not self._warm:
             self._warm = True
-            self._queue = [threads] + self._probes(threads)
+            self._queue = [plan] + self._probes(plan)
             return
-        self.s_per_image[threads] = seconds / max(1, n_images)
-        if self._queue and self._queue[0] == threads:
+        self.s_per_image[plan] = seconds / max(1, n_images)
+        if self._queue and self._queue[0] == plan:
             self._queue.pop(0)
+            if not self._queue:  # a round of probes ended
+                self._back_off()
             return
         self._since_probe += 1
-        if self._since_probe >= self.reprobe_every:
+        if self._since_probe >= self._reprobe_after:
             self._since_probe = 0
-            self._queue = self._probes(threads)
+            self._queue = self._probes(plan)
+
+    def _back_off(self) -> None:
+        """Double the wait for the next probes while every other plan lost clearly; else reset it."""
+        best = self.best
+        assert best is not None  # a round records at least one batch
+        others = [v for k, v in self.s_per_image.items() if k != best]
+        clear = bool(others) and min(others) > self.clear_loss * self.s_per_image[best]
+        self._reprobe_after = min(8 * self.reprobe_every, 2 * self._reprobe_after) if clear else self.reprobe_every
 
     @property
-    def best(self) -> int | None:
-        """The fastest count measured so far (None before any batch)."""
+    def best(self) -> CpuPlan | None:
+        """The fastest plan measured so far (None before any batch)."""
         return min(self.s_per_image, key=self.s_per_image.__getitem__) if self.s_per_image else None
 
     @contextmanager
-    def batch(self, n_images: int) -> Iterator[None]:
-        """Run the block with the chosen thread count and time it (restores the count after)."""
-        if not self.active or len(self.candidates) < 2:
-            yield
+    def batch(self, n_images: int) -> Iterator[CpuPlan]:
+        """Run the block on the chosen plan and time it: torch's thread count set to the plan's
+        (restored after), the plan given to the block (to cut the batch into its lanes)."""
+        if not self.active:
+            yield CpuPlan(threads=torch.get_num_threads())
             return
-        saved, threads = torch.get_num_threads(), self.next_threads()
-        torch.set_num_threads(threads)
+        saved, plan = torch.get_num_threads(), self.next_plan()
+        torch.set_num_threads(plan.threads)
         self.idle_cores()  # start the idle-time window: a probe decision after this batch sees only it
         start = time.perf_counter()
         try:
-            yield
+            yield plan
         finally:
             seconds = time.perf_counter() - start
             torch.set_num_threads(saved)
-        self.record(threads, seconds, n_images)
-
+        self.record(plan, seconds, n_images)

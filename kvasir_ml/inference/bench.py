@@ -2,8 +2,9 @@
 (``scripts/bench_predict.py``; the ratio the archive-scale predict is held to).
 
 * bare: the classifier's forward pass alone on inputs already prepared and in memory
-  (same batch size and device), no decode, no post-processing, no output; on a CPU timed at
-  each thread count the stream's ``ThreadTuner`` may pick, and the fastest is the baseline;
+  (same batch size and device), no decode, no post-processing, no output; on a CPU timed on
+  each plan the stream's ``ThreadTuner`` may pick (lanes: ``cpu_threads``) and as one forward
+  of the whole batch at each thread count, and the fastest is the baseline;
 * stream: ``inference.stream.predict_to_jsonl`` over the image files, everything included
   (decode, inset, input preparation in workers, the model, calibration, JSON Lines writes).
 
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from kvasir_ml.cpu_threads import thread_candidates
+from kvasir_ml.cpu_threads import CpuPlan, thread_candidates
 from kvasir_ml.data.inset import detect_inset
 from kvasir_ml.inference.combined import Predictor
 from kvasir_ml.inference.stream import predict_to_jsonl
@@ -67,43 +68,48 @@ def write_frames(folder: str | Path, n: int, width_px: int = 720, height_px: int
     return paths
 
 
-def bare_forward_img_s(predictor: Predictor, sample: list[Path], n_images: int, batch: int) -> tuple[float, int]:
-    """The classifier's forward pass alone at each thread count the stream may pick
-    (``cpu_threads``): the fastest one's images per second and its thread count (the
-    strictest baseline: the stream is held to the best the bare model does on this machine now)."""
+def bare_forward_img_s(predictor: Predictor, sample: list[Path], n_images: int, batch: int) -> tuple[float, str]:
+    """The classifier's forward pass alone on each plan the stream's tuner may pick (``cpu_threads``:
+    lanes) and, on a CPU, as one forward of the whole batch at each thread count: the fastest
+    one's images per second and its plan (the strictest baseline: the stream is held to the
+    best the bare model does on this machine now, however it is run)."""
     assert predictor.device is not None  # set when a model is loaded
-    candidates = thread_candidates() if predictor.device.type == "cpu" else [torch.get_num_threads()]
+    tuner = predictor.classifier_threads
+    candidates = [CpuPlan(threads=torch.get_num_threads())]
+    if tuner.active:
+        candidates = list(dict.fromkeys([*tuner.candidates, *(CpuPlan(threads=t) for t in thread_candidates())]))
     saved = torch.get_num_threads()
     rates = {}
     try:
-        for threads in candidates:
-            torch.set_num_threads(threads)
-            rates[threads] = _bare_img_s(predictor, sample, n_images // len(candidates), batch)
+        for plan in candidates:
+            torch.set_num_threads(plan.threads)
+            rates[plan] = _bare_img_s(predictor, plan, sample, n_images // len(candidates), batch)
     finally:
         torch.set_num_threads(saved)
     best = max(rates, key=rates.__getitem__)
-    return rates[best], best
+    return rates[best], str(best)
 
 
 @torch.no_grad()
-def _bare_img_s(predictor: Predictor, sample: list[Path], n_images: int, batch: int) -> float:
-    """Images per second of the classifier's forward pass alone, on ``sample``'s inputs prepared beforehand."""
+def _bare_img_s(predictor: Predictor, plan: CpuPlan, sample: list[Path], n_images: int, batch: int) -> float:
+    """Images per second of the classifier's forward pass alone on ``plan``, on ``sample``'s
+    inputs prepared beforehand."""
     from kvasir_ml.data.images import load_rgb
     from kvasir_ml.train.classify import classifier_inputs
 
     assert predictor.classifier is not None, "the bare forward pass needs a classifier"
-    model, cfg, _ = predictor.classifier
+    _, cfg, _ = predictor.classifier
     items = []
     for path in sample[:batch]:
         rgb = load_rgb(path)
         items.append(classifier_inputs(cfg, rgb, detect_inset(rgb)))
     inputs = {k: torch.stack([it[k] for it in items]).to(predictor.device) for k in items[0]}
-    model(**inputs)  # warm-up
+    predictor.forward_on(plan, inputs)  # warm-up
     steps = max(1, n_images // batch)
     _sync(predictor.device)
     t0 = time.perf_counter()
     for _ in range(steps):
-        model(**inputs).float().cpu()  # the stream reads its outputs back too
+        predictor.forward_on(plan, inputs).float().cpu()  # the stream reads its outputs back too
     _sync(predictor.device)
     return steps * batch / (time.perf_counter() - t0)
 
@@ -126,20 +132,20 @@ def predict_throughput(checkpoint: str | Path, images: list[Path], out_path: str
 def _one_run(predictor: Predictor, images: list[Path], out_path: Path, workers: int | None,
              batch: int) -> dict[str, Any]:
     out_path.unlink(missing_ok=True)
-    bare_before, threads_before = bare_forward_img_s(predictor, images, len(images), batch)
+    bare_before, plan_before = bare_forward_img_s(predictor, images, len(images), batch)
     # The tuner's idle-core window opens now, as in a fresh `kvasir-ml predict` run: the bare pass
     # above kept every core busy, which would otherwise make it start the stream at 1 thread.
     predictor.classifier_threads.idle_cores()
     predictor.classifier_threads.history.clear()
     rep = predict_to_jsonl(predictor, images, out_path, workers=workers, batch_images=batch, progress=False)
-    bare_after, threads_after = bare_forward_img_s(predictor, images, len(images), batch)
+    bare_after, plan_after = bare_forward_img_s(predictor, images, len(images), batch)
     bare = (bare_before + bare_after) / 2
     tuner = predictor.classifier_threads
     n_lines = sum(1 for _ in open(out_path, encoding="utf-8"))
     return {"n_images": len(images), "n_lines": n_lines, "n_failed": rep.n_failed, "batch": batch,
             "workers": workers, "device": str(predictor.device), "threads": torch.get_num_threads(),
-            "bare_threads_before_after": [threads_before, threads_after],
-            "stream_threads_per_batch": "".join(str(t) for t in tuner.history) or None,
+            "bare_plan_before_after": [plan_before, plan_after],
+            "stream_plan_per_batch": " ".join(str(t) for t in tuner.history) or None,
             "stream_img_s": round(rep.images_per_s, 2), "bare_img_s": round(bare, 2),
             "bare_before_img_s": round(bare_before, 2), "bare_after_img_s": round(bare_after, 2),
             "ratio": round(rep.images_per_s / bare, 3),

@@ -20,7 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from kvasir_ml.cpu_threads import ThreadTuner
+import torch
+
+from kvasir_ml.cpu_threads import CpuPlan, Lanes, ThreadTuner, cpu_plans
 from kvasir_ml.data.images import MIN_FRAME_SIDE_PX, ImageError, load_rgb
 from kvasir_ml.data.inset import detect_inset
 
@@ -56,9 +58,12 @@ class Predictor:
         from kvasir_ml.device import resolve_device
 
         self.device = None
-        # One thread tuner per model: their costs per image differ (cpu_threads says why).
+        # One tuner per model: their costs per image differ (cpu_threads says why). The classifier's
+        # batch can be cut into lanes; ultralytics' predictor is one object, so not the detector's.
         self.classifier_threads = ThreadTuner(resolve_device(device) if classifier_ckpt else None)
-        self.detector_threads = ThreadTuner(_device_or_none(device) if detector_ckpt else None)
+        self.classifier_lanes = Lanes()
+        self.detector_threads = ThreadTuner(_device_or_none(device) if detector_ckpt else None,
+                                            candidates=cpu_plans(lanes=False))
         if classifier_ckpt:
             from kvasir_ml.train.classify import classifier_inputs, load_classifier
 
@@ -86,12 +91,21 @@ class Predictor:
 
     def classify_prepared(self, inputs: Sequence[Any]) -> list[dict[str, Any]]:
         """The classifier on inputs made by ``train.classify.classifier_inputs``, as one batch,
-        with the thread count ``classifier_threads`` picks."""
+        on the plan ``classifier_threads`` picks (on a CPU: lanes or intra-op threads)."""
         from kvasir_ml.train.classify import classify_inputs
 
         assert self.classifier is not None and self.device is not None  # loaded together
-        with self.classifier_threads.batch(len(inputs)):
-            return classify_inputs(self.classifier, inputs, self.device, batch_size=max(1, len(inputs)))
+        with self.classifier_threads.batch(len(inputs)) as plan:
+            return classify_inputs(self.classifier, inputs, self.device, batch_size=max(1, len(inputs)),
+                                   forward=lambda batch: self.forward_on(plan, batch))
+
+    def forward_on(self, plan: CpuPlan, batch: dict[str, Any]) -> Any:
+        """The classifier's raw outputs on one input batch, run on ``plan`` (``Lanes``)."""
+        assert self.classifier is not None
+        model = self.classifier[0]
+        n = len(next(iter(batch.values())))
+        outs = self.classifier_lanes.run(lambda a, b: model(**{k: v[a:b] for k, v in batch.items()}), n, plan)
+        return outs[0] if len(outs) == 1 else torch.cat(outs)
 
     def __call__(self, image_paths: Sequence[str | Path]) -> list[dict[str, Any]]:
         """One entry per image, in order; failed images carry ``"error"``."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -135,9 +135,12 @@ def classify_arrays(loaded: tuple[KvasirClassifier, ClassifierConfig, dict[str, 
 @torch.no_grad()
 def classify_inputs(loaded: tuple[KvasirClassifier, ClassifierConfig, dict[str, Any]],
                     inputs: Sequence[dict[str, torch.Tensor]], device: torch.device,
-                    batch_size: int = 16) -> list[dict[str, Any]]:
-    """The classifier on prepared inputs (``classifier_inputs``): one entry per input, in order."""
+                    batch_size: int = 16,
+                    forward: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None = None) -> list[dict[str, Any]]:
+    """The classifier on prepared inputs (``classifier_inputs``): one entry per input, in order.
+    ``forward`` runs the model on a batch (default: one call; ``Predictor`` cuts it into lanes)."""
     model, cfg, state = loaded
+    forward = forward or (lambda batch: model(**batch))
     label_names, class_names = list(state["label_names"]), state["proba_class_names"]
     matrix = state["class_label_matrix"]
     post = state["posthoc"]
@@ -146,7 +149,7 @@ def classify_inputs(loaded: tuple[KvasirClassifier, ClassifierConfig, dict[str, 
     for start in range(0, len(inputs), batch_size):
         items = inputs[start:start + batch_size]
         batch = {k: torch.stack([it[k] for it in items]).to(device) for k in items[0]}
-        scores, proba = post.scores(probabilities(model(**batch).float(), cfg.model.task).numpy(), matrix,
+        scores, proba = post.scores(probabilities(forward(batch).float(), cfg.model.task).numpy(), matrix,
                                     label_names)
         for s, p in zip(scores, proba):
             k = int(p.argmax())
