@@ -84,7 +84,7 @@ T = TypeVar("T")
 
 class Lanes:
     """Runs ``fn(start, stop)`` over a batch's chunks on a plan's lanes (a thread pool kept
-    across batches); the chunks' results, in order. Chunks are about a quarter of a lane's share,
+    across batches); the chunks' results, in order. Chunks are half a lane's share of the batch,
     so a lane that loses its core for a while leaves its later chunks to the others."""
 
     CHUNKS_PER_LANE = 2
