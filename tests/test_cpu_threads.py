@@ -113,6 +113,32 @@ def test_lanes_run_every_chunk_once_in_order_on_single_threaded_workers():
         lanes.close()
 
 
+def test_lanes_take_the_next_batch_before_the_previous_is_collected():
+    """Two batches in flight: while one chunk of the first batch holds its lane, the other lane
+    runs the whole second batch (no idle tail at the batch boundary); each batch's results come
+    back whole and in order."""
+    lanes = Lanes()
+    release = threading.Event()
+
+    def first(a: int, b: int) -> list[int]:
+        if a == 0:
+            assert release.wait(10), "the second batch never ran while this chunk held its lane"
+        return list(range(a, b))
+
+    def second(a: int, b: int) -> list[int]:
+        return list(range(100 + a, 100 + b))
+
+    try:
+        collect_first = lanes.submit(first, 8, CpuPlan(lanes=2))
+        collect_second = lanes.submit(second, 8, CpuPlan(lanes=2))
+        assert [i for part in collect_second() for i in part] == list(range(100, 108))
+        release.set()
+        assert [i for part in collect_first() for i in part] == list(range(8))
+    finally:
+        release.set()
+        lanes.close()
+
+
 def test_lanes_raise_a_chunks_error():
     lanes = Lanes()
 

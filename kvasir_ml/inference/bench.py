@@ -2,20 +2,21 @@
 (``scripts/bench_predict.py``; the ratio the archive-scale predict is held to).
 
 * bare: the classifier's forward pass alone on inputs already prepared and in memory
-  (same batch size and device), no decode, no post-processing, no output; on a CPU timed on
-  each plan the stream's ``ThreadTuner`` may pick (lanes: ``cpu_threads``) and as one forward
-  of the whole batch at each thread count, and the fastest is the baseline;
+  (same batch size and device), no decode, no post-processing, no output, each batch started
+  before the previous one's outputs are read (as the stream runs it); on a CPU timed on the
+  stream's plan (lanes: ``cpu_threads``) and as one forward of the whole batch at each thread
+  count, and the fastest is the baseline;
 * stream: ``inference.stream.predict_to_jsonl`` over the image files, everything included
   (decode, inset, input preparation in workers, the model, calibration, JSON Lines writes).
 
 The bare pass is timed before and after the stream and averaged, so a machine whose load
-changes during the run biases neither side. The stream's thread tuner judges idle cores from
-the stream's start (not through the bare pass before it), as a fresh ``kvasir-ml predict`` does. Model loading and worker start-up are outside
+changes during the run biases neither side. Model loading and worker start-up are outside
 neither: the stream's seconds run from its first batch request to its last flush.
 """
 
 from __future__ import annotations
 
+import os
 import resource
 import time
 from pathlib import Path
@@ -69,20 +70,20 @@ def write_frames(folder: str | Path, n: int, width_px: int = 720, height_px: int
 
 
 def bare_forward_img_s(predictor: Predictor, sample: list[Path], n_images: int, batch: int) -> tuple[float, str]:
-    """The classifier's forward pass alone on each plan the stream's tuner may pick (``cpu_threads``:
-    lanes) and, on a CPU, as one forward of the whole batch at each thread count: the fastest
-    one's images per second and its plan (the strictest baseline: the stream is held to the
-    best the bare model does on this machine now, however it is run)."""
+    """The classifier's forward pass alone on the stream's plan (``Predictor.classifier_plan``: on
+    a CPU, lanes) and, on a CPU, as one forward of the whole batch at each thread count: the
+    fastest one's images per second and its plan (the strictest baseline: the stream is held to
+    the best the bare model does on this machine now, however it is run)."""
     assert predictor.device is not None  # set when a model is loaded
-    tuner = predictor.classifier_threads
-    candidates = [CpuPlan(threads=torch.get_num_threads())]
-    if tuner.active:
-        candidates = list(dict.fromkeys([*tuner.candidates, *(CpuPlan(threads=t) for t in thread_candidates())]))
+    candidates = [predictor.classifier_plan]
+    if predictor.device.type == "cpu":
+        candidates = list(dict.fromkeys([*candidates, *(CpuPlan(threads=t) for t in thread_candidates())]))
     saved = torch.get_num_threads()
     rates = {}
     try:
         for plan in candidates:
-            torch.set_num_threads(plan.threads)
+            if plan.lanes == 1 and predictor.device.type == "cpu":
+                torch.set_num_threads(plan.threads)
             rates[plan] = _bare_img_s(predictor, plan, sample, n_images // len(candidates), batch)
     finally:
         torch.set_num_threads(saved)
@@ -93,23 +94,28 @@ def bare_forward_img_s(predictor: Predictor, sample: list[Path], n_images: int, 
 @torch.no_grad()
 def _bare_img_s(predictor: Predictor, plan: CpuPlan, sample: list[Path], n_images: int, batch: int) -> float:
     """Images per second of the classifier's forward pass alone on ``plan``, on ``sample``'s
-    inputs prepared beforehand."""
+    inputs prepared beforehand; each batch is started before the previous one's outputs are
+    read, as the stream does (``Lanes.submit``: no core idles between batches)."""
     from kvasir_ml.data.images import load_rgb
-    from kvasir_ml.train.classify import classifier_inputs
+    from kvasir_ml.train.classify import classifier_inputs, collate_inputs
 
-    assert predictor.classifier is not None, "the bare forward pass needs a classifier"
+    assert predictor.classifier is not None and predictor.device is not None, "the bare pass needs a classifier"
     _, cfg, _ = predictor.classifier
     items = []
     for path in sample[:batch]:
         rgb = load_rgb(path)
         items.append(classifier_inputs(cfg, rgb, detect_inset(rgb)))
-    inputs = {k: torch.stack([it[k] for it in items]).to(predictor.device) for k in items[0]}
-    predictor.forward_on(plan, inputs)  # warm-up
+    inputs = collate_inputs(items, predictor.device)
+    predictor.start_forward(inputs, plan)()  # warm-up
     steps = max(1, n_images // batch)
     _sync(predictor.device)
     t0 = time.perf_counter()
-    for _ in range(steps):
-        predictor.forward_on(plan, inputs).float().cpu()  # the stream reads its outputs back too
+    outputs = predictor.start_forward(inputs, plan)
+    for _ in range(steps - 1):
+        started = predictor.start_forward(inputs, plan)
+        outputs().float().cpu()  # the stream reads its outputs back too
+        outputs = started
+    outputs().float().cpu()
     _sync(predictor.device)
     return steps * batch / (time.perf_counter() - t0)
 
@@ -122,31 +128,29 @@ def _sync(device: Any) -> None:
 def predict_throughput(checkpoint: str | Path, images: list[Path], out_path: str | Path, device: str = "auto",
                        workers: int | None = None, batch: int = 32, repeats: int = 1) -> dict[str, Any]:
     """Bare forward, stream, bare forward again (``repeats`` times, a fresh output each time);
-    images/s of each and the ratio stream / bare: the median run's, with every run's ratio."""
+    images/s of each and the ratio stream / bare: the median run's, with every run's ratio and
+    figures (``runs``: which side moved in an outlying run, at what load)."""
     predictor = Predictor(checkpoint, device=device)
     runs = [_one_run(predictor, images, Path(out_path), workers, batch) for _ in range(max(1, repeats))]
     res = sorted(runs, key=lambda r: r["ratio"])[len(runs) // 2]
-    return {**res, "repeats": len(runs), "ratios": [r["ratio"] for r in runs]}
+    each = [{k: r[k] for k in ("ratio", "stream_img_s", "bare_before_img_s", "bare_after_img_s", "load_1m_after")}
+            for r in runs]
+    return {**res, "repeats": len(runs), "ratios": [r["ratio"] for r in runs], "runs": each}
 
 
 def _one_run(predictor: Predictor, images: list[Path], out_path: Path, workers: int | None,
              batch: int) -> dict[str, Any]:
     out_path.unlink(missing_ok=True)
     bare_before, plan_before = bare_forward_img_s(predictor, images, len(images), batch)
-    # The tuner's idle-core window opens now, as in a fresh `kvasir-ml predict` run: the bare pass
-    # above kept every core busy, which would otherwise make it start the stream at 1 thread.
-    predictor.classifier_threads.idle_cores()
-    predictor.classifier_threads.history.clear()
     rep = predict_to_jsonl(predictor, images, out_path, workers=workers, batch_images=batch, progress=False)
     bare_after, plan_after = bare_forward_img_s(predictor, images, len(images), batch)
     bare = (bare_before + bare_after) / 2
-    tuner = predictor.classifier_threads
     n_lines = sum(1 for _ in open(out_path, encoding="utf-8"))
     return {"n_images": len(images), "n_lines": n_lines, "n_failed": rep.n_failed, "batch": batch,
             "workers": workers, "device": str(predictor.device), "threads": torch.get_num_threads(),
             "bare_plan_before_after": [plan_before, plan_after],
-            "stream_plan_per_batch": " ".join(str(t) for t in tuner.history) or None,
+            "stream_plan": str(predictor.classifier_plan),
             "stream_img_s": round(rep.images_per_s, 2), "bare_img_s": round(bare, 2),
             "bare_before_img_s": round(bare_before, 2), "bare_after_img_s": round(bare_after, 2),
-            "ratio": round(rep.images_per_s / bare, 3),
+            "ratio": round(rep.images_per_s / bare, 3), "load_1m_after": round(os.getloadavg()[0], 2),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}

@@ -58,9 +58,10 @@ class Predictor:
         from kvasir_ml.device import resolve_device
 
         self.device = None
-        # One tuner per model: their costs per image differ (cpu_threads says why). The classifier's
-        # batch can be cut into lanes; ultralytics' predictor is one object, so not the detector's.
-        self.classifier_threads = ThreadTuner(resolve_device(device) if classifier_ckpt else None)
+        # On a CPU the classifier runs its batches in lanes, one per core (cpu_threads says why).
+        # Ultralytics' predictor is one object whose batch cannot be cut: the detector's thread
+        # count is tuned per batch instead.
+        self.classifier_plan = CpuPlan()  # one call (a GPU); set below on a CPU
         self.classifier_lanes = Lanes()
         self.detector_threads = ThreadTuner(_device_or_none(device) if detector_ckpt else None,
                                             candidates=cpu_plans(lanes=False))
@@ -69,6 +70,8 @@ class Predictor:
 
             dev = self.device = resolve_device(device)
             loaded = self.classifier = load_classifier(classifier_ckpt, dev)
+            if dev.type == "cpu":
+                self.classifier_plan = cpu_plans()[0]
             self.classify = lambda rgbs, insets: self.classify_prepared(
                 [classifier_inputs(loaded[1], rgb, inset) for rgb, inset in zip(rgbs, insets)])
         if detector_ckpt:
@@ -90,22 +93,39 @@ class Predictor:
             self.detect = detect
 
     def classify_prepared(self, inputs: Sequence[Any]) -> list[dict[str, Any]]:
-        """The classifier on inputs made by ``train.classify.classifier_inputs``, as one batch,
-        on the plan ``classifier_threads`` picks (on a CPU: lanes or intra-op threads)."""
-        from kvasir_ml.train.classify import classify_inputs
+        """The classifier on inputs made by ``train.classify.classifier_inputs``, as one batch
+        (on a CPU in lanes: ``start_classify``)."""
+        from kvasir_ml.train.classify import collate_inputs
+
+        assert self.device is not None  # set when the classifier is loaded
+        return self.start_classify(collate_inputs(inputs, self.device))()
+
+    def start_classify(self, batch: dict[str, Any]) -> Callable[[], list[dict[str, Any]]]:
+        """Start the classifier on a batch of prepared inputs (``classifier_inputs``' tensors
+        stacked per key); the returned call gives one entry per image, in order (waiting for
+        them), and raises the batch's error. On a CPU the batch is queued on the lanes and this
+        returns at once: start the next batch before collecting this one and no core idles
+        between batches (``Lanes.submit``)."""
+        from kvasir_ml.train.classify import classifier_entries
 
         assert self.classifier is not None and self.device is not None  # loaded together
-        with self.classifier_threads.batch(len(inputs)) as plan:
-            return classify_inputs(self.classifier, inputs, self.device, batch_size=max(1, len(inputs)),
-                                   forward=lambda batch: self.forward_on(plan, batch))
+        loaded, outputs = self.classifier, self.start_forward({k: v.to(self.device) for k, v in batch.items()})
+        return lambda: classifier_entries(loaded, outputs())
 
-    def forward_on(self, plan: CpuPlan, batch: dict[str, Any]) -> Any:
-        """The classifier's raw outputs on one input batch, run on ``plan`` (``Lanes``)."""
+    def start_forward(self, batch: dict[str, Any], plan: CpuPlan | None = None) -> Callable[[], Any]:
+        """The classifier's raw outputs on one input batch, started on ``plan`` (default
+        ``classifier_plan``; ``Lanes.submit``); the returned call waits for them."""
         assert self.classifier is not None
         model = self.classifier[0]
         n = len(next(iter(batch.values())))
-        outs = self.classifier_lanes.run(lambda a, b: model(**{k: v[a:b] for k, v in batch.items()}), n, plan)
-        return outs[0] if len(outs) == 1 else torch.cat(outs)
+        chunks = self.classifier_lanes.submit(lambda a, b: model(**{k: v[a:b] for k, v in batch.items()}), n,
+                                              plan or self.classifier_plan)
+
+        def outputs() -> Any:
+            outs = chunks()
+            return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+        return outputs
 
     def __call__(self, image_paths: Sequence[str | Path]) -> list[dict[str, Any]]:
         """One entry per image, in order; failed images carry ``"error"``."""
@@ -201,13 +221,15 @@ def _run_chunk(decoded: list[tuple[dict[str, Any], Any, Any]], classify: Callabl
 
 
 def _apply(name: str, run: Callable[[list[Any], list[Any]], list[Any]], entries: list[dict[str, Any]],
-           frames: list[Any], insets: list[Any], merge: Callable[[dict[str, Any], Any], None]) -> None:
-    """Merge ``run(frames, insets)`` into ``entries``; if the batch fails, retry frame by frame so
-    only the images that fail get an ``error`` (the others keep their results)."""
+           frames: list[Any], insets: list[Any], merge: Callable[[dict[str, Any], Any], None],
+           started: Callable[[], list[Any]] | None = None) -> None:
+    """Merge ``run(frames, insets)`` into ``entries`` (or ``started()``: the batch's results, from
+    a run started earlier); if the batch fails, retry frame by frame with ``run`` so only the
+    images that fail get an ``error`` (the others keep their results)."""
     if not entries:
         return
     try:
-        outputs: list[Any] = run(frames, insets)
+        outputs: list[Any] = started() if started is not None else run(frames, insets)
     except Exception as exc:  # noqa: BLE001 — find the image(s) at fault below
         log.warning("%s failed on a batch (%s: %s); retrying image by image", name, type(exc).__name__, exc)
         outputs = []

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -135,28 +135,37 @@ def classify_arrays(loaded: tuple[KvasirClassifier, ClassifierConfig, dict[str, 
 @torch.no_grad()
 def classify_inputs(loaded: tuple[KvasirClassifier, ClassifierConfig, dict[str, Any]],
                     inputs: Sequence[dict[str, torch.Tensor]], device: torch.device,
-                    batch_size: int = 16,
-                    forward: Callable[[dict[str, torch.Tensor]], torch.Tensor] | None = None) -> list[dict[str, Any]]:
-    """The classifier on prepared inputs (``classifier_inputs``): one entry per input, in order.
-    ``forward`` runs the model on a batch (default: one call; ``Predictor`` cuts it into lanes)."""
-    model, cfg, state = loaded
-    forward = forward or (lambda batch: model(**batch))
-    label_names, class_names = list(state["label_names"]), state["proba_class_names"]
-    matrix = state["class_label_matrix"]
-    post = state["posthoc"]
-    thresholds = post.thresholds
+                    batch_size: int = 16) -> list[dict[str, Any]]:
+    """The classifier on prepared inputs (``classifier_inputs``): one entry per input, in order."""
+    model = loaded[0]
     results: list[dict[str, Any]] = []
     for start in range(0, len(inputs), batch_size):
-        items = inputs[start:start + batch_size]
-        batch = {k: torch.stack([it[k] for it in items]).to(device) for k in items[0]}
-        scores, proba = post.scores(probabilities(forward(batch).float(), cfg.model.task).numpy(), matrix,
-                                    label_names)
-        for s, p in zip(scores, proba):
-            k = int(p.argmax())
-            results.append({
-                "labels": {n: float(v) for n, v in zip(label_names, s)},
-                "predicted_labels": [n for n, v, t in zip(label_names, s, thresholds) if v >= t],
-                "thresholds": {n: float(t) for n, t in zip(label_names, thresholds)},  # for uncertainty ranking
-                "source_class": {"name": class_names[k], "score": float(p[k])},
-            })
+        results += classifier_entries(loaded, model(**collate_inputs(inputs[start:start + batch_size], device)))
+    return results
+
+
+def collate_inputs(items: Sequence[dict[str, torch.Tensor]], device: torch.device) -> dict[str, torch.Tensor]:
+    """Prepared inputs (``classifier_inputs``) stacked into one batch on ``device``."""
+    return {k: torch.stack([it[k] for it in items]).to(device) for k in items[0]}
+
+
+def classifier_entries(loaded: tuple[KvasirClassifier, ClassifierConfig, dict[str, Any]],
+                       outputs: torch.Tensor) -> list[dict[str, Any]]:
+    """The entries of one batch from the model's raw outputs: calibrated scores per label, the
+    labels at or above their thresholds, and the most likely class."""
+    _, cfg, state = loaded
+    label_names, class_names = list(state["label_names"]), state["proba_class_names"]
+    post = state["posthoc"]
+    scores, proba = post.scores(probabilities(outputs.float(), cfg.model.task).numpy(),
+                                state["class_label_matrix"], label_names)
+    thresholds = post.thresholds
+    results = []
+    for s, p in zip(scores, proba):
+        k = int(p.argmax())
+        results.append({
+            "labels": {n: float(v) for n, v in zip(label_names, s)},
+            "predicted_labels": [n for n, v, t in zip(label_names, s, thresholds) if v >= t],
+            "thresholds": {n: float(t) for n, t in zip(label_names, thresholds)},  # for uncertainty ranking
+            "source_class": {"name": class_names[k], "score": float(p[k])},
+        })
     return results

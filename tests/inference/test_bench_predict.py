@@ -12,6 +12,7 @@ def test_repeats_stream_a_fresh_file_each_and_report_the_median_run(tmp_path):
     res = predict_throughput(ckpt, images, tmp_path / "out.jsonl", "cpu", workers=0, batch=4, repeats=3)
     assert res["repeats"] == 3 and len(res["ratios"]) == 3
     assert res["ratio"] == sorted(res["ratios"])[1]
+    assert [r["ratio"] for r in res["runs"]] == res["ratios"] and all(r["stream_img_s"] > 0 for r in res["runs"])
     assert res["n_lines"] == res["n_images"] == 12 and res["n_failed"] == 0  # not appended to, not resumed
     assert res["ratio"] == round(res["stream_img_s"] / res["bare_img_s"], 3) or abs(
         res["ratio"] - res["stream_img_s"] / res["bare_img_s"]) < 0.01

@@ -85,6 +85,59 @@ def test_folders_are_searched_and_bad_images_get_an_error_line(ckpt, frames, tmp
     assert "error" in _lines(tmp_path / "p.jsonl")[-1]
 
 
+class _FailsOn:
+    """The classifier, failing on any batch that holds the image whose first pixels are ``poison``."""
+
+    def __init__(self, model, poison):
+        self.model, self.poison = model, poison
+
+    def __call__(self, image, **rest):
+        if any(bool((img[:, 0, :4] == self.poison).all()) for img in image):
+            raise RuntimeError("odd frame")
+        return self.model(image=image, **rest)
+
+
+def test_a_frame_the_classifier_fails_on_costs_only_itself_with_batches_in_flight(ckpt, frames, tmp_path):
+    """Batches are started on the lanes before the previous one is collected; a chunk that
+    fails is retried image by image when its batch is collected, and only its bad image gets an
+    error (the batches around it, already started, keep their labels)."""
+    from kvasir_ml.cpu_threads import CpuPlan
+    from kvasir_ml.data.images import load_rgb
+    from kvasir_ml.data.inset import detect_inset
+    from kvasir_ml.train.classify import classifier_inputs
+
+    predictor = Predictor(ckpt, device="cpu")
+    predictor.classifier_plan = CpuPlan(lanes=2)  # lanes even on a 1-core runner
+    model, cfg, state = predictor.classifier
+    rgb = load_rgb(frames[4])
+    poison = classifier_inputs(cfg, rgb, detect_inset(rgb))["image"][:, 0, :4]
+    predictor.classifier = (_FailsOn(model, poison), cfg, state)
+    rep = predict_to_jsonl(predictor, frames, tmp_path / "p.jsonl", workers=0, batch_images=3, progress=False)
+    lines = _lines(tmp_path / "p.jsonl")
+    assert [e["image"] for e in lines] == [str(p) for p in frames]
+    assert rep.n_failed == 1 and lines[4]["error"] == "classifier failed: RuntimeError: odd frame"
+    assert all(e["labels"] and "error" not in e for i, e in enumerate(lines) if i != 4)
+
+
+def test_an_error_while_starting_a_batch_is_raised_when_it_is_collected(ckpt, frames, tmp_path, caplog):
+    """A batch that cannot even be started (here: refused for holding more than one image) fails
+    where its results are collected, with its own error, and is then retried image by image."""
+    predictor = Predictor(ckpt, device="cpu")
+    start = predictor.start_classify
+
+    def refuse_batches(batch):
+        if len(batch["image"]) > 1:
+            raise ValueError("inputs of different shapes")
+        return start(batch)
+
+    predictor.start_classify = refuse_batches
+    rep = predict_to_jsonl(predictor, frames[:5], tmp_path / "p.jsonl", workers=0, batch_images=3, progress=False)
+    assert rep.n_written == 5 and rep.n_failed == 0
+    assert all(e["labels"] for e in _lines(tmp_path / "p.jsonl"))
+    retried = [r.getMessage() for r in caplog.records if "retrying image by image" in r.getMessage()]
+    assert len(retried) == 2 and all("ValueError: inputs of different shapes" in m for m in retried)
+
+
 def test_cli_resumes_after_a_kill(ckpt, tmp_path, capsys):
     """`kvasir-ml predict DIR --out x.jsonl` killed (SIGKILL) mid-run, a torn line left behind,
     then run again: every image exactly once, the first run's lines kept. The killed run is a real
