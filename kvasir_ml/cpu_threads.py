@@ -99,16 +99,16 @@ class Lanes:
     def __init__(self) -> None:
         self._pool: ThreadPoolExecutor | None = None
 
-    def run(self, fn: Callable[[int, int], T], n_items: int, plan: CpuPlan) -> list[T]:
+    def run(self, fn: Callable[[int, int], T], n_items: int, plan: CpuPlan | None) -> list[T]:
         return self.submit(fn, n_items, plan)()
 
-    def submit(self, fn: Callable[[int, int], T], n_items: int, plan: CpuPlan) -> Callable[[], list[T]]:
+    def submit(self, fn: Callable[[int, int], T], n_items: int, plan: CpuPlan | None) -> Callable[[], list[T]]:
         """Queue the batch's chunks on the lanes; the returned call waits for their results (in
-        order) and raises a chunk's error. A plan of one lane runs ``fn`` here, now, in one call."""
-        if plan.lanes <= 1 or n_items <= 1:
-            with torch.inference_mode():
-                done = [fn(0, n_items)]
-            return lambda: done
+        order) and raises a chunk's error. A plan of one lane, a batch of one item, or no plan
+        (a GPU: torch's threads left alone) runs ``fn`` here, now, in one call, at the plan's
+        thread count; its error, too, is raised by the returned call."""
+        if plan is None or plan.lanes <= 1 or n_items <= 1:
+            return self._here(fn, n_items, plan)
         chunk = max(1, math.ceil(n_items / (plan.lanes * self.CHUNKS_PER_LANE)))
         if self._pool is None or self._pool._max_workers != plan.lanes:  # noqa: SLF001 — resized rarely
             self.close()
@@ -121,6 +121,25 @@ class Lanes:
 
         futures = [self._pool.submit(lane, start) for start in range(0, n_items, chunk)]
         return lambda: [f.result() for f in futures]
+
+    @staticmethod
+    def _here(fn: Callable[[int, int], T], n_items: int, plan: CpuPlan | None) -> Callable[[], list[T]]:
+        saved = torch.get_num_threads()
+        try:
+            if plan is not None:
+                torch.set_num_threads(plan.threads)
+            with torch.inference_mode():
+                done = [fn(0, n_items)]
+        except Exception as exc:  # noqa: BLE001 — raised by the returned call, as a lane's would be
+            error = exc  # (``exc`` is unbound when the except block ends)
+
+            def fail() -> list[T]:
+                raise error
+
+            return fail
+        finally:
+            torch.set_num_threads(saved)
+        return lambda: done
 
     def close(self) -> None:
         if self._pool is not None:

@@ -107,8 +107,11 @@ def test_lanes_run_every_chunk_once_in_order_on_single_threaded_workers():
         assert [i for part in out for i in part] == list(range(17))  # every item once, in order
         assert len(out) == 4  # chunks of a quarter: ceil(17 / (2 lanes * 2))
         assert all(threads == 1 and not grad and name.startswith("cpu-lane") for _, _, threads, grad, name in seen)
+        before = torch.get_num_threads()
         assert lanes.run(chunk, 5, ONE) == [[0, 1, 2, 3, 4]]  # one lane: one call, in this thread
-        assert seen[-1][4] == threading.current_thread().name
+        assert seen[-1][2:] == (1, False, threading.current_thread().name)  # at the plan's threads, no grad
+        assert lanes.run(chunk, 1, CpuPlan(lanes=2)) == [[0]] and seen[-1][2] == 1  # one item: here too
+        assert torch.get_num_threads() == before  # restored
     finally:
         lanes.close()
 
@@ -150,6 +153,9 @@ def test_lanes_raise_a_chunks_error():
     try:
         with pytest.raises(ValueError, match="bad chunk"):
             lanes.run(chunk, 8, CpuPlan(lanes=2))
+        collect = lanes.submit(lambda a, b: chunk(a + 1, b), 4, ONE)  # run here, now: raised when collected
+        with pytest.raises(ValueError, match="bad chunk at 1"):
+            collect()
     finally:
         lanes.close()
 

@@ -75,24 +75,21 @@ def bare_forward_img_s(predictor: Predictor, sample: list[Path], n_images: int, 
     fastest one's images per second and its plan (the strictest baseline: the stream is held to
     the best the bare model does on this machine now, however it is run)."""
     assert predictor.device is not None  # set when a model is loaded
-    candidates = [predictor.classifier_plan]
+    candidates: list[CpuPlan | None] = [predictor.classifier_plan]
     if predictor.device.type == "cpu":
         candidates = list(dict.fromkeys([*candidates, *(CpuPlan(threads=t) for t in thread_candidates())]))
-    saved = torch.get_num_threads()
-    rates = {}
-    try:
-        for plan in candidates:
-            if plan.lanes == 1 and predictor.device.type == "cpu":
-                torch.set_num_threads(plan.threads)
-            rates[plan] = _bare_img_s(predictor, plan, sample, n_images // len(candidates), batch)
-    finally:
-        torch.set_num_threads(saved)
+    rates = {plan: _bare_img_s(predictor, plan, sample, n_images // len(candidates), batch) for plan in candidates}
     best = max(rates, key=rates.__getitem__)
-    return rates[best], str(best)
+    return rates[best], plan_name(best)
+
+
+def plan_name(plan: CpuPlan | None) -> str:
+    """``CpuPlan``'s "lanes x threads", or "one call" (no plan: a GPU)."""
+    return "one call" if plan is None else str(plan)
 
 
 @torch.no_grad()
-def _bare_img_s(predictor: Predictor, plan: CpuPlan, sample: list[Path], n_images: int, batch: int) -> float:
+def _bare_img_s(predictor: Predictor, plan: CpuPlan | None, sample: list[Path], n_images: int, batch: int) -> float:
     """Images per second of the classifier's forward pass alone on ``plan``, on ``sample``'s
     inputs prepared beforehand; each batch is started before the previous one's outputs are
     read, as the stream does (``Lanes.submit``: no core idles between batches)."""
@@ -149,7 +146,7 @@ def _one_run(predictor: Predictor, images: list[Path], out_path: Path, workers: 
     return {"n_images": len(images), "n_lines": n_lines, "n_failed": rep.n_failed, "batch": batch,
             "workers": workers, "device": str(predictor.device), "threads": torch.get_num_threads(),
             "bare_plan_before_after": [plan_before, plan_after],
-            "stream_plan": str(predictor.classifier_plan),
+            "stream_plan": plan_name(predictor.classifier_plan),
             "stream_img_s": round(rep.images_per_s, 2), "bare_img_s": round(bare, 2),
             "bare_before_img_s": round(bare_before, 2), "bare_after_img_s": round(bare_after, 2),
             "ratio": round(rep.images_per_s / bare, 3), "load_1m_after": round(os.getloadavg()[0], 2),

@@ -61,7 +61,7 @@ class Predictor:
         # On a CPU the classifier runs its batches in lanes, one per core (cpu_threads says why).
         # Ultralytics' predictor is one object whose batch cannot be cut: the detector's thread
         # count is tuned per batch instead.
-        self.classifier_plan = CpuPlan()  # one call (a GPU); set below on a CPU
+        self.classifier_plan: CpuPlan | None = None  # one call, threads left alone (a GPU); set below on a CPU
         self.classifier_lanes = Lanes()
         self.detector_threads = ThreadTuner(_device_or_none(device) if detector_ckpt else None,
                                             candidates=cpu_plans(lanes=False))

@@ -8,9 +8,9 @@ and a torn last line (the kill came mid-write) is cut off first.
 
 Decoding, inset detection and the classifier's input preparation run in DataLoader worker
 processes while the main process runs the models, so the models wait for frames only when
-the workers cannot keep up, and each batch is started on the model before the previous one
-is collected and written, so on a CPU no core idles between batches (``Lanes.submit``;
-``scripts/bench_predict.py`` measures the ratio to a bare forward pass).
+the workers cannot keep up, and (the classifier alone) each batch is started on the model
+before the previous one is collected and written, so on a CPU no core idles between batches
+(``Lanes.submit``; ``scripts/bench_predict.py`` measures the ratio to a bare forward pass).
 """
 
 from __future__ import annotations
@@ -225,14 +225,21 @@ def predict_to_jsonl(predictor: Predictor, paths: Sequence[str | Path], out_path
 
 
 def _in_flight(predictor: Predictor, batches: Iterable[_Batch]) -> Iterator[list[dict[str, Any]]]:
-    """Each batch's entries, in order; a batch is started (``start_models``) before the previous
-    one is collected, so the cores go on to it while that one's last chunks finish."""
+    """Each batch's entries, in order. With the classifier alone a batch is started
+    (``start_models``) before the previous one is collected, so the cores go on to it while that
+    one's last chunks finish. With a detector, one batch at a time: it runs when its batch is
+    collected, and would otherwise share the cores with the next batch's lanes (its thread
+    count is tuned for the cores being its own)."""
+    ahead = predictor.detect is None
     finish = None
     for batch in batches:
         started = start_models(predictor, batch)
         if finish is not None:
             yield finish()
         finish = started
+        if not ahead:
+            yield finish()
+            finish = None
     if finish is not None:
         yield finish()
 
@@ -243,6 +250,8 @@ def start_models(predictor: Predictor, batch: _Batch) -> Callable[[], list[dict[
     ok = [it for it in batch.items if "error" not in it["entry"]]  # (just those with inputs, if any)
     entries, insets = [it["entry"] for it in ok], [it["inset"] for it in ok]
     inputs = batch.inputs
+    # _Frames sets an error exactly where it made no inputs: results are matched by position.
+    assert inputs is None or len(next(iter(inputs.values()))) == len(ok), "inputs out of step with the frames"
     started = None
     if predictor.classifier is not None and ok and inputs is not None:
         started = _deferred(lambda: predictor.start_classify(inputs))

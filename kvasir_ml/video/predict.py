@@ -236,7 +236,7 @@ class _Run:
             if self.side_by_side:
                 self.classify = lambda inputs: classify_inputs(predictor.classifier, inputs, dev, max(1, len(inputs)))
             else:
-                self.classify = predictor.classify_prepared  # its thread count tuned per batch (cpu_threads)
+                self.classify = predictor.classify_prepared  # in lanes on a CPU (cpu_threads)
         self.detector_threads = ThreadTuner(dev if detector is not None and not self.side_by_side else None,
                                             candidates=cpu_plans(lanes=False))
         self._model_pool: ThreadPoolExecutor | None = None  # side by side: the two model threads

@@ -138,6 +138,34 @@ def test_an_error_while_starting_a_batch_is_raised_when_it_is_collected(ckpt, fr
     assert len(retried) == 2 and all("ValueError: inputs of different shapes" in m for m in retried)
 
 
+@pytest.mark.parametrize("with_detector", [False, True])
+def test_the_next_batch_is_started_before_the_previous_is_collected_unless_a_detector_runs(monkeypatch,
+                                                                                         with_detector):
+    from types import SimpleNamespace
+
+    from kvasir_ml.inference import stream
+
+    events: list[tuple[str, int]] = []
+
+    def start(predictor, batch):
+        events.append(("start", batch))
+
+        def finish():
+            events.append(("collect", batch))
+            return [{"image": str(batch)}]
+
+        return finish
+
+    monkeypatch.setattr(stream, "start_models", start)
+    predictor = SimpleNamespace(detect=(lambda *a: []) if with_detector else None)
+    out = [e[0]["image"] for e in stream._in_flight(predictor, iter(range(3)))]
+    assert out == ["0", "1", "2"]
+    if with_detector:
+        assert events == [("start", 0), ("collect", 0), ("start", 1), ("collect", 1), ("start", 2), ("collect", 2)]
+    else:
+        assert events == [("start", 0), ("start", 1), ("collect", 0), ("start", 2), ("collect", 1), ("collect", 2)]
+
+
 def test_cli_resumes_after_a_kill(ckpt, tmp_path, capsys):
     """`kvasir-ml predict DIR --out x.jsonl` killed (SIGKILL) mid-run, a torn line left behind,
     then run again: every image exactly once, the first run's lines kept. The killed run is a real
