@@ -13,7 +13,7 @@ to stall on (a lane that loses its core delays only its chunk, and the other lan
 queue's next chunks), and even on idle cores they can win: resnet50 at 224 px, batch 16, on
 an idle 2-core AMD EPYC VM, 2 lanes (chunks of 4) ran 14.5-16.0 img/s against 8.2-10.9 img/s
 for one forward at 2 threads and 6.1 img/s at 1 thread. So a model whose batch can be cut
-runs in lanes, one per core (``cpu_plans``). For one that cannot (ultralytics' predictor), the
+runs in lanes, one per core (``lanes_plan``). For one that cannot (ultralytics' predictor), the
 fastest thread count depends on the machine, the model and the load, which changes during a
 long run, so ``ThreadTuner`` runs batches with each candidate, keeps the fastest, and tries
 the others again now and then. On a GPU it does nothing.
@@ -66,20 +66,37 @@ class CpuPlan:
         return f"{self.lanes}x{self.threads}"
 
 
-def cpu_plans(cores: int | None = None, lanes: bool = True) -> list[CpuPlan]:
-    """The plans a tuner chooses from. With ``lanes`` (a model whose batch can be cut, run from
-    several Python threads): one lane per core, alone. Lanes never stall on a busy core, they
-    beat one forward on all the cores' threads where measured (module docstring), and with a
-    single plan an image's scores do not depend on which plan the load picked (a forward's
-    float sums run in another order at another batch size; ``Lanes`` cuts a batch the same
-    way every time). Without: the thread counts of ``thread_candidates``."""
+def lanes_plan(cores: int | None = None) -> CpuPlan:
+    """The plan of a model whose batch can be cut (run from several Python threads): one lane per
+    core (one thread on one core). Lanes never stall on a busy core and beat one forward on all
+    the cores' threads where measured (module docstring); with one plan, not a tuned choice, an
+    image's scores do not depend on the load (a forward's float sums run in another order at
+    another batch size; ``Lanes`` cuts a batch the same way every time)."""
     cores = usable_cores() if cores is None else cores
-    if lanes and cores > 1:
-        return [CpuPlan(lanes=cores)]
+    return CpuPlan(lanes=cores) if cores > 1 else CpuPlan(threads=1)
+
+
+def thread_plans(cores: int | None = None) -> list[CpuPlan]:
+    """One forward at each count of ``thread_candidates``: what ``ThreadTuner`` chooses from by
+    default (a model whose batch cannot be cut, such as ultralytics' predictor)."""
     return [CpuPlan(threads=t) for t in thread_candidates(cores)]
 
 
 T = TypeVar("T")
+
+
+def deferred(start: Callable[[], Callable[[], T]]) -> Callable[[], T]:
+    """``start()``'s collect call; an error raised by ``start`` is raised by that call instead, so
+    a batch's error surfaces where its results are collected whether it came early or late."""
+    try:
+        return start()
+    except Exception as exc:  # noqa: BLE001 — re-raised by the collect call
+        error = exc  # (``exc`` is unbound when the except block ends)
+
+    def fail() -> T:
+        raise error
+
+    return fail
 
 
 class Lanes:
@@ -89,8 +106,8 @@ class Lanes:
 
     ``submit`` queues a batch and returns at once: a caller that submits the next batch before
     it collects the previous one's results keeps every lane busy across the batch boundary (a
-    lane done with its chunks takes the next batch's while another finishes; with ``run``, one
-    batch at a time, it would wait). Measured on a 2-core AMD EPYC VM, ResNet50 at 224 px,
+    lane done with its chunks takes the next batch's while another finishes; collecting each
+    batch before submitting the next, it would wait). Measured on a 2-core AMD EPYC VM, ResNet50 at 224 px,
     batch 16: one batch at a time kept 1.91 cores busy, two in flight 1.97.
     """
 
@@ -98,9 +115,6 @@ class Lanes:
 
     def __init__(self) -> None:
         self._pool: ThreadPoolExecutor | None = None
-
-    def run(self, fn: Callable[[int, int], T], n_items: int, plan: CpuPlan | None) -> list[T]:
-        return self.submit(fn, n_items, plan)()
 
     def submit(self, fn: Callable[[int, int], T], n_items: int, plan: CpuPlan | None) -> Callable[[], list[T]]:
         """Queue the batch's chunks on the lanes; the returned call waits for their results (in
@@ -124,22 +138,18 @@ class Lanes:
 
     @staticmethod
     def _here(fn: Callable[[int, int], T], n_items: int, plan: CpuPlan | None) -> Callable[[], list[T]]:
-        saved = torch.get_num_threads()
-        try:
-            if plan is not None:
-                torch.set_num_threads(plan.threads)
-            with torch.inference_mode():
-                done = [fn(0, n_items)]
-        except Exception as exc:  # noqa: BLE001 — raised by the returned call, as a lane's would be
-            error = exc  # (``exc`` is unbound when the except block ends)
+        def now() -> Callable[[], list[T]]:
+            saved = torch.get_num_threads()
+            try:
+                if plan is not None:
+                    torch.set_num_threads(plan.threads)
+                with torch.inference_mode():
+                    done = [fn(0, n_items)]
+            finally:
+                torch.set_num_threads(saved)
+            return lambda: done
 
-            def fail() -> list[T]:
-                raise error
-
-            return fail
-        finally:
-            torch.set_num_threads(saved)
-        return lambda: done
+        return deferred(now)
 
     def close(self) -> None:
         if self._pool is not None:
@@ -196,18 +206,18 @@ class ThreadTuner:
     Args:
         device: the models' device; only ``cpu`` tunes (anything else: threads are left alone).
         candidates: plans (or intra-op thread counts) to choose from, ties going to the first
-            listed; default ``cpu_plans()``.
+            listed; default ``thread_plans()``.
         reprobe_every: batches between probes of the plans not in use (at first; see above).
         clear_loss: how much slower per image (1.2: 20 %) the other plans must all be for the wait to double.
         idle_cores: idle cores since its last call (default ``IdleCores()``, from /proc/stat).
 
-    Use ``with tuner.batch(n_images) as plan: ...`` around each batch (``Lanes.run`` runs a batch on a plan).
+    Use ``with tuner.batch(n_images) as plan: ...`` around each batch (``Lanes.submit`` runs a batch on a plan).
     """
 
     def __init__(self, device: torch.device | str | None, candidates: Sequence[CpuPlan | int] | None = None,
                  reprobe_every: int = 50, idle_cores: Callable[[], float] | None = None, clear_loss: float = 1.2):
         self.active = device is not None and torch.device(device).type == "cpu"
-        plans = [c if isinstance(c, CpuPlan) else CpuPlan(threads=c) for c in (candidates or cpu_plans())]
+        plans = [c if isinstance(c, CpuPlan) else CpuPlan(threads=c) for c in (candidates or thread_plans())]
         self.candidates = sorted(plans, key=lambda c: -c.cores)  # stable: ties keep the order given
         self.reprobe_every = self._reprobe_after = reprobe_every
         self.clear_loss = clear_loss

@@ -7,7 +7,7 @@ import threading
 import pytest
 import torch
 
-from kvasir_ml.cpu_threads import CpuPlan, Lanes, ThreadTuner, cpu_plans
+from kvasir_ml.cpu_threads import CpuPlan, Lanes, ThreadTuner, lanes_plan, thread_plans
 
 TWO, ONE = CpuPlan(threads=2), CpuPlan(threads=1)
 LANES = CpuPlan(lanes=2)
@@ -86,10 +86,9 @@ def test_batch_sets_and_restores_threads_and_is_inert_off_cpu():
     assert off.history == []
 
 
-def test_cpu_plans_offer_lanes_only_where_a_batch_can_be_cut():
-    assert cpu_plans(cores=4) == [CpuPlan(lanes=4)]
-    assert cpu_plans(cores=4, lanes=False) == [CpuPlan(threads=4), ONE]
-    assert cpu_plans(cores=1) == [ONE]
+def test_plans_lanes_one_per_core_and_the_tuners_thread_counts():
+    assert lanes_plan(cores=4) == CpuPlan(lanes=4) and lanes_plan(cores=1) == ONE
+    assert thread_plans(cores=4) == [CpuPlan(threads=4), ONE] and thread_plans(cores=1) == [ONE]
 
 
 def test_lanes_run_every_chunk_once_in_order_on_single_threaded_workers():
@@ -103,14 +102,14 @@ def test_lanes_run_every_chunk_once_in_order_on_single_threaded_workers():
         return list(range(a, b))
 
     try:
-        out = lanes.run(chunk, 17, CpuPlan(lanes=2))
+        out = lanes.submit(chunk, 17, CpuPlan(lanes=2))()
         assert [i for part in out for i in part] == list(range(17))  # every item once, in order
         assert len(out) == 4  # chunks of a quarter: ceil(17 / (2 lanes * 2))
         assert all(threads == 1 and not grad and name.startswith("cpu-lane") for _, _, threads, grad, name in seen)
         before = torch.get_num_threads()
-        assert lanes.run(chunk, 5, ONE) == [[0, 1, 2, 3, 4]]  # one lane: one call, in this thread
+        assert lanes.submit(chunk, 5, ONE)() == [[0, 1, 2, 3, 4]]  # one lane: one call, in this thread
         assert seen[-1][2:] == (1, False, threading.current_thread().name)  # at the plan's threads, no grad
-        assert lanes.run(chunk, 1, CpuPlan(lanes=2)) == [[0]] and seen[-1][2] == 1  # one item: here too
+        assert lanes.submit(chunk, 1, CpuPlan(lanes=2))() == [[0]] and seen[-1][2] == 1  # one item: here too
         assert torch.get_num_threads() == before  # restored
     finally:
         lanes.close()
@@ -152,7 +151,7 @@ def test_lanes_raise_a_chunks_error():
 
     try:
         with pytest.raises(ValueError, match="bad chunk"):
-            lanes.run(chunk, 8, CpuPlan(lanes=2))
+            lanes.submit(chunk, 8, CpuPlan(lanes=2))()
         collect = lanes.submit(lambda a, b: chunk(a + 1, b), 4, ONE)  # run here, now: raised when collected
         with pytest.raises(ValueError, match="bad chunk at 1"):
             collect()

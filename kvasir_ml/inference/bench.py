@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from kvasir_ml.cpu_threads import CpuPlan, thread_candidates
+from kvasir_ml.cpu_threads import CpuPlan, thread_plans
 from kvasir_ml.data.inset import detect_inset
 from kvasir_ml.inference.combined import Predictor
 from kvasir_ml.inference.stream import predict_to_jsonl
@@ -74,11 +74,19 @@ def bare_forward_img_s(predictor: Predictor, sample: list[Path], n_images: int, 
     a CPU, lanes) and, on a CPU, as one forward of the whole batch at each thread count: the
     fastest one's images per second and its plan (the strictest baseline: the stream is held to
     the best the bare model does on this machine now, however it is run)."""
-    assert predictor.device is not None  # set when a model is loaded
+    from kvasir_ml.data.images import load_rgb
+    from kvasir_ml.train.classify import classifier_inputs, collate_inputs
+
+    assert predictor.classifier is not None and predictor.device is not None, "the bare pass needs a classifier"
+    items = []
+    for path in sample[:batch]:
+        rgb = load_rgb(path)
+        items.append(classifier_inputs(predictor.classifier[1], rgb, detect_inset(rgb)))
+    inputs = collate_inputs(items, predictor.device)
     candidates: list[CpuPlan | None] = [predictor.classifier_plan]
     if predictor.device.type == "cpu":
-        candidates = list(dict.fromkeys([*candidates, *(CpuPlan(threads=t) for t in thread_candidates())]))
-    rates = {plan: _bare_img_s(predictor, plan, sample, n_images // len(candidates), batch) for plan in candidates}
+        candidates = list(dict.fromkeys([*candidates, *thread_plans()]))
+    rates = {plan: _bare_img_s(predictor, plan, inputs, n_images // len(candidates)) for plan in candidates}
     best = max(rates, key=rates.__getitem__)
     return rates[best], plan_name(best)
 
@@ -89,20 +97,11 @@ def plan_name(plan: CpuPlan | None) -> str:
 
 
 @torch.no_grad()
-def _bare_img_s(predictor: Predictor, plan: CpuPlan | None, sample: list[Path], n_images: int, batch: int) -> float:
-    """Images per second of the classifier's forward pass alone on ``plan``, on ``sample``'s
+def _bare_img_s(predictor: Predictor, plan: CpuPlan | None, inputs: dict[str, torch.Tensor], n_images: int) -> float:
+    """Images per second of the classifier's forward pass alone on ``plan``, on one batch of
     inputs prepared beforehand; each batch is started before the previous one's outputs are
     read, as the stream does (``Lanes.submit``: no core idles between batches)."""
-    from kvasir_ml.data.images import load_rgb
-    from kvasir_ml.train.classify import classifier_inputs, collate_inputs
-
-    assert predictor.classifier is not None and predictor.device is not None, "the bare pass needs a classifier"
-    _, cfg, _ = predictor.classifier
-    items = []
-    for path in sample[:batch]:
-        rgb = load_rgb(path)
-        items.append(classifier_inputs(cfg, rgb, detect_inset(rgb)))
-    inputs = collate_inputs(items, predictor.device)
+    batch = len(next(iter(inputs.values())))
     predictor.start_forward(inputs, plan)()  # warm-up
     steps = max(1, n_images // batch)
     _sync(predictor.device)

@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from kvasir_ml.cpu_threads import CpuPlan, Lanes, ThreadTuner, cpu_plans
+from kvasir_ml.cpu_threads import CpuPlan, Lanes, ThreadTuner, deferred, lanes_plan
 from kvasir_ml.data.images import MIN_FRAME_SIDE_PX, ImageError, load_rgb
 from kvasir_ml.data.inset import detect_inset
 
@@ -63,15 +63,14 @@ class Predictor:
         # count is tuned per batch instead.
         self.classifier_plan: CpuPlan | None = None  # one call, threads left alone (a GPU); set below on a CPU
         self.classifier_lanes = Lanes()
-        self.detector_threads = ThreadTuner(_device_or_none(device) if detector_ckpt else None,
-                                            candidates=cpu_plans(lanes=False))
+        self.detector_threads = ThreadTuner(_device_or_none(device) if detector_ckpt else None)
         if classifier_ckpt:
             from kvasir_ml.train.classify import classifier_inputs, load_classifier
 
             dev = self.device = resolve_device(device)
             loaded = self.classifier = load_classifier(classifier_ckpt, dev)
             if dev.type == "cpu":
-                self.classifier_plan = cpu_plans()[0]
+                self.classifier_plan = lanes_plan()
             self.classify = lambda rgbs, insets: self.classify_prepared(
                 [classifier_inputs(loaded[1], rgb, inset) for rgb, inset in zip(rgbs, insets)])
         if detector_ckpt:
@@ -103,14 +102,19 @@ class Predictor:
     def start_classify(self, batch: dict[str, Any]) -> Callable[[], list[dict[str, Any]]]:
         """Start the classifier on a batch of prepared inputs (``classifier_inputs``' tensors
         stacked per key); the returned call gives one entry per image, in order (waiting for
-        them), and raises the batch's error. On a CPU the batch is queued on the lanes and this
+        them), and raises the batch's error (even one raised while starting it). On a CPU the batch is queued on the lanes and this
         returns at once: start the next batch before collecting this one and no core idles
         between batches (``Lanes.submit``)."""
         from kvasir_ml.train.classify import classifier_entries
 
-        assert self.classifier is not None and self.device is not None  # loaded together
-        loaded, outputs = self.classifier, self.start_forward({k: v.to(self.device) for k, v in batch.items()})
-        return lambda: classifier_entries(loaded, outputs())
+        loaded, device = self.classifier, self.device
+        assert loaded is not None and device is not None  # loaded together
+
+        def start() -> Callable[[], list[dict[str, Any]]]:
+            outputs = self.start_forward({k: v.to(device) for k, v in batch.items()})
+            return lambda: classifier_entries(loaded, outputs())
+
+        return deferred(start)
 
     def start_forward(self, batch: dict[str, Any], plan: CpuPlan | None = None) -> Callable[[], Any]:
         """The classifier's raw outputs on one input batch, started on ``plan`` (default

@@ -21,7 +21,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
@@ -30,7 +30,6 @@ from kvasir_ml.inference.combined import CHUNK_IMAGES, Predictor, _apply, decode
 from kvasir_ml.results_schema import PredictionRecord, parse_result, prediction_line
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -254,7 +253,7 @@ def start_models(predictor: Predictor, batch: _Batch) -> Callable[[], list[dict[
     assert inputs is None or len(next(iter(inputs.values()))) == len(ok), "inputs out of step with the frames"
     started = None
     if predictor.classifier is not None and ok and inputs is not None:
-        started = _deferred(lambda: predictor.start_classify(inputs))
+        started = predictor.start_classify(inputs)
 
     def finish() -> list[dict[str, Any]]:
         if started is not None and inputs is not None:
@@ -267,16 +266,3 @@ def start_models(predictor: Predictor, batch: _Batch) -> Callable[[], list[dict[
         return [it["entry"] for it in batch.items]
 
     return finish
-
-
-def _deferred(start: Callable[[], Callable[[], T]]) -> Callable[[], T]:
-    """``start()``'s result call; an error raised while starting is raised by that call instead."""
-    try:
-        return start()
-    except Exception as exc:  # noqa: BLE001 — raised where the batch's results are collected
-        error = exc  # (``exc`` is unbound when the except block ends)
-
-    def fail() -> T:
-        raise error
-
-    return fail

@@ -214,7 +214,7 @@ class _Run:
 
     def __init__(self, predictor, detector, device: str, fps_processed: float, tracker: str,
                  smoothing: SmoothingConfig):
-        from kvasir_ml.cpu_threads import ThreadTuner, cpu_plans
+        from kvasir_ml.cpu_threads import ThreadTuner
         from kvasir_ml.device import resolve_device
         from kvasir_ml.train.classify import classifier_inputs, classify_inputs
         from kvasir_ml.video.tracks import BoxTracker
@@ -237,8 +237,7 @@ class _Run:
                 self.classify = lambda inputs: classify_inputs(predictor.classifier, inputs, dev, max(1, len(inputs)))
             else:
                 self.classify = predictor.classify_prepared  # in lanes on a CPU (cpu_threads)
-        self.detector_threads = ThreadTuner(dev if detector is not None and not self.side_by_side else None,
-                                            candidates=cpu_plans(lanes=False))
+        self.detector_threads = ThreadTuner(dev if detector is not None and not self.side_by_side else None)
         self._model_pool: ThreadPoolExecutor | None = None  # side by side: the two model threads
         self._times_lock = threading.Lock()
         self.times = dict.fromkeys(STAGES, 0.0)

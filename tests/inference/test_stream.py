@@ -120,17 +120,18 @@ def test_a_frame_the_classifier_fails_on_costs_only_itself_with_batches_in_fligh
 
 
 def test_an_error_while_starting_a_batch_is_raised_when_it_is_collected(ckpt, frames, tmp_path, caplog):
-    """A batch that cannot even be started (here: refused for holding more than one image) fails
-    where its results are collected, with its own error, and is then retried image by image."""
+    """A batch that cannot even be started on the model (here: refused for holding more than one
+    image) fails where its results are collected, with its own error, and is then retried image
+    by image."""
     predictor = Predictor(ckpt, device="cpu")
-    start = predictor.start_classify
+    start = predictor.start_forward
 
-    def refuse_batches(batch):
+    def refuse_batches(batch, plan=None):
         if len(batch["image"]) > 1:
             raise ValueError("inputs of different shapes")
-        return start(batch)
+        return start(batch, plan)
 
-    predictor.start_classify = refuse_batches
+    predictor.start_forward = refuse_batches
     rep = predict_to_jsonl(predictor, frames[:5], tmp_path / "p.jsonl", workers=0, batch_images=3, progress=False)
     assert rep.n_written == 5 and rep.n_failed == 0
     assert all(e["labels"] for e in _lines(tmp_path / "p.jsonl"))
